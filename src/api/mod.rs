@@ -1,0 +1,271 @@
+//! The control REST API, with dcm4chee-arc's paths and JSON names.
+//!
+//! - `POST /dcm4chee-arc/aets/{AET}/rs/studies/{study}[/series/{series}[/instances/{sop}]]/export/{ExporterID}`
+//! - `POST /dcm4chee-arc/ctrl/reload`, `GET /dcm4chee-arc/ctrl/status`
+//! - `GET /dcm4chee-arc/monitor/export[/{taskID}]`, `GET /dcm4chee-arc/monitor/export/{taskID}/instances`
+//! - `GET /dcm4chee-arc/export`, `GET /dcm4chee-arc/queue`
+//!
+//! Errors are JSON `{"errorMessage": "..."}` as in dcm4chee.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{NaiveDateTime, TimeZone, Utc};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use crate::config::ConfigSource;
+use crate::export::{SharedSnapshot, Workers, current};
+use crate::queue::{NewTask, QueueError, TaskFilter, TaskQueue};
+use crate::task::{Status, TaskRequest};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub config: ConfigSource,
+    pub device_name: String,
+    pub snapshot: SharedSnapshot,
+    pub queue: Arc<dyn TaskQueue>,
+    pub workers: Workers,
+    /// Serialises reloads: two at once must not race on the swap.
+    pub reload_lock: Arc<Mutex<()>>,
+}
+
+/// An API error, answered as `{"errorMessage": ...}`.
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    details: Vec<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "errorMessage": self.message });
+        if !self.details.is_empty() {
+            body["errors"] = json!(self.details);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> ApiError {
+        match e {
+            QueueError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+        }
+    }
+}
+
+/// The router under `/dcm4chee-arc`.
+pub fn router(state: ApiState) -> Router {
+    let base = Router::new()
+        .route("/aets/{aet}/rs/studies/{study}/export/{exporter}", post(export_study))
+        .route("/aets/{aet}/rs/studies/{study}/series/{series}/export/{exporter}", post(export_series))
+        .route(
+            "/aets/{aet}/rs/studies/{study}/series/{series}/instances/{sop}/export/{exporter}",
+            post(export_instance),
+        )
+        .route("/ctrl/reload", post(reload))
+        .route("/ctrl/status", get(status))
+        .route("/monitor/export", get(list_tasks))
+        .route("/monitor/export/{task}", get(get_task))
+        .route("/monitor/export/{task}/instances", get(task_instances))
+        .route("/export", get(list_exporters))
+        .route("/queue", get(list_queues))
+        .with_state(state);
+    Router::new().nest("/dcm4chee-arc", base)
+}
+
+#[derive(Debug, Deserialize)]
+struct ExportParams {
+    #[serde(rename = "batchID")]
+    batch_id: Option<String>,
+    /// `yyyyMMddHHmmss`, local time of the service (24-hour: dcm4chee's
+    /// trigger parses a 12-hour pattern by mistake, the monitor API does not).
+    #[serde(rename = "scheduledTime")]
+    scheduled_time: Option<String>,
+}
+
+async fn export_study(
+    State(s): State<ApiState>,
+    Path((aet, study, exporter)): Path<(String, String, String)>,
+    Query(p): Query<ExportParams>,
+) -> Result<Response, ApiError> {
+    trigger(s, aet, exporter, study, None, None, p).await
+}
+
+async fn export_series(
+    State(s): State<ApiState>,
+    Path((aet, study, series, exporter)): Path<(String, String, String, String)>,
+    Query(p): Query<ExportParams>,
+) -> Result<Response, ApiError> {
+    trigger(s, aet, exporter, study, Some(series), None, p).await
+}
+
+async fn export_instance(
+    State(s): State<ApiState>,
+    Path((aet, study, series, sop, exporter)): Path<(String, String, String, String, String)>,
+    Query(p): Query<ExportParams>,
+) -> Result<Response, ApiError> {
+    trigger(s, aet, exporter, study, Some(series), Some(sop), p).await
+}
+
+fn parse_scheduled(v: &str) -> Result<chrono::DateTime<Utc>, ApiError> {
+    let bad = || ApiError::new(StatusCode::BAD_REQUEST, format!("scheduledTime: {v:?} is not yyyyMMddHHmmss"));
+    let naive = NaiveDateTime::parse_from_str(v, "%Y%m%d%H%M%S").map_err(|_| bad())?;
+    chrono::Local
+        .from_local_datetime(&naive)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or_else(bad)
+}
+
+async fn trigger(
+    s: ApiState,
+    aet: String,
+    exporter_id: String,
+    study: String,
+    series: Option<String>,
+    sop: Option<String>,
+    p: ExportParams,
+) -> Result<Response, ApiError> {
+    let snap = current(&s.snapshot);
+    if !snap.ae_titles.contains(&aet) {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("No such Application Entity: {aet}")));
+    }
+    let Some(exporter) = snap.exporter(&exporter_id) else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("No such Exporter: {exporter_id}")));
+    };
+    let request = TaskRequest {
+        exporter_id: exporter_id.clone(),
+        study_iuid: study,
+        series_iuid: series,
+        sop_iuid: sop,
+        batch_id: p.batch_id,
+        scheduled_time: p.scheduled_time.as_deref().map(parse_scheduled).transpose()?,
+    };
+    request
+        .validate()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let task = s
+        .queue
+        .publish(NewTask {
+            request: request.normalized(),
+            device_name: s.device_name.clone(),
+            queue: exporter.queue.clone(),
+            local_aet: exporter.ae_title.clone(),
+        })
+        .await?;
+    tracing::info!(task = %task.task_id, exporter = %exporter_id, entity = %task.entity(), "export task queued");
+    Ok((StatusCode::ACCEPTED, Json(task)).into_response())
+}
+
+async fn reload(State(s): State<ApiState>) -> Result<StatusCode, ApiError> {
+    let _guard = s.reload_lock.lock().await;
+    match s.config.load(&s.device_name).await {
+        Ok(snap) => {
+            for w in &snap.warnings {
+                tracing::warn!("{w}");
+            }
+            let exporters = snap.exporters.len();
+            *s.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
+            s.workers.ensure_started();
+            tracing::info!(exporters, source = %s.config, "configuration reloaded");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused; the running configuration stays");
+            Err(ApiError {
+                status: StatusCode::CONFLICT,
+                message: format!("configuration not reloaded, the running one stays: {}", e.errors().join("; ")),
+                details: e.errors(),
+            })
+        }
+    }
+}
+
+async fn status() -> Json<serde_json::Value> {
+    Json(json!({ "status": "STARTED" }))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    #[serde(rename = "ExporterID")]
+    exporter_id: Option<String>,
+    #[serde(rename = "StudyInstanceUID")]
+    study_iuid: Option<String>,
+    status: Option<String>,
+    #[serde(rename = "batchID")]
+    batch_id: Option<String>,
+    offset: Option<u64>,
+    limit: Option<u64>,
+}
+
+async fn list_tasks(State(s): State<ApiState>, Query(p): Query<ListParams>) -> Result<Response, ApiError> {
+    let status = p
+        .status
+        .as_deref()
+        .map(str::parse::<Status>)
+        .transpose()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("status: {e}")))?;
+    let tasks = s
+        .queue
+        .list(TaskFilter {
+            exporter_id: p.exporter_id,
+            study_iuid: p.study_iuid,
+            status,
+            batch_id: p.batch_id,
+            offset: p.offset.unwrap_or(0),
+            limit: p.limit,
+        })
+        .await?;
+    Ok(Json(tasks).into_response())
+}
+
+async fn get_task(State(s): State<ApiState>, Path(task): Path<String>) -> Result<Response, ApiError> {
+    Ok(Json(s.queue.get(&task).await?).into_response())
+}
+
+async fn task_instances(State(s): State<ApiState>, Path(task): Path<String>) -> Result<Response, ApiError> {
+    s.queue.get(&task).await?;
+    let mut v: Vec<_> = s.queue.instance_results(&task).await?.into_values().collect();
+    v.sort_by(|a, b| a.sop_iuid.cmp(&b.sop_iuid));
+    Ok(Json(v).into_response())
+}
+
+async fn list_exporters(State(s): State<ApiState>) -> Json<serde_json::Value> {
+    let snap = current(&s.snapshot);
+    Json(json!(
+        snap.exporters
+            .values()
+            .map(|e| json!({"id": e.id, "description": e.description, "dcmURI": e.uri, "dcmQueueName": e.queue}))
+            .collect::<Vec<_>>()
+    ))
+}
+
+async fn list_queues(State(s): State<ApiState>) -> Json<serde_json::Value> {
+    let snap = current(&s.snapshot);
+    Json(json!(
+        snap.queues
+            .values()
+            .map(|q| json!({"name": q.name, "description": q.description, "maxTasksParallel": q.max_tasks_parallel}))
+            .collect::<Vec<_>>()
+    ))
+}

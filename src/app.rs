@@ -1,0 +1,181 @@
+//! The `serve` application: configuration, archive, queue, workers, control
+//! API and (optionally) the built-in receiver, wired together.
+//!
+//! [`Application::build`] binds every listener first, so tests can ask for
+//! port 0 and read the real addresses before [`Application::run_until_stopped`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiState};
+use crate::archive::Archive;
+use crate::config::{ConfigSource, LoadError, Snapshot};
+use crate::export::{Executor, SharedSnapshot, Workers};
+use crate::queue::{EmbeddedQueue, QueueError, TaskQueue};
+use crate::stowrsd::{self, StowrsdOptions};
+
+/// The address the built-in receiver uses when no `stowrsd` web app says otherwise.
+pub const DEFAULT_STOWRSD_ADDR: &str = "127.0.0.1:18080";
+/// How long in-flight tasks may take to finish after SIGTERM; what is left
+/// is resumed at the next start.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Settings of `serve`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config: ConfigSource,
+    pub device_name: String,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Run the built-in receiver in-process, storing into this directory.
+    pub stowrsd_dir: Option<PathBuf>,
+    /// Where the in-process receiver listens; default: the `stowrsd` web app's address.
+    pub stowrsd_bind: Option<String>,
+}
+
+/// Why the application could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("configuration: {0}")]
+    Config(#[from] LoadError),
+    #[error("archive: {0}")]
+    Archive(#[from] crate::archive::ArchiveError),
+    #[error("task queue: {0}")]
+    Queue(#[from] QueueError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A built, not yet running service.
+pub struct Application {
+    listener: TcpListener,
+    stowrsd: Option<(TcpListener, StowrsdOptions)>,
+    state: ApiState,
+    workers: Workers,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Application, AppError> {
+        let snapshot = settings.config.load(&settings.device_name).await?;
+        for w in &snapshot.warnings {
+            tracing::warn!("{w}");
+        }
+        tokio::fs::create_dir_all(&settings.data_dir)
+            .await
+            .map_err(|e| AppError::Serve(std::io::Error::other(format!("{}: {e}", settings.data_dir.display()))))?;
+        let archive = Archive::open(&settings.data_dir).await?;
+        let queue: Arc<dyn TaskQueue> =
+            Arc::new(EmbeddedQueue::open(&settings.data_dir, &settings.device_name, true).await?);
+
+        let stowrsd = match &settings.stowrsd_dir {
+            None => None,
+            Some(dir) => {
+                let addr = settings
+                    .stowrsd_bind
+                    .clone()
+                    .unwrap_or_else(|| stowrsd_address(&snapshot));
+                let l = TcpListener::bind(&addr)
+                    .await
+                    .map_err(|source| AppError::Bind { addr: addr.clone(), source })?;
+                Some((
+                    l,
+                    StowrsdOptions {
+                        store_dir: Some(dir.clone()),
+                    },
+                ))
+            }
+        };
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .map_err(|source| AppError::Bind {
+                addr: settings.listen.to_string(),
+                source,
+            })?;
+
+        tracing::info!(
+            source = %settings.config,
+            exporters = snapshot.exporters.len(),
+            queues = snapshot.queues.len(),
+            "configuration loaded"
+        );
+        let shared: SharedSnapshot = Arc::new(RwLock::new(Arc::new(snapshot)));
+        let executor = Executor::new(archive, queue.clone());
+        let workers = Workers::new(executor, queue.clone(), shared.clone(), CancellationToken::new());
+        let state = ApiState {
+            config: settings.config.clone(),
+            device_name: settings.device_name.clone(),
+            snapshot: shared,
+            queue,
+            workers: workers.clone(),
+            reload_lock: Arc::default(),
+        };
+        Ok(Application {
+            listener,
+            stowrsd,
+            state,
+            workers,
+        })
+    }
+
+    /// The control API's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The in-process receiver's address, if it runs.
+    pub fn stowrsd_addr(&self) -> Option<SocketAddr> {
+        self.stowrsd.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// Runs until `shutdown` resolves, then stops taking tasks and lets
+    /// running ones finish (up to a grace period).
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), AppError> {
+        let stop = CancellationToken::new();
+        let receiver = self.stowrsd.map(|(l, opts)| {
+            let stop = stop.clone();
+            tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "built-in STOW-RS receiver listening");
+            tokio::spawn(async move { stowrsd::serve(l, opts, async move { stop.cancelled().await }).await })
+        });
+        self.workers.ensure_started();
+        tracing::info!(addr = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "control API listening");
+        let app = api::router(self.state);
+        let stop2 = stop.clone();
+        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move { stop2.cancelled().await });
+        let server = tokio::spawn(async move { server.await });
+
+        shutdown.await;
+        tracing::info!("shutting down: no new tasks; waiting for running ones");
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.workers.shutdown()).await.is_err() {
+            tracing::warn!("running tasks did not finish in time; they resume at the next start");
+        }
+        stop.cancel();
+        if let Ok(Err(e)) = server.await {
+            return Err(AppError::Serve(e));
+        }
+        if let Some(r) = receiver
+            && let Ok(Err(e)) = r.await
+        {
+            return Err(AppError::Serve(e));
+        }
+        Ok(())
+    }
+}
+
+/// `host:port` of the `stowrsd` web app, or the default.
+fn stowrsd_address(snapshot: &Snapshot) -> String {
+    snapshot
+        .web_app("stowrsd")
+        .and_then(|w| {
+            let rest = w.service_url.split_once("://")?.1;
+            Some(rest.split('/').next()?.to_string())
+        })
+        .unwrap_or_else(|| DEFAULT_STOWRSD_ADDR.to_string())
+}

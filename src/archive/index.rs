@@ -1,0 +1,232 @@
+//! The SQLite index of stored instances.
+//!
+//! One denormalised `instance` table: the exporter always selects instances
+//! by study (optionally narrowed to series/instance), so the hierarchy needs
+//! no tables of its own; the study/series columns are indexed instead.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
+
+use super::StoredInstance;
+use crate::db::{Db, DbError};
+
+pub(crate) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS instance (
+    sop_iuid         TEXT PRIMARY KEY NOT NULL,
+    study_iuid       TEXT NOT NULL,
+    series_iuid      TEXT NOT NULL,
+    sop_cuid         TEXT NOT NULL,
+    transfer_syntax  TEXT NOT NULL,
+    size             INTEGER NOT NULL,
+    -- relative to the storage directory, '/'-separated
+    path             TEXT NOT NULL,
+    patient_id       TEXT,
+    study_date       TEXT,
+    modality         TEXT,
+    accession_number TEXT,
+    series_number    INTEGER,
+    instance_number  INTEGER,
+    -- RFC 3339, UTC
+    imported_at      TEXT NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS instance_study ON instance (study_iuid, series_iuid);
+CREATE INDEX IF NOT EXISTS instance_series ON instance (series_iuid);
+";
+
+const COLUMNS: &str =
+    "study_iuid, series_iuid, sop_iuid, sop_cuid, transfer_syntax, size, path";
+
+/// Everything indexed about one instance, as read from its header.
+#[derive(Debug, Clone)]
+pub(crate) struct InstanceRecord {
+    pub study_iuid: String,
+    pub series_iuid: String,
+    pub sop_iuid: String,
+    pub sop_cuid: String,
+    pub transfer_syntax: String,
+    pub size: u64,
+    pub rel_path: String,
+    pub patient_id: Option<String>,
+    pub study_date: Option<String>,
+    pub modality: Option<String>,
+    pub accession_number: Option<String>,
+    pub series_number: Option<i64>,
+    pub instance_number: Option<i64>,
+}
+
+/// What [`Index::commit`] did.
+#[derive(Debug)]
+pub(crate) enum Commit {
+    /// The temp file was renamed into place and the row written.
+    Stored(StoredInstance),
+    /// The row existed already with this stored instance; nothing changed.
+    Existing(StoredInstance),
+    /// Renaming the temp file failed; nothing was indexed.
+    RenameFailed(io::Error),
+}
+
+#[derive(Clone)]
+pub(crate) struct Index {
+    db: Db,
+    storage: PathBuf,
+}
+
+impl Index {
+    pub(crate) fn new(db: Db, storage: PathBuf) -> Index {
+        Index { db, storage }
+    }
+
+    pub(crate) async fn get(&self, sop_iuid: &str) -> Result<Option<StoredInstance>, DbError> {
+        let storage = self.storage.clone();
+        let sop = sop_iuid.to_string();
+        self.db
+            .call(move |conn| get(conn, &storage, &sop))
+            .await
+    }
+
+    /// Atomically claims `rec.sop_iuid` and moves `tmp` to its final path.
+    ///
+    /// The check, rename and insert run in one IMMEDIATE transaction, so a
+    /// concurrent import of the same SOP Instance UID (from this process or
+    /// another one sharing the file) cannot overwrite the first stored copy.
+    /// A row whose file has vanished from storage is repaired in place when
+    /// the new object belongs to the same study and series.
+    pub(crate) async fn commit(
+        &self,
+        rec: InstanceRecord,
+        tmp: PathBuf,
+    ) -> Result<Commit, DbError> {
+        let storage = self.storage.clone();
+        let imported_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        self.db
+            .call(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let existing = get(&tx, &storage, &rec.sop_iuid)?;
+                let repair = match existing {
+                    None => false,
+                    Some(found)
+                        if !found.path.exists()
+                            && found.study_iuid == rec.study_iuid
+                            && found.series_iuid == rec.series_iuid =>
+                    {
+                        tracing::warn!(
+                            sop_iuid = %rec.sop_iuid,
+                            path = %found.path.display(),
+                            "stored file missing; restoring it from the new import"
+                        );
+                        true
+                    }
+                    Some(found) => return Ok(Commit::Existing(found)),
+                };
+                let dest = storage.join(&rec.rel_path);
+                if let Err(e) = std::fs::rename(&tmp, &dest) {
+                    // dropping `tx` rolls back
+                    return Ok(Commit::RenameFailed(e));
+                }
+                let size = i64::try_from(rec.size).unwrap_or(i64::MAX);
+                if repair {
+                    tx.execute("DELETE FROM instance WHERE sop_iuid = ?1", [&rec.sop_iuid])?;
+                }
+                tx.execute(
+                    "INSERT INTO instance (study_iuid, series_iuid, sop_iuid, sop_cuid,
+                        transfer_syntax, size, path, patient_id, study_date, modality,
+                        accession_number, series_number, instance_number, imported_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                    params![
+                        rec.study_iuid,
+                        rec.series_iuid,
+                        rec.sop_iuid,
+                        rec.sop_cuid,
+                        rec.transfer_syntax,
+                        size,
+                        rec.rel_path,
+                        rec.patient_id,
+                        rec.study_date,
+                        rec.modality,
+                        rec.accession_number,
+                        rec.series_number,
+                        rec.instance_number,
+                        imported_at,
+                    ],
+                )?;
+                tx.commit()?;
+                Ok(Commit::Stored(StoredInstance {
+                    study_iuid: rec.study_iuid,
+                    series_iuid: rec.series_iuid,
+                    sop_iuid: rec.sop_iuid,
+                    sop_cuid: rec.sop_cuid,
+                    transfer_syntax: rec.transfer_syntax,
+                    size: rec.size,
+                    path: dest,
+                }))
+            })
+            .await
+    }
+
+    pub(crate) async fn find(
+        &self,
+        study: &str,
+        series: Option<&str>,
+        instance: Option<&str>,
+    ) -> Result<Vec<StoredInstance>, DbError> {
+        let storage = self.storage.clone();
+        let (study, series, instance) = (
+            study.to_string(),
+            series.map(str::to_string),
+            instance.map(str::to_string),
+        );
+        self.db
+            .call(move |conn| {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM instance
+                     WHERE study_iuid = ?1
+                       AND (?2 IS NULL OR series_iuid = ?2)
+                       AND (?3 IS NULL OR sop_iuid = ?3)
+                     ORDER BY series_iuid, instance_number IS NULL, instance_number, sop_iuid"
+                ))?;
+                let rows = stmt.query_map(params![study, series, instance], |row| {
+                    from_row(row, &storage)
+                })?;
+                rows.collect()
+            })
+            .await
+    }
+
+    pub(crate) async fn count(&self) -> Result<u64, DbError> {
+        self.db
+            .call(|conn| {
+                conn.query_row("SELECT COUNT(*) FROM instance", [], |row| {
+                    row.get::<_, i64>(0)
+                })
+            })
+            .await
+            .map(|n| u64::try_from(n).unwrap_or(0))
+    }
+}
+
+fn get(
+    conn: &rusqlite::Connection,
+    storage: &Path,
+    sop_iuid: &str,
+) -> rusqlite::Result<Option<StoredInstance>> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM instance WHERE sop_iuid = ?1"
+    ))?
+    .query_row([sop_iuid], |row| from_row(row, storage))
+    .optional()
+}
+
+fn from_row(row: &Row<'_>, storage: &Path) -> rusqlite::Result<StoredInstance> {
+    let rel: String = row.get(6)?;
+    Ok(StoredInstance {
+        study_iuid: row.get(0)?,
+        series_iuid: row.get(1)?,
+        sop_iuid: row.get(2)?,
+        sop_cuid: row.get(3)?,
+        transfer_syntax: row.get(4)?,
+        size: u64::try_from(row.get::<_, i64>(5)?).unwrap_or(0),
+        path: storage.join(rel),
+    })
+}

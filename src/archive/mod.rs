@@ -1,0 +1,224 @@
+//! The archive: a storage directory of DICOM files plus an embedded SQLite
+//! index of them.
+//!
+//! Layout under the data directory:
+//!
+//! ```text
+//! <data_dir>/archive.sqlite                               the index
+//! <data_dir>/storage/<StudyUID>/<SeriesUID>/<SOPUID>.dcm  byte-identical copies
+//! ```
+//!
+//! Files are imported byte for byte (never re-encoded), so what STOW-RS
+//! later sends is exactly what was imported. A SOP Instance UID is stored
+//! once: re-importing the same bytes is a no-op, and a different object
+//! claiming an already stored UID is refused (the first one wins, like
+//! Orthanc without `OverwriteInstances`).
+
+mod import;
+mod index;
+mod scan;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::db::{Db, DbError};
+use index::Index;
+
+pub use import::{ImportProgress, ImportReport, NoProgress, import_paths};
+
+/// How many files are parsed at the same time. Parsing holds the header in
+/// memory (bounded by the file size after the pre-scan); two at a time keeps
+/// the worst case small while still overlapping parsing with copying.
+const PARSE_CONCURRENCY: usize = 2;
+
+/// Handle to an open archive; cheap to clone.
+#[derive(Clone)]
+pub struct Archive {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    storage: PathBuf,
+    index: Index,
+    parse_permits: Semaphore,
+}
+
+/// One indexed instance.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StoredInstance {
+    pub study_iuid: String,
+    pub series_iuid: String,
+    pub sop_iuid: String,
+    pub sop_cuid: String,
+    pub transfer_syntax: String,
+    pub size: u64,
+    /// Absolute path of the stored file.
+    pub path: PathBuf,
+}
+
+/// Outcome of a successful import.
+#[derive(Debug, Clone)]
+pub enum Imported {
+    /// Newly copied into storage and indexed.
+    Stored(StoredInstance),
+    /// The identical object was stored already; nothing changed.
+    AlreadyStored(StoredInstance),
+}
+
+impl Imported {
+    /// The stored instance, whichever the outcome.
+    pub fn instance(&self) -> &StoredInstance {
+        match self {
+            Imported::Stored(i) | Imported::AlreadyStored(i) => i,
+        }
+    }
+}
+
+/// Errors opening or querying the archive.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("cannot create archive storage {}: {source}", path.display())]
+    Storage {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("archive index: {0}")]
+    Index(#[from] DbError),
+}
+
+/// Why one file could not be imported. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not a DICOM file: {reason}", path.display())]
+    NotDicom { path: PathBuf, reason: String },
+    #[error("{}: malformed DICOM file: {reason}", path.display())]
+    Malformed { path: PathBuf, reason: String },
+    #[error("{}: {reason}", path.display())]
+    UnsupportedTransferSyntax { path: PathBuf, reason: String },
+    /// A required attribute is absent or empty, e.g.
+    /// "StudyInstanceUID (0020,000D) missing".
+    #[error("{}: {name} {tag} missing", path.display())]
+    MissingAttribute {
+        path: PathBuf,
+        name: &'static str,
+        tag: String,
+    },
+    /// A UID that is not digits and dots (at most 64 characters); UIDs name
+    /// storage paths, so anything else could escape the storage directory.
+    #[error("{}: invalid {name} {tag} {value:?}: {reason}", path.display())]
+    InvalidUid {
+        path: PathBuf,
+        name: &'static str,
+        tag: String,
+        value: String,
+        reason: &'static str,
+    },
+    #[error(
+        "{}: SOP Instance UID {sop_iuid} is already stored as a different object ({}); \
+         keeping the stored one",
+        path.display(),
+        stored.display()
+    )]
+    Conflict {
+        path: PathBuf,
+        sop_iuid: String,
+        stored: PathBuf,
+    },
+    #[error("{}: cannot store as {}: {source}", path.display(), dest.display())]
+    Store {
+        path: PathBuf,
+        dest: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: archive index: {source}", path.display())]
+    Index { path: PathBuf, source: DbError },
+    #[error("{}: import failed: {message}", path.display())]
+    Internal { path: PathBuf, message: String },
+}
+
+impl ImportError {
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            ImportError::Unreadable { path, .. }
+            | ImportError::NotDicom { path, .. }
+            | ImportError::Malformed { path, .. }
+            | ImportError::UnsupportedTransferSyntax { path, .. }
+            | ImportError::MissingAttribute { path, .. }
+            | ImportError::InvalidUid { path, .. }
+            | ImportError::Conflict { path, .. }
+            | ImportError::Store { path, .. }
+            | ImportError::Index { path, .. }
+            | ImportError::Internal { path, .. } => path,
+        }
+    }
+}
+
+impl Archive {
+    /// Opens (creating) `<data_dir>/storage/` and `<data_dir>/archive.sqlite`.
+    pub async fn open(data_dir: &Path) -> Result<Archive, ArchiveError> {
+        let storage = data_dir.join("storage");
+        tokio::fs::create_dir_all(&storage)
+            .await
+            .map_err(|source| ArchiveError::Storage {
+                path: storage.clone(),
+                source,
+            })?;
+        // StoredInstance paths are absolute, whatever the working directory
+        // of later readers.
+        let storage = tokio::fs::canonicalize(&storage)
+            .await
+            .map_err(|source| ArchiveError::Storage {
+                path: storage.clone(),
+                source,
+            })?;
+        let db = Db::open(&data_dir.join("archive.sqlite"), index::SCHEMA).await?;
+        Ok(Archive {
+            inner: Arc::new(Inner {
+                index: Index::new(db, storage.clone()),
+                storage,
+                parse_permits: Semaphore::new(PARSE_CONCURRENCY),
+            }),
+        })
+    }
+
+    /// The absolute storage directory.
+    pub fn storage_dir(&self) -> &Path {
+        &self.inner.storage
+    }
+
+    /// Imports one file: checks and parses its header up to Pixel Data off
+    /// the async runtime, copies it byte for byte into storage
+    /// (`storage/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm`, via a temp
+    /// file and a rename) and indexes it.
+    pub async fn import_file(&self, path: &Path) -> Result<Imported, ImportError> {
+        import::import_file(self, path).await
+    }
+
+    /// Instances of `study`, optionally narrowed to a series and an
+    /// instance, ordered by series UID, then instance number (missing last),
+    /// then SOP Instance UID.
+    pub async fn find(
+        &self,
+        study: &str,
+        series: Option<&str>,
+        instance: Option<&str>,
+    ) -> Result<Vec<StoredInstance>, ArchiveError> {
+        Ok(self.inner.index.find(study, series, instance).await?)
+    }
+
+    /// Number of indexed instances.
+    pub async fn count(&self) -> Result<u64, ArchiveError> {
+        Ok(self.inner.index.count().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,306 @@
+//! Runs export tasks: find the instances, send them, decide the outcome.
+//!
+//! [`Executor::run`] takes one task and the snapshot it started with. It
+//! never fails: every problem becomes part of the [`Outcome`] recorded with
+//! the task. [`Workers`] run one loop per queue, at most
+//! `dcmMaxTasksParallel` tasks at once.
+
+pub mod outcome;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use futures_util::stream::{self, StreamExt};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::archive::{Archive, StoredInstance};
+use crate::config::{Snapshot, WebApp};
+use crate::queue::{InstanceResult, InstanceStatus, Outcome, TaskQueue};
+use crate::stow::StowClient;
+use crate::task::{Counts, ExportTask, Status};
+use outcome::Tally;
+
+/// Well-known transfer syntax keywords (dcm4che's names) for the web app's
+/// `transfer-syntax` list.
+const TS_KEYWORDS: &[(&str, &str)] = &[
+    ("ImplicitVRLittleEndian", "1.2.840.10008.1.2"),
+    ("ExplicitVRLittleEndian", "1.2.840.10008.1.2.1"),
+    ("DeflatedExplicitVRLittleEndian", "1.2.840.10008.1.2.1.99"),
+    ("ExplicitVRBigEndian", "1.2.840.10008.1.2.2"),
+    ("JPEGBaseline8Bit", "1.2.840.10008.1.2.4.50"),
+    ("JPEGBaseline1", "1.2.840.10008.1.2.4.50"),
+    ("JPEGExtended12Bit", "1.2.840.10008.1.2.4.51"),
+    ("JPEGExtended24", "1.2.840.10008.1.2.4.51"),
+    ("JPEGLossless", "1.2.840.10008.1.2.4.57"),
+    ("JPEGLosslessSV1", "1.2.840.10008.1.2.4.70"),
+    ("JPEGLSLossless", "1.2.840.10008.1.2.4.80"),
+    ("JPEGLSNearLossless", "1.2.840.10008.1.2.4.81"),
+    ("JPEG2000Lossless", "1.2.840.10008.1.2.4.90"),
+    ("JPEG2000", "1.2.840.10008.1.2.4.91"),
+    ("RLELossless", "1.2.840.10008.1.2.5"),
+];
+
+fn ts_uid(item: &str) -> &str {
+    TS_KEYWORDS
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(item))
+        .map(|(_, u)| *u)
+        .unwrap_or(item)
+}
+
+/// Why an instance cannot go as stored, if it cannot.
+fn unacceptable_syntax(web_app: &WebApp, stored_ts: &str) -> Option<String> {
+    let list = &web_app.props.transfer_syntax;
+    if list.is_empty() || list.iter().any(|t| ts_uid(t) == stored_ts) {
+        return None;
+    }
+    Some(format!(
+        "stored transfer syntax {stored_ts} is not in transfer-syntax={} of web application {}; decompression is not available",
+        list.join(","),
+        web_app.name
+    ))
+}
+
+/// Runs tasks; shared by all workers.
+#[derive(Clone)]
+pub struct Executor {
+    archive: Archive,
+    queue: Arc<dyn TaskQueue>,
+    /// Clients by web app name, rebuilt when the web app's settings change.
+    clients: Arc<Mutex<HashMap<String, (String, StowClient)>>>,
+}
+
+impl Executor {
+    pub fn new(archive: Archive, queue: Arc<dyn TaskQueue>) -> Executor {
+        Executor {
+            archive,
+            queue,
+            clients: Arc::default(),
+        }
+    }
+
+    fn client(&self, web_app: &WebApp) -> Result<StowClient, String> {
+        // The key covers every setting the client is built from, so a
+        // reload that changes one gets a new client, and an unchanged web
+        // app keeps its pooled connections.
+        let key = format!("{web_app:?}");
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((k, c)) = clients.get(&web_app.name)
+            && *k == key
+        {
+            return Ok(c.clone());
+        }
+        let c = StowClient::new(web_app).map_err(|e| e.to_string())?;
+        clients.insert(web_app.name.clone(), (key, c.clone()));
+        Ok(c)
+    }
+
+    /// Runs `task` with `snapshot` and returns its outcome. Instances that
+    /// an earlier, interrupted run of the same task already stored are not
+    /// sent again.
+    pub async fn run(&self, snapshot: &Snapshot, task: &ExportTask) -> Outcome {
+        let entity = task.entity();
+        let fail = |dest: &str, msg: String| Outcome {
+            status: Status::Failed,
+            message: format!("Export {entity} to {dest} failed: {msg}"),
+            error: Some(msg),
+            counts: Counts::default(),
+            number_of_instances: 0,
+        };
+        let Some(exporter) = snapshot.exporter(&task.exporter_id) else {
+            return fail(&task.exporter_id, format!("no exporter {} in the configuration", task.exporter_id));
+        };
+        let Some(web_app) = snapshot.web_app(&exporter.web_app) else {
+            return fail(&exporter.web_app, format!("unknown web application {}", exporter.web_app));
+        };
+        if !web_app.installed {
+            return fail(&web_app.name, format!("web application {} is not installed", web_app.name));
+        }
+        let instances = match self.archive.find(&task.study_iuid, task.series(), task.instance()).await {
+            Ok(v) => v,
+            Err(e) => return fail(&web_app.name, format!("archive index: {e}")),
+        };
+        if instances.is_empty() {
+            return fail(&web_app.name, format!("could not find {entity} in the archive"));
+        }
+        let client = match self.client(web_app) {
+            Ok(c) => c,
+            Err(e) => return fail(&web_app.name, e),
+        };
+        let previous = match self.queue.instance_results(&task.task_id).await {
+            Ok(p) => p,
+            Err(e) => return fail(&web_app.name, format!("task store: {e}")),
+        };
+
+        let mut tally = Tally::default();
+        let mut to_send: Vec<StoredInstance> = Vec::new();
+        for inst in &instances {
+            match previous.get(&inst.sop_iuid) {
+                // Stored by an earlier run of this task: resume after it.
+                Some(r) if r.status.is_stored() => tally.add(r),
+                _ => match unacceptable_syntax(web_app, &inst.transfer_syntax) {
+                    Some(reason) => {
+                        let r = InstanceResult {
+                            sop_iuid: inst.sop_iuid.clone(),
+                            status: InstanceStatus::Failed,
+                            reason: Some(reason),
+                        };
+                        self.record(task, &r).await;
+                        tally.add(&r);
+                    }
+                    None => to_send.push(inst.clone()),
+                },
+            }
+        }
+        let resumed = instances.len() - to_send.len();
+        tracing::info!(
+            task = %task.task_id, exporter = %exporter.id, url = %client.url(),
+            instances = instances.len(), to_send = to_send.len(), "export started"
+        );
+        if resumed > 0 && !previous.is_empty() {
+            tracing::info!(task = %task.task_id, skipped = resumed, "resuming: instances stored by an earlier run are not sent again");
+        }
+
+        // One instance per request, as dcm4chee; at most `concurrency` in flight.
+        let concurrency = web_app.props.concurrency.max(1);
+        let mut results = stream::iter(to_send.into_iter().map(|inst| {
+            let client = client.clone();
+            async move { client.store(std::slice::from_ref(&inst)).await }
+        }))
+        .buffer_unordered(concurrency);
+        while let Some(batch) = results.next().await {
+            for r in batch {
+                if r.status != InstanceStatus::Completed {
+                    tracing::warn!(task = %task.task_id, sop = %r.sop_iuid, status = r.status.as_str(), reason = r.reason.as_deref().unwrap_or(""), "instance not completed");
+                }
+                self.record(task, &r).await;
+                tally.add(&r);
+            }
+        }
+        tally.outcome(&entity, &web_app.name, instances.len() as u64)
+    }
+
+    async fn record(&self, task: &ExportTask, r: &InstanceResult) {
+        if let Err(e) = self.queue.record_instance(&task.task_id, r.clone()).await {
+            // The outcome still counts it; only resuming loses precision.
+            tracing::error!(task = %task.task_id, error = %e, "cannot record instance result");
+        }
+    }
+}
+
+/// The shared, swappable configuration: tasks clone the `Arc` when they
+/// start and keep it, so a reload never changes a task in flight.
+pub type SharedSnapshot = Arc<RwLock<Arc<Snapshot>>>;
+
+/// Reads the current snapshot.
+pub fn current(shared: &SharedSnapshot) -> Arc<Snapshot> {
+    shared.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// One worker loop per queue name.
+#[derive(Clone)]
+pub struct Workers {
+    executor: Executor,
+    queue: Arc<dyn TaskQueue>,
+    snapshot: SharedSnapshot,
+    running: Arc<Mutex<HashMap<String, ()>>>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Workers {
+    pub fn new(executor: Executor, queue: Arc<dyn TaskQueue>, snapshot: SharedSnapshot, stop: CancellationToken) -> Workers {
+        Workers {
+            executor,
+            queue,
+            snapshot,
+            running: Arc::default(),
+            stop,
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    /// Starts a loop for every queue of the current snapshot that has none
+    /// (called at start and after each reload).
+    pub fn ensure_started(&self) {
+        let snap = current(&self.snapshot);
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        for q in snap.queues.values() {
+            if running.insert(q.name.clone(), ()).is_none() {
+                let w = self.clone();
+                let name = q.name.clone();
+                self.tracker.spawn(async move { w.run_queue(name).await });
+            }
+        }
+    }
+
+    async fn run_queue(self, name: String) {
+        tracing::debug!(queue = %name, "worker started");
+        let in_use = Arc::new(AtomicU32::new(0));
+        let freed = Arc::new(Notify::new());
+        loop {
+            // Parallelism follows the queue's dcmMaxTasksParallel as it is
+            // now, so a reload that changes it applies to the next task.
+            let limit = current(&self.snapshot)
+                .queues
+                .get(&name)
+                .map(|q| q.max_tasks_parallel.max(1))
+                .unwrap_or(1);
+            if in_use.load(Ordering::SeqCst) >= limit {
+                tokio::select! {
+                    _ = self.stop.cancelled() => break,
+                    _ = freed.notified() => continue,
+                }
+            }
+            let task = tokio::select! {
+                _ = self.stop.cancelled() => break,
+                t = self.queue.next(&name) => t,
+            };
+            let task = match task {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!(queue = %name, error = %e, "cannot take a task; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            in_use.fetch_add(1, Ordering::SeqCst);
+            let w = self.clone();
+            let (in_use, freed) = (in_use.clone(), freed.clone());
+            self.tracker.spawn(async move {
+                w.process(task).await;
+                in_use.fetch_sub(1, Ordering::SeqCst);
+                freed.notify_one();
+            });
+        }
+    }
+
+    async fn process(&self, task: ExportTask) {
+        let snapshot = current(&self.snapshot);
+        let outcome = self.executor.run(&snapshot, &task).await;
+        tracing::info!(task = %task.task_id, status = %outcome.status, "{}", outcome.message);
+        // Retry the write: a finished task left IN PROCESS would be sent
+        // again after a restart (harmless, resumed) but never reported.
+        for attempt in 0..5 {
+            match self.queue.finish(&task.task_id, outcome.clone()).await {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::error!(task = %task.task_id, error = %e, attempt, "cannot record task outcome");
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
+            }
+        }
+    }
+
+    /// Stops taking tasks and waits for the running ones to finish.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}

@@ -1,0 +1,39 @@
+//! stow-exporter: sends DICOM objects from an archive to remote DICOMweb
+//! servers over STOW-RS, configured the way dcm4chee-arc is.
+//!
+//! # Layout
+//!
+//! Data flows one way, each module knowing only the ones below it:
+//!
+//! ```text
+//! config (LDIF/LDAP entries -> immutable Snapshot)
+//!    |
+//! queue (durable export tasks)  ->  export (executor: one task at a time)
+//!                                        |            |
+//!                                   archive       stow (STOW-RS client)
+//!                               (stored objects)       |
+//!                                                 remote server / stowrsd
+//! ```
+//!
+//! - [`config`]: LDIF parsing, the raw entry model shared with the LDAP
+//!   loader, and validation into a [`config::Snapshot`].
+//! - [`archive`]: the storage directory and its SQLite index; `import`.
+//! - [`task`]: the export task record with dcm4chee's JSON field names.
+//! - [`queue`]: the [`queue::TaskQueue`] trait and the embedded SQLite queue.
+//! - [`stow`]: the STOW-RS client: multipart framing, requests, responses.
+//! - [`export`]: runs one task: match instances, send, compute the outcome.
+//! - [`stowrsd`]: the built-in STOW-RS receiver.
+//! - [`api`]: the control REST API with dcm4chee's paths.
+//! - [`app`]: wires it all together for `serve`.
+
+pub mod api;
+pub mod app;
+pub mod archive;
+pub mod config;
+pub mod db;
+pub mod export;
+pub mod queue;
+pub mod stow;
+pub mod stowrsd;
+pub mod synth;
+pub mod task;

@@ -1,0 +1,305 @@
+//! The `stow-exporter` command line: a thin layer over the library.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use stow_exporter::app::{Application, Settings};
+use stow_exporter::archive::{self, Archive, ImportError, ImportProgress, Imported};
+use stow_exporter::config::{ConfigSource, DEFAULT_DEVICE_NAME};
+use stow_exporter::queue::{EmbeddedQueue, NewTask, TaskQueue};
+use stow_exporter::stowrsd::{self, StowrsdOptions};
+use stow_exporter::task::TaskRequest;
+
+#[derive(Parser)]
+#[command(name = "stow-exporter", version, about = "Exports DICOM objects to DICOMweb servers over STOW-RS, configured like dcm4chee-arc")]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args, Clone)]
+struct ConfigArgs {
+    /// LDIF file or folder of *.ldif files (applied in name order).
+    #[arg(long, default_value = "ldif")]
+    config: PathBuf,
+    /// dicomDeviceName of the archive device whose exporters this service runs.
+    #[arg(long, default_value = DEFAULT_DEVICE_NAME)]
+    device_name: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service: workers for every queue and the control API.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Data directory: storage, archive index, task queue.
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+        /// Address of the control API.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Also run the built-in STOW-RS receiver, storing into DIR, on the
+        /// address of the `stowrsd` web application.
+        #[arg(long, value_name = "DIR")]
+        stowrsd: Option<PathBuf>,
+        /// Override the built-in receiver's address.
+        #[arg(long, value_name = "ADDR", requires = "stowrsd")]
+        stowrsd_bind: Option<String>,
+    },
+    /// Run only the built-in STOW-RS receiver.
+    Stowrsd {
+        #[arg(long, default_value = "127.0.0.1:18080")]
+        bind: String,
+        /// Store each instance as DIR/<SOPInstanceUID>.dcm.
+        #[arg(long, conflicts_with = "ignore", required_unless_present = "ignore")]
+        dir: Option<PathBuf>,
+        /// Read and acknowledge, but store nothing.
+        #[arg(long)]
+        ignore: bool,
+    },
+    /// Import DICOM files and folders into the archive.
+    Import {
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Queue an export task.
+    Export {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+        #[arg(long)]
+        exporter: String,
+        #[arg(long)]
+        study: String,
+        #[arg(long)]
+        series: Option<String>,
+        #[arg(long, requires = "series")]
+        instance: Option<String>,
+        #[arg(long)]
+        batch_id: Option<String>,
+    },
+    /// Validate the configuration and show the exporters it defines.
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli.command).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn run(command: Command) -> Result<ExitCode, BoxError> {
+    match command {
+        Command::Serve {
+            config,
+            data,
+            listen,
+            stowrsd,
+            stowrsd_bind,
+        } => {
+            let app = Application::build(Settings {
+                config: ConfigSource::Ldif(config.config),
+                device_name: config.device_name,
+                data_dir: data,
+                listen,
+                stowrsd_dir: stowrsd,
+                stowrsd_bind,
+            })
+            .await?;
+            app.run_until_stopped(shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stowrsd { bind, dir, ignore } => {
+            let listener = tokio::net::TcpListener::bind(&bind)
+                .await
+                .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
+            if let Some(d) = &dir {
+                tokio::fs::create_dir_all(d).await.map_err(|e| format!("{}: {e}", d.display()))?;
+            }
+            tracing::info!(addr = %listener.local_addr()?, store = ?dir, ignore, "stowrsd listening");
+            stowrsd::serve(listener, StowrsdOptions { store_dir: dir }, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Import { data, paths } => import(&data, &paths).await,
+        Command::Export {
+            config,
+            data,
+            exporter,
+            study,
+            series,
+            instance,
+            batch_id,
+        } => {
+            let snapshot = ConfigSource::Ldif(config.config).load(&config.device_name).await?;
+            let ex = snapshot
+                .exporter(&exporter)
+                .ok_or_else(|| format!("no STOW-RS exporter {exporter:?} in {}", snapshot.source))?;
+            let request = TaskRequest {
+                exporter_id: exporter.clone(),
+                study_iuid: study,
+                series_iuid: series,
+                sop_iuid: instance,
+                batch_id,
+                scheduled_time: None,
+            };
+            request.validate()?;
+            tokio::fs::create_dir_all(&data).await?;
+            // Publishing only: never reschedule tasks a running `serve` holds.
+            let queue = EmbeddedQueue::open(&data, &config.device_name, false).await?;
+            let task = queue
+                .publish(NewTask {
+                    request: request.normalized(),
+                    device_name: config.device_name,
+                    queue: ex.queue.clone(),
+                    local_aet: ex.ae_title.clone(),
+                })
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&task)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { config } => {
+            let source = ConfigSource::Ldif(config.config);
+            match source.load(&config.device_name).await {
+                Ok(s) => {
+                    println!("{:<20} {:<50} {:<10} PROPERTIES", "EXPORTER", "STOW-RS URL", "QUEUE");
+                    for e in s.exporters.values() {
+                        let w = s.web_app(&e.web_app);
+                        let url = w.map(|w| format!("{}/studies", w.service_url)).unwrap_or_default();
+                        let props = w.map(|w| serde_json::to_string(&w.props).unwrap_or_default()).unwrap_or_default();
+                        println!("{:<20} {:<50} {:<10} {}", e.id, url, e.queue, props);
+                    }
+                    for w in &s.warnings {
+                        println!("warning: {w}");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    for line in e.errors() {
+                        println!("error: {line}");
+                    }
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}
+
+/// Progress on a terminal; one line per file that could not be imported.
+struct Progress {
+    bar: ProgressBar,
+}
+
+impl ImportProgress for Progress {
+    fn total(&self, files: u64) {
+        self.bar.set_length(files);
+    }
+
+    fn file_done(&self, path: &Path, result: &Result<Imported, ImportError>) {
+        self.bar.inc(1);
+        if let Err(e) = result {
+            self.bar.suspend(|| eprintln!("skipped {}: {e}", path.display()));
+        }
+    }
+}
+
+async fn import(data: &Path, paths: &[PathBuf]) -> Result<ExitCode, BoxError> {
+    tokio::fs::create_dir_all(data).await?;
+    let archive = Archive::open(data).await?;
+    let bar = if std::io::stderr().is_terminal() {
+        let b = ProgressBar::new(0);
+        b.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} files {per_sec} eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let progress = Arc::new(Progress { bar });
+    let report = archive::import_paths(&archive, paths, progress.as_ref()).await;
+    progress.bar.finish_and_clear();
+    println!(
+        "imported {} new, {} already stored, {} failed ({} bytes)",
+        report.stored,
+        report.already_stored,
+        report.failed.len(),
+        report.bytes
+    );
+    Ok(if report.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,468 @@
+//! The embedded queue: tasks in an SQLite file under the data directory.
+//!
+//! Works like dcm4chee's task table: a task is SCHEDULED until due, then
+//! IN PROCESS, then one of the final statuses. At start-up, tasks left IN
+//! PROCESS by a killed process go back to SCHEDULED (dcm4chee's
+//! `rescheduleInProcess`), so none is lost. Another process on the same
+//! file (the `export` CLI) publishes by inserting; workers poll the file at a
+//! short interval and are woken at once for tasks published in-process.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use rusqlite::{OptionalExtension, Row, params};
+use tokio::sync::Notify;
+
+use super::{InstanceResult, InstanceStatus, NewTask, Outcome, QueueError, TaskFilter, TaskQueue};
+use crate::db::Db;
+use crate::task::{ExportTask, Status};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS task (
+    pk INTEGER PRIMARY KEY AUTOINCREMENT,
+    device_name TEXT NOT NULL,
+    queue_name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    batch_id TEXT,
+    created_time TEXT NOT NULL,
+    updated_time TEXT NOT NULL,
+    scheduled_time TEXT NOT NULL,
+    proc_start_time TEXT,
+    proc_end_time TEXT,
+    num_failures INTEGER NOT NULL DEFAULT 0,
+    outcome_msg TEXT,
+    error_msg TEXT,
+    exporter_id TEXT NOT NULL,
+    local_aet TEXT,
+    study_iuid TEXT NOT NULL,
+    series_iuid TEXT NOT NULL,
+    sop_iuid TEXT NOT NULL,
+    num_instances INTEGER,
+    completed INTEGER NOT NULL DEFAULT 0,
+    warning INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    missing INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS task_due ON task(queue_name, status, scheduled_time);
+CREATE INDEX IF NOT EXISTS task_updated ON task(updated_time);
+CREATE TABLE IF NOT EXISTS task_instance (
+    task_pk INTEGER NOT NULL REFERENCES task(pk) ON DELETE CASCADE,
+    sop_iuid TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    PRIMARY KEY (task_pk, sop_iuid)
+) WITHOUT ROWID;
+";
+
+/// How often an idle worker looks for tasks inserted by another process.
+const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Fixed-width UTC timestamps compare correctly as text in SQL.
+fn ts(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+fn parse_ts(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+/// The SQLite-backed [`TaskQueue`].
+#[derive(Clone)]
+pub struct EmbeddedQueue {
+    db: Db,
+    device_name: String,
+    wake: Arc<Notify>,
+}
+
+impl EmbeddedQueue {
+    /// Opens `<data_dir>/queue.sqlite`. With `recover`, tasks of
+    /// `device_name` left IN PROCESS are rescheduled; only the process that
+    /// runs the workers may do that, never a CLI that merely publishes.
+    pub async fn open(data_dir: &Path, device_name: &str, recover: bool) -> Result<EmbeddedQueue, QueueError> {
+        let db = Db::open(&data_dir.join("queue.sqlite"), SCHEMA).await?;
+        let q = EmbeddedQueue {
+            db,
+            device_name: device_name.to_string(),
+            wake: Arc::new(Notify::new()),
+        };
+        if recover {
+            let device = q.device_name.clone();
+            let n = q
+                .db
+                .call(move |c| {
+                    c.execute(
+                        "UPDATE task SET status = ?1, updated_time = ?2 WHERE status = ?3 AND device_name = ?4",
+                        params![Status::Scheduled.as_str(), ts(Utc::now()), Status::InProcess.as_str(), device],
+                    )
+                })
+                .await?;
+            if n > 0 {
+                tracing::warn!(tasks = n, "rescheduled tasks left IN PROCESS by an earlier run");
+            }
+        }
+        Ok(q)
+    }
+
+    async fn take_due(&self, queue: &str) -> Result<Option<ExportTask>, QueueError> {
+        let queue = queue.to_string();
+        let device = self.device_name.clone();
+        let t = self
+            .db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let now = ts(Utc::now());
+                let pk: Option<i64> = tx
+                    .query_row(
+                        "SELECT pk FROM task WHERE queue_name = ?1 AND device_name = ?2
+                           AND status IN (?3, ?4) AND scheduled_time <= ?5
+                         ORDER BY scheduled_time, pk LIMIT 1",
+                        params![
+                            queue,
+                            device,
+                            Status::Scheduled.as_str(),
+                            Status::ScheduledForRetry.as_str(),
+                            now
+                        ],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let Some(pk) = pk else {
+                    return Ok(None);
+                };
+                tx.execute(
+                    "UPDATE task SET status = ?1, proc_start_time = ?2, updated_time = ?2 WHERE pk = ?3",
+                    params![Status::InProcess.as_str(), now, pk],
+                )?;
+                let t = tx.query_row("SELECT * FROM task WHERE pk = ?1", [pk], row_to_task)?;
+                tx.commit()?;
+                Ok(Some(t))
+            })
+            .await?;
+        Ok(t)
+    }
+}
+
+fn row_to_task(r: &Row<'_>) -> rusqlite::Result<ExportTask> {
+    let status: String = r.get("status")?;
+    let opt_ts = |name: &str| -> rusqlite::Result<Option<DateTime<Utc>>> {
+        Ok(r.get::<_, Option<String>>(name)?.map(|s| parse_ts(&s)))
+    };
+    Ok(ExportTask {
+        task_id: r.get::<_, i64>("pk")?.to_string(),
+        device_name: r.get("device_name")?,
+        queue: r.get("queue_name")?,
+        task_type: "EXPORT".into(),
+        status: status.parse().unwrap_or(Status::Failed),
+        batch_id: r.get("batch_id")?,
+        created_time: parse_ts(&r.get::<_, String>("created_time")?),
+        updated_time: parse_ts(&r.get::<_, String>("updated_time")?),
+        scheduled_time: parse_ts(&r.get::<_, String>("scheduled_time")?),
+        processing_start_time: opt_ts("proc_start_time")?,
+        processing_end_time: opt_ts("proc_end_time")?,
+        failures: r.get("num_failures")?,
+        outcome_message: r.get("outcome_msg")?,
+        error_message: r.get("error_msg")?,
+        exporter_id: r.get("exporter_id")?,
+        local_aet: r.get("local_aet")?,
+        study_iuid: r.get("study_iuid")?,
+        series_iuid: r.get("series_iuid")?,
+        sop_iuid: r.get("sop_iuid")?,
+        number_of_instances: r.get::<_, Option<i64>>("num_instances")?.map(|n| n as u64),
+        completed: r.get::<_, i64>("completed")? as u64,
+        warning: r.get::<_, i64>("warning")? as u64,
+        failed: r.get::<_, i64>("failed")? as u64,
+        missing: r.get::<_, i64>("missing")? as u64,
+    })
+}
+
+fn task_pk(task_id: &str) -> Result<i64, QueueError> {
+    task_id
+        .parse()
+        .map_err(|_| QueueError::NotFound(task_id.to_string()))
+}
+
+impl TaskQueue for EmbeddedQueue {
+    fn publish(&self, task: NewTask) -> BoxFuture<'_, Result<ExportTask, QueueError>> {
+        async move {
+            let now = Utc::now();
+            let r = task.request;
+            let t = self
+                .db
+                .call(move |c| {
+                    c.execute(
+                        "INSERT INTO task (device_name, queue_name, status, batch_id, created_time, updated_time,
+                            scheduled_time, exporter_id, local_aet, study_iuid, series_iuid, sop_iuid)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                        params![
+                            task.device_name,
+                            task.queue,
+                            Status::Scheduled.as_str(),
+                            r.batch_id,
+                            ts(now),
+                            ts(r.scheduled_time.unwrap_or(now)),
+                            r.exporter_id,
+                            task.local_aet,
+                            r.study_iuid,
+                            r.series_iuid.unwrap_or_else(|| "*".into()),
+                            r.sop_iuid.unwrap_or_else(|| "*".into()),
+                        ],
+                    )?;
+                    let pk = c.last_insert_rowid();
+                    c.query_row("SELECT * FROM task WHERE pk = ?1", [pk], row_to_task)
+                })
+                .await?;
+            self.wake.notify_waiters();
+            Ok(t)
+        }
+        .boxed()
+    }
+
+    fn next<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<ExportTask, QueueError>> {
+        async move {
+            loop {
+                // Register interest before looking, so a publish between the
+                // look and the wait is not missed.
+                let notified = self.wake.notified();
+                if let Some(t) = self.take_due(queue).await? {
+                    return Ok(t);
+                }
+                let _ = tokio::time::timeout(POLL_INTERVAL, notified).await;
+            }
+        }
+        .boxed()
+    }
+
+    fn record_instance<'a>(&'a self, task_id: &'a str, result: InstanceResult) -> BoxFuture<'a, Result<(), QueueError>> {
+        async move {
+            let pk = task_pk(task_id)?;
+            self.db
+                .call(move |c| {
+                    c.execute(
+                        "INSERT INTO task_instance (task_pk, sop_iuid, status, reason) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (task_pk, sop_iuid) DO UPDATE SET status = excluded.status, reason = excluded.reason",
+                        params![pk, result.sop_iuid, result.status.as_str(), result.reason],
+                    )
+                })
+                .await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn instance_results<'a>(
+        &'a self,
+        task_id: &'a str,
+    ) -> BoxFuture<'a, Result<HashMap<String, InstanceResult>, QueueError>> {
+        async move {
+            let pk = task_pk(task_id)?;
+            let rows = self
+                .db
+                .call(move |c| {
+                    let mut st = c.prepare("SELECT sop_iuid, status, reason FROM task_instance WHERE task_pk = ?1")?;
+                    let rows = st
+                        .query_map([pk], |r| {
+                            Ok(InstanceResult {
+                                sop_iuid: r.get(0)?,
+                                status: InstanceStatus::parse(&r.get::<_, String>(1)?).unwrap_or(InstanceStatus::Failed),
+                                reason: r.get(2)?,
+                            })
+                        })?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    Ok(rows)
+                })
+                .await?;
+            Ok(rows.into_iter().map(|r| (r.sop_iuid.clone(), r)).collect())
+        }
+        .boxed()
+    }
+
+    fn finish<'a>(&'a self, task_id: &'a str, outcome: Outcome) -> BoxFuture<'a, Result<ExportTask, QueueError>> {
+        async move {
+            let pk = task_pk(task_id)?;
+            let id = task_id.to_string();
+            let t = self
+                .db
+                .call(move |c| {
+                    let now = ts(Utc::now());
+                    let failures = i64::from(outcome.status == Status::Failed);
+                    c.execute(
+                        "UPDATE task SET status = ?1, outcome_msg = ?2, error_msg = ?3, proc_end_time = ?4,
+                            updated_time = ?4, num_failures = num_failures + ?5, num_instances = ?6,
+                            completed = ?7, warning = ?8, failed = ?9, missing = ?10
+                         WHERE pk = ?11",
+                        params![
+                            outcome.status.as_str(),
+                            outcome.message,
+                            outcome.error,
+                            now,
+                            failures,
+                            outcome.number_of_instances as i64,
+                            outcome.counts.completed as i64,
+                            outcome.counts.warning as i64,
+                            outcome.counts.failed as i64,
+                            outcome.counts.missing as i64,
+                            pk
+                        ],
+                    )?;
+                    c.query_row("SELECT * FROM task WHERE pk = ?1", [pk], row_to_task).optional()
+                })
+                .await?;
+            t.ok_or(QueueError::NotFound(id))
+        }
+        .boxed()
+    }
+
+    fn list(&self, filter: TaskFilter) -> BoxFuture<'_, Result<Vec<ExportTask>, QueueError>> {
+        async move {
+            let t = self
+                .db
+                .call(move |c| {
+                    let mut sql = String::from("SELECT * FROM task WHERE 1=1");
+                    let mut args: Vec<String> = Vec::new();
+                    let mut add = |col: &str, v: Option<String>| {
+                        if let Some(v) = v {
+                            args.push(v);
+                            sql.push_str(&format!(" AND {col} = ?{}", args.len()));
+                        }
+                    };
+                    add("exporter_id", filter.exporter_id);
+                    add("study_iuid", filter.study_iuid);
+                    add("status", filter.status.map(|s| s.as_str().to_string()));
+                    add("batch_id", filter.batch_id);
+                    sql.push_str(&format!(
+                        " ORDER BY updated_time DESC, pk DESC LIMIT {} OFFSET {}",
+                        filter.limit.map(|l| l as i64).unwrap_or(-1),
+                        filter.offset
+                    ));
+                    let mut st = c.prepare(&sql)?;
+                    let rows = st
+                        .query_map(rusqlite::params_from_iter(args.iter()), row_to_task)?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    Ok(rows)
+                })
+                .await?;
+            Ok(t)
+        }
+        .boxed()
+    }
+
+    fn get<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<ExportTask, QueueError>> {
+        async move {
+            let pk = task_pk(task_id)?;
+            let t = self
+                .db
+                .call(move |c| c.query_row("SELECT * FROM task WHERE pk = ?1", [pk], row_to_task).optional())
+                .await?;
+            t.ok_or_else(|| QueueError::NotFound(task_id.to_string()))
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::{Counts, TaskRequest};
+
+    fn new_task(study: &str) -> NewTask {
+        NewTask {
+            request: TaskRequest {
+                exporter_id: "E".into(),
+                study_iuid: study.into(),
+                series_iuid: None,
+                sop_iuid: None,
+                batch_id: Some("b".into()),
+                scheduled_time: None,
+            },
+            device_name: "dev".into(),
+            queue: "Q".into(),
+            local_aet: Some("AET".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn publish_take_finish_and_recover() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = EmbeddedQueue::open(dir.path(), "dev", true).await.unwrap();
+        let t1 = q.publish(new_task("1.1")).await.unwrap();
+        let t2 = q.publish(new_task("1.2")).await.unwrap();
+        assert_eq!(t1.status, Status::Scheduled);
+        assert_eq!(t1.series_iuid, "*");
+
+        let got = q.next("Q").await.unwrap();
+        assert_eq!(got.task_id, t1.task_id);
+        assert_eq!(got.status, Status::InProcess);
+        q.record_instance(
+            &got.task_id,
+            InstanceResult {
+                sop_iuid: "9".into(),
+                status: InstanceStatus::Completed,
+                reason: None,
+            },
+        )
+        .await
+        .unwrap();
+
+        // Simulate a crash: a new process opens the same file.
+        drop(q);
+        let q = EmbeddedQueue::open(dir.path(), "dev", true).await.unwrap();
+        assert_eq!(q.get(&t1.task_id).await.unwrap().status, Status::Scheduled);
+        let again = q.next("Q").await.unwrap();
+        assert_eq!(again.task_id, t1.task_id, "the interrupted task comes back first");
+        let done = q.instance_results(&again.task_id).await.unwrap();
+        assert_eq!(done["9"].status, InstanceStatus::Completed);
+
+        let fin = q
+            .finish(
+                &again.task_id,
+                Outcome {
+                    status: Status::Completed,
+                    message: "ok".into(),
+                    error: None,
+                    counts: Counts {
+                        completed: 1,
+                        ..Counts::default()
+                    },
+                    number_of_instances: 1,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(fin.status, Status::Completed);
+        assert_eq!(fin.completed, 1);
+        assert_eq!(q.next("Q").await.unwrap().task_id, t2.task_id);
+
+        let listed = q
+            .list(TaskFilter {
+                status: Some(Status::Completed),
+                ..TaskFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(q.get("nope").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn next_wakes_on_publish_and_respects_schedule() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = EmbeddedQueue::open(dir.path(), "dev", true).await.unwrap();
+        let mut later = new_task("1.3");
+        later.request.scheduled_time = Some(Utc::now() + chrono::Duration::hours(1));
+        q.publish(later).await.unwrap();
+        let q2 = q.clone();
+        let waiter = tokio::spawn(async move { q2.next("Q").await.unwrap() });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "a task scheduled in an hour is not due");
+        let now = q.publish(new_task("1.4")).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(2), waiter).await.unwrap().unwrap();
+        assert_eq!(got.task_id, now.task_id);
+    }
+}

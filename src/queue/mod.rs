@@ -1,0 +1,136 @@
+//! Durable export task queues.
+//!
+//! [`TaskQueue`] is the seam between producers (REST trigger, CLI) and the
+//! workers that run tasks. The embedded SQLite queue ([`embedded`]) is the
+//! default backend; a broker-backed one plugs in behind the same trait.
+//! Besides moving tasks, a queue keeps each task's record and per-instance
+//! results, so that an interrupted export resumes where it stopped.
+
+pub mod embedded;
+
+use std::collections::HashMap;
+
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+
+use crate::task::{Counts, ExportTask, Status, TaskRequest};
+
+pub use embedded::EmbeddedQueue;
+
+/// Errors of a queue backend.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    #[error("task {0} not found")]
+    NotFound(String),
+    #[error("queue backend stopped")]
+    Closed,
+}
+
+/// Fields the producer resolves from the configuration at creation time.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub request: TaskRequest,
+    pub device_name: String,
+    pub queue: String,
+    pub local_aet: Option<String>,
+}
+
+/// The final state of one task run.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub status: Status,
+    pub message: String,
+    pub error: Option<String>,
+    pub counts: Counts,
+    pub number_of_instances: u64,
+}
+
+/// The result of sending one instance, kept with the task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceResult {
+    #[serde(rename = "SOPInstanceUID")]
+    pub sop_iuid: String,
+    pub status: InstanceStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Per-instance status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum InstanceStatus {
+    Completed,
+    Warning,
+    Failed,
+    Missing,
+}
+
+impl InstanceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceStatus::Completed => "COMPLETED",
+            InstanceStatus::Warning => "WARNING",
+            InstanceStatus::Failed => "FAILED",
+            InstanceStatus::Missing => "MISSING",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<InstanceStatus> {
+        [
+            InstanceStatus::Completed,
+            InstanceStatus::Warning,
+            InstanceStatus::Failed,
+            InstanceStatus::Missing,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+
+    /// Stored at the destination (a warning means stored with changes).
+    pub fn is_stored(self) -> bool {
+        matches!(self, InstanceStatus::Completed | InstanceStatus::Warning)
+    }
+}
+
+/// Filters of the monitor listing (dcm4chee's query parameter names).
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub exporter_id: Option<String>,
+    pub study_iuid: Option<String>,
+    pub status: Option<Status>,
+    pub batch_id: Option<String>,
+    pub offset: u64,
+    pub limit: Option<u64>,
+}
+
+/// A durable task queue. Implementations must never lose a task: a task
+/// taken by [`TaskQueue::next`] and not finished (crash) is handed out
+/// again after a restart.
+pub trait TaskQueue: Send + Sync {
+    /// Stores a new task durably and returns its record; returns only once
+    /// the task would survive a crash.
+    fn publish(&self, task: NewTask) -> BoxFuture<'_, Result<ExportTask, QueueError>>;
+
+    /// Waits until a task of `queue` is due, marks it IN PROCESS and returns it.
+    fn next<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<ExportTask, QueueError>>;
+
+    /// Records the result of one instance of a running task.
+    fn record_instance<'a>(&'a self, task_id: &'a str, result: InstanceResult) -> BoxFuture<'a, Result<(), QueueError>>;
+
+    /// Results recorded so far for a task (used to resume).
+    fn instance_results<'a>(
+        &'a self,
+        task_id: &'a str,
+    ) -> BoxFuture<'a, Result<HashMap<String, InstanceResult>, QueueError>>;
+
+    /// Sets the final outcome of a task taken by `next`.
+    fn finish<'a>(&'a self, task_id: &'a str, outcome: Outcome) -> BoxFuture<'a, Result<ExportTask, QueueError>>;
+
+    /// Task records for the monitor API, newest update first.
+    fn list(&self, filter: TaskFilter) -> BoxFuture<'_, Result<Vec<ExportTask>, QueueError>>;
+
+    /// One task record.
+    fn get<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<ExportTask, QueueError>>;
+}

@@ -1,0 +1,250 @@
+//! The STOW-RS client: sends stored instances to a destination web app.
+//!
+//! One [`StowClient`] per destination holds a pooled HTTP/1.1 client built
+//! from the web app's settings. [`StowClient::store`] POSTs one request to
+//! `<service URL>/studies` and classifies each instance from the response
+//! ([`response::classify`]). Files are streamed from storage; nothing here
+//! reads a whole object into memory.
+
+pub mod multipart;
+pub mod response;
+
+use std::time::Duration;
+
+use base64::Engine;
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+
+use crate::archive::StoredInstance;
+use crate::config::WebApp;
+use crate::queue::{InstanceResult, InstanceStatus};
+use multipart::PartFile;
+use response::Exchange;
+
+/// The media type asked for in `Accept`.
+pub const ACCEPT_JSON: &str = "application/dicom+json";
+
+/// A response body larger than this is not read further: STOW-RS
+/// responses are small, an endless one must not exhaust memory.
+const MAX_RESPONSE_BODY: usize = 16 * 1024 * 1024;
+
+/// Why a client could not be built for a web app.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("web application {web_app}: cannot build HTTP client: {source}")]
+    Build {
+        web_app: String,
+        source: reqwest::Error,
+    },
+    #[error("web application {web_app}: invalid {what} for an HTTP header")]
+    Header { web_app: String, what: &'static str },
+}
+
+/// An HTTP client for one destination web app.
+#[derive(Clone)]
+pub struct StowClient {
+    http: reqwest::Client,
+    url: String,
+    chunked: bool,
+    authorization: Option<HeaderValue>,
+}
+
+impl StowClient {
+    /// Builds the client for `web_app` (its URL, timeouts, auth, framing).
+    pub fn new(web_app: &WebApp) -> Result<StowClient, ClientError> {
+        let props = &web_app.props;
+        let mut b = reqwest::Client::builder()
+            // HTTP/1.1 only: several STOW servers (Orthanc) speak nothing
+            // else, and h2 behind proxies has dropped STOW bodies elsewhere.
+            .http1_only()
+            .pool_max_idle_per_host(props.concurrency.max(1))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .connect_timeout(web_app.connect_timeout.unwrap_or(Duration::from_secs(10)))
+            .user_agent(concat!("stow-exporter/", env!("CARGO_PKG_VERSION")));
+        if let Some(t) = web_app.response_timeout {
+            // An idle timeout between reads, never one deadline for a
+            // whole upload: a large object may take long to send.
+            b = b.read_timeout(t);
+        }
+        if props.disable_trust_manager {
+            b = b.tls_danger_accept_invalid_certs(true);
+        }
+        let http = b.build().map_err(|source| ClientError::Build {
+            web_app: web_app.name.clone(),
+            source,
+        })?;
+        let header_err = |what| ClientError::Header {
+            web_app: web_app.name.clone(),
+            what,
+        };
+        // dcm4chee's precedence: bearer token first, then basic auth.
+        let authorization = if let Some(token) = &props.bearer_token {
+            let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                .map_err(|_| header_err("bearer-token"))?;
+            v.set_sensitive(true);
+            Some(v)
+        } else if let Some(basic) = &props.basic_auth {
+            let enc = base64::engine::general_purpose::STANDARD.encode(basic.expose().as_bytes());
+            let mut v = HeaderValue::from_str(&format!("Basic {enc}")).map_err(|_| header_err("basic-auth"))?;
+            v.set_sensitive(true);
+            Some(v)
+        } else {
+            None
+        };
+        Ok(StowClient {
+            http,
+            url: format!("{}/studies", web_app.service_url),
+            chunked: props.chunked,
+            authorization,
+        })
+    }
+
+    /// The request URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Sends `instances` in one request and returns one result per instance,
+    /// in the same order. Instances whose file is gone are reported
+    /// MISSING and not sent; every other failure is a FAILED result with its
+    /// reason, never an error, so the caller can always record an outcome.
+    pub async fn store(&self, instances: &[StoredInstance]) -> Vec<InstanceResult> {
+        let mut results: Vec<Option<InstanceResult>> = vec![None; instances.len()];
+        let mut parts = Vec::new();
+        let mut sent = Vec::new();
+        let mut sent_idx = Vec::new();
+        for (i, inst) in instances.iter().enumerate() {
+            match open_part(inst).await {
+                Ok(p) => {
+                    parts.push(p);
+                    sent.push(inst.sop_iuid.clone());
+                    sent_idx.push(i);
+                }
+                Err(r) => results[i] = Some(r),
+            }
+        }
+        if !parts.is_empty() {
+            let classified = self.post(parts, &sent).await;
+            for (i, r) in sent_idx.into_iter().zip(classified) {
+                results[i] = Some(r);
+            }
+        }
+        results.into_iter().flatten().collect()
+    }
+
+    async fn post(&self, parts: Vec<PartFile>, sent: &[String]) -> Vec<InstanceResult> {
+        let boundary = multipart::new_boundary();
+        let sizes: Vec<u64> = parts.iter().map(|p| p.len).collect();
+        let len = multipart::body_len(&boundary, &sizes);
+        let body = reqwest::Body::wrap_stream(multipart::body_stream(boundary.clone(), parts));
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header(CONTENT_TYPE, multipart::content_type(&boundary))
+            .header(ACCEPT, ACCEPT_JSON)
+            .body(body);
+        if !self.chunked {
+            // A stream body goes chunked unless the length is set explicitly.
+            req = req.header(CONTENT_LENGTH, len);
+        }
+        if let Some(a) = &self.authorization {
+            req = req.header(AUTHORIZATION, a.clone());
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return response::classify(sent, Exchange::Transport(transport_reason(&e))),
+        };
+        let status = resp.status();
+        match read_limited(resp).await {
+            Ok(body) => response::classify(
+                sent,
+                Exchange::Answered {
+                    status: status.as_u16(),
+                    reason: status.canonical_reason().unwrap_or(""),
+                    body: &body,
+                },
+            ),
+            Err(e) => response::classify(
+                sent,
+                Exchange::Transport(format!("HTTP {status}: reading the response failed: {}", transport_reason(&e))),
+            ),
+        }
+    }
+}
+
+/// Opens an instance's stored file and checks it still has its indexed size.
+async fn open_part(inst: &StoredInstance) -> Result<PartFile, InstanceResult> {
+    let missing = |reason: String| InstanceResult {
+        sop_iuid: inst.sop_iuid.clone(),
+        status: InstanceStatus::Missing,
+        reason: Some(reason),
+    };
+    let file = match tokio::fs::File::open(&inst.path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(missing(format!("stored file {} is gone", inst.path.display())));
+        }
+        Err(e) => {
+            return Err(InstanceResult {
+                sop_iuid: inst.sop_iuid.clone(),
+                status: InstanceStatus::Failed,
+                reason: Some(format!("cannot open {}: {e}", inst.path.display())),
+            });
+        }
+    };
+    let len = match file.metadata().await {
+        Ok(m) => m.len(),
+        Err(e) => return Err(missing(format!("cannot stat {}: {e}", inst.path.display()))),
+    };
+    if len != inst.size {
+        return Err(InstanceResult {
+            sop_iuid: inst.sop_iuid.clone(),
+            status: InstanceStatus::Failed,
+            reason: Some(format!(
+                "stored file {} has {len} bytes, the index says {}: not sent",
+                inst.path.display(),
+                inst.size
+            )),
+        });
+    }
+    Ok(PartFile {
+        file,
+        len,
+        name: inst.path.display().to_string(),
+    })
+}
+
+async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = MAX_RESPONSE_BODY.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if room <= chunk.len() {
+            break;
+        }
+    }
+    Ok(body)
+}
+
+/// A one-line reason with the underlying cause (reqwest's Display alone
+/// says only "error sending request").
+fn transport_reason(e: &reqwest::Error) -> String {
+    let mut s = if e.is_timeout() {
+        "timeout".to_string()
+    } else if e.is_connect() {
+        "cannot connect".to_string()
+    } else {
+        e.to_string()
+    };
+    let mut src = std::error::Error::source(e);
+    while let Some(cause) = src {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        src = cause.source();
+    }
+    // The URL is in the task already; keep the message free of it.
+    s
+}

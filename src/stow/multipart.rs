@@ -1,0 +1,192 @@
+//! The `multipart/related; type="application/dicom"` request body.
+//!
+//! Built by hand (reqwest's multipart is form-data only): each part is a
+//! delimiter line, a `Content-Type` header and the Part-10 file bytes,
+//! streamed from storage so memory does not grow with object size. The
+//! total length is known up front, so the body can go with `Content-Length`
+//! or, when the web app says `chunked=true`, chunked.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use futures_util::stream::{self, StreamExt};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use tokio::fs::File;
+use tokio_util::io::ReaderStream;
+
+/// Read size when streaming files: large enough to keep syscalls cheap,
+/// small enough that `concurrency` requests in flight stay in a few MB.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// The part media type. No `transfer-syntax` parameter: some servers
+/// (Orthanc) silently drop a part whose Content-Type carries one.
+pub const PART_CONTENT_TYPE: &str = "application/dicom";
+
+/// A random boundary of 40 alphanumerics: the chance that it occurs in
+/// DICOM data is negligible.
+pub fn new_boundary() -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect()
+}
+
+/// The request's `Content-Type` header value.
+pub fn content_type(boundary: &str) -> String {
+    format!("multipart/related; type=\"{PART_CONTENT_TYPE}\"; boundary={boundary}")
+}
+
+fn part_head(boundary: &str, first: bool) -> Bytes {
+    let lead = if first { "" } else { "\r\n" };
+    Bytes::from(format!(
+        "{lead}--{boundary}\r\nContent-Type: {PART_CONTENT_TYPE}\r\n\r\n"
+    ))
+}
+
+fn close(boundary: &str) -> Bytes {
+    Bytes::from(format!("\r\n--{boundary}--\r\n"))
+}
+
+/// The exact body length for parts of the given sizes.
+pub fn body_len(boundary: &str, sizes: &[u64]) -> u64 {
+    let heads: u64 = (0..sizes.len())
+        .map(|i| part_head(boundary, i == 0).len() as u64)
+        .sum();
+    heads + sizes.iter().sum::<u64>() + close(boundary).len() as u64
+}
+
+/// One part's content: an opened file and the length it must have.
+pub struct PartFile {
+    pub file: File,
+    pub len: u64,
+    /// For error messages.
+    pub name: String,
+}
+
+/// The body as a stream of byte chunks. A file that turns out shorter or
+/// longer than `len` (changed on disk while sending) ends the stream with
+/// an error, so a truncated object is never sent as if it were whole.
+pub fn body_stream(
+    boundary: String,
+    parts: Vec<PartFile>,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    let close = close(&boundary);
+    let part_streams = parts.into_iter().enumerate().map(move |(i, p)| {
+        let head = stream::once(futures_util::future::ready(Ok(part_head(&boundary, i == 0))));
+        head.chain(Exact {
+            inner: ReaderStream::with_capacity(p.file, READ_CHUNK),
+            expected: p.len,
+            seen: 0,
+            name: p.name,
+            done: false,
+        })
+    });
+    stream::iter(part_streams)
+        .flatten()
+        .chain(stream::once(futures_util::future::ready(Ok(close))))
+}
+
+/// Checks that a file stream yields exactly `expected` bytes.
+struct Exact {
+    inner: ReaderStream<File>,
+    expected: u64,
+    seen: u64,
+    name: String,
+    done: bool,
+}
+
+impl Stream for Exact {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(b))) => {
+                self.seen += b.len() as u64;
+                if self.seen > self.expected {
+                    self.done = true;
+                    let msg = format!("{} grew while being sent (expected {} bytes)", self.name, self.expected);
+                    return Poll::Ready(Some(Err(io::Error::other(msg))));
+                }
+                Poll::Ready(Some(Ok(b)))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                if self.seen != self.expected {
+                    let msg = format!(
+                        "{} shrank while being sent ({} of {} bytes)",
+                        self.name, self.seen, self.expected
+                    );
+                    return Poll::Ready(Some(Err(io::Error::other(msg))));
+                }
+                Poll::Ready(None)
+            }
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn collect(boundary: &str, contents: &[&[u8]]) -> (Vec<u8>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut parts = Vec::new();
+        for (i, c) in contents.iter().enumerate() {
+            let p = dir.path().join(format!("{i}.dcm"));
+            std::fs::write(&p, c).unwrap();
+            parts.push(PartFile {
+                file: File::open(&p).await.unwrap(),
+                len: c.len() as u64,
+                name: p.display().to_string(),
+            });
+        }
+        let mut s = Box::pin(body_stream(boundary.to_string(), parts));
+        let mut out = Vec::new();
+        while let Some(b) = s.next().await {
+            out.extend_from_slice(&b.unwrap());
+        }
+        (out, dir)
+    }
+
+    #[tokio::test]
+    async fn body_is_exact_multipart_related() {
+        let (body, _d) = collect("B0", &[b"DICM-1", b"two\r\n--B"]).await;
+        let expected = b"--B0\r\nContent-Type: application/dicom\r\n\r\nDICM-1\r\n--B0\r\nContent-Type: application/dicom\r\n\r\ntwo\r\n--B\r\n--B0--\r\n";
+        assert_eq!(body, expected.to_vec());
+        assert_eq!(body_len("B0", &[6, 8]), body.len() as u64);
+    }
+
+    #[tokio::test]
+    async fn length_is_predicted_for_large_parts() {
+        let big = vec![7u8; 3 * READ_CHUNK + 17];
+        let b = new_boundary();
+        let (body, _d) = collect(&b, &[&big, b"x"]).await;
+        assert_eq!(body_len(&b, &[big.len() as u64, 1]), body.len() as u64);
+        assert_eq!(b.len(), 40);
+        assert!(content_type(&b).starts_with("multipart/related; type=\"application/dicom\"; boundary="));
+    }
+
+    #[tokio::test]
+    async fn a_file_that_changed_size_fails_the_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.dcm");
+        std::fs::write(&p, b"short").unwrap();
+        let parts = vec![PartFile {
+            file: File::open(&p).await.unwrap(),
+            len: 10,
+            name: "a.dcm".into(),
+        }];
+        let items: Vec<_> = body_stream("B".into(), parts).collect().await;
+        let err = items.iter().find_map(|i| i.as_ref().err()).expect("an error");
+        assert!(err.to_string().contains("shrank"), "{err}");
+    }
+}

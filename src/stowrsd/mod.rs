@@ -1,0 +1,621 @@
+//! `stowrsd`: the built-in STOW-RS receiver (PS3.18 § 10.5), like
+//! dcm4che's `stowrsd` test server, but it really parses what it receives
+//! and says so truthfully.
+//!
+//! # Resources
+//!
+//! Any path ending in `/studies` or `/studies/{StudyInstanceUID}` (e.g.
+//! `/stowrs/studies`, `/dcm4chee-arc/aets/DCM4CHEE/rs/studies`) accepts
+//! `POST`; `OPTIONS` answers 204 with `Allow`; other methods 405; other
+//! paths 404. The study UID in the path is logged but not checked against
+//! the instances (that would need parsing the data set, not only the meta
+//! information).
+//!
+//! # Request
+//!
+//! `Content-Type: multipart/related; type="application/dicom"; boundary=…`
+//! (415 for another media type or `type`, 400 without boundary). The body
+//! is streamed through an incremental multipart reader ([`multipart`]);
+//! parts are never buffered whole. Each part must be `application/dicom`
+//! (parameters ignored; a part without Content-Type is taken as the
+//! declared root type, `application/dicom`) and a DICOM Part 10 file: its
+//! file meta information is parsed from the first bytes ([`meta`]) for the
+//! SOP Class/Instance UIDs, which must be valid UIDs since the instance
+//! UID names the stored file.
+//!
+//! With a store directory, each part is streamed to `.<random>.part` there
+//! and renamed to `<SOPInstanceUID>.dcm` (replacing an existing file) once
+//! the part ended cleanly, byte for byte as received. Without one
+//! (`--ignore`) the bytes are discarded after the meta information is read.
+//!
+//! # Response
+//!
+//! Content negotiation on `Accept` ([`response::negotiate`]): DICOM JSON
+//! (`application/dicom+json`, or `application/json` if asked for) by
+//! default, Native DICOM Model XML for `application/dicom+xml`, `text/xml`
+//! or `application/xml`, else 406. The body holds ReferencedSOPSequence
+//! (stored instances) and FailedSOPSequence (failed parts, with the UIDs
+//! when known and a FailureReason from [`response::failure_reason`]);
+//! empty sequences are omitted, RetrieveURL is never given.
+//!
+//! | outcome                                  | status |
+//! |------------------------------------------|--------|
+//! | all parts stored                         | 200    |
+//! | some stored, some failed                 | 202    |
+//! | at least one part, none stored           | 409    |
+//! | close delimiter but no part              | 400 (text/plain) |
+//! | framing error / truncated body, nothing stored | 400 (text/plain) |
+//! | framing error / truncated body after some instances were stored | 400 with the DICOM body listing them (the interrupted part as failed, 0x0110) and a `Warning: 299` header with the reason |
+//!
+//! Failure reasons: 0xC000 (cannot understand) for a part that is not
+//! `application/dicom`, not a Part 10 file, has broken meta information or
+//! invalid UIDs; 0x0110 (processing failure) for I/O errors while storing
+//! (and a part cut off by the end of the body); 0xA700 (out of resources)
+//! when the disk is full.
+
+pub mod meta;
+pub mod multipart;
+pub mod response;
+mod store;
+
+#[cfg(test)]
+mod tests;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::header::{ACCEPT, ALLOW, CONTENT_TYPE, WARNING};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+
+use self::meta::{FileMeta, Progress};
+use self::multipart::{Event, MultipartError, MultipartReader, PartHeaders};
+use self::response::{FailedSop, Format, ReferencedSop, StowResponse, failure_reason};
+use self::store::TempFile;
+
+/// Options of the receiver.
+#[derive(Debug, Clone, Default)]
+pub struct StowrsdOptions {
+    /// Where to store received instances as `<dir>/<SOPInstanceUID>.dcm`,
+    /// byte for byte; None = discard (--ignore).
+    pub store_dir: Option<PathBuf>,
+}
+
+/// Request-level errors, each mapped to an HTTP status with a plain-text
+/// reason.
+#[derive(Debug, thiserror::Error)]
+pub enum StowrsdError {
+    #[error("no STOW-RS resource at {0}")]
+    NotFound(String),
+    #[error("method {0} not allowed")]
+    MethodNotAllowed(Method),
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("none of the accepted media types can be produced: {0}")]
+    NotAcceptable(String),
+    #[error("invalid multipart body: {0}")]
+    Multipart(#[from] MultipartError),
+    #[error("reading the request body failed: {0}")]
+    Body(String),
+}
+
+impl StowrsdError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            StowrsdError::NotFound(_) => StatusCode::NOT_FOUND,
+            StowrsdError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            StowrsdError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            StowrsdError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            StowrsdError::BadRequest(_) | StowrsdError::Multipart(_) | StowrsdError::Body(_) => {
+                StatusCode::BAD_REQUEST
+            }
+        }
+    }
+}
+
+impl IntoResponse for StowrsdError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut resp = (
+            status,
+            [(CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{self}\n"),
+        )
+            .into_response();
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            resp.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static(ALLOWED));
+        }
+        resp
+    }
+}
+
+const ALLOWED: &str = "POST, OPTIONS";
+
+/// At most this much epilogue is read after the close delimiter (so the
+/// connection can be kept alive).
+const MAX_EPILOGUE: usize = 64 * 1024;
+
+#[derive(Debug)]
+struct Shared {
+    store_dir: Option<PathBuf>,
+}
+
+/// The receiver as an axum Router (a fallback handler, so that any path
+/// prefix works).
+pub fn router(opts: StowrsdOptions) -> Router {
+    Router::new().fallback(handle).with_state(Arc::new(Shared {
+        store_dir: opts.store_dir,
+    }))
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    opts: StowrsdOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router(opts))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let started = Instant::now();
+    let path = req.uri().path().to_owned();
+    let Some(study) = studies_path(&path) else {
+        return StowrsdError::NotFound(path).into_response();
+    };
+    let study = study.map(str::to_owned);
+    match *req.method() {
+        Method::POST => {}
+        Method::OPTIONS => {
+            return (StatusCode::NO_CONTENT, [(ALLOW, ALLOWED)]).into_response();
+        }
+        ref other => return StowrsdError::MethodNotAllowed(other.clone()).into_response(),
+    }
+    let (boundary, format) = match check_request(req.headers()) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::info!(path, status = e.status().as_u16(), error = %e, "STOW-RS request rejected");
+            return e.into_response();
+        }
+    };
+    let mut reader = match MultipartReader::new(req.into_body().into_data_stream(), &boundary) {
+        Ok(r) => r,
+        Err(e) => return StowrsdError::from(e).into_response(),
+    };
+    let received = receive(shared.store_dir.as_deref(), &mut reader).await;
+    if received.error.is_none() {
+        reader.drain(MAX_EPILOGUE).await;
+    }
+    let resp = respond(&received, format);
+    tracing::info!(
+        path,
+        study = study.as_deref().unwrap_or(""),
+        parts = received.parts,
+        stored = received.response.referenced.len(),
+        failed = received.response.failed.len(),
+        bytes = received.bytes,
+        status = resp.status().as_u16(),
+        error = received.error.as_ref().map(|e| e.to_string()),
+        elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+        "STOW-RS request"
+    );
+    resp
+}
+
+/// `Some(study UID or None)` when `path` ends in `/studies` or
+/// `/studies/{uid}` (one trailing slash tolerated).
+fn studies_path(path: &str) -> Option<Option<&str>> {
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let (head, last) = path.rsplit_once('/')?;
+    if last == "studies" {
+        return Some(None);
+    }
+    let (_, prev) = head.rsplit_once('/')?;
+    (prev == "studies" && !last.is_empty()).then_some(Some(last))
+}
+
+/// Validates Content-Type and Accept: the boundary and response format.
+fn check_request(headers: &HeaderMap) -> Result<(String, Format), StowrsdError> {
+    let ct = headers
+        .get(CONTENT_TYPE)
+        .ok_or_else(|| StowrsdError::UnsupportedMediaType("no Content-Type".into()))?
+        .to_str()
+        .map_err(|_| StowrsdError::UnsupportedMediaType("unreadable Content-Type".into()))?;
+    let (media, params) =
+        parse_media_type(ct).ok_or_else(|| StowrsdError::UnsupportedMediaType(ct.to_owned()))?;
+    if media != "multipart/related" {
+        return Err(StowrsdError::UnsupportedMediaType(format!(
+            "{media} (expected multipart/related; type=\"application/dicom\")"
+        )));
+    }
+    match param(&params, "type") {
+        Some(t) if t.trim().eq_ignore_ascii_case("application/dicom") => {}
+        Some(t) => {
+            return Err(StowrsdError::UnsupportedMediaType(format!(
+                "multipart/related with type={t} (only application/dicom is supported)"
+            )));
+        }
+        None => {
+            return Err(StowrsdError::UnsupportedMediaType(
+                "multipart/related without type=\"application/dicom\"".into(),
+            ));
+        }
+    }
+    let boundary = param(&params, "boundary")
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| StowrsdError::BadRequest("multipart/related without boundary".into()))?
+        .to_owned();
+    let mut accept = String::new();
+    for v in headers.get_all(ACCEPT) {
+        let v = v
+            .to_str()
+            .map_err(|_| StowrsdError::NotAcceptable("unreadable Accept".into()))?;
+        if !accept.is_empty() {
+            accept.push(',');
+        }
+        accept.push_str(v);
+    }
+    let format = response::negotiate((!accept.is_empty()).then_some(accept.as_str()))
+        .ok_or(StowrsdError::NotAcceptable(accept))?;
+    Ok((boundary, format))
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Splits `s` at `sep` outside double-quoted strings.
+pub(crate) fn split_unquoted(s: &str, sep: u8) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, b) in s.bytes().enumerate() {
+        if escaped {
+            escaped = false;
+        } else if quoted && b == b'\\' {
+            escaped = true;
+        } else if b == b'"' {
+            quoted = !quoted;
+        } else if !quoted && b == sep {
+            out.push(&s[start..i]);
+            start = i + 1;
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+/// Parses `type/subtype; name=value; name="quoted"` into the lower-cased
+/// media type and (lower-cased name, unquoted value) parameters.
+pub(crate) fn parse_media_type(s: &str) -> Option<(String, Vec<(String, String)>)> {
+    let mut segments = split_unquoted(s, b';').into_iter();
+    let media = segments.next()?.trim().to_ascii_lowercase();
+    let (ty, sub) = media.split_once('/')?;
+    if ty.is_empty() || sub.is_empty() || media.contains(char::is_whitespace) {
+        return None;
+    }
+    let params = segments
+        .filter_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            let v = v.trim();
+            let v = match v.strip_prefix('"') {
+                Some(inner) => {
+                    let inner = inner.strip_suffix('"').unwrap_or(inner);
+                    let mut out = String::with_capacity(inner.len());
+                    let mut chars = inner.chars();
+                    while let Some(c) = chars.next() {
+                        if c == '\\' {
+                            if let Some(n) = chars.next() {
+                                out.push(n);
+                            }
+                        } else {
+                            out.push(c);
+                        }
+                    }
+                    out
+                }
+                None => v.to_owned(),
+            };
+            Some((k.trim().to_ascii_lowercase(), v))
+        })
+        .collect();
+    Some((media, params))
+}
+
+/// What one request produced.
+#[derive(Debug, Default)]
+struct Received {
+    response: StowResponse,
+    parts: usize,
+    bytes: u64,
+    /// Framing or body error that ended the request early.
+    error: Option<StowrsdError>,
+}
+
+async fn receive<S, E>(store_dir: Option<&Path>, reader: &mut MultipartReader<S>) -> Received
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut received = Received::default();
+    let mut current: Option<Part> = None;
+    loop {
+        match reader.next().await {
+            Ok(Some(Event::PartStart(headers))) => {
+                received.parts += 1;
+                current = Some(Part::start(&headers));
+            }
+            Ok(Some(Event::PartData(data))) => {
+                received.bytes += data.len() as u64;
+                if let Some(part) = current.as_mut() {
+                    part.data(data, store_dir).await;
+                }
+            }
+            Ok(Some(Event::PartEnd)) => {
+                if let Some(part) = current.take() {
+                    match part.finish(store_dir).await {
+                        Ok(stored) => received.response.referenced.push(stored),
+                        Err(failed) => received.response.failed.push(failed),
+                    }
+                }
+            }
+            Ok(Some(Event::End)) | Ok(None) => break,
+            Err(e) => {
+                if let Some(part) = current.take() {
+                    received.response.failed.push(part.interrupt().await);
+                }
+                received.error = Some(match e {
+                    multipart::ReadError::Multipart(m) => StowrsdError::Multipart(m),
+                    multipart::ReadError::Stream(s) => StowrsdError::Body(s.to_string()),
+                });
+                break;
+            }
+        }
+    }
+    received
+}
+
+fn respond(received: &Received, format: Format) -> Response {
+    let body = &received.response;
+    match &received.error {
+        None if received.parts == 0 => {
+            StowrsdError::BadRequest("multipart body contains no parts".into()).into_response()
+        }
+        None => (
+            body.status(),
+            [(CONTENT_TYPE, format.content_type())],
+            body.render(format),
+        )
+            .into_response(),
+        Some(e) if body.referenced.is_empty() => {
+            // Nothing was stored: a plain error.
+            (
+                e.status(),
+                [(CONTENT_TYPE, "text/plain; charset=utf-8")],
+                format!("{e}\n"),
+            )
+                .into_response()
+        }
+        Some(e) => {
+            // Some instances are stored: tell which, with the error as a
+            // warning.
+            let mut resp = (
+                e.status(),
+                [(CONTENT_TYPE, format.content_type())],
+                body.render(format),
+            )
+                .into_response();
+            let text: String = e
+                .to_string()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_graphic() && c != '"' && c != '\\' {
+                        c
+                    } else {
+                        ' '
+                    }
+                })
+                .collect();
+            if let Ok(v) = HeaderValue::from_str(&format!("299 stowrsd \"{text}\"")) {
+                resp.headers_mut().insert(WARNING, v);
+            }
+            resp
+        }
+    }
+}
+
+/// Processing state of the current part.
+enum Part {
+    /// Collecting the file meta information: the chunks received so far
+    /// (to be written later) and a copy of just the meta bytes.
+    Meta {
+        pieces: Vec<Bytes>,
+        head: BytesMut,
+        need: usize,
+    },
+    /// Meta read: streaming to the temporary file (or discarding).
+    Writing {
+        meta: FileMeta,
+        file: Option<TempFile>,
+    },
+    /// Not stored; the rest of the part is discarded.
+    Failed(FailedSop),
+}
+
+impl Part {
+    fn start(headers: &PartHeaders) -> Part {
+        if let Some(ct) = headers.content_type() {
+            let media = parse_media_type(ct).map(|(m, _)| m);
+            if media.as_deref() != Some("application/dicom") {
+                tracing::debug!(content_type = ct, "part is not application/dicom");
+                return Part::Failed(cannot_understand());
+            }
+        }
+        Part::Meta {
+            pieces: Vec::new(),
+            head: BytesMut::new(),
+            need: 132,
+        }
+    }
+
+    async fn data(&mut self, data: Bytes, store_dir: Option<&Path>) {
+        match self {
+            Part::Meta { pieces, head, need } => {
+                pieces.push(data.clone());
+                let mut off = 0;
+                loop {
+                    let take = need.saturating_sub(head.len()).min(data.len() - off);
+                    head.extend_from_slice(&data[off..off + take]);
+                    off += take;
+                    if head.len() < *need {
+                        return;
+                    }
+                    match meta::parse(head, false) {
+                        Ok(Progress::NeedMore(n)) if n > head.len() => *need = n,
+                        Ok(Progress::NeedMore(_)) => {
+                            *self = Part::Failed(cannot_understand());
+                            return;
+                        }
+                        Ok(Progress::Done(m)) => {
+                            let pieces = std::mem::take(pieces);
+                            *self = Part::begin(m, pieces, store_dir).await;
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "part rejected");
+                            *self = Part::Failed(cannot_understand());
+                            return;
+                        }
+                    }
+                }
+            }
+            Part::Writing {
+                meta,
+                file: file @ Some(_),
+            } => {
+                if let Some(f) = file.as_mut()
+                    && let Err(e) = f.write(&data).await
+                {
+                    let failed = io_failure(meta, &e);
+                    if let Some(f) = file.take() {
+                        f.abort().await;
+                    }
+                    *self = Part::Failed(failed);
+                }
+            }
+            Part::Writing { file: None, .. } | Part::Failed(_) => {}
+        }
+    }
+
+    /// Meta complete: open the temporary file and write what was held back.
+    async fn begin(meta: FileMeta, pieces: Vec<Bytes>, store_dir: Option<&Path>) -> Part {
+        let Some(dir) = store_dir else {
+            return Part::Writing { meta, file: None };
+        };
+        let mut file = match TempFile::create(dir).await {
+            Ok(f) => f,
+            Err(e) => return Part::Failed(io_failure(&meta, &e)),
+        };
+        for piece in &pieces {
+            if let Err(e) = file.write(piece).await {
+                file.abort().await;
+                return Part::Failed(io_failure(&meta, &e));
+            }
+        }
+        Part::Writing {
+            meta,
+            file: Some(file),
+        }
+    }
+
+    /// The part ended cleanly.
+    async fn finish(self, store_dir: Option<&Path>) -> Result<ReferencedSop, FailedSop> {
+        let part = match self {
+            Part::Meta { pieces, head, .. } => match meta::parse(&head, true) {
+                Ok(Progress::Done(m)) => Part::begin(m, pieces, store_dir).await,
+                Ok(Progress::NeedMore(_)) => Part::Failed(cannot_understand()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "part rejected");
+                    Part::Failed(cannot_understand())
+                }
+            },
+            other => other,
+        };
+        match part {
+            Part::Writing { meta, file } => {
+                if let (Some(file), Some(dir)) = (file, store_dir) {
+                    let dest = dir.join(format!("{}.dcm", meta.sop_instance_uid));
+                    if let Err(e) = file.commit(&dest).await {
+                        return Err(io_failure(&meta, &e));
+                    }
+                }
+                Ok(ReferencedSop {
+                    sop_class_uid: meta.sop_class_uid,
+                    sop_instance_uid: meta.sop_instance_uid,
+                })
+            }
+            Part::Failed(f) => Err(f),
+            Part::Meta { .. } => Err(cannot_understand()),
+        }
+    }
+
+    /// The body ended (or broke) inside this part.
+    async fn interrupt(self) -> FailedSop {
+        match self {
+            Part::Meta { .. } => FailedSop {
+                sop_class_uid: None,
+                sop_instance_uid: None,
+                reason: failure_reason::PROCESSING_FAILURE,
+            },
+            Part::Writing { meta, file } => {
+                if let Some(f) = file {
+                    f.abort().await;
+                }
+                FailedSop {
+                    sop_class_uid: Some(meta.sop_class_uid),
+                    sop_instance_uid: Some(meta.sop_instance_uid),
+                    reason: failure_reason::PROCESSING_FAILURE,
+                }
+            }
+            Part::Failed(f) => f,
+        }
+    }
+}
+
+fn cannot_understand() -> FailedSop {
+    FailedSop {
+        sop_class_uid: None,
+        sop_instance_uid: None,
+        reason: failure_reason::CANNOT_UNDERSTAND,
+    }
+}
+
+fn io_failure(meta: &FileMeta, e: &io::Error) -> FailedSop {
+    tracing::warn!(sop_instance_uid = %meta.sop_instance_uid, error = %e, "storing instance failed");
+    FailedSop {
+        sop_class_uid: Some(meta.sop_class_uid.clone()),
+        sop_instance_uid: Some(meta.sop_instance_uid.clone()),
+        reason: if e.kind() == io::ErrorKind::StorageFull {
+            failure_reason::OUT_OF_RESOURCES
+        } else {
+            failure_reason::PROCESSING_FAILURE
+        },
+    }
+}
