@@ -230,11 +230,20 @@ mod tests {
         let s = spec(42);
         let a = ct_bytes(&s);
         assert_eq!(a, ct_bytes(&s));
-        assert_ne!(a, ct_bytes(&SynthSpec { seed: 43, ..s.clone() }));
+        assert_ne!(
+            a,
+            ct_bytes(&SynthSpec {
+                seed: 43,
+                ..s.clone()
+            })
+        );
         assert_eq!(&a[128..132], b"DICM");
 
         let obj = OpenFileOptions::new().from_reader(&a[128..]).unwrap();
-        assert_eq!(obj.meta().transfer_syntax(), uids::EXPLICIT_VR_LITTLE_ENDIAN);
+        assert_eq!(
+            obj.meta().transfer_syntax(),
+            uids::EXPLICIT_VR_LITTLE_ENDIAN
+        );
         assert_eq!(obj.meta().media_storage_sop_instance_uid(), s.sop_iuid);
         assert_eq!(text(&obj, tags::SOP_CLASS_UID), uids::CT_IMAGE_STORAGE);
         assert_eq!(text(&obj, tags::STUDY_INSTANCE_UID), s.study_iuid);
@@ -266,7 +275,10 @@ mod tests {
         let obj = OpenFileOptions::new()
             .from_reader(&ct_bytes(&s)[128..])
             .unwrap();
-        assert_eq!(obj.get(tags::PIXEL_DATA).unwrap().to_bytes().unwrap().len(), 18);
+        assert_eq!(
+            obj.get(tags::PIXEL_DATA).unwrap().to_bytes().unwrap().len(),
+            18
+        );
     }
 
     #[test]
@@ -281,7 +293,10 @@ mod tests {
             assert_eq!(text(&obj, tags::INSTANCE_NUMBER), (i + 1).to_string());
         }
         let len = write_ct(&dir.path().join("x.dcm"), &spec(5)).unwrap();
-        assert_eq!(len, std::fs::metadata(dir.path().join("x.dcm")).unwrap().len());
+        assert_eq!(
+            len,
+            std::fs::metadata(dir.path().join("x.dcm")).unwrap().len()
+        );
     }
 
     #[test]
@@ -297,6 +312,9 @@ mod tests {
             assert!(ct_bytes(&s).len() > 512 * 512 * 2);
         }
         let per = start.elapsed() / 20;
-        assert!(per < std::time::Duration::from_millis(100), "{per:?} per object");
+        assert!(
+            per < std::time::Duration::from_millis(100),
+            "{per:?} per object"
+        );
     }
 }

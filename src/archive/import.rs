@@ -159,17 +159,17 @@ pub(super) async fn import_file(archive: &Archive, path: &Path) -> Result<Import
 
     // Re-imports are the common case of a duplicate: compare with the stored
     // copy directly instead of copying first.
-    if let Some(found) = inner.index.get(&rec.sop_iuid).await.map_err(index_err)? {
-        if tokio::fs::try_exists(&found.path).await.unwrap_or(false) {
-            let stored = found.path.clone();
-            let size = rec.size;
-            let same = blocking(path, {
-                let path = path.to_path_buf();
-                move || same_content(file, size, &stored).map_err(|e| compare_err(&path, &stored, e))
-            })
-            .await?;
-            return outcome(path, found, same);
-        }
+    if let Some(found) = inner.index.get(&rec.sop_iuid).await.map_err(index_err)?
+        && tokio::fs::try_exists(&found.path).await.unwrap_or(false)
+    {
+        let stored = found.path.clone();
+        let size = rec.size;
+        let same = blocking(path, {
+            let path = path.to_path_buf();
+            move || same_content(file, size, &stored).map_err(|e| compare_err(&path, &stored, e))
+        })
+        .await?;
+        return outcome(path, found, same);
     }
 
     let dest = inner.storage.join(&rec.rel_path);
@@ -223,11 +223,7 @@ pub(super) async fn import_file(archive: &Archive, path: &Path) -> Result<Import
     }
 }
 
-fn outcome(
-    path: &Path,
-    found: super::StoredInstance,
-    same: bool,
-) -> Result<Imported, ImportError> {
+fn outcome(path: &Path, found: super::StoredInstance, same: bool) -> Result<Imported, ImportError> {
     if same {
         Ok(Imported::AlreadyStored(found))
     } else {

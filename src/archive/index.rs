@@ -35,8 +35,7 @@ CREATE INDEX IF NOT EXISTS instance_study ON instance (study_iuid, series_iuid);
 CREATE INDEX IF NOT EXISTS instance_series ON instance (series_iuid);
 ";
 
-const COLUMNS: &str =
-    "study_iuid, series_iuid, sop_iuid, sop_cuid, transfer_syntax, size, path";
+const COLUMNS: &str = "study_iuid, series_iuid, sop_iuid, sop_cuid, transfer_syntax, size, path";
 
 /// Everything indexed about one instance, as read from its header.
 #[derive(Debug, Clone)]
@@ -81,9 +80,7 @@ impl Index {
     pub(crate) async fn get(&self, sop_iuid: &str) -> Result<Option<StoredInstance>, DbError> {
         let storage = self.storage.clone();
         let sop = sop_iuid.to_string();
-        self.db
-            .call(move |conn| get(conn, &storage, &sop))
-            .await
+        self.db.call(move |conn| get(conn, &storage, &sop)).await
     }
 
     /// Atomically claims `rec.sop_iuid` and moves `tmp` to its final path.

@@ -39,6 +39,14 @@ pub struct Archive {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Archive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archive")
+            .field("storage", &self.inner.storage)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     storage: PathBuf,
     index: Index,
@@ -173,12 +181,13 @@ impl Archive {
             })?;
         // StoredInstance paths are absolute, whatever the working directory
         // of later readers.
-        let storage = tokio::fs::canonicalize(&storage)
-            .await
-            .map_err(|source| ArchiveError::Storage {
-                path: storage.clone(),
-                source,
-            })?;
+        let storage =
+            tokio::fs::canonicalize(&storage)
+                .await
+                .map_err(|source| ArchiveError::Storage {
+                    path: storage.clone(),
+                    source,
+                })?;
         let db = Db::open(&data_dir.join("archive.sqlite"), index::SCHEMA).await?;
         Ok(Archive {
             inner: Arc::new(Inner {

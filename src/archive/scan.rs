@@ -357,7 +357,12 @@ impl<R: Read + Seek> Walker<R> {
                 return Ok(());
             }
             if top && h.tag >= tags::PIXEL_DATA {
-                // the parser stops here (read_until Pixel Data)
+                // The parser stops here (read_until Pixel Data), but native
+                // pixel data running past EOF means a truncated file, which
+                // must not be archived and later sent on.
+                if h.tag == tags::PIXEL_DATA && h.len != UNDEFINED {
+                    self.check_len(h.tag, h.len)?;
+                }
                 return Ok(());
             }
             if h.len == UNDEFINED {
@@ -586,10 +591,22 @@ mod tests {
         item(&mut v, 0xE0DD, 0);
         item(&mut v, 0xE00D, 0);
         item(&mut v, 0xE0DD, 0);
-        // top-level pixel data with a length past EOF: not the scan's
-        // business, the parser stops before reading it
-        elem_long(&mut v, 0x7FE0, 0x0010, b"OW", 0xFFFF_FFF0);
+        // top-level pixel data, then trailing padding the parser never reads
+        elem_long(&mut v, 0x7FE0, 0x0010, b"OW", 4);
+        v.extend_from_slice(&[1, 2, 3, 4]);
+        elem_long(&mut v, 0xFFFC, 0xFFFC, b"OB", 0xFFFF_FFF0);
         run(&v).unwrap();
+    }
+
+    #[test]
+    fn truncated_pixel_data() {
+        let mut v = prefix(uids::EXPLICIT_VR_LITTLE_ENDIAN);
+        elem_long(&mut v, 0x7FE0, 0x0010, b"OW", 1000);
+        v.extend_from_slice(&[0; 10]);
+        match run(&v) {
+            Err(ScanError::Malformed(m)) => assert!(m.contains("(7FE0,0010)"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -597,6 +597,34 @@ Content-Type: application/dicom; transfer-syntax=1.2.840.10008.1.2.1\r\n\
     }
 
     #[test]
+    fn every_three_way_split() {
+        let body: &[u8] = b"pre\r\n--bnd\r\nContent-Type: a\r\n\r\nx\r\n-\r\r\n--bn\r\n--bnd \r\n\r\nyy\r\n--bnd--";
+        let expected = vec![
+            ct("a"),
+            Ev::Data(b"x\r\n-\r\r\n--bn".to_vec()),
+            Ev::PartEnd,
+            Ev::Start(vec![]),
+            Ev::Data(b"yy".to_vec()),
+            Ev::PartEnd,
+            Ev::End,
+        ];
+        for i in 0..=body.len() {
+            for j in i..=body.len() {
+                let mut p = Parser::new("bnd").unwrap();
+                let mut out = Vec::new();
+                for chunk in [&body[..i], &body[i..j], &body[j..]] {
+                    p.feed(Bytes::copy_from_slice(chunk));
+                    while let Some(ev) = p.next_event().unwrap() {
+                        push(&mut out, ev);
+                    }
+                }
+                p.finish().unwrap();
+                assert_eq!(out, expected, "split at {i}, {j}");
+            }
+        }
+    }
+
+    #[test]
     fn delimiter_followed_by_junk_is_an_error() {
         for size in 1..=JUNK_AFTER_DELIM.len() {
             assert_eq!(

@@ -1,0 +1,304 @@
+//! Shared test fixtures: a configuration folder derived from the shipped
+//! `ldif/`, the real stowrsd receiver on a loopback port (with an observing
+//! layer that records request heads and in-flight counts), the real
+//! Application on port 0, and synthetic studies.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use serde_json::Value;
+use stow_exporter::app::{Application, Settings};
+use stow_exporter::config::{ConfigSource, DEFAULT_DEVICE_NAME};
+use stow_exporter::stowrsd::{self, StowrsdOptions};
+use tokio::sync::oneshot;
+
+pub const AET: &str = "DCM4CHEE1";
+
+/// The shipped configuration folder.
+pub fn shipped_ldif() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("ldif")
+}
+
+/// Copies the shipped `ldif/` into `dir`, pointing both HTTP connections
+/// (web apps DCM4CHEE and stowrsd) at `port`; `extra` is appended as a last
+/// file (`99-test.ldif`), e.g. `changetype: modify` records.
+pub fn write_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
+    let cfg = dir.join("ldif");
+    std::fs::create_dir_all(&cfg).unwrap();
+    for e in std::fs::read_dir(shipped_ldif()).unwrap() {
+        let p = e.unwrap().path();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let text = text.replace("dicomPort: 18080", &format!("dicomPort: {port}"));
+        std::fs::write(cfg.join(p.file_name().unwrap()), text).unwrap();
+    }
+    if !extra.is_empty() {
+        std::fs::write(cfg.join("99-test.ldif"), extra).unwrap();
+    }
+    cfg
+}
+
+pub const STOWRSD_WEBAPP_DN: &str =
+    "dcmWebAppName=stowrsd,dicomDeviceName=stowrsd,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org";
+pub const DCM4CHEE_WEBAPP_DN: &str =
+    "dcmWebAppName=DCM4CHEE,dicomDeviceName=dcm4chee-arc,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org";
+
+/// An LDIF modify record adding `dcmProperty` values to the web app `dn`.
+pub fn add_props(dn: &str, props: &[&str]) -> String {
+    let mut s = format!("dn: {dn}\nchangetype: modify\nadd: dcmProperty\n");
+    for p in props {
+        s.push_str(&format!("dcmProperty: {p}\n"));
+    }
+    s.push_str("-\n\n");
+    s
+}
+
+/// What the observing layer saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub path: String,
+    pub content_length: Option<String>,
+    pub transfer_encoding: Option<String>,
+    pub authorization: Option<String>,
+    pub content_type: Option<String>,
+    pub accept: Option<String>,
+}
+
+/// The real stowrsd on a loopback port.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub max_in_flight: Arc<AtomicUsize>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Receiver {
+    /// Starts stowrsd storing into `dir`; each request is held `delay`
+    /// before it reaches the receiver, so that concurrency is observable.
+    pub async fn start(dir: &Path, delay: Duration) -> Receiver {
+        std::fs::create_dir_all(dir).unwrap();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let max_in_flight = Arc::new(AtomicUsize::new(0));
+        let (s, i, m) = (seen.clone(), in_flight.clone(), max_in_flight.clone());
+        let observe = move |req: Request<Body>, next: Next| {
+            let (s, i, m) = (s.clone(), i.clone(), m.clone());
+            async move {
+                let seen = {
+                    let h = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+                    Seen {
+                        path: req.uri().path().to_string(),
+                        content_length: h("content-length"),
+                        transfer_encoding: h("transfer-encoding"),
+                        authorization: h("authorization"),
+                        content_type: h("content-type"),
+                        accept: h("accept"),
+                    }
+                };
+                s.lock().unwrap().push(seen);
+                let now = i.fetch_add(1, Ordering::SeqCst) + 1;
+                m.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                let r: Response = next.run(req).await;
+                i.fetch_sub(1, Ordering::SeqCst);
+                r
+            }
+        };
+        let app = stowrsd::router(StowrsdOptions {
+            store_dir: Some(dir.to_path_buf()),
+        })
+        .layer(middleware::from_fn(observe));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        Receiver {
+            addr,
+            dir: dir.to_path_buf(),
+            seen,
+            max_in_flight,
+            stop: Some(tx),
+        }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Files stored so far, by name.
+    pub fn stored(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "dcm"))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// A running Application on port 0.
+pub struct Service {
+    pub addr: SocketAddr,
+    pub data: PathBuf,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Service {
+    pub async fn start(config: &Path, data: &Path) -> Service {
+        let app = Application::build(Settings {
+            config: ConfigSource::Ldif(config.to_path_buf()),
+            device_name: DEFAULT_DEVICE_NAME.into(),
+            data_dir: data.to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            stowrsd_dir: None,
+            stowrsd_bind: None,
+        })
+        .await
+        .expect("application builds");
+        let addr = app.local_addr();
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            app.run_until_stopped(async move {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Service {
+            addr,
+            data: data.to_path_buf(),
+            http: reqwest::Client::new(),
+            stop: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}/dcm4chee-arc{path}", self.addr)
+    }
+
+    /// Triggers a study export through the REST API; returns the task JSON.
+    pub async fn export_study(&self, exporter: &str, study: &str) -> Value {
+        let r = self
+            .http
+            .post(self.url(&format!("/aets/{AET}/rs/studies/{study}/export/{exporter}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "export trigger answered {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    pub async fn task(&self, id: &str) -> Value {
+        self.http.get(self.url(&format!("/monitor/export/{id}"))).send().await.unwrap().json().await.unwrap()
+    }
+
+    pub async fn instances(&self, id: &str) -> Vec<Value> {
+        self.http
+            .get(self.url(&format!("/monitor/export/{id}/instances")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the task reaches a final status and returns it.
+    pub async fn wait_done(&self, id: &str) -> Value {
+        wait_done(&self.http, &self.url(""), id, Duration::from_secs(60)).await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.unwrap();
+        }
+    }
+}
+
+/// Polls `GET {base}/monitor/export/{id}` until the status is final.
+pub async fn wait_done(http: &reqwest::Client, base: &str, id: &str, limit: Duration) -> Value {
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = http.get(format!("{base}/monitor/export/{id}")).send().await
+            && let Ok(t) = r.json::<Value>().await
+            && matches!(t["status"].as_str(), Some("COMPLETED" | "WARNING" | "FAILED" | "CANCELED"))
+        {
+            return t;
+        }
+        assert!(start.elapsed() < limit, "task {id} not done within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Writes a synthetic study of `count` instances into `dir`.
+pub fn study(dir: &Path, count: usize, rows: u16) -> (String, Vec<PathBuf>) {
+    stow_exporter::synth::write_study(dir, count, rows, rows).unwrap()
+}
+
+/// The SOP Instance UID in a Part-10 file's meta (for comparisons).
+pub fn sop_uid(path: &Path) -> String {
+    let obj = dicom_object::OpenFileOptions::new()
+        .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+        .open_file(path)
+        .unwrap();
+    obj.meta().media_storage_sop_instance_uid().trim_end_matches('\0').to_string()
+}
+
+/// Asserts that every file in `sources` arrived at the receiver byte for byte.
+pub fn assert_arrived(receiver: &Receiver, sources: &[PathBuf]) {
+    for src in sources {
+        let uid = sop_uid(src);
+        let got = receiver.dir.join(format!("{uid}.dcm"));
+        let a = std::fs::read(src).unwrap();
+        let b = std::fs::read(&got).unwrap_or_else(|e| panic!("{} not received: {e}", got.display()));
+        assert!(a == b, "{} differs from what was sent", got.display());
+    }
+}
+
+/// The directory of the DICOM files the pydicom wheel ships (installed by
+/// the test setup), from STOW_TEST_PYDICOM_FILES or python3.
+pub fn pydicom_files() -> PathBuf {
+    if let Ok(p) = std::env::var("STOW_TEST_PYDICOM_FILES") {
+        return PathBuf::from(p);
+    }
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import pydicom, os; print(os.path.join(os.path.dirname(pydicom.__file__), 'data', 'test_files'))"])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "pydicom is not installed: run scripts/test.sh, which installs the test dependencies ({})",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
