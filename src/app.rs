@@ -49,7 +49,10 @@ pub enum AppError {
     #[error("task queue: {0}")]
     Queue(#[from] QueueError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("server: {0}")]
     Serve(std::io::Error),
 }
@@ -70,7 +73,12 @@ impl Application {
         }
         tokio::fs::create_dir_all(&settings.data_dir)
             .await
-            .map_err(|e| AppError::Serve(std::io::Error::other(format!("{}: {e}", settings.data_dir.display()))))?;
+            .map_err(|e| {
+                AppError::Serve(std::io::Error::other(format!(
+                    "{}: {e}",
+                    settings.data_dir.display()
+                )))
+            })?;
         let archive = Archive::open(&settings.data_dir).await?;
         let queue: Arc<dyn TaskQueue> =
             Arc::new(EmbeddedQueue::open(&settings.data_dir, &settings.device_name, true).await?);
@@ -84,7 +92,10 @@ impl Application {
                     .unwrap_or_else(|| stowrsd_address(&snapshot));
                 let l = TcpListener::bind(&addr)
                     .await
-                    .map_err(|source| AppError::Bind { addr: addr.clone(), source })?;
+                    .map_err(|source| AppError::Bind {
+                        addr: addr.clone(),
+                        source,
+                    })?;
                 Some((
                     l,
                     StowrsdOptions {
@@ -93,12 +104,13 @@ impl Application {
                 ))
             }
         };
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .map_err(|source| AppError::Bind {
-                addr: settings.listen.to_string(),
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| AppError::Bind {
+                    addr: settings.listen.to_string(),
+                    source,
+                })?;
 
         tracing::info!(
             source = %settings.config,
@@ -108,7 +120,12 @@ impl Application {
         );
         let shared: SharedSnapshot = Arc::new(RwLock::new(Arc::new(snapshot)));
         let executor = Executor::new(archive, queue.clone());
-        let workers = Workers::new(executor, queue.clone(), shared.clone(), CancellationToken::new());
+        let workers = Workers::new(
+            executor,
+            queue.clone(),
+            shared.clone(),
+            CancellationToken::new(),
+        );
         let state = ApiState {
             config: settings.config.clone(),
             device_name: settings.device_name.clone(),
@@ -127,7 +144,9 @@ impl Application {
 
     /// The control API's address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
     /// The in-process receiver's address, if it runs.
@@ -137,7 +156,10 @@ impl Application {
 
     /// Runs until `shutdown` resolves, then stops taking tasks and lets
     /// running ones finish (up to a grace period).
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), AppError> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
         let stop = CancellationToken::new();
         let receiver = self.stowrsd.map(|(l, opts)| {
             let stop = stop.clone();
@@ -148,12 +170,16 @@ impl Application {
         tracing::info!(addr = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "control API listening");
         let app = api::router(self.state);
         let stop2 = stop.clone();
-        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move { stop2.cancelled().await });
+        let server = axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move { stop2.cancelled().await });
         let server = tokio::spawn(async move { server.await });
 
         shutdown.await;
         tracing::info!("shutting down: no new tasks; waiting for running ones");
-        if tokio::time::timeout(SHUTDOWN_GRACE, self.workers.shutdown()).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.workers.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!("running tasks did not finish in time; they resume at the next start");
         }
         stop.cancel();

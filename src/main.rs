@@ -17,7 +17,11 @@ use stow_exporter::stowrsd::{self, StowrsdOptions};
 use stow_exporter::task::TaskRequest;
 
 #[derive(Parser)]
-#[command(name = "stow-exporter", version, about = "Exports DICOM objects to DICOMweb servers over STOW-RS, configured like dcm4chee-arc")]
+#[command(
+    name = "stow-exporter",
+    version,
+    about = "Exports DICOM objects to DICOMweb servers over STOW-RS, configured like dcm4chee-arc"
+)]
 struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -107,7 +111,9 @@ enum Command {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => b.json().init(),
         LogFormat::Text => b.init(),
@@ -155,10 +161,17 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
                 .await
                 .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
             if let Some(d) = &dir {
-                tokio::fs::create_dir_all(d).await.map_err(|e| format!("{}: {e}", d.display()))?;
+                tokio::fs::create_dir_all(d)
+                    .await
+                    .map_err(|e| format!("{}: {e}", d.display()))?;
             }
             tracing::info!(addr = %listener.local_addr()?, store = ?dir, ignore, "stowrsd listening");
-            stowrsd::serve(listener, StowrsdOptions { store_dir: dir }, shutdown_signal()).await?;
+            stowrsd::serve(
+                listener,
+                StowrsdOptions { store_dir: dir },
+                shutdown_signal(),
+            )
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Import { data, paths } => import(&data, &paths).await,
@@ -171,10 +184,12 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
             instance,
             batch_id,
         } => {
-            let snapshot = ConfigSource::Ldif(config.config).load(&config.device_name).await?;
-            let ex = snapshot
-                .exporter(&exporter)
-                .ok_or_else(|| format!("no STOW-RS exporter {exporter:?} in {}", snapshot.source))?;
+            let snapshot = ConfigSource::Ldif(config.config)
+                .load(&config.device_name)
+                .await?;
+            let ex = snapshot.exporter(&exporter).ok_or_else(|| {
+                format!("no STOW-RS exporter {exporter:?} in {}", snapshot.source)
+            })?;
             let request = TaskRequest {
                 exporter_id: exporter.clone(),
                 study_iuid: study,
@@ -202,11 +217,18 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
             let source = ConfigSource::Ldif(config.config);
             match source.load(&config.device_name).await {
                 Ok(s) => {
-                    println!("{:<20} {:<50} {:<10} PROPERTIES", "EXPORTER", "STOW-RS URL", "QUEUE");
+                    println!(
+                        "{:<20} {:<50} {:<10} PROPERTIES",
+                        "EXPORTER", "STOW-RS URL", "QUEUE"
+                    );
                     for e in s.exporters.values() {
                         let w = s.web_app(&e.web_app);
-                        let url = w.map(|w| format!("{}/studies", w.service_url)).unwrap_or_default();
-                        let props = w.map(|w| serde_json::to_string(&w.props).unwrap_or_default()).unwrap_or_default();
+                        let url = w
+                            .map(|w| format!("{}/studies", w.service_url))
+                            .unwrap_or_default();
+                        let props = w
+                            .map(|w| serde_json::to_string(&w.props).unwrap_or_default())
+                            .unwrap_or_default();
                         println!("{:<20} {:<50} {:<10} {}", e.id, url, e.queue, props);
                     }
                     for w in &s.warnings {
@@ -238,7 +260,8 @@ impl ImportProgress for Progress {
     fn file_done(&self, path: &Path, result: &Result<Imported, ImportError>) {
         self.bar.inc(1);
         if let Err(e) = result {
-            self.bar.suspend(|| eprintln!("skipped {}: {e}", path.display()));
+            self.bar
+                .suspend(|| eprintln!("skipped {}: {e}", path.display()));
         }
     }
 }
@@ -277,13 +300,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

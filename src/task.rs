@@ -72,7 +72,10 @@ impl FromStr for Status {
     fn from_str(s: &str) -> Result<Status, String> {
         Status::ALL
             .into_iter()
-            .find(|st| st.as_str().eq_ignore_ascii_case(s.trim()) || st.as_str().replace(' ', "_").eq_ignore_ascii_case(s.trim()))
+            .find(|st| {
+                st.as_str().eq_ignore_ascii_case(s.trim())
+                    || st.as_str().replace(' ', "_").eq_ignore_ascii_case(s.trim())
+            })
             .ok_or_else(|| format!("unknown task status {s:?}"))
     }
 }
@@ -86,13 +89,25 @@ pub struct TaskRequest {
     pub exporter_id: String,
     #[serde(rename = "StudyInstanceUID")]
     pub study_iuid: String,
-    #[serde(rename = "SeriesInstanceUID", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "SeriesInstanceUID",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub series_iuid: Option<String>,
-    #[serde(rename = "SOPInstanceUID", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "SOPInstanceUID",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub sop_iuid: Option<String>,
     #[serde(rename = "batchID", default, skip_serializing_if = "Option::is_none")]
     pub batch_id: Option<String>,
-    #[serde(rename = "scheduledTime", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "scheduledTime",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub scheduled_time: Option<DateTime<Utc>>,
 }
 
@@ -197,7 +212,10 @@ pub struct ExportTask {
     pub updated_time: DateTime<Utc>,
     #[serde(rename = "scheduledTime")]
     pub scheduled_time: DateTime<Utc>,
-    #[serde(rename = "processingStartTime", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "processingStartTime",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub processing_start_time: Option<DateTime<Utc>>,
     #[serde(rename = "processingEndTime", skip_serializing_if = "Option::is_none")]
     pub processing_end_time: Option<DateTime<Utc>>,
@@ -229,7 +247,11 @@ impl ExportTask {
     /// dcm4chee's entity text: `Study[uid=S]`, `Series[uid=X] of Study[uid=S]`,
     /// `Instance[uid=I] of Series[uid=X] of Study[uid=S]`.
     pub fn entity(&self) -> String {
-        entity(&self.study_iuid, opt(&self.series_iuid), opt(&self.sop_iuid))
+        entity(
+            &self.study_iuid,
+            opt(&self.series_iuid),
+            opt(&self.sop_iuid),
+        )
     }
 
     pub fn series(&self) -> Option<&str> {
@@ -248,7 +270,9 @@ fn opt(s: &str) -> Option<&str> {
 /// See [`ExportTask::entity`].
 pub fn entity(study: &str, series: Option<&str>, instance: Option<&str>) -> String {
     match (series, instance) {
-        (Some(se), Some(i)) => format!("Instance[uid={i}] of Series[uid={se}] of Study[uid={study}]"),
+        (Some(se), Some(i)) => {
+            format!("Instance[uid={i}] of Series[uid={se}] of Study[uid={study}]")
+        }
         (Some(se), None) => format!("Series[uid={se}] of Study[uid={study}]"),
         _ => format!("Study[uid={study}]"),
     }
@@ -260,7 +284,10 @@ mod tests {
 
     #[test]
     fn status_names_are_dcm4chee_names() {
-        assert_eq!(serde_json::to_string(&Status::ScheduledForRetry).unwrap(), "\"SCHEDULED FOR RETRY\"");
+        assert_eq!(
+            serde_json::to_string(&Status::ScheduledForRetry).unwrap(),
+            "\"SCHEDULED FOR RETRY\""
+        );
         assert_eq!("in process".parse::<Status>().unwrap(), Status::InProcess);
         assert_eq!("IN_PROCESS".parse::<Status>().unwrap(), Status::InProcess);
         assert!("DONE".parse::<Status>().is_err());
@@ -274,16 +301,28 @@ mod tests {
         .unwrap();
         r.validate().unwrap();
         assert_eq!(r.clone().normalized().series_iuid, None);
-        let bad: TaskRequest = serde_json::from_str(r#"{"ExporterID":"X","StudyInstanceUID":"../etc"}"#).unwrap();
+        let bad: TaskRequest =
+            serde_json::from_str(r#"{"ExporterID":"X","StudyInstanceUID":"../etc"}"#).unwrap();
         assert_eq!(bad.validate().unwrap_err().field, "StudyInstanceUID");
         assert!(serde_json::from_str::<TaskRequest>(r#"{"ExporterID":"X"}"#).is_err());
-        assert!(serde_json::from_str::<TaskRequest>(r#"{"ExporterID":"X","StudyInstanceUID":"1","Oops":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<TaskRequest>(
+                r#"{"ExporterID":"X","StudyInstanceUID":"1","Oops":1}"#
+            )
+            .is_err()
+        );
     }
 
     #[test]
     fn entity_text() {
         assert_eq!(entity("1", None, None), "Study[uid=1]");
-        assert_eq!(entity("1", Some("2"), None), "Series[uid=2] of Study[uid=1]");
-        assert_eq!(entity("1", Some("2"), Some("3")), "Instance[uid=3] of Series[uid=2] of Study[uid=1]");
+        assert_eq!(
+            entity("1", Some("2"), None),
+            "Series[uid=2] of Study[uid=1]"
+        );
+        assert_eq!(
+            entity("1", Some("2"), Some("3")),
+            "Instance[uid=3] of Series[uid=2] of Study[uid=1]"
+        );
     }
 }

@@ -76,8 +76,14 @@ impl From<QueueError> for ApiError {
 /// The router under `/dcm4chee-arc`.
 pub fn router(state: ApiState) -> Router {
     let base = Router::new()
-        .route("/aets/{aet}/rs/studies/{study}/export/{exporter}", post(export_study))
-        .route("/aets/{aet}/rs/studies/{study}/series/{series}/export/{exporter}", post(export_series))
+        .route(
+            "/aets/{aet}/rs/studies/{study}/export/{exporter}",
+            post(export_study),
+        )
+        .route(
+            "/aets/{aet}/rs/studies/{study}/series/{series}/export/{exporter}",
+            post(export_series),
+        )
         .route(
             "/aets/{aet}/rs/studies/{study}/series/{series}/instances/{sop}/export/{exporter}",
             post(export_instance),
@@ -128,7 +134,12 @@ async fn export_instance(
 }
 
 fn parse_scheduled(v: &str) -> Result<chrono::DateTime<Utc>, ApiError> {
-    let bad = || ApiError::new(StatusCode::BAD_REQUEST, format!("scheduledTime: {v:?} is not yyyyMMddHHmmss"));
+    let bad = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("scheduledTime: {v:?} is not yyyyMMddHHmmss"),
+        )
+    };
     let naive = NaiveDateTime::parse_from_str(v, "%Y%m%d%H%M%S").map_err(|_| bad())?;
     chrono::Local
         .from_local_datetime(&naive)
@@ -148,10 +159,16 @@ async fn trigger(
 ) -> Result<Response, ApiError> {
     let snap = current(&s.snapshot);
     if !snap.ae_titles.contains(&aet) {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("No such Application Entity: {aet}")));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("No such Application Entity: {aet}"),
+        ));
     }
     let Some(exporter) = snap.exporter(&exporter_id) else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("No such Exporter: {exporter_id}")));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("No such Exporter: {exporter_id}"),
+        ));
     };
     let request = TaskRequest {
         exporter_id: exporter_id.clone(),
@@ -159,7 +176,11 @@ async fn trigger(
         series_iuid: series,
         sop_iuid: sop,
         batch_id: p.batch_id,
-        scheduled_time: p.scheduled_time.as_deref().map(parse_scheduled).transpose()?,
+        scheduled_time: p
+            .scheduled_time
+            .as_deref()
+            .map(parse_scheduled)
+            .transpose()?,
     };
     request
         .validate()
@@ -194,7 +215,10 @@ async fn reload(State(s): State<ApiState>) -> Result<StatusCode, ApiError> {
             tracing::error!(error = %e, "reload refused; the running configuration stays");
             Err(ApiError {
                 status: StatusCode::CONFLICT,
-                message: format!("configuration not reloaded, the running one stays: {}", e.errors().join("; ")),
+                message: format!(
+                    "configuration not reloaded, the running one stays: {}",
+                    e.errors().join("; ")
+                ),
                 details: e.errors(),
             })
         }
@@ -218,7 +242,10 @@ struct ListParams {
     limit: Option<u64>,
 }
 
-async fn list_tasks(State(s): State<ApiState>, Query(p): Query<ListParams>) -> Result<Response, ApiError> {
+async fn list_tasks(
+    State(s): State<ApiState>,
+    Query(p): Query<ListParams>,
+) -> Result<Response, ApiError> {
     let status = p
         .status
         .as_deref()
@@ -239,13 +266,24 @@ async fn list_tasks(State(s): State<ApiState>, Query(p): Query<ListParams>) -> R
     Ok(Json(tasks).into_response())
 }
 
-async fn get_task(State(s): State<ApiState>, Path(task): Path<String>) -> Result<Response, ApiError> {
+async fn get_task(
+    State(s): State<ApiState>,
+    Path(task): Path<String>,
+) -> Result<Response, ApiError> {
     Ok(Json(s.queue.get(&task).await?).into_response())
 }
 
-async fn task_instances(State(s): State<ApiState>, Path(task): Path<String>) -> Result<Response, ApiError> {
+async fn task_instances(
+    State(s): State<ApiState>,
+    Path(task): Path<String>,
+) -> Result<Response, ApiError> {
     s.queue.get(&task).await?;
-    let mut v: Vec<_> = s.queue.instance_results(&task).await?.into_values().collect();
+    let mut v: Vec<_> = s
+        .queue
+        .instance_results(&task)
+        .await?
+        .into_values()
+        .collect();
     v.sort_by(|a, b| a.sop_iuid.cmp(&b.sop_iuid));
     Ok(Json(v).into_response())
 }

@@ -199,7 +199,10 @@ fn unescape(v: &str) -> String {
         }
         match chars.next() {
             // `\2C` style hex escapes: only ASCII ones matter for our names.
-            Some(h1) if h1.is_ascii_hexdigit() && chars.peek().is_some_and(|h| h.is_ascii_hexdigit()) => {
+            Some(h1)
+                if h1.is_ascii_hexdigit()
+                    && chars.peek().is_some_and(|h| h.is_ascii_hexdigit()) =>
+            {
                 let h2 = chars.next().unwrap_or('0');
                 let byte = u8::from_str_radix(&format!("{h1}{h2}"), 16).unwrap_or(b'?');
                 out.push(byte as char);
@@ -413,10 +416,19 @@ mod tests {
 
     #[test]
     fn dn_comparison_is_directory_like() {
-        let a = Dn::parse("dicomDeviceName=dcm4chee-arc,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org").unwrap();
-        let b = Dn::parse("DICOMDEVICENAME=dcm4chee-arc, CN=devices,cn=DICOM configuration,DC=dcm4che,dc=ORG").unwrap();
+        let a = Dn::parse(
+            "dicomDeviceName=dcm4chee-arc,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org",
+        )
+        .unwrap();
+        let b = Dn::parse(
+            "DICOMDEVICENAME=dcm4chee-arc, CN=devices,cn=DICOM configuration,DC=dcm4che,dc=ORG",
+        )
+        .unwrap();
         assert_eq!(a, b);
-        let c = Dn::parse("dicomDeviceName=DCM4CHEE-ARC,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org").unwrap();
+        let c = Dn::parse(
+            "dicomDeviceName=DCM4CHEE-ARC,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org",
+        )
+        .unwrap();
         assert_ne!(a, c, "device names are compared exactly");
     }
 
@@ -427,7 +439,8 @@ mod tests {
         assert!(child.is_child_of(&dev));
         assert!(child.is_below(&Dn::parse("dc=x").unwrap()));
         assert_eq!(child.rdn().value("dcmExporterID"), Some("A,B"));
-        let multi = Dn::parse("dicomHostname=h+dicomPort=104,dicomDeviceName=d,cn=Devices,dc=x").unwrap();
+        let multi =
+            Dn::parse("dicomHostname=h+dicomPort=104,dicomDeviceName=d,cn=Devices,dc=x").unwrap();
         assert_eq!(multi.rdn().value("dicomPort"), Some("104"));
         assert!(multi.is_child_of(&dev));
         assert!(Dn::parse("novalue,dc=x").is_err());
@@ -451,13 +464,25 @@ mod tests {
         };
         let mut d = Directory::new();
         d.apply(
-            &rec("cn=a,dc=x", RecordBody::Add(vec![av("objectClass", "top"), av("dcmProperty", "chunked=true"), av("dcmProperty", "concurrency=2")])),
+            &rec(
+                "cn=a,dc=x",
+                RecordBody::Add(vec![
+                    av("objectClass", "top"),
+                    av("dcmProperty", "chunked=true"),
+                    av("dcmProperty", "concurrency=2"),
+                ]),
+            ),
             "f",
         )
         .unwrap();
         let e = d.get(&Dn::parse("CN=A,dc=x").unwrap()).unwrap();
         assert_eq!(e.values("DCMPROPERTY").len(), 2);
-        assert!(d.apply(&rec("cn=a,dc=x", RecordBody::Add(vec![])), "f").unwrap_err().message.contains("already exists"));
+        assert!(
+            d.apply(&rec("cn=a,dc=x", RecordBody::Add(vec![])), "f")
+                .unwrap_err()
+                .message
+                .contains("already exists")
+        );
         d.apply(
             &rec(
                 "cn=a,dc=x",
@@ -475,7 +500,9 @@ mod tests {
         assert_eq!(e.values("dcmProperty"), ["concurrency=5".to_string()]);
         d.apply(&rec("cn=a,dc=x", RecordBody::Delete), "f").unwrap();
         assert!(d.is_empty());
-        let e = d.apply(&rec("cn=a,dc=x", RecordBody::Delete), "g").unwrap_err();
+        let e = d
+            .apply(&rec("cn=a,dc=x", RecordBody::Delete), "g")
+            .unwrap_err();
         assert_eq!(e.source_pos, "g:1");
     }
 }

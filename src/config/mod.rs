@@ -107,7 +107,9 @@ pub async fn ldif_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
     let mut rd = tokio::fs::read_dir(path).await.map_err(io)?;
     while let Some(e) = rd.next_entry().await.map_err(io)? {
         let p = e.path();
-        if p.extension().is_some_and(|x| x.eq_ignore_ascii_case("ldif")) {
+        if p.extension()
+            .is_some_and(|x| x.eq_ignore_ascii_case("ldif"))
+        {
             files.push(p);
         }
     }

@@ -167,7 +167,11 @@ pub struct Snapshot {
 impl Snapshot {
     /// Validates `dir` for the archive device `device_name`. Any error in
     /// what the service uses rejects the snapshot as a whole.
-    pub fn build(dir: &Directory, device_name: &str, source: &str) -> Result<Snapshot, Vec<ConfigError>> {
+    pub fn build(
+        dir: &Directory,
+        device_name: &str,
+        source: &str,
+    ) -> Result<Snapshot, Vec<ConfigError>> {
         Builder {
             dir,
             errors: Vec::new(),
@@ -216,7 +220,11 @@ impl Builder<'_> {
                 ),
             }]);
         };
-        let children: Vec<&RawEntry> = self.dir.iter().filter(|e| e.dn.is_child_of(&device.dn)).collect();
+        let children: Vec<&RawEntry> = self
+            .dir
+            .iter()
+            .filter(|e| e.dn.is_child_of(&device.dn))
+            .collect();
 
         let ae_titles: BTreeSet<String> = children
             .iter()
@@ -236,7 +244,10 @@ impl Builder<'_> {
         let mut skipped = Vec::new();
         let mut web_apps = BTreeMap::new();
         for e in children.iter().filter(|e| e.has_class("dcmExporter")) {
-            let Some(id) = e.first("dcmExporterID").or(e.dn.rdn().value("dcmExporterID")) else {
+            let Some(id) = e
+                .first("dcmExporterID")
+                .or(e.dn.rdn().value("dcmExporterID"))
+            else {
                 self.error(e, Some("dcmExporterID"), "missing");
                 continue;
             };
@@ -259,7 +270,11 @@ impl Builder<'_> {
             }
             let web_app_name = rest.trim();
             if web_app_name.is_empty() || web_app_name.contains(char::is_whitespace) {
-                self.error(e, Some("dcmURI"), format!("{uri:?} is not stow:<dcmWebAppName>"));
+                self.error(
+                    e,
+                    Some("dcmURI"),
+                    format!("{uri:?} is not stow:<dcmWebAppName>"),
+                );
                 continue;
             }
             let queue = match e.first("dcmQueueName") {
@@ -343,7 +358,9 @@ impl Builder<'_> {
             description: e.first("dicomDescription").map(str::to_string),
             max_tasks_parallel: self.int(e, "dcmMaxTasksParallel", 1, 1),
             max_retries: self.int(e, "dcmMaxRetries", 0, 0),
-            retry_delay: self.duration(e, "dcmRetryDelay").unwrap_or(Duration::from_secs(60)),
+            retry_delay: self
+                .duration(e, "dcmRetryDelay")
+                .unwrap_or(Duration::from_secs(60)),
             retry_delay_multiplier: self.int(e, "dcmRetryDelayMultiplier", 100, 1),
             max_retry_delay: self.duration(e, "dcmMaxRetryDelay"),
             retry_on_warning: self.boolean(e, "dcmRetryOnWarning", false),
@@ -384,7 +401,11 @@ impl Builder<'_> {
         match parse_iso_duration(v) {
             Some(d) => Some(d),
             None => {
-                self.error(e, Some(attr), format!("{v:?} is not an ISO-8601 duration like PT30S"));
+                self.error(
+                    e,
+                    Some(attr),
+                    format!("{v:?} is not an ISO-8601 duration like PT30S"),
+                );
                 None
             }
         }
@@ -397,7 +418,9 @@ impl Builder<'_> {
             .iter()
             .filter(|e| {
                 e.has_class("dcmWebApp")
-                    && e.first("dcmWebAppName").or(e.dn.rdn().value("dcmWebAppName")) == Some(name)
+                    && e.first("dcmWebAppName")
+                        .or(e.dn.rdn().value("dcmWebAppName"))
+                        == Some(name)
                     && e.dn.parent().is_some_and(|device| {
                         device.rdn().value("dicomDeviceName").is_some()
                             && device.parent().is_some_and(|p| is_devices_root(&p))
@@ -415,7 +438,11 @@ impl Builder<'_> {
             }
             [w] => *w,
             [w, ..] => {
-                self.error(w, Some("dcmWebAppName"), format!("web application name {name:?} is not unique"));
+                self.error(
+                    w,
+                    Some("dcmWebAppName"),
+                    format!("web application name {name:?} is not unique"),
+                );
                 return None;
             }
         };
@@ -445,24 +472,43 @@ impl Builder<'_> {
         // The first installed connection gives the URL, as in dcm4chee.
         let refs = w.values("dicomNetworkConnectionReference").to_vec();
         if refs.is_empty() {
-            self.error(w, Some("dicomNetworkConnectionReference"), "missing: the web application needs an HTTP connection");
+            self.error(
+                w,
+                Some("dicomNetworkConnectionReference"),
+                "missing: the web application needs an HTTP connection",
+            );
             return None;
         }
         let mut conn_entry = None;
         for r in &refs {
             let Ok(dn) = Dn::parse(r) else {
-                self.error(w, Some("dicomNetworkConnectionReference"), format!("{r:?} is not a valid DN"));
+                self.error(
+                    w,
+                    Some("dicomNetworkConnectionReference"),
+                    format!("{r:?} is not a valid DN"),
+                );
                 continue;
             };
             let Some(c) = dir.get(&dn) else {
-                self.error(w, Some("dicomNetworkConnectionReference"), format!("{r} does not exist"));
+                self.error(
+                    w,
+                    Some("dicomNetworkConnectionReference"),
+                    format!("{r} does not exist"),
+                );
                 continue;
             };
             if device_dn.as_ref().is_some_and(|d| !c.dn.is_child_of(d)) {
-                self.error(w, Some("dicomNetworkConnectionReference"), format!("{r} is not a connection of the web application's device"));
+                self.error(
+                    w,
+                    Some("dicomNetworkConnectionReference"),
+                    format!("{r} is not a connection of the web application's device"),
+                );
                 continue;
             }
-            let installed = c.first("dicomInstalled").and_then(parse_ldap_bool).unwrap_or(true);
+            let installed = c
+                .first("dicomInstalled")
+                .and_then(parse_ldap_bool)
+                .unwrap_or(true);
             if installed && conn_entry.is_none() {
                 conn_entry = Some(c);
             }
@@ -471,7 +517,11 @@ impl Builder<'_> {
             return None;
         }
         let Some(c) = conn_entry else {
-            self.error(w, Some("dicomNetworkConnectionReference"), "no installed network connection");
+            self.error(
+                w,
+                Some("dicomNetworkConnectionReference"),
+                "no installed network connection",
+            );
             return None;
         };
         let host = c.first("dicomHostname");
@@ -481,7 +531,11 @@ impl Builder<'_> {
         let port = match c.first("dicomPort").map(|p| p.trim().parse::<u16>()) {
             Some(Ok(p)) if p > 0 => Some(p),
             Some(_) => {
-                self.error(c, Some("dicomPort"), format!("{:?} is not a TCP port", c.first("dicomPort").unwrap_or("")));
+                self.error(
+                    c,
+                    Some("dicomPort"),
+                    format!("{:?} is not a TCP port", c.first("dicomPort").unwrap_or("")),
+                );
                 None
             }
             None => {
@@ -492,7 +546,11 @@ impl Builder<'_> {
         if let Some(proto) = c.first("dcmProtocol")
             && !proto.eq_ignore_ascii_case("HTTP")
         {
-            self.error(c, Some("dcmProtocol"), format!("{proto} connection cannot serve a web application (needs HTTP)"));
+            self.error(
+                c,
+                Some("dcmProtocol"),
+                format!("{proto} connection cannot serve a web application (needs HTTP)"),
+            );
         }
         let ms = |b: &mut Self, attr: &str| -> Option<Duration> {
             let v = c.first(attr)?;
@@ -500,7 +558,11 @@ impl Builder<'_> {
                 Ok(0) => None,
                 Ok(n) => Some(Duration::from_millis(n)),
                 Err(_) => {
-                    b.error(c, Some(attr), format!("{v:?} is not a number of milliseconds"));
+                    b.error(
+                        c,
+                        Some(attr),
+                        format!("{v:?} is not a number of milliseconds"),
+                    );
                     None
                 }
             }
@@ -513,7 +575,11 @@ impl Builder<'_> {
         let tls = !c.values("dicomTLSCipherSuite").is_empty();
         let host = host.unwrap_or_default();
         // An IPv6 literal needs brackets in a URL.
-        let host = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
         Some(WebApp {
             name: name.to_string(),
             dn: w.dn.to_string(),
@@ -543,7 +609,11 @@ impl Builder<'_> {
                 "true" => true,
                 "false" => false,
                 _ => {
-                    b.error(w, Some("dcmProperty"), format!("{key}={value}: expected true or false"));
+                    b.error(
+                        w,
+                        Some("dcmProperty"),
+                        format!("{key}={value}: expected true or false"),
+                    );
                     false
                 }
             };
@@ -571,7 +641,11 @@ impl Builder<'_> {
                 "basic-auth" => {
                     if !value.contains(':') {
                         // The value is a secret: name the key, never echo it.
-                        self.error(w, Some("dcmProperty"), "basic-auth=...: expected user:password");
+                        self.error(
+                            w,
+                            Some("dcmProperty"),
+                            "basic-auth=...: expected user:password",
+                        );
                     } else {
                         p.basic_auth = Some(Secret::new(value));
                     }
@@ -645,7 +719,10 @@ mod tests {
         assert_eq!(parse_iso_duration("PT30S"), Some(Duration::from_secs(30)));
         assert_eq!(parse_iso_duration("PT10M"), Some(Duration::from_secs(600)));
         assert_eq!(parse_iso_duration("P1D"), Some(Duration::from_secs(86_400)));
-        assert_eq!(parse_iso_duration("P1DT1H0.5S"), Some(Duration::from_secs_f64(90_000.5)));
+        assert_eq!(
+            parse_iso_duration("P1DT1H0.5S"),
+            Some(Duration::from_secs_f64(90_000.5))
+        );
         assert_eq!(parse_iso_duration("PT"), None);
         assert_eq!(parse_iso_duration("30S"), None);
         assert_eq!(parse_iso_duration("P1H"), None);

@@ -113,20 +113,36 @@ impl Executor {
             number_of_instances: 0,
         };
         let Some(exporter) = snapshot.exporter(&task.exporter_id) else {
-            return fail(&task.exporter_id, format!("no exporter {} in the configuration", task.exporter_id));
+            return fail(
+                &task.exporter_id,
+                format!("no exporter {} in the configuration", task.exporter_id),
+            );
         };
         let Some(web_app) = snapshot.web_app(&exporter.web_app) else {
-            return fail(&exporter.web_app, format!("unknown web application {}", exporter.web_app));
+            return fail(
+                &exporter.web_app,
+                format!("unknown web application {}", exporter.web_app),
+            );
         };
         if !web_app.installed {
-            return fail(&web_app.name, format!("web application {} is not installed", web_app.name));
+            return fail(
+                &web_app.name,
+                format!("web application {} is not installed", web_app.name),
+            );
         }
-        let instances = match self.archive.find(&task.study_iuid, task.series(), task.instance()).await {
+        let instances = match self
+            .archive
+            .find(&task.study_iuid, task.series(), task.instance())
+            .await
+        {
             Ok(v) => v,
             Err(e) => return fail(&web_app.name, format!("archive index: {e}")),
         };
         if instances.is_empty() {
-            return fail(&web_app.name, format!("could not find {entity} in the archive"));
+            return fail(
+                &web_app.name,
+                format!("could not find {entity} in the archive"),
+            );
         }
         let client = match self.client(web_app) {
             Ok(c) => c,
@@ -214,7 +230,12 @@ pub struct Workers {
 }
 
 impl Workers {
-    pub fn new(executor: Executor, queue: Arc<dyn TaskQueue>, snapshot: SharedSnapshot, stop: CancellationToken) -> Workers {
+    pub fn new(
+        executor: Executor,
+        queue: Arc<dyn TaskQueue>,
+        snapshot: SharedSnapshot,
+        stop: CancellationToken,
+    ) -> Workers {
         Workers {
             executor,
             queue,

@@ -55,13 +55,20 @@ impl Tally {
             Status::Completed
         };
         let mut counts = format!("completed:{}", c.completed);
-        for (name, n) in [("warning", c.warning), ("failed", c.failed), ("missing", c.missing)] {
+        for (name, n) in [
+            ("warning", c.warning),
+            ("failed", c.failed),
+            ("missing", c.missing),
+        ] {
             if n > 0 {
                 counts.push_str(&format!(", {name}:{n}"));
             }
         }
         let message = if c.remaining > 0 {
-            format!("Export {entity} to {dest} canceled - remaining:{}, {counts}", c.remaining)
+            format!(
+                "Export {entity} to {dest} canceled - remaining:{}, {counts}",
+                c.remaining
+            )
         } else {
             format!("Export {entity} to {dest} - {counts}")
         };
@@ -70,10 +77,19 @@ impl Tally {
                 .reasons
                 .iter()
                 .take(MAX_REASONS)
-                .map(|(r, n)| if *n > 1 { format!("{n}\u{d7} {r}") } else { r.clone() })
+                .map(|(r, n)| {
+                    if *n > 1 {
+                        format!("{n}\u{d7} {r}")
+                    } else {
+                        r.clone()
+                    }
+                })
                 .collect();
             if self.reasons.len() > MAX_REASONS {
-                parts.push(format!("and {} other reasons", self.reasons.len() - MAX_REASONS));
+                parts.push(format!(
+                    "and {} other reasons",
+                    self.reasons.len() - MAX_REASONS
+                ));
             }
             parts.join("; ")
         });
@@ -107,7 +123,10 @@ mod tests {
 
     #[test]
     fn all_completed() {
-        let o = tally(&[r(InstanceStatus::Completed, None), r(InstanceStatus::Completed, None)]);
+        let o = tally(&[
+            r(InstanceStatus::Completed, None),
+            r(InstanceStatus::Completed, None),
+        ]);
         assert_eq!(o.status, Status::Completed);
         assert_eq!(o.message, "Export Study[uid=1.2] to DCM4CHEE - completed:2");
         assert_eq!(o.error, None);
@@ -119,7 +138,10 @@ mod tests {
         rs.push(r(InstanceStatus::Failed, Some("HTTP 409 Conflict")));
         let o = tally(&rs);
         assert_eq!(o.status, Status::Warning);
-        assert_eq!(o.message, "Export Study[uid=1.2] to DCM4CHEE - completed:12, failed:1");
+        assert_eq!(
+            o.message,
+            "Export Study[uid=1.2] to DCM4CHEE - completed:12, failed:1"
+        );
         assert_eq!(o.error.as_deref(), Some("HTTP 409 Conflict"));
     }
 
@@ -131,20 +153,34 @@ mod tests {
             r(InstanceStatus::Missing, Some("gone")),
         ]);
         assert_eq!(o.status, Status::Failed);
-        assert_eq!(o.message, "Export Study[uid=1.2] to DCM4CHEE - completed:0, failed:2, missing:1");
+        assert_eq!(
+            o.message,
+            "Export Study[uid=1.2] to DCM4CHEE - completed:0, failed:2, missing:1"
+        );
         assert_eq!(o.error.as_deref(), Some("2\u{d7} HTTP 503; gone"));
     }
 
     #[test]
     fn warnings_only_are_reported_as_warning() {
-        let o = tally(&[r(InstanceStatus::Completed, None), r(InstanceStatus::Warning, Some("WarningReason 0xB000"))]);
+        let o = tally(&[
+            r(InstanceStatus::Completed, None),
+            r(InstanceStatus::Warning, Some("WarningReason 0xB000")),
+        ]);
         assert_eq!(o.status, Status::Warning);
-        assert_eq!(o.message, "Export Study[uid=1.2] to DCM4CHEE - completed:1, warning:1");
+        assert_eq!(
+            o.message,
+            "Export Study[uid=1.2] to DCM4CHEE - completed:1, warning:1"
+        );
     }
 
     #[test]
     fn reasons_are_capped() {
-        let rs: Vec<_> = (0..5).map(|i| r(InstanceStatus::Failed, Some(&format!("r{i}")))).collect();
-        assert_eq!(tally(&rs).error.as_deref(), Some("r0; r1; r2; and 2 other reasons"));
+        let rs: Vec<_> = (0..5)
+            .map(|i| r(InstanceStatus::Failed, Some(&format!("r{i}"))))
+            .collect();
+        assert_eq!(
+            tally(&rs).error.as_deref(),
+            Some("r0; r1; r2; and 2 other reasons")
+        );
     }
 }

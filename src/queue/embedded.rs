@@ -85,7 +85,11 @@ impl EmbeddedQueue {
     /// Opens `<data_dir>/queue.sqlite`. With `recover`, tasks of
     /// `device_name` left IN PROCESS are rescheduled; only the process that
     /// runs the workers may do that, never a CLI that merely publishes.
-    pub async fn open(data_dir: &Path, device_name: &str, recover: bool) -> Result<EmbeddedQueue, QueueError> {
+    pub async fn open(
+        data_dir: &Path,
+        device_name: &str,
+        recover: bool,
+    ) -> Result<EmbeddedQueue, QueueError> {
         let db = Db::open(&data_dir.join("queue.sqlite"), SCHEMA).await?;
         let q = EmbeddedQueue {
             db,
@@ -104,7 +108,10 @@ impl EmbeddedQueue {
                 })
                 .await?;
             if n > 0 {
-                tracing::warn!(tasks = n, "rescheduled tasks left IN PROCESS by an earlier run");
+                tracing::warn!(
+                    tasks = n,
+                    "rescheduled tasks left IN PROCESS by an earlier run"
+                );
             }
         }
         Ok(q)
@@ -239,7 +246,11 @@ impl TaskQueue for EmbeddedQueue {
         .boxed()
     }
 
-    fn record_instance<'a>(&'a self, task_id: &'a str, result: InstanceResult) -> BoxFuture<'a, Result<(), QueueError>> {
+    fn record_instance<'a>(
+        &'a self,
+        task_id: &'a str,
+        result: InstanceResult,
+    ) -> BoxFuture<'a, Result<(), QueueError>> {
         async move {
             let pk = task_pk(task_id)?;
             self.db
@@ -265,12 +276,15 @@ impl TaskQueue for EmbeddedQueue {
             let rows = self
                 .db
                 .call(move |c| {
-                    let mut st = c.prepare("SELECT sop_iuid, status, reason FROM task_instance WHERE task_pk = ?1")?;
+                    let mut st = c.prepare(
+                        "SELECT sop_iuid, status, reason FROM task_instance WHERE task_pk = ?1",
+                    )?;
                     let rows = st
                         .query_map([pk], |r| {
                             Ok(InstanceResult {
                                 sop_iuid: r.get(0)?,
-                                status: InstanceStatus::parse(&r.get::<_, String>(1)?).unwrap_or(InstanceStatus::Failed),
+                                status: InstanceStatus::parse(&r.get::<_, String>(1)?)
+                                    .unwrap_or(InstanceStatus::Failed),
                                 reason: r.get(2)?,
                             })
                         })?
@@ -283,7 +297,11 @@ impl TaskQueue for EmbeddedQueue {
         .boxed()
     }
 
-    fn finish<'a>(&'a self, task_id: &'a str, outcome: Outcome) -> BoxFuture<'a, Result<ExportTask, QueueError>> {
+    fn finish<'a>(
+        &'a self,
+        task_id: &'a str,
+        outcome: Outcome,
+    ) -> BoxFuture<'a, Result<ExportTask, QueueError>> {
         async move {
             let pk = task_pk(task_id)?;
             let id = task_id.to_string();
@@ -358,7 +376,10 @@ impl TaskQueue for EmbeddedQueue {
             let pk = task_pk(task_id)?;
             let t = self
                 .db
-                .call(move |c| c.query_row("SELECT * FROM task WHERE pk = ?1", [pk], row_to_task).optional())
+                .call(move |c| {
+                    c.query_row("SELECT * FROM task WHERE pk = ?1", [pk], row_to_task)
+                        .optional()
+                })
                 .await?;
             t.ok_or_else(|| QueueError::NotFound(task_id.to_string()))
         }
@@ -415,7 +436,10 @@ mod tests {
         let q = EmbeddedQueue::open(dir.path(), "dev", true).await.unwrap();
         assert_eq!(q.get(&t1.task_id).await.unwrap().status, Status::Scheduled);
         let again = q.next("Q").await.unwrap();
-        assert_eq!(again.task_id, t1.task_id, "the interrupted task comes back first");
+        assert_eq!(
+            again.task_id, t1.task_id,
+            "the interrupted task comes back first"
+        );
         let done = q.instance_results(&again.task_id).await.unwrap();
         assert_eq!(done["9"].status, InstanceStatus::Completed);
 
@@ -460,9 +484,15 @@ mod tests {
         let q2 = q.clone();
         let waiter = tokio::spawn(async move { q2.next("Q").await.unwrap() });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiter.is_finished(), "a task scheduled in an hour is not due");
+        assert!(
+            !waiter.is_finished(),
+            "a task scheduled in an hour is not due"
+        );
         let now = q.publish(new_task("1.4")).await.unwrap();
-        let got = tokio::time::timeout(Duration::from_secs(2), waiter).await.unwrap().unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(2), waiter)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(got.task_id, now.task_id);
     }
 }

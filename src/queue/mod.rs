@@ -117,7 +117,11 @@ pub trait TaskQueue: Send + Sync {
     fn next<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<ExportTask, QueueError>>;
 
     /// Records the result of one instance of a running task.
-    fn record_instance<'a>(&'a self, task_id: &'a str, result: InstanceResult) -> BoxFuture<'a, Result<(), QueueError>>;
+    fn record_instance<'a>(
+        &'a self,
+        task_id: &'a str,
+        result: InstanceResult,
+    ) -> BoxFuture<'a, Result<(), QueueError>>;
 
     /// Results recorded so far for a task (used to resume).
     fn instance_results<'a>(
@@ -126,7 +130,11 @@ pub trait TaskQueue: Send + Sync {
     ) -> BoxFuture<'a, Result<HashMap<String, InstanceResult>, QueueError>>;
 
     /// Sets the final outcome of a task taken by `next`.
-    fn finish<'a>(&'a self, task_id: &'a str, outcome: Outcome) -> BoxFuture<'a, Result<ExportTask, QueueError>>;
+    fn finish<'a>(
+        &'a self,
+        task_id: &'a str,
+        outcome: Outcome,
+    ) -> BoxFuture<'a, Result<ExportTask, QueueError>>;
 
     /// Task records for the monitor API, newest update first.
     fn list(&self, filter: TaskFilter) -> BoxFuture<'_, Result<Vec<ExportTask>, QueueError>>;

@@ -85,7 +85,8 @@ impl StowClient {
             Some(v)
         } else if let Some(basic) = &props.basic_auth {
             let enc = base64::engine::general_purpose::STANDARD.encode(basic.expose().as_bytes());
-            let mut v = HeaderValue::from_str(&format!("Basic {enc}")).map_err(|_| header_err("basic-auth"))?;
+            let mut v = HeaderValue::from_str(&format!("Basic {enc}"))
+                .map_err(|_| header_err("basic-auth"))?;
             v.set_sensitive(true);
             Some(v)
         } else {
@@ -166,7 +167,10 @@ impl StowClient {
             ),
             Err(e) => response::classify(
                 sent,
-                Exchange::Transport(format!("HTTP {status}: reading the response failed: {}", transport_reason(&e))),
+                Exchange::Transport(format!(
+                    "HTTP {status}: reading the response failed: {}",
+                    transport_reason(&e)
+                )),
             ),
         }
     }
@@ -182,7 +186,10 @@ async fn open_part(inst: &StoredInstance) -> Result<PartFile, InstanceResult> {
     let file = match tokio::fs::File::open(&inst.path).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(missing(format!("stored file {} is gone", inst.path.display())));
+            return Err(missing(format!(
+                "stored file {} is gone",
+                inst.path.display()
+            )));
         }
         Err(e) => {
             return Err(InstanceResult {

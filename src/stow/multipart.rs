@@ -77,7 +77,10 @@ pub fn body_stream(
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
     let close = close(&boundary);
     let part_streams = parts.into_iter().enumerate().map(move |(i, p)| {
-        let head = stream::once(futures_util::future::ready(Ok(part_head(&boundary, i == 0))));
+        let head = stream::once(futures_util::future::ready(Ok(part_head(
+            &boundary,
+            i == 0,
+        ))));
         head.chain(Exact {
             inner: ReaderStream::with_capacity(p.file, READ_CHUNK),
             expected: p.len,
@@ -112,7 +115,10 @@ impl Stream for Exact {
                 self.seen += b.len() as u64;
                 if self.seen > self.expected {
                     self.done = true;
-                    let msg = format!("{} grew while being sent (expected {} bytes)", self.name, self.expected);
+                    let msg = format!(
+                        "{} grew while being sent (expected {} bytes)",
+                        self.name, self.expected
+                    );
                     return Poll::Ready(Some(Err(io::Error::other(msg))));
                 }
                 Poll::Ready(Some(Ok(b)))
@@ -172,7 +178,10 @@ mod tests {
         let (body, _d) = collect(&b, &[&big, b"x"]).await;
         assert_eq!(body_len(&b, &[big.len() as u64, 1]), body.len() as u64);
         assert_eq!(b.len(), 40);
-        assert!(content_type(&b).starts_with("multipart/related; type=\"application/dicom\"; boundary="));
+        assert!(
+            content_type(&b)
+                .starts_with("multipart/related; type=\"application/dicom\"; boundary=")
+        );
     }
 
     #[tokio::test]
@@ -186,7 +195,10 @@ mod tests {
             name: "a.dcm".into(),
         }];
         let items: Vec<_> = body_stream("B".into(), parts).collect().await;
-        let err = items.iter().find_map(|i| i.as_ref().err()).expect("an error");
+        let err = items
+            .iter()
+            .find_map(|i| i.as_ref().err())
+            .expect("an error");
         assert!(err.to_string().contains("shrank"), "{err}");
     }
 }

@@ -124,7 +124,11 @@ pub fn describe_status(code: u16) -> String {
 /// The HTTP exchange of one request, as far as it got.
 pub enum Exchange<'a> {
     /// The server answered.
-    Answered { status: u16, reason: &'a str, body: &'a [u8] },
+    Answered {
+        status: u16,
+        reason: &'a str,
+        body: &'a [u8],
+    },
     /// No answer: connection refused, reset, timeout, a body read error.
     Transport(String),
 }
@@ -138,7 +142,11 @@ pub fn classify(sent: &[String], exchange: Exchange<'_>) -> Vec<InstanceResult> 
     };
     let (status, reason, body) = match exchange {
         Exchange::Transport(e) => return sent.iter().map(|s| failed(s, e.clone())).collect(),
-        Exchange::Answered { status, reason, body } => (status, reason, body),
+        Exchange::Answered {
+            status,
+            reason,
+            body,
+        } => (status, reason, body),
     };
     let http = format!("HTTP {status} {reason}").trim_end().to_string();
     let success = (200..300).contains(&status);
@@ -194,7 +202,11 @@ pub fn classify(sent: &[String], exchange: Exchange<'_>) -> Vec<InstanceResult> 
 fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
     let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if body.len() > 200 { format!("{one_line}...") } else { one_line }
+    if body.len() > 200 {
+        format!("{one_line}...")
+    } else {
+        one_line
+    }
 }
 
 #[cfg(test)]
@@ -206,7 +218,14 @@ mod tests {
     }
 
     fn answered(status: u16, body: &str) -> Vec<InstanceResult> {
-        classify(&sent(), Exchange::Answered { status, reason: "X", body: body.as_bytes() })
+        classify(
+            &sent(),
+            Exchange::Answered {
+                status,
+                reason: "X",
+                body: body.as_bytes(),
+            },
+        )
     }
 
     const MIXED: &str = r#"{
@@ -227,12 +246,22 @@ mod tests {
         assert_eq!(r[1].status, InstanceStatus::Warning);
         assert!(r[1].reason.as_deref().unwrap().contains("0xB000"));
         assert_eq!(r[2].status, InstanceStatus::Failed);
-        assert!(r[2].reason.as_deref().unwrap().contains("0x0110 (Processing failure)"), "{:?}", r[2]);
+        assert!(
+            r[2].reason
+                .as_deref()
+                .unwrap()
+                .contains("0x0110 (Processing failure)"),
+            "{:?}",
+            r[2]
+        );
     }
 
     #[test]
     fn absent_instances_are_not_stored_even_with_200() {
-        let r = answered(200, r#"{"00081199":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":["1.2.1"]}}]},"00081198":{"vr":"SQ"}}"#);
+        let r = answered(
+            200,
+            r#"{"00081199":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":["1.2.1"]}}]},"00081198":{"vr":"SQ"}}"#,
+        );
         assert_eq!(r[0].status, InstanceStatus::Completed);
         assert_eq!(r[1].status, InstanceStatus::Failed);
         assert!(r[1].reason.as_deref().unwrap().contains("neither"));
@@ -241,21 +270,44 @@ mod tests {
     #[test]
     fn empty_failed_sequence_is_not_a_failure() {
         let body = r#"{"00081199":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":["1.2.1"]}},{"00081155":{"vr":"UI","Value":["1.2.2"]}},{"00081155":{"vr":"UI","Value":["1.2.3"]}}]},"00081198":{"vr":"SQ","Value":[]}}"#;
-        assert!(answered(200, body).iter().all(|r| r.status == InstanceStatus::Completed));
+        assert!(
+            answered(200, body)
+                .iter()
+                .all(|r| r.status == InstanceStatus::Completed)
+        );
     }
 
     #[test]
     fn conflict_and_garbage_and_transport() {
-        let r = answered(409, r#"{"00081198":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":["1.2.1"]},"00081197":{"vr":"US","Value":[49152]}}]}}"#);
-        assert!(r[0].reason.as_deref().unwrap().starts_with("HTTP 409 X: FailureReason 0xC000"));
+        let r = answered(
+            409,
+            r#"{"00081198":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":["1.2.1"]},"00081197":{"vr":"US","Value":[49152]}}]}}"#,
+        );
+        assert!(
+            r[0].reason
+                .as_deref()
+                .unwrap()
+                .starts_with("HTTP 409 X: FailureReason 0xC000")
+        );
         assert_eq!(r[1].reason.as_deref(), Some("HTTP 409 X"));
         let r = answered(200, "<html>oops</html>");
         assert!(r.iter().all(|x| x.status == InstanceStatus::Failed));
-        assert!(r[0].reason.as_deref().unwrap().contains("unreadable response body"));
+        assert!(
+            r[0].reason
+                .as_deref()
+                .unwrap()
+                .contains("unreadable response body")
+        );
         let r = answered(503, "<html>\n  busy\n</html>");
-        assert_eq!(r[0].reason.as_deref(), Some("HTTP 503 X: <html> busy </html>"));
+        assert_eq!(
+            r[0].reason.as_deref(),
+            Some("HTTP 503 X: <html> busy </html>")
+        );
         let r = classify(&sent(), Exchange::Transport("connection refused".into()));
-        assert!(r.iter().all(|x| x.reason.as_deref() == Some("connection refused")));
+        assert!(
+            r.iter()
+                .all(|x| x.reason.as_deref() == Some("connection refused"))
+        );
     }
 
     #[test]
@@ -266,7 +318,10 @@ mod tests {
 
     #[test]
     fn parse_tolerates_array_wrapping_and_string_numbers() {
-        let r = parse_json(br#"[{"00081198":{"vr":"SQ","Value":[{"00081197":{"vr":"US","Value":["42752"]}}]}}]"#).unwrap();
+        let r = parse_json(
+            br#"[{"00081198":{"vr":"SQ","Value":[{"00081197":{"vr":"US","Value":["42752"]}}]}}]"#,
+        )
+        .unwrap();
         assert_eq!(r.anonymous_failures, vec![Some(0xA700)]);
         assert!(parse_json(b"[]").is_err());
     }

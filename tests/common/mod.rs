@@ -45,10 +45,8 @@ pub fn write_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
     cfg
 }
 
-pub const STOWRSD_WEBAPP_DN: &str =
-    "dcmWebAppName=stowrsd,dicomDeviceName=stowrsd,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org";
-pub const DCM4CHEE_WEBAPP_DN: &str =
-    "dcmWebAppName=DCM4CHEE,dicomDeviceName=dcm4chee-arc,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org";
+pub const STOWRSD_WEBAPP_DN: &str = "dcmWebAppName=stowrsd,dicomDeviceName=stowrsd,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org";
+pub const DCM4CHEE_WEBAPP_DN: &str = "dcmWebAppName=DCM4CHEE,dicomDeviceName=dcm4chee-arc,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org";
 
 /// An LDIF modify record adding `dcmProperty` values to the web app `dn`.
 pub fn add_props(dn: &str, props: &[&str]) -> String {
@@ -93,7 +91,12 @@ impl Receiver {
             let (s, i, m) = (s.clone(), i.clone(), m.clone());
             async move {
                 let seen = {
-                    let h = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+                    let h = |n: &str| {
+                        req.headers()
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string)
+                    };
                     Seen {
                         path: req.uri().path().to_string(),
                         content_length: h("content-length"),
@@ -216,7 +219,14 @@ impl Service {
     }
 
     pub async fn task(&self, id: &str) -> Value {
-        self.http.get(self.url(&format!("/monitor/export/{id}"))).send().await.unwrap().json().await.unwrap()
+        self.http
+            .get(self.url(&format!("/monitor/export/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     pub async fn instances(&self, id: &str) -> Vec<Value> {
@@ -251,11 +261,17 @@ pub async fn wait_done(http: &reqwest::Client, base: &str, id: &str, limit: Dura
     loop {
         if let Ok(r) = http.get(format!("{base}/monitor/export/{id}")).send().await
             && let Ok(t) = r.json::<Value>().await
-            && matches!(t["status"].as_str(), Some("COMPLETED" | "WARNING" | "FAILED" | "CANCELED"))
+            && matches!(
+                t["status"].as_str(),
+                Some("COMPLETED" | "WARNING" | "FAILED" | "CANCELED")
+            )
         {
             return t;
         }
-        assert!(start.elapsed() < limit, "task {id} not done within {limit:?}");
+        assert!(
+            start.elapsed() < limit,
+            "task {id} not done within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -271,7 +287,10 @@ pub fn sop_uid(path: &Path) -> String {
         .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
         .open_file(path)
         .unwrap();
-    obj.meta().media_storage_sop_instance_uid().trim_end_matches('\0').to_string()
+    obj.meta()
+        .media_storage_sop_instance_uid()
+        .trim_end_matches('\0')
+        .to_string()
 }
 
 /// Asserts that every file in `sources` arrived at the receiver byte for byte.
@@ -280,7 +299,8 @@ pub fn assert_arrived(receiver: &Receiver, sources: &[PathBuf]) {
         let uid = sop_uid(src);
         let got = receiver.dir.join(format!("{uid}.dcm"));
         let a = std::fs::read(src).unwrap();
-        let b = std::fs::read(&got).unwrap_or_else(|e| panic!("{} not received: {e}", got.display()));
+        let b =
+            std::fs::read(&got).unwrap_or_else(|e| panic!("{} not received: {e}", got.display()));
         assert!(a == b, "{} differs from what was sent", got.display());
     }
 }

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a Debian machine, installing first what the
+# tests need: a Rust toolchain (rustup, when cargo is missing), the Debian
+# packages, and the Python packages whose bundled DICOM files are fixtures.
+# Usage: scripts/test.sh [extra cargo test arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# Debian packages: gcc/g++ build the bundled SQLite; python3 + pip for the
+# fixtures; curl for the benchmark reference.
+need_apt=()
+for cmd in cc:gcc c++:g++ python3:python3 curl:curl pkg-config:pkg-config; do
+  command -v "${cmd%%:*}" >/dev/null 2>&1 || need_apt+=("${cmd##*:}")
+done
+python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing Debian packages: ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    log "installing the Rust toolchain with rustup"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+fi
+
+# Python test packages: pydicom ships the real-world DICOM files the tests
+# import and export. Installed for this user; Debian's externally-managed
+# Python needs --break-system-packages, a venv-less pip does not know it.
+if ! python3 -c 'import pydicom' >/dev/null 2>&1; then
+  log "installing Python test packages"
+  python3 -m pip install -q --user pydicom 2>/dev/null \
+    || python3 -m pip install -q --user --break-system-packages pydicom
+fi
+STOW_TEST_PYDICOM_FILES="$(python3 -c 'import pydicom, os; print(os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files"))')"
+export STOW_TEST_PYDICOM_FILES
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+log "cargo test"
+cargo test --all-targets "$@"
