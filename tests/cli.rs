@@ -202,3 +202,82 @@ async fn sigkill_during_export_then_restart_completes_without_loss() {
     let requests = rcv.seen().len();
     assert!(requests <= 21, "{requests} requests for 20 instances");
 }
+
+#[tokio::test]
+async fn embedded_default_with_builtin_receiver_and_clean_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rport = free_port();
+    // Both shipped web apps (DCM4CHEE and stowrsd) resolve to this port.
+    let cfg = write_config(tmp.path(), rport, "");
+    let data = tmp.path().join("data");
+    let received = tmp.path().join("received");
+    let (study_uid, files) = study(&tmp.path().join("src"), 3, 32);
+    assert!(
+        bin()
+            .arg("import")
+            .arg("--data")
+            .arg(&data)
+            .args(&files)
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    let port = free_port();
+    let mut child = bin()
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .arg("--data")
+        .arg(&data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--stowrsd")
+        .arg(&received)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_up(port).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}/dcm4chee-arc");
+    for exporter in ["StowExporter", "STOWRSD"] {
+        let r = http
+            .post(format!(
+                "{base}/aets/{AET}/rs/studies/{study_uid}/export/{exporter}"
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let t: serde_json::Value = r.json().await.unwrap();
+        let done = wait_done(
+            &http,
+            &base,
+            t["taskID"].as_str().unwrap(),
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(done["status"], "COMPLETED", "{exporter}: {done}");
+    }
+    for f in &files {
+        let got = received.join(format!("{}.dcm", sop_uid(f)));
+        assert_eq!(std::fs::read(f).unwrap(), std::fs::read(&got).unwrap());
+    }
+
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "serve did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
+}

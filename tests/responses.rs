@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::body::{Body, to_bytes};
 use axum::extract::Request;
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use common::*;
 use serde_json::{Value, json};
 use stow_exporter::archive::{self, Archive, NoProgress};
@@ -39,7 +39,7 @@ async fn start(fault: Fault, dir: &std::path::Path) -> std::net::SocketAddr {
             let resp = next.run(req).await;
             let body = to_bytes(resp.into_body(), 1 << 20).await.unwrap();
             let mut v: Value = serde_json::from_slice(&body).unwrap();
-            let mut fail_all = |v: &mut Value, reason: u16| {
+            let fail_all = |v: &mut Value, reason: u16| {
                 let mut items = v["00081199"]["Value"].take();
                 for it in items.as_array_mut().unwrap() {
                     it["00081197"] = json!({"vr": "US", "Value": [reason]});

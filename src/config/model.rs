@@ -479,6 +479,7 @@ impl Builder<'_> {
             );
             return None;
         }
+        let before_refs = self.errors.len();
         let mut conn_entry = None;
         for r in &refs {
             let Ok(dn) = Dn::parse(r) else {
@@ -513,7 +514,7 @@ impl Builder<'_> {
                 conn_entry = Some(c);
             }
         }
-        if self.errors.len() > before {
+        if self.errors.len() > before_refs {
             return None;
         }
         let Some(c) = conn_entry else {
