@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Export throughput and memory benchmark of stow-exporter against the
 # built-in STOW-RS receiver, with "the simplest possible client" (one curl
-# process, 4 parallel transfers) as the reference in the same run.
+# process, 4 parallel transfers) as the reference in the same run. A second
+# curl run streams the same bodies from disk (upload-file) instead of loading
+# them all into memory first (data-binary): shown for comparison.
 #
 # Usage: bench/export_throughput.sh [N=2000] [REPS=3]
 #
@@ -152,7 +154,9 @@ say "set 2N: $N2 instances, $BYTES_2N bytes, study $STUDY_2N"
 
 # -------------------------------------------------------------- receiver
 RPORT=$(free_port)
-start_bg "$LOGS/stowrsd.log" "$BIN" stowrsd --bind "127.0.0.1:$RPORT" --ignore
+# At info level the receiver logs one line per request (parts, bytes,
+# status): the runs are checked against it.
+start_bg "$LOGS/stowrsd.log" env RUST_LOG=info "$BIN" stowrsd --bind "127.0.0.1:$RPORT" --ignore
 RPID=$BG_PID
 STOW_URL="http://127.0.0.1:$RPORT/stowrs/studies"
 for _ in $(seq 1 100); do
@@ -205,10 +209,13 @@ import_set 2N "$WORK/src-2n" "$WORK/data-2n" "$N2" "$BYTES_2N"
 
 # --------------------------------------------------- curl reference input
 say "building $N multipart bodies and the curl config"
-python3 - "$WORK/src-n" "$WORK/bodies" "$WORK/curl.cfg" "$STOW_URL" <<'PY'
+# curl.cfg: --data-binary @body (the reference: curl reads every body into
+# memory while parsing the config); curl-stream.cfg: --upload-file body with
+# POST (streamed from disk).
+python3 - "$WORK/src-n" "$WORK/bodies" "$WORK/curl.cfg" "$WORK/curl-stream.cfg" "$STOW_URL" <<'PY'
 import os, sys
 
-src, out, cfg, url = sys.argv[1:]
+src, out, cfg, cfg_stream, url = sys.argv[1:]
 names = [f for f in os.listdir(src) if f.endswith(".dcm")]
 names.sort(key=lambda f: (0, int(f[:-4]), "") if f[:-4].isdigit() else (1, 0, f))
 os.makedirs(out, exist_ok=True)
@@ -218,7 +225,14 @@ tail = b"\r\n--B--\r\n"
 def q(s):
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
-with open(cfg, "w") as c:
+common = (
+    'header = "Content-Type: multipart/related; type=\\"application/dicom\\"; boundary=B"\n'
+    'header = "Accept: application/dicom+json"\n'
+    'header = "Expect:"\n'
+    'output = "/dev/null"\n'
+    'write-out = "%{http_code}\\n"\n'
+)
+with open(cfg, "w") as c, open(cfg_stream, "w") as cs:
     for i, name in enumerate(names):
         with open(os.path.join(src, name), "rb") as f:
             data = f.read()
@@ -229,17 +243,30 @@ with open(cfg, "w") as c:
             f.write(head + data + tail)
         if i:
             c.write("next\n")
-        c.write(f"url = {q(url)}\n")
-        c.write(f"data-binary = {q('@' + body)}\n")
-        c.write('header = "Content-Type: multipart/related; type=\\"application/dicom\\"; boundary=B"\n')
-        c.write('header = "Accept: application/dicom+json"\n')
-        c.write('header = "Expect:"\n')
-        c.write('output = "/dev/null"\n')
-        c.write('write-out = "%{http_code}\\n"\n')
+            cs.write("next\n")
+        c.write(f"url = {q(url)}\ndata-binary = {q('@' + body)}\n{common}")
+        cs.write(f'url = {q(url)}\nupload-file = {q(body)}\nrequest = "POST"\n{common}')
 PY
 [[ $(find "$WORK/bodies" -name '*.body' | wc -l) -eq $N ]] || die "expected $N bodies"
 
 # ------------------------------------------------------------------ runs
+# Lines of the receiver log so far.
+receiver_mark() { wc -l <"$LOGS/stowrsd.log"; }
+# Checks that the receiver acknowledged exactly COUNT single-instance
+# requests with BYTES part bytes in total since MARK.
+receiver_check() { # what mark count bytes
+    local what=$1 mark=$2 count=$3 bytes=$4 seen
+    seen=$(tail -n "+$((mark + 1))" "$LOGS/stowrsd.log" | awk '
+        /STOW-RS request/ {
+            n++
+            if ($0 ~ / status=200 / && $0 ~ / parts=1 / && $0 ~ / stored=1 /) ok++
+            if (match($0, / bytes=[0-9]+/)) b += substr($0, RSTART + 7, RLENGTH - 7)
+        }
+        END {printf "%d %d %d", n, ok, b}')
+    [[ $seen == "$count $count $bytes" ]] ||
+        die "$what: the receiver saw requests/acknowledged/bytes = $seen, expected $count $count $bytes"
+}
+
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
 
@@ -247,7 +274,7 @@ RESULTS=$WORK/results.tsv
 ours() {
     local label=$1 data=$2 study=$3 count=$4 bytes=$5 rep=$6
     local port api pid log code body task status completed json t0 t_poll wall pet t_end
-    local s0 r0 s1 r1 hwm deadline
+    local s0 r0 s1 r1 hwm deadline mark
     port=$(free_port)
     api="http://127.0.0.1:$port/dcm4chee-arc"
     log="$LOGS/serve-$label-$rep.log"
@@ -260,6 +287,7 @@ ours() {
     done
     curl -sf -o /dev/null "$api/ctrl/status" || { log_tail "$log"; die "serve does not answer on $api/ctrl/status"; }
 
+    mark=$(receiver_mark)
     s0=$(cpu_ticks "$pid")
     r0=$(cpu_ticks "$RPID")
     t0=$(now)
@@ -298,6 +326,7 @@ ours() {
         log_tail "$log"
         die "export of set $label (rep $rep): status $status, completed $completed of $count"
     fi
+    receiver_check "export of set $label (rep $rep)" "$mark" "$count" "$bytes"
     # End of the export from the task record (the poll interval would add
     # up to 0.1 s); the poll time bounds it.
     wall=$(sub "$t_poll" "$t0")
@@ -308,31 +337,39 @@ ours() {
                 'BEGIN {w = e - s; if (w > 0 && w <= p + 0.05) printf "%.3f", w; else printf "%.3f", p}')
         fi
     fi
+    # Where the time went: trigger -> task start (queue pickup) -> task end.
+    local pst="" start_s="?"
+    if [[ $json =~ \"processingStartTime\":\"([^\"]+)\" ]] && pst=$(date -d "${BASH_REMATCH[1]}" +%s.%N 2>/dev/null); then
+        start_s=$(sub "$pst" "$t0")
+    fi
     printf 'ours\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$rep" "$count" "$bytes" "$wall" \
         "$(ticks_to_s $((s1 - s0)))" "$(ticks_to_s $((r1 - r0)))" "$hwm" >>"$RESULTS"
     say "rep $rep ours set $label: $wall s, $(awk -v n="$count" -v w="$wall" 'BEGIN {printf "%.1f", n / w}') instances/s," \
-        "serve CPU $(ticks_to_s $((s1 - s0))) s, stowrsd CPU $(ticks_to_s $((r1 - r0))) s, peak RSS $(awk -v k="$hwm" 'BEGIN {printf "%.1f", k * 1024 / 1e6}') MB"
+        "serve CPU $(ticks_to_s $((s1 - s0))) s, stowrsd CPU $(ticks_to_s $((r1 - r0))) s, peak RSS $(awk -v k="$hwm" 'BEGIN {printf "%.1f", k * 1024 / 1e6}') MB (task started at +$start_s s)"
 }
 
-# reference REP: one curl process, -Z --parallel-max 4, all N bodies.
+# reference KIND CFG REP: one curl process, -Z --parallel-max 4, all N bodies.
 reference() {
-    local rep=$1 codes=$WORK/curl-codes-$1.txt timing=$WORK/curl-time-$1.txt rc r0 r1 wall user sys ok lines
+    local kind=$1 cfg=$2 rep=$3
+    local codes=$WORK/$kind-codes-$3.txt timing=$WORK/$kind-time-$3.txt rc r0 r1 wall user sys ok lines mark
+    mark=$(receiver_mark)
     r0=$(cpu_ticks "$RPID")
     set +e
     TIMEFORMAT='%3R %3U %3S'
-    { time curl -s -S -Z --parallel-max "$CONCURRENCY" -K "$WORK/curl.cfg" >"$codes" 2>"$LOGS/curl-$rep.err"; } 2>"$timing"
+    { time curl -s -S -Z --parallel-max "$CONCURRENCY" -K "$cfg" >"$codes" 2>"$LOGS/$kind-$rep.err"; } 2>"$timing"
     rc=$?
     set -e
     r1=$(cpu_ticks "$RPID")
-    [[ $rc -eq 0 ]] || { cat "$LOGS/curl-$rep.err" >&2; die "curl exited with $rc"; }
+    [[ $rc -eq 0 ]] || { cat "$LOGS/$kind-$rep.err" >&2; die "$kind rep $rep: curl exited with $rc"; }
     read -r wall user sys <"$timing"
     lines=$(wc -l <"$codes")
     ok=$(grep -c '^200$' "$codes" || true)
     [[ $lines -eq $N && $ok -eq $N ]] ||
-        die "curl rep $rep: $ok of $N responses were 200 ($lines responses: $(sort "$codes" | uniq -c | tr '\n' ' '))"
-    printf 'curl\tN\t%s\t%s\t%s\t%s\t%s\t%s\t\n' "$rep" "$N" "$BYTES_N" "$wall" \
+        die "$kind rep $rep: $ok of $N responses were 200 ($lines responses: $(sort "$codes" | uniq -c | tr '\n' ' '))"
+    receiver_check "$kind rep $rep" "$mark" "$N" "$BYTES_N"
+    printf '%s\tN\t%s\t%s\t%s\t%s\t%s\t%s\t\n' "$kind" "$rep" "$N" "$BYTES_N" "$wall" \
         "$(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%.2f", u + s}')" "$(ticks_to_s $((r1 - r0)))" >>"$RESULTS"
-    say "rep $rep curl set N: $wall s, $(awk -v n="$N" -v w="$wall" 'BEGIN {printf "%.1f", n / w}') instances/s," \
+    say "rep $rep $kind set N: $wall s, $(awk -v n="$N" -v w="$wall" 'BEGIN {printf "%.1f", n / w}') instances/s," \
         "curl CPU $(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%.2f", u + s}') s, stowrsd CPU $(ticks_to_s $((r1 - r0))) s"
 }
 
@@ -340,9 +377,11 @@ say "running $REPS repetitions (ours and curl alternate; set N = $N instances)"
 for rep in $(seq 1 "$REPS"); do
     if ((rep % 2)); then
         ours N "$WORK/data-n" "$STUDY_N" "$N" "$BYTES_N" "$rep"
-        reference "$rep"
+        reference curl "$WORK/curl.cfg" "$rep"
+        reference curl-stream "$WORK/curl-stream.cfg" "$rep"
     else
-        reference "$rep"
+        reference curl-stream "$WORK/curl-stream.cfg" "$rep"
+        reference curl "$WORK/curl.cfg" "$rep"
         ours N "$WORK/data-n" "$STUDY_N" "$N" "$BYTES_N" "$rep"
     fi
 done
@@ -381,20 +420,29 @@ def summary(rs):
     }
 
 curl = summary(pick("curl", "N"))
+stream = summary(pick("curl-stream", "N")) if pick("curl-stream", "N") else None
 lines = [
-    "| client | instances | runs | wall s (median; all) | instances/s | MB/s | vs curl | client CPU s | stowrsd CPU s | peak RSS MB |",
-    "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    "| client | instances | runs | wall s (median; all) | instances/s | MB/s | vs curl reference | vs curl streamed "
+    "| client CPU s | stowrsd CPU s | peak RSS MB |",
+    "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
 ]
-for name, kind, label in (("curl -Z, 4 parallel", "curl", "N"), ("stow-exporter", "ours", "N"), ("stow-exporter", "ours", "2N")):
+rows_out = (
+    ("curl -Z --data-binary (reference)", "curl", "N"),
+    ("curl -Z --upload-file (streamed)", "curl-stream", "N"),
+    ("stow-exporter serve", "ours", "N"),
+    ("stow-exporter serve", "ours", "2N"),
+)
+for name, kind, label in rows_out:
     rs = pick(kind, label)
     if not rs:
         continue
     s = summary(rs)
-    ratio = f"{s['ips'] / curl['ips'] * 100:.0f}%"
+    vs_ref = f"{s['ips'] / curl['ips'] * 100:.0f}%"
+    vs_stream = f"{s['ips'] / stream['ips'] * 100:.0f}%" if stream else "–"
     rss = f"{s['rss']:.1f}" if s["rss"] is not None else "–"
     lines.append(
         f"| {name} | {s['count']} | {s['runs']} | {s['wall']:.2f} ({s['walls']}) | {s['ips']:.1f} | {s['mbs']:.1f} "
-        f"| {ratio} | {s['cpu']:.2f} | {s['rcpu']:.2f} | {rss} |"
+        f"| {vs_ref} | {vs_stream} | {s['cpu']:.2f} | {s['rcpu']:.2f} | {rss} |"
     )
 print("\n".join(lines))
 ours_n, ours_2n = pick("ours", "N"), pick("ours", "2N")
@@ -402,7 +450,8 @@ if ours_n and ours_2n:
     a, b = summary(ours_n), summary(ours_2n)
     ratio = a["ips"] / curl["ips"]
     print()
-    print(f"throughput: {ratio * 100:.0f}% of the curl reference (target >= 80%): {'PASS' if ratio >= 0.8 else 'FAIL'}")
+    print(f"throughput: {ratio * 100:.0f}% of the curl reference (target >= 80%): {'PASS' if ratio >= 0.8 else 'FAIL'}"
+          + (f"; {a['ips'] / stream['ips'] * 100:.0f}% of streamed curl" if stream else ""))
     flat = b["rss"] <= a["rss"] * 1.2 + 5
     print(f"peak RSS: {a['rss']:.1f} MB for N, {b['rss']:.1f} MB for 2N (target < 100 MB, flat): "
           f"{'PASS' if a['rss'] < 100 and b['rss'] < 100 and flat else 'FAIL'}")

@@ -441,35 +441,3 @@ fn media_type_parsing() {
     assert_eq!(studies_path("/studies/1.2.3/series"), None);
     assert_eq!(studies_path("/nostudies"), None);
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "throughput measurement"]
-async fn throughput_discard() {
-    for store in [false, true] {
-        let tmp = tempfile::tempdir().unwrap();
-        let server = Server::start(store.then(|| tmp.path().to_owned())).await;
-        let inst: Vec<Vec<u8>> = (0..20)
-            .map(|i| dicom_file(&format!("1.2.3.{i}"), 10_000_000))
-            .collect();
-        let parts: Vec<(&str, &[u8])> = inst
-            .iter()
-            .map(|d| ("application/dicom", d.as_slice()))
-            .collect();
-        let body = Bytes::from(multipart_body(&parts));
-        let n = body.len();
-        let started = std::time::Instant::now();
-        for _ in 0..5 {
-            let reply = post(
-                &format!("{}/studies", server.base),
-                CT,
-                None,
-                body.clone().into(),
-            )
-            .await;
-            assert_eq!(reply.status, 200);
-        }
-        let secs = started.elapsed().as_secs_f64();
-        eprintln!("store={store}: {:.0} MB/s", (5 * n) as f64 / secs / 1e6);
-        server.stop().await;
-    }
-}
