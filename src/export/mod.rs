@@ -66,6 +66,17 @@ fn unacceptable_syntax(web_app: &WebApp, stored_ts: &str) -> Option<String> {
     ))
 }
 
+/// Everything a client is built from. Secrets are masked in `Debug`, so
+/// they enter the key as a hash: a changed token must give a new client.
+fn client_key(web_app: &WebApp) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let p = &web_app.props;
+    p.bearer_token.as_ref().map(|s| s.expose()).hash(&mut h);
+    p.basic_auth.as_ref().map(|s| s.expose()).hash(&mut h);
+    format!("{web_app:?}/{:x}", h.finish())
+}
+
 /// Runs tasks; shared by all workers.
 #[derive(Clone)]
 pub struct Executor {
@@ -88,7 +99,7 @@ impl Executor {
         // The key covers every setting the client is built from, so a
         // reload that changes one gets a new client, and an unchanged web
         // app keeps its pooled connections.
-        let key = format!("{web_app:?}");
+        let key = client_key(web_app);
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((k, c)) = clients.get(&web_app.name)
             && *k == key
@@ -323,5 +334,50 @@ impl Workers {
         self.stop.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Secret, WebAppProps};
+
+    fn web_app(token: &str) -> WebApp {
+        WebApp {
+            name: "W".into(),
+            dn: "dcmWebAppName=W".into(),
+            service_url: "http://127.0.0.1:1/x".into(),
+            service_classes: vec!["STOW_RS".into()],
+            installed: true,
+            props: WebAppProps {
+                bearer_token: Some(Secret::new(token)),
+                transfer_syntax: vec![
+                    "ExplicitVRLittleEndian".into(),
+                    "1.2.840.10008.1.2.4.70".into(),
+                ],
+                ..WebAppProps::default()
+            },
+            connect_timeout: None,
+            response_timeout: None,
+        }
+    }
+
+    #[test]
+    fn a_changed_secret_changes_the_client_key() {
+        assert_eq!(client_key(&web_app("a")), client_key(&web_app("a")));
+        assert_ne!(client_key(&web_app("a")), client_key(&web_app("b")));
+        assert!(!client_key(&web_app("topsecret")).contains("topsecret"));
+    }
+
+    #[test]
+    fn transfer_syntax_list_takes_keywords_and_uids() {
+        let w = web_app("t");
+        assert_eq!(unacceptable_syntax(&w, "1.2.840.10008.1.2.1"), None);
+        assert_eq!(unacceptable_syntax(&w, "1.2.840.10008.1.2.4.70"), None);
+        let r = unacceptable_syntax(&w, "1.2.840.10008.1.2.4.50").unwrap();
+        assert!(
+            r.contains("1.2.840.10008.1.2.4.50") && r.contains("web application W"),
+            "{r}"
+        );
     }
 }
