@@ -10,7 +10,9 @@
 # See bench/README.md. Everything runs on 127.0.0.1; every process the script
 # starts is stopped by its PID on exit; the work dir (mktemp -d) is removed.
 # Environment: BENCH_TMPDIR (parent of the work dir, default /tmp),
-# CARGO_TARGET_DIR (as cargo), RUST_LOG (log level of the services, "info").
+# BENCH_KEEP=1 (keep the work dir with its logs, for debugging),
+# CARGO_TARGET_DIR (as cargo), RUST_LOG (log level of serve and import,
+# default info; the receiver always logs at info: its log is checked).
 set -Eeuo pipefail
 
 N=${1:-2000}
@@ -77,7 +79,11 @@ cleanup() {
         stop_pid "$p"
     done
     if [[ -n $WORK && -d $WORK ]]; then
-        rm -rf -- "$WORK"
+        if [[ ${BENCH_KEEP:-0} == 1 ]]; then
+            echo "kept the work dir $WORK (BENCH_KEEP=1)" >&2
+        else
+            rm -rf -- "$WORK"
+        fi
     fi
     exit "$rc"
 }
@@ -101,8 +107,25 @@ free_port() {
 
 now() { date +%s.%N; }
 # CPU time (user+system, clock ticks) of a process.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu_ticks() {
+    local stat
+    if ! stat=$(cat "/proc/$1/stat" 2>/dev/null); then
+        [[ $1 == "${RPID:-}" ]] && log_tail "$LOGS/stowrsd.log"
+        die "process $1 is no longer running"
+    fi
+    awk '{print $14 + $15}' <<<"$stat"
+}
 CLK_TCK=$(getconf CLK_TCK)
+# Busy CPU time of the whole machine (user+nice+system+irq+softirq+steal) and
+# steal alone, in clock ticks: "busy steal".
+machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $9; exit}' /proc/stat; }
+# "other CPU s, steal s" between two machine_ticks readings, less OURS ticks.
+others() { # before after ours_ticks
+    local b0 s0 b1 s1
+    read -r b0 s0 <<<"$1"
+    read -r b1 s1 <<<"$2"
+    echo "other processes $(ticks_to_s $((b1 - b0 - s1 + s0 - $3))) s, steal $(ticks_to_s $((s1 - s0))) s"
+}
 ticks_to_s() { awk -v t="$1" -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", t / hz}'; }
 sub() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a - b}'; }
 
@@ -125,14 +148,20 @@ SYNTH=$TARGET/release/examples/synth
 [[ -x $BIN ]] || die "$BIN not found after the build"
 [[ -x $SYNTH ]] || die "$SYNTH not found after the build"
 
-WORK=$(mktemp -d "${BENCH_TMPDIR:-/tmp}/stow-bench.XXXXXX")
+WORK=$(mktemp -d "${BENCH_TMPDIR:-/tmp}/stow-bench.XXXXXX") ||
+    die "cannot create a work dir under ${BENCH_TMPDIR:-/tmp}"
 LOGS=$WORK/logs
 mkdir -p "$LOGS"
 export RUST_LOG=${RUST_LOG:-info}
 export NO_COLOR=1
 
-need_gb=$(awk -v n="$N" 'BEGIN {printf "%.1f", n * 3 * 0.53 * 2.4 / 1000}')
-say "work dir $WORK (needs about $need_gb GB)"
+# Sets N and 2N as generated and as imported, plus the N request bodies:
+# 7 x N objects of ~0.53 MB.
+need_kb=$(awk -v n="$N" -v r="$ROWS" -v c="$COLUMNS" 'BEGIN {printf "%d", 7 * n * (r * c * 2 + 4096) / 1024}')
+avail_kb=$(df -Pk "$WORK" | awk 'NR == 2 {print $4}')
+((avail_kb > need_kb)) ||
+    die "$WORK: $((avail_kb / 1024)) MiB free, the benchmark needs about $((need_kb / 1024)) MiB (set BENCH_TMPDIR)"
+say "work dir $WORK (needs about $((need_kb / 1024)) MiB, $((avail_kb / 1024)) MiB free)"
 
 # ------------------------------------------------------------ test data
 gen() { # dir count -> study UID
@@ -279,7 +308,7 @@ RESULTS=$WORK/results.tsv
 ours() {
     local label=$1 data=$2 study=$3 count=$4 bytes=$5 rep=$6
     local port api pid log code body task status completed json t0 t_poll wall pet t_end
-    local s0 r0 s1 r1 hwm deadline mark
+    local s0 r0 s1 r1 hwm deadline mark m0 m1
     port=$(free_port)
     api="http://127.0.0.1:$port/dcm4chee-arc"
     log="$LOGS/serve-$label-$rep.log"
@@ -293,6 +322,7 @@ ours() {
     curl -sf -o /dev/null "$api/ctrl/status" || { log_tail "$log"; die "serve does not answer on $api/ctrl/status"; }
 
     mark=$(receiver_mark)
+    m0=$(machine_ticks)
     s0=$(cpu_ticks "$pid")
     r0=$(cpu_ticks "$RPID")
     t0=$(now)
@@ -322,6 +352,7 @@ ours() {
     t_poll=$(now)
     s1=$(cpu_ticks "$pid")
     r1=$(cpu_ticks "$RPID")
+    m1=$(machine_ticks)
     hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
     stop_pid "$pid"
 
@@ -350,14 +381,15 @@ ours() {
     printf 'ours\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$rep" "$count" "$bytes" "$wall" \
         "$(ticks_to_s $((s1 - s0)))" "$(ticks_to_s $((r1 - r0)))" "$hwm" >>"$RESULTS"
     say "rep $rep ours set $label: $wall s, $(awk -v n="$count" -v w="$wall" 'BEGIN {printf "%.1f", n / w}') instances/s," \
-        "serve CPU $(ticks_to_s $((s1 - s0))) s, stowrsd CPU $(ticks_to_s $((r1 - r0))) s, peak RSS $(awk -v k="$hwm" 'BEGIN {printf "%.1f", k * 1024 / 1e6}') MB (task started at +$start_s s)"
+        "serve CPU $(ticks_to_s $((s1 - s0))) s, stowrsd CPU $(ticks_to_s $((r1 - r0))) s, peak RSS $(awk -v k="$hwm" 'BEGIN {printf "%.1f", k * 1024 / 1e6}') MB (task started at +$start_s s); $(others "$m0" "$m1" $((s1 - s0 + r1 - r0)))"
 }
 
 # reference KIND CFG REP: one curl process, -Z --parallel-max 4, all N bodies.
 reference() {
     local kind=$1 cfg=$2 rep=$3
-    local codes=$WORK/$kind-codes-$3.txt timing=$WORK/$kind-time-$3.txt rc r0 r1 wall user sys ok lines mark
+    local codes=$WORK/$kind-codes-$3.txt timing=$WORK/$kind-time-$3.txt rc r0 r1 wall user sys ok lines mark m0 m1 cticks
     mark=$(receiver_mark)
+    m0=$(machine_ticks)
     r0=$(cpu_ticks "$RPID")
     set +e
     TIMEFORMAT='%3R %3U %3S'
@@ -365,6 +397,7 @@ reference() {
     rc=$?
     set -e
     r1=$(cpu_ticks "$RPID")
+    m1=$(machine_ticks)
     [[ $rc -eq 0 ]] || { cat "$LOGS/$kind-$rep.err" >&2; die "$kind rep $rep: curl exited with $rc"; }
     read -r wall user sys <"$timing"
     lines=$(wc -l <"$codes")
@@ -374,8 +407,10 @@ reference() {
     receiver_check "$kind rep $rep" "$mark" "$N" "$BYTES_N"
     printf '%s\tN\t%s\t%s\t%s\t%s\t%s\t%s\t\n' "$kind" "$rep" "$N" "$BYTES_N" "$wall" \
         "$(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%.2f", u + s}')" "$(ticks_to_s $((r1 - r0)))" >>"$RESULTS"
+    cticks=$(awk -v u="$user" -v s="$sys" -v hz="$CLK_TCK" 'BEGIN {printf "%d", (u + s) * hz + 0.5}')
     say "rep $rep $kind set N: $wall s, $(awk -v n="$N" -v w="$wall" 'BEGIN {printf "%.1f", n / w}') instances/s," \
-        "curl CPU $(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%.2f", u + s}') s, stowrsd CPU $(ticks_to_s $((r1 - r0))) s"
+        "curl CPU $(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%.2f", u + s}') s, stowrsd CPU $(ticks_to_s $((r1 - r0))) s;" \
+        "$(others "$m0" "$m1" $((cticks + r1 - r0)))"
 }
 
 say "running $REPS repetitions (ours and curl alternate; set N = $N instances)"
