@@ -10,6 +10,7 @@ pub mod outcome;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
+use futures_util::FutureExt;
 use futures_util::stream::{self, StreamExt};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -24,6 +25,9 @@ use crate::queue::{InstanceResult, InstanceStatus, Outcome, TaskQueue};
 use crate::stow::StowClient;
 use crate::task::{Counts, ExportTask, Status};
 use outcome::Tally;
+
+/// At most this many instance results are written in one transaction.
+const RECORD_BATCH: usize = 64;
 
 /// Well-known transfer syntax keywords (dcm4che's names) for the web app's
 /// `transfer-syntax` list.
@@ -177,8 +181,8 @@ impl Executor {
                             status: InstanceStatus::Failed,
                             reason: Some(reason),
                         };
-                        self.record(task, &r).await;
                         tally.add(&r);
+                        self.record(task, vec![r]).await;
                     }
                     None => to_send.push(inst.clone()),
                 },
@@ -193,29 +197,55 @@ impl Executor {
             tracing::info!(task = %task.task_id, skipped = resumed, "resuming: instances stored by an earlier run are not sent again");
         }
 
-        // One instance per request, as dcm4chee; at most `concurrency` in flight.
+        // One instance per request, as dcm4chee; at most `concurrency` in
+        // flight. Each request runs as a task of its own, so requests keep
+        // moving while results are being recorded.
         let concurrency = web_app.props.concurrency.max(1);
         let mut results = stream::iter(to_send.into_iter().map(|inst| {
             let client = client.clone();
-            async move { client.store(std::slice::from_ref(&inst)).await }
+            tokio::spawn(async move { client.store(std::slice::from_ref(&inst)).await })
         }))
         .buffer_unordered(concurrency);
-        while let Some(batch) = results.next().await {
-            for r in batch {
+        while let Some(first) = results.next().await {
+            // Take every result that is ready now and write them in one
+            // transaction: at high rates that batches, at low rates each
+            // result is written as it comes.
+            let mut ready = vec![first];
+            while ready.len() < RECORD_BATCH {
+                match results.next().now_or_never() {
+                    Some(Some(r)) => ready.push(r),
+                    _ => break,
+                }
+            }
+            let mut batch = Vec::new();
+            for joined in ready {
+                match joined {
+                    Ok(rs) => batch.extend(rs),
+                    // Not reachable unless a bug panics; the instance then
+                    // counts as not sent (and is sent again on a resume).
+                    Err(e) => {
+                        tracing::error!(task = %task.task_id, error = %e, "request task failed")
+                    }
+                }
+            }
+            for r in &batch {
                 if r.status != InstanceStatus::Completed {
                     tracing::warn!(task = %task.task_id, sop = %r.sop_iuid, status = r.status.as_str(), reason = r.reason.as_deref().unwrap_or(""), "instance not completed");
                 }
-                self.record(task, &r).await;
-                tally.add(&r);
+                tally.add(r);
             }
+            self.record(task, batch).await;
         }
         tally.outcome(&entity, &web_app.name, instances.len() as u64)
     }
 
-    async fn record(&self, task: &ExportTask, r: &InstanceResult) {
-        if let Err(e) = self.queue.record_instance(&task.task_id, r.clone()).await {
-            // The outcome still counts it; only resuming loses precision.
-            tracing::error!(task = %task.task_id, error = %e, "cannot record instance result");
+    async fn record(&self, task: &ExportTask, results: Vec<InstanceResult>) {
+        if results.is_empty() {
+            return;
+        }
+        if let Err(e) = self.queue.record_instances(&task.task_id, results).await {
+            // The outcome still counts them; only resuming loses precision.
+            tracing::error!(task = %task.task_id, error = %e, "cannot record instance results");
         }
     }
 }

@@ -246,20 +246,27 @@ impl TaskQueue for EmbeddedQueue {
         .boxed()
     }
 
-    fn record_instance<'a>(
+    fn record_instances<'a>(
         &'a self,
         task_id: &'a str,
-        result: InstanceResult,
+        results: Vec<InstanceResult>,
     ) -> BoxFuture<'a, Result<(), QueueError>> {
         async move {
             let pk = task_pk(task_id)?;
             self.db
                 .call(move |c| {
-                    c.execute(
-                        "INSERT INTO task_instance (task_pk, sop_iuid, status, reason) VALUES (?1, ?2, ?3, ?4)
-                         ON CONFLICT (task_pk, sop_iuid) DO UPDATE SET status = excluded.status, reason = excluded.reason",
-                        params![pk, result.sop_iuid, result.status.as_str(), result.reason],
-                    )
+                    // One transaction per batch: one log write, not one per instance.
+                    let tx = c.transaction()?;
+                    {
+                        let mut st = tx.prepare_cached(
+                            "INSERT INTO task_instance (task_pk, sop_iuid, status, reason) VALUES (?1, ?2, ?3, ?4)
+                             ON CONFLICT (task_pk, sop_iuid) DO UPDATE SET status = excluded.status, reason = excluded.reason",
+                        )?;
+                        for r in &results {
+                            st.execute(params![pk, r.sop_iuid, r.status.as_str(), r.reason])?;
+                        }
+                    }
+                    tx.commit()
                 })
                 .await?;
             Ok(())
@@ -420,13 +427,13 @@ mod tests {
         let got = q.next("Q").await.unwrap();
         assert_eq!(got.task_id, t1.task_id);
         assert_eq!(got.status, Status::InProcess);
-        q.record_instance(
+        q.record_instances(
             &got.task_id,
-            InstanceResult {
+            vec![InstanceResult {
                 sop_iuid: "9".into(),
                 status: InstanceStatus::Completed,
                 reason: None,
-            },
+            }],
         )
         .await
         .unwrap();

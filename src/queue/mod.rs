@@ -116,11 +116,11 @@ pub trait TaskQueue: Send + Sync {
     /// Waits until a task of `queue` is due, marks it IN PROCESS and returns it.
     fn next<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<ExportTask, QueueError>>;
 
-    /// Records the result of one instance of a running task.
-    fn record_instance<'a>(
+    /// Records results of instances of a running task, in one write.
+    fn record_instances<'a>(
         &'a self,
         task_id: &'a str,
-        result: InstanceResult,
+        results: Vec<InstanceResult>,
     ) -> BoxFuture<'a, Result<(), QueueError>>;
 
     /// Results recorded so far for a task (used to resume).

@@ -18,9 +18,10 @@ use rand::distr::Alphanumeric;
 use tokio::fs::File;
 use tokio_util::io::ReaderStream;
 
-/// Read size when streaming files: large enough to keep syscalls cheap,
+/// Read size when streaming files: large enough that a typical object goes
+/// in one or two reads (each read is a hop to the blocking pool),
 /// small enough that `concurrency` requests in flight stay in a few MB.
-const READ_CHUNK: usize = 256 * 1024;
+const READ_CHUNK: usize = 1024 * 1024;
 
 /// The part media type. No `transfer-syntax` parameter: some servers
 /// (Orthanc) silently drop a part whose Content-Type carries one.
