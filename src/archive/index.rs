@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS instance (
     imported_at      TEXT NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS instance_study ON instance (study_iuid, series_iuid);
+CREATE INDEX IF NOT EXISTS instance_page ON instance (study_iuid, series_iuid, sop_iuid);
 CREATE INDEX IF NOT EXISTS instance_series ON instance (series_iuid);
 ";
 
@@ -186,6 +187,48 @@ impl Index {
                 let rows = stmt.query_map(params![study, series, instance], |row| {
                     from_row(row, &storage)
                 })?;
+                rows.collect()
+            })
+            .await
+    }
+
+    /// One page of [`Index::find`]'s matches in (series, SOP instance UID)
+    /// order, starting after `after` = (series UID, SOP instance UID): an
+    /// export walks a study of any size in bounded memory.
+    pub(crate) async fn find_page(
+        &self,
+        study: &str,
+        series: Option<&str>,
+        instance: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<StoredInstance>, DbError> {
+        let storage = self.storage.clone();
+        let (study, series, instance) = (
+            study.to_string(),
+            series.map(str::to_string),
+            instance.map(str::to_string),
+        );
+        let (after_series, after_sop) = match after {
+            Some((se, so)) => (Some(se.to_string()), Some(so.to_string())),
+            None => (None, None),
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.db
+            .call(move |conn| {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM instance
+                     WHERE study_iuid = ?1
+                       AND (?2 IS NULL OR series_iuid = ?2)
+                       AND (?3 IS NULL OR sop_iuid = ?3)
+                       AND (?4 IS NULL OR (series_iuid, sop_iuid) > (?4, ?5))
+                     ORDER BY series_iuid, sop_iuid
+                     LIMIT ?6"
+                ))?;
+                let rows = stmt.query_map(
+                    params![study, series, instance, after_series, after_sop, limit],
+                    |row| from_row(row, &storage),
+                )?;
                 rows.collect()
             })
             .await

@@ -223,6 +223,24 @@ impl Archive {
         Ok(self.inner.index.find(study, series, instance).await?)
     }
 
+    /// A page of [`Archive::find`]'s matches, in (series UID, SOP Instance
+    /// UID) order, after `after` = (series UID, SOP Instance UID) of the
+    /// previous page's last instance.
+    pub async fn find_page(
+        &self,
+        study: &str,
+        series: Option<&str>,
+        instance: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<StoredInstance>, ArchiveError> {
+        Ok(self
+            .inner
+            .index
+            .find_page(study, series, instance, after, limit)
+            .await?)
+    }
+
     /// Number of indexed instances.
     pub async fn count(&self) -> Result<u64, ArchiveError> {
         Ok(self.inner.index.count().await?)

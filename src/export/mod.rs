@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use futures_util::FutureExt;
 use futures_util::stream::{self, StreamExt};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -28,6 +28,18 @@ use outcome::Tally;
 
 /// At most this many instance results are written in one transaction.
 const RECORD_BATCH: usize = 64;
+/// Matches read from the index at a time.
+const PAGE_SIZE: usize = 500;
+
+/// One instance's part of a task.
+enum Work {
+    /// To be sent.
+    Send(StoredInstance),
+    /// Not sent: it cannot go as stored.
+    Refused(InstanceResult),
+    /// Stored by an earlier, interrupted run of the same task.
+    Resumed(InstanceResult),
+}
 
 /// Well-known transfer syntax keywords (dcm4che's names) for the web app's
 /// `transfer-syntax` list.
@@ -88,6 +100,8 @@ pub struct Executor {
     queue: Arc<dyn TaskQueue>,
     /// Clients by web app name, rebuilt when the web app's settings change.
     clients: Arc<Mutex<HashMap<String, (String, StowClient)>>>,
+    /// An index error met while paging through a task's matches, by task.
+    index_error: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl Executor {
@@ -96,6 +110,7 @@ impl Executor {
             archive,
             queue,
             clients: Arc::default(),
+            index_error: Arc::default(),
         }
     }
 
@@ -145,67 +160,40 @@ impl Executor {
                 format!("web application {} is not installed", web_app.name),
             );
         }
-        let instances = match self
-            .archive
-            .find(&task.study_iuid, task.series(), task.instance())
-            .await
-        {
-            Ok(v) => v,
-            Err(e) => return fail(&web_app.name, format!("archive index: {e}")),
-        };
-        if instances.is_empty() {
-            return fail(
-                &web_app.name,
-                format!("could not find {entity} in the archive"),
-            );
-        }
         let client = match self.client(web_app) {
             Ok(c) => c,
             Err(e) => return fail(&web_app.name, e),
         };
         let previous = match self.queue.instance_results(&task.task_id).await {
-            Ok(p) => p,
+            Ok(p) => Arc::new(p),
             Err(e) => return fail(&web_app.name, format!("task store: {e}")),
         };
-
-        let mut tally = Tally::default();
-        let mut to_send: Vec<StoredInstance> = Vec::new();
-        for inst in &instances {
-            match previous.get(&inst.sop_iuid) {
-                // Stored by an earlier run of this task: resume after it.
-                Some(r) if r.status.is_stored() => tally.add(r),
-                _ => match unacceptable_syntax(web_app, &inst.transfer_syntax) {
-                    Some(reason) => {
-                        let r = InstanceResult {
-                            sop_iuid: inst.sop_iuid.clone(),
-                            status: InstanceStatus::Failed,
-                            reason: Some(reason),
-                        };
-                        tally.add(&r);
-                        self.record(task, vec![r]).await;
-                    }
-                    None => to_send.push(inst.clone()),
-                },
-            }
+        if !previous.is_empty() {
+            tracing::info!(task = %task.task_id, recorded = previous.len(), "resuming: instances stored by an earlier run are not sent again");
         }
-        let resumed = instances.len() - to_send.len();
-        tracing::info!(
-            task = %task.task_id, exporter = %exporter.id, url = %client.url(),
-            instances = instances.len(), to_send = to_send.len(), "export started"
-        );
-        if resumed > 0 && !previous.is_empty() {
-            tracing::info!(task = %task.task_id, skipped = resumed, "resuming: instances stored by an earlier run are not sent again");
-        }
+        tracing::info!(task = %task.task_id, exporter = %exporter.id, url = %client.url(), "export started");
 
-        // One instance per request, as dcm4chee; at most `concurrency` in
-        // flight. Each request runs as a task of its own, so requests keep
-        // moving while results are being recorded.
+        // Matches are read page by page, so memory does not grow with the
+        // size of the study. One instance per request, as dcm4chee; at most
+        // `concurrency` in flight. Each request runs as a task of its own,
+        // so requests keep moving while results are being recorded.
         let concurrency = web_app.props.concurrency.max(1);
-        let mut results = stream::iter(to_send.into_iter().map(|inst| {
-            let client = client.clone();
-            tokio::spawn(async move { client.store(std::slice::from_ref(&inst)).await })
-        }))
-        .buffer_unordered(concurrency);
+        let matched = Arc::new(AtomicU64::new(0));
+        let work = self.work(task, web_app, previous, matched.clone());
+        let results = work
+            .map(|w| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    match w {
+                        Work::Send(inst) => (client.store(std::slice::from_ref(&inst)).await, true),
+                        Work::Refused(r) => (vec![r], true),
+                        Work::Resumed(r) => (vec![r], false),
+                    }
+                })
+            })
+            .buffer_unordered(concurrency);
+        let mut results = std::pin::pin!(results);
+        let mut tally = Tally::default();
         while let Some(first) = results.next().await {
             // Take every result that is ready now and write them in one
             // transaction: at high rates that batches, at low rates each
@@ -220,7 +208,17 @@ impl Executor {
             let mut batch = Vec::new();
             for joined in ready {
                 match joined {
-                    Ok(rs) => batch.extend(rs),
+                    Ok((rs, record)) => {
+                        for r in rs {
+                            if r.status != InstanceStatus::Completed && record {
+                                tracing::warn!(task = %task.task_id, sop = %r.sop_iuid, status = r.status.as_str(), reason = r.reason.as_deref().unwrap_or(""), "instance not completed");
+                            }
+                            tally.add(&r);
+                            if record {
+                                batch.push(r);
+                            }
+                        }
+                    }
                     // Not reachable unless a bug panics; the instance then
                     // counts as not sent (and is sent again on a resume).
                     Err(e) => {
@@ -228,15 +226,94 @@ impl Executor {
                     }
                 }
             }
-            for r in &batch {
-                if r.status != InstanceStatus::Completed {
-                    tracing::warn!(task = %task.task_id, sop = %r.sop_iuid, status = r.status.as_str(), reason = r.reason.as_deref().unwrap_or(""), "instance not completed");
-                }
-                tally.add(r);
-            }
             self.record(task, batch).await;
         }
-        tally.outcome(&entity, &web_app.name, instances.len() as u64)
+        let matched = matched.load(Ordering::SeqCst);
+        if let Some(e) = self
+            .index_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&task.task_id)
+        {
+            return fail(&web_app.name, format!("archive index: {e}"));
+        }
+        if matched == 0 {
+            return fail(
+                &web_app.name,
+                format!("could not find {entity} in the archive"),
+            );
+        }
+        tally.outcome(&entity, &web_app.name, matched)
+    }
+
+    /// The task's matches as a stream of work items, read from the index
+    /// one page at a time.
+    fn work(
+        &self,
+        task: &ExportTask,
+        web_app: &WebApp,
+        previous: Arc<HashMap<String, InstanceResult>>,
+        matched: Arc<AtomicU64>,
+    ) -> impl futures_util::Stream<Item = Work> + Send + 'static {
+        let archive = self.archive.clone();
+        let errors = self.index_error.clone();
+        let task_id = task.task_id.clone();
+        let (study, series, instance) = (
+            task.study_iuid.clone(),
+            task.series().map(str::to_string),
+            task.instance().map(str::to_string),
+        );
+        let web_app = web_app.clone();
+        let after: Option<(String, String)> = None;
+        stream::unfold(Some(after), move |state| {
+            let (archive, errors, task_id) = (archive.clone(), errors.clone(), task_id.clone());
+            let (study, series, instance) = (study.clone(), series.clone(), instance.clone());
+            let (web_app, previous, matched) = (web_app.clone(), previous.clone(), matched.clone());
+            async move {
+                let after = state?;
+                let page = archive
+                    .find_page(
+                        &study,
+                        series.as_deref(),
+                        instance.as_deref(),
+                        after.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+                        PAGE_SIZE,
+                    )
+                    .await;
+                let page = match page {
+                    Ok(p) => p,
+                    Err(e) => {
+                        errors
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(task_id, e.to_string());
+                        return None;
+                    }
+                };
+                let next = (page.len() == PAGE_SIZE).then(|| {
+                    page.last()
+                        .map(|i| (i.series_iuid.clone(), i.sop_iuid.clone()))
+                });
+                matched.fetch_add(page.len() as u64, Ordering::SeqCst);
+                let items: Vec<Work> = page
+                    .into_iter()
+                    .map(|inst| match previous.get(&inst.sop_iuid) {
+                        // Stored by an earlier run of this task: resume after it.
+                        Some(r) if r.status.is_stored() => Work::Resumed(r.clone()),
+                        _ => match unacceptable_syntax(&web_app, &inst.transfer_syntax) {
+                            Some(reason) => Work::Refused(InstanceResult {
+                                sop_iuid: inst.sop_iuid.clone(),
+                                status: InstanceStatus::Failed,
+                                reason: Some(reason),
+                            }),
+                            None => Work::Send(inst),
+                        },
+                    })
+                    .collect();
+                Some((stream::iter(items), next))
+            }
+        })
+        .flatten()
     }
 
     async fn record(&self, task: &ExportTask, results: Vec<InstanceResult>) {
