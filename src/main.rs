@@ -121,7 +121,6 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
-    limit_malloc_arenas();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
@@ -137,21 +136,6 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// glibc gives each thread that contends for the heap an arena of its own
-/// (up to 8 per core) and keeps freed memory in them: with file chunks
-/// passing between Tokio's worker and blocking threads, peak RSS then grows
-/// with the work done rather than with what is live. Two arenas keep RSS
-/// flat (measured: 36 -> 21 MB for a 2,000-instance export) at no
-/// measurable cost in throughput. Set before any thread starts.
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only tunes the allocator; called before any other
-    // thread exists, with a valid parameter.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 
