@@ -17,7 +17,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, Heade
 use crate::archive::StoredInstance;
 use crate::config::WebApp;
 use crate::queue::{InstanceResult, InstanceStatus};
-use multipart::PartFile;
+use multipart::{PartContent, PartFile};
 use response::Exchange;
 
 /// The media type asked for in `Accept`.
@@ -176,32 +176,45 @@ impl StowClient {
     }
 }
 
-/// Opens an instance's stored file and checks it still has its indexed size.
+/// Objects up to this size are read whole in one blocking call (one hop to
+/// the blocking pool instead of one per read); larger ones are streamed, so
+/// memory stays bounded by `concurrency` × this size.
+const READ_WHOLE_MAX: u64 = 4 * 1024 * 1024;
+
+/// Opens an instance's stored file, checks it still has its indexed size,
+/// and reads it if it is small.
 async fn open_part(inst: &StoredInstance) -> Result<PartFile, InstanceResult> {
-    let missing = |reason: String| InstanceResult {
-        sop_iuid: inst.sop_iuid.clone(),
-        status: InstanceStatus::Missing,
-        reason: Some(reason),
-    };
-    let file = match tokio::fs::File::open(&inst.path).await {
-        Ok(f) => f,
+    let path = inst.path.clone();
+    let size = inst.size;
+    let opened = tokio::task::spawn_blocking(move || -> std::io::Result<(PartContent, u64)> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(&path)?;
+        let len = file.metadata()?.len();
+        if len != size || len > READ_WHOLE_MAX {
+            return Ok((PartContent::File(tokio::fs::File::from_std(file)), len));
+        }
+        let mut buf = Vec::with_capacity(len as usize);
+        file.read_to_end(&mut buf)?;
+        Ok((PartContent::Bytes(bytes::Bytes::from(buf)), len))
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    let (content, len) = match opened {
+        Ok(x) => x,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(missing(format!(
-                "stored file {} is gone",
-                inst.path.display()
-            )));
+            return Err(InstanceResult {
+                sop_iuid: inst.sop_iuid.clone(),
+                status: InstanceStatus::Missing,
+                reason: Some(format!("stored file {} is gone", inst.path.display())),
+            });
         }
         Err(e) => {
             return Err(InstanceResult {
                 sop_iuid: inst.sop_iuid.clone(),
                 status: InstanceStatus::Failed,
-                reason: Some(format!("cannot open {}: {e}", inst.path.display())),
+                reason: Some(format!("cannot read {}: {e}", inst.path.display())),
             });
         }
-    };
-    let len = match file.metadata().await {
-        Ok(m) => m.len(),
-        Err(e) => return Err(missing(format!("cannot stat {}: {e}", inst.path.display()))),
     };
     if len != inst.size {
         return Err(InstanceResult {
@@ -215,7 +228,7 @@ async fn open_part(inst: &StoredInstance) -> Result<PartFile, InstanceResult> {
         });
     }
     Ok(PartFile {
-        file,
+        content,
         len,
         name: inst.path.display().to_string(),
     })

@@ -61,12 +61,21 @@ pub fn body_len(boundary: &str, sizes: &[u64]) -> u64 {
     heads + sizes.iter().sum::<u64>() + close(boundary).len() as u64
 }
 
-/// One part's content: an opened file and the length it must have.
+/// One part's content: the object's bytes, read already, or an opened
+/// file to stream, with the length it must have.
 pub struct PartFile {
-    pub file: File,
+    pub content: PartContent,
     pub len: u64,
     /// For error messages.
     pub name: String,
+}
+
+/// Where a part's bytes come from.
+pub enum PartContent {
+    /// A small object, read whole in one blocking call.
+    Bytes(Bytes),
+    /// A large object, streamed in `READ_CHUNK` reads.
+    File(File),
 }
 
 /// The body as a stream of byte chunks. A file that turns out shorter or
@@ -82,13 +91,30 @@ pub fn body_stream(
             &boundary,
             i == 0,
         ))));
-        head.chain(Exact {
-            inner: ReaderStream::with_capacity(p.file, READ_CHUNK),
-            expected: p.len,
-            seen: 0,
-            name: p.name,
-            done: false,
-        })
+        let content = match p.content {
+            PartContent::Bytes(b) => {
+                let r = if b.len() as u64 == p.len {
+                    Ok(b)
+                } else {
+                    Err(io::Error::other(format!(
+                        "{} changed while being read ({} of {} bytes)",
+                        p.name,
+                        b.len(),
+                        p.len
+                    )))
+                };
+                stream::once(futures_util::future::ready(r)).left_stream()
+            }
+            PartContent::File(file) => Exact {
+                inner: ReaderStream::with_capacity(file, READ_CHUNK),
+                expected: p.len,
+                seen: 0,
+                name: p.name,
+                done: false,
+            }
+            .right_stream(),
+        };
+        head.chain(content)
     });
     stream::iter(part_streams)
         .flatten()
@@ -151,7 +177,11 @@ mod tests {
             let p = dir.path().join(format!("{i}.dcm"));
             std::fs::write(&p, c).unwrap();
             parts.push(PartFile {
-                file: File::open(&p).await.unwrap(),
+                content: if i % 2 == 0 {
+                    PartContent::File(File::open(&p).await.unwrap())
+                } else {
+                    PartContent::Bytes(Bytes::copy_from_slice(c))
+                },
                 len: c.len() as u64,
                 name: p.display().to_string(),
             });
@@ -191,7 +221,7 @@ mod tests {
         let p = dir.path().join("a.dcm");
         std::fs::write(&p, b"short").unwrap();
         let parts = vec![PartFile {
-            file: File::open(&p).await.unwrap(),
+            content: PartContent::File(File::open(&p).await.unwrap()),
             len: 10,
             name: "a.dcm".into(),
         }];
