@@ -37,6 +37,10 @@ pub struct Settings {
     pub stowrsd_dir: Option<PathBuf>,
     /// Where the in-process receiver listens; default: the `stowrsd` web app's address.
     pub stowrsd_bind: Option<String>,
+    /// How often an unreachable configuration source is retried at start-up.
+    pub startup_retries: u32,
+    /// Reload automatically when the source changes, polling at this interval.
+    pub watch: Option<Duration>,
 }
 
 /// Why the application could not start or run.
@@ -60,6 +64,7 @@ pub enum AppError {
 /// A built, not yet running service.
 pub struct Application {
     listener: TcpListener,
+    watch: Option<Duration>,
     stowrsd: Option<(TcpListener, StowrsdOptions)>,
     state: ApiState,
     workers: Workers,
@@ -67,7 +72,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Application, AppError> {
-        let snapshot = settings.config.load(&settings.device_name).await?;
+        let snapshot = load_with_retry(&settings).await?;
         for w in &snapshot.warnings {
             tracing::warn!("{w}");
         }
@@ -136,6 +141,7 @@ impl Application {
         };
         Ok(Application {
             listener,
+            watch: settings.watch,
             stowrsd,
             state,
             workers,
@@ -167,6 +173,11 @@ impl Application {
             tokio::spawn(async move { stowrsd::serve(l, opts, async move { stop.cancelled().await }).await })
         });
         self.workers.ensure_started();
+        if let Some(every) = self.watch {
+            let state = self.state.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move { watch(state, every, stop).await });
+        }
         tracing::info!(addr = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "control API listening");
         let app = api::router(self.state);
         let stop2 = stop.clone();
@@ -192,6 +203,73 @@ impl Application {
             return Err(AppError::Serve(e));
         }
         Ok(())
+    }
+}
+
+/// Polls the configuration source and reloads when it changed: for LDAP a
+/// fingerprint of DNs and modification stamps, for LDIF the files' sizes
+/// and modification times.
+async fn watch(state: ApiState, every: Duration, stop: CancellationToken) {
+    let mut last = fingerprint(&state.config).await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let now = fingerprint(&state.config).await;
+        match (&last, &now) {
+            (_, Err(e)) => {
+                tracing::warn!(error = %e, "cannot check the configuration source for changes");
+                continue;
+            }
+            (Ok(a), Ok(b)) if a == b => continue,
+            _ => {}
+        }
+        tracing::info!(source = %state.config, "configuration source changed; reloading");
+        if let Err(e) = state.reload().await {
+            tracing::error!(error = %e, "automatic reload refused; the running configuration stays");
+        }
+        last = now;
+    }
+}
+
+async fn fingerprint(source: &ConfigSource) -> Result<u64, LoadError> {
+    use std::hash::{Hash, Hasher};
+    match source {
+        ConfigSource::Ldap(l) => Ok(l.fingerprint().await?),
+        ConfigSource::Ldif(path) => {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            for f in crate::config::ldif_files(path).await? {
+                let m = tokio::fs::metadata(&f)
+                    .await
+                    .map_err(|source| LoadError::Io {
+                        path: f.clone(),
+                        source,
+                    })?;
+                (f, m.len(), m.modified().ok()).hash(&mut h);
+            }
+            Ok(h.finish())
+        }
+    }
+}
+
+/// Loads the configuration at start-up. An unreachable directory is waited
+/// for with exponential backoff (saying why each time); an invalid
+/// configuration fails at once, since waiting will not fix it.
+async fn load_with_retry(settings: &Settings) -> Result<Snapshot, AppError> {
+    let mut delay = Duration::from_millis(500);
+    let mut attempts = 0u32;
+    loop {
+        match settings.config.load(&settings.device_name).await {
+            Ok(s) => return Ok(s),
+            Err(e) if e.is_unreachable() && attempts < settings.startup_retries => {
+                attempts += 1;
+                tracing::warn!(error = %e, retry_in = ?delay, "configuration source unreachable; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

@@ -11,7 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use stow_exporter::app::{Application, Settings};
 use stow_exporter::archive::{self, Archive, ImportError, ImportProgress, Imported};
-use stow_exporter::config::{ConfigSource, DEFAULT_DEVICE_NAME};
+use stow_exporter::config::ldap::DEFAULT_BASE_DN;
+use stow_exporter::config::{ConfigSource, DEFAULT_DEVICE_NAME, LdapSource, Secret};
 use stow_exporter::queue::{EmbeddedQueue, NewTask, TaskQueue};
 use stow_exporter::stowrsd::{self, StowrsdOptions};
 use stow_exporter::task::TaskRequest;
@@ -38,12 +39,58 @@ enum LogFormat {
 
 #[derive(clap::Args, Clone)]
 struct ConfigArgs {
-    /// LDIF file or folder of *.ldif files (applied in name order).
-    #[arg(long, default_value = "ldif")]
-    config: PathBuf,
+    /// Configuration source: an LDIF file, a folder of *.ldif files
+    /// (applied in name order), or an LDAP directory (ldap://host:port or
+    /// ldaps://host:port).
+    #[arg(long, default_value = "ldif", value_name = "PATH|URL")]
+    config: String,
     /// dicomDeviceName of the archive device whose exporters this service runs.
     #[arg(long, default_value = DEFAULT_DEVICE_NAME)]
     device_name: String,
+    /// Base DN of the DICOM configuration in the directory.
+    #[arg(long, default_value = DEFAULT_BASE_DN, value_name = "DN")]
+    ldap_base_dn: String,
+    /// DN to bind as (simple bind); anonymous when absent.
+    #[arg(long, value_name = "DN")]
+    ldap_bind_dn: Option<String>,
+    /// File holding the bind password. Without it the password comes from
+    /// the environment variable LDAP_BIND_PASSWORD (never from the command
+    /// line, where other users could read it).
+    #[arg(long, value_name = "FILE")]
+    ldap_password_file: Option<PathBuf>,
+    /// Upgrade an ldap:// connection with StartTLS.
+    #[arg(long)]
+    ldap_starttls: bool,
+    /// PEM file of CA certificates to trust for ldaps:// or StartTLS
+    /// (default: the system's roots).
+    #[arg(long, value_name = "FILE")]
+    ldap_ca_file: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    async fn source(&self) -> Result<ConfigSource, BoxError> {
+        let lower = self.config.to_ascii_lowercase();
+        if !(lower.starts_with("ldap://") || lower.starts_with("ldaps://")) {
+            return Ok(ConfigSource::Ldif(PathBuf::from(&self.config)));
+        }
+        let password = match &self.ldap_password_file {
+            Some(f) => Some(
+                tokio::fs::read_to_string(f)
+                    .await
+                    .map_err(|e| format!("--ldap-password-file {}: {e}", f.display()))?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string(),
+            ),
+            None => std::env::var("LDAP_BIND_PASSWORD").ok(),
+        };
+        let mut l = LdapSource::new(&self.config);
+        l.base_dn = self.ldap_base_dn.clone();
+        l.bind_dn = self.ldap_bind_dn.clone();
+        l.password = password.map(Secret::new);
+        l.starttls = self.ldap_starttls;
+        l.ca_file = self.ldap_ca_file.clone();
+        Ok(ConfigSource::Ldap(l))
+    }
 }
 
 #[derive(Subcommand)]
@@ -65,6 +112,10 @@ enum Command {
         /// Override the built-in receiver's address.
         #[arg(long, value_name = "ADDR", requires = "stowrsd")]
         stowrsd_bind: Option<String>,
+        /// Reload automatically when the configuration source changes,
+        /// checking every SECONDS.
+        #[arg(long, value_name = "SECONDS")]
+        watch: Option<u64>,
     },
     /// Run only the built-in STOW-RS receiver.
     Stowrsd {
@@ -149,14 +200,18 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
             listen,
             stowrsd,
             stowrsd_bind,
+            watch,
         } => {
             let app = Application::build(Settings {
-                config: ConfigSource::Ldif(config.config),
+                config: config.source().await?,
                 device_name: config.device_name,
                 data_dir: data,
                 listen,
                 stowrsd_dir: stowrsd,
                 stowrsd_bind,
+                // About five minutes of backoff before giving up.
+                startup_retries: 14,
+                watch: watch.filter(|s| *s > 0).map(std::time::Duration::from_secs),
             })
             .await?;
             app.run_until_stopped(shutdown_signal()).await?;
@@ -190,9 +245,7 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
             instance,
             batch_id,
         } => {
-            let snapshot = ConfigSource::Ldif(config.config)
-                .load(&config.device_name)
-                .await?;
+            let snapshot = config.source().await?.load(&config.device_name).await?;
             let ex = snapshot.exporter(&exporter).ok_or_else(|| {
                 format!("no STOW-RS exporter {exporter:?} in {}", snapshot.source)
             })?;
@@ -220,22 +273,35 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => {
-            let source = ConfigSource::Ldif(config.config);
+            let source = config.source().await?;
             match source.load(&config.device_name).await {
                 Ok(s) => {
                     println!(
-                        "{:<20} {:<50} {:<10} PROPERTIES",
-                        "EXPORTER", "STOW-RS URL", "QUEUE"
+                        "configuration {} is valid: device {}",
+                        s.source, s.device_name
+                    );
+                    println!(
+                        "{:<16} {:<58} {:<10} {:<24} PROPERTIES",
+                        "EXPORTER", "STOW-RS URL", "QUEUE", "SCHEDULE"
                     );
                     for e in s.exporters.values() {
                         let w = s.web_app(&e.web_app);
                         let url = w
                             .map(|w| format!("{}/studies", w.service_url))
                             .unwrap_or_default();
+                        // Secrets serialize masked.
                         let props = w
                             .map(|w| serde_json::to_string(&w.props).unwrap_or_default())
                             .unwrap_or_default();
-                        println!("{:<20} {:<50} {:<10} {}", e.id, url, e.queue, props);
+                        let schedule = if e.schedules.is_empty() {
+                            "-".to_string()
+                        } else {
+                            e.schedules.join(" | ")
+                        };
+                        println!(
+                            "{:<16} {:<58} {:<10} {:<24} {}",
+                            e.id, url, e.queue, schedule, props
+                        );
                     }
                     for w in &s.warnings {
                         println!("warning: {w}");

@@ -198,23 +198,37 @@ async fn trigger(
     Ok((StatusCode::ACCEPTED, Json(task)).into_response())
 }
 
-async fn reload(State(s): State<ApiState>) -> Result<StatusCode, ApiError> {
-    let _guard = s.reload_lock.lock().await;
-    match s.config.load(&s.device_name).await {
-        Ok(snap) => {
-            for w in &snap.warnings {
-                tracing::warn!("{w}");
-            }
-            let exporters = snap.exporters.len();
-            *s.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
-            s.workers.ensure_started();
-            tracing::info!(exporters, source = %s.config, "configuration reloaded");
-            Ok(StatusCode::NO_CONTENT)
+impl ApiState {
+    /// Re-reads the configuration source; swaps the snapshot only when the
+    /// new one is valid. Tasks in flight keep the snapshot they started with.
+    pub async fn reload(&self) -> Result<(), crate::config::LoadError> {
+        let _guard = self.reload_lock.lock().await;
+        let snap = self.config.load(&self.device_name).await?;
+        for w in &snap.warnings {
+            tracing::warn!("{w}");
         }
+        let exporters = snap.exporters.len();
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
+        self.workers.ensure_started();
+        tracing::info!(exporters, source = %self.config, "configuration reloaded");
+        Ok(())
+    }
+}
+
+async fn reload(State(s): State<ApiState>) -> Result<StatusCode, ApiError> {
+    match s.reload().await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(e) => {
             tracing::error!(error = %e, "reload refused; the running configuration stays");
+            // An unreachable directory is a temporary condition (503); an
+            // invalid configuration needs an administrator (409).
+            let status = if e.is_unreachable() {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::CONFLICT
+            };
             Err(ApiError {
-                status: StatusCode::CONFLICT,
+                status,
                 message: format!(
                     "configuration not reloaded, the running one stays: {}",
                     e.errors().join("; ")

@@ -5,6 +5,7 @@
 //! validates them. Loading is async and never blocks the runtime.
 
 pub mod entry;
+pub mod ldap;
 pub mod ldif;
 pub mod model;
 
@@ -12,6 +13,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use entry::{Directory, Dn, RawEntry};
+pub use ldap::{LdapError, LdapSource};
 pub use model::{ConfigError, Exporter, QueueDesc, Secret, Snapshot, WebApp, WebAppProps};
 
 /// The default archive device name, as in dcm4chee-arc.
@@ -35,11 +37,19 @@ pub enum LoadError {
     },
     #[error("{0}")]
     Apply(#[from] entry::ApplyError),
+    #[error("{0}")]
+    Ldap(#[from] LdapError),
     #[error("invalid configuration ({} error{}):\n{}", .0.len(), if .0.len() == 1 { "" } else { "s" }, Errors(.0))]
     Invalid(Vec<ConfigError>),
 }
 
 impl LoadError {
+    /// True when the source could not be reached at all (worth a retry;
+    /// a reload answers 503 rather than 409).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, LoadError::Ldap(e) if e.is_unreachable())
+    }
+
     /// The validation errors, or this error as a single one.
     pub fn errors(&self) -> Vec<String> {
         match self {
@@ -68,12 +78,15 @@ impl fmt::Display for Errors<'_> {
 pub enum ConfigSource {
     /// An LDIF file, or a folder whose `*.ldif` files are applied in name order.
     Ldif(PathBuf),
+    /// An LDAP directory.
+    Ldap(LdapSource),
 }
 
 impl fmt::Display for ConfigSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigSource::Ldif(p) => write!(f, "{}", p.display()),
+            ConfigSource::Ldap(l) => write!(f, "{l}"),
         }
     }
 }
@@ -83,6 +96,7 @@ impl ConfigSource {
     pub async fn read(&self) -> Result<Directory, LoadError> {
         match self {
             ConfigSource::Ldif(path) => read_ldif(path).await,
+            ConfigSource::Ldap(l) => Ok(l.read().await?),
         }
     }
 

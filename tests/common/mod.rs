@@ -181,6 +181,8 @@ impl Service {
             listen: "127.0.0.1:0".parse().unwrap(),
             stowrsd_dir: None,
             stowrsd_bind: None,
+            startup_retries: 0,
+            watch: None,
         })
         .await
         .expect("application builds");
