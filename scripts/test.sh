@@ -18,8 +18,14 @@ for cmd in cc:gcc c++:g++ python3:python3 curl:curl pkg-config:pkg-config; do
   command -v "${cmd%%:*}" >/dev/null 2>&1 || need_apt+=("${cmd##*:}")
 done
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
+# A private slapd (scripts/slapd.sh) and its tools; openssl makes test certificates.
+command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || need_apt+=(slapd)
+command -v ldapadd >/dev/null 2>&1 || need_apt+=(ldap-utils)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
+  # No default slapd database: the tests run private instances.
+  echo "slapd slapd/no_configuration boolean true" | $SUDO debconf-set-selections
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi

@@ -174,8 +174,12 @@ pub struct Service {
 
 impl Service {
     pub async fn start(config: &Path, data: &Path) -> Service {
+        Service::start_with(ConfigSource::Ldif(config.to_path_buf()), data).await
+    }
+
+    pub async fn start_with(config: ConfigSource, data: &Path) -> Service {
         let app = Application::build(Settings {
-            config: ConfigSource::Ldif(config.to_path_buf()),
+            config,
             device_name: DEFAULT_DEVICE_NAME.into(),
             data_dir: data.to_path_buf(),
             listen: "127.0.0.1:0".parse().unwrap(),
