@@ -479,3 +479,86 @@ async fn serve_watch_reloads_on_directory_change() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test]
+async fn serve_waits_for_an_unreachable_directory_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("slapd");
+    // The directory is not there yet when the service starts.
+    let ldap_port = free_port_pair();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stow-exporter"))
+        .args([
+            "serve",
+            "--config",
+            &format!("ldap://127.0.0.1:{ldap_port}"),
+            "--ldap-bind-dn",
+            ADMIN,
+        ])
+        .env("LDAP_BIND_PASSWORD", PASSWORD)
+        .arg("--data")
+        .arg(tmp.path().join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "serve keeps waiting instead of exiting"
+    );
+
+    let out = Command::new("bash")
+        .arg(script())
+        .arg("start")
+        .arg(&dir)
+        .arg(ldap_port.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _slapd = Slapd {
+        dir: dir.clone(),
+        port: ldap_port,
+    };
+    let out = Command::new("bash")
+        .arg(script())
+        .arg("load")
+        .arg(&dir)
+        .arg(ldap_port.to_string())
+        .arg(shipped_ldif())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let start = Instant::now();
+    while reqwest::get(format!("http://127.0.0.1:{port}/dcm4chee-arc/ctrl/status"))
+        .await
+        .is_err()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "serve did not start once the directory was up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("unreachable") && log.contains("retrying"),
+        "the wait is explained: {log}"
+    );
+}
