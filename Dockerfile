@@ -1,6 +1,11 @@
-# Builds stow-exporter and runs it on its embedded defaults (configuration
-# from /app/ldif, data in /data). Not built on the development machines,
-# which have no Docker engine.
+# Builds stow-exporter. Run on its own, the image serves the embedded
+# defaults (configuration from /app/ldif, data in /data, built-in receiver);
+# docker-compose.yml runs it against OpenLDAP, Orthanc and RabbitMQ instead
+# (see docker/README.md). Not built on the development machines, which have
+# no Docker engine.
+#
+# The build needs only what rust:1-bookworm has: rusqlite's bundled SQLite
+# and aws-lc-rs (rustls) compile with gcc; no cmake, clang or Go.
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
@@ -8,6 +13,10 @@ COPY src src
 RUN cargo build --release --bin stow-exporter
 
 FROM debian:bookworm-slim
+# CA certificates for https:// destinations and ldaps:// directories.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/stow-exporter /usr/local/bin/stow-exporter
 COPY ldif /app/ldif
 WORKDIR /app

@@ -2,7 +2,8 @@
 //!
 //! - `POST /dcm4chee-arc/aets/{AET}/rs/studies/{study}[/series/{series}[/instances/{sop}]]/export/{ExporterID}`
 //! - `POST /dcm4chee-arc/ctrl/reload`, `GET /dcm4chee-arc/ctrl/status`
-//! - `GET /dcm4chee-arc/monitor/export[/{taskID}]`, `GET /dcm4chee-arc/monitor/export/{taskID}/instances`
+//! - `GET /dcm4chee-arc/monitor/export[/{taskID}]`, `GET /dcm4chee-arc/monitor/export/{taskID}/instances`,
+//!   `POST /dcm4chee-arc/monitor/export/{taskID}/cancel`
 //! - `GET /dcm4chee-arc/export`, `GET /dcm4chee-arc/queue`
 //!
 //! Errors are JSON `{"errorMessage": "..."}` as in dcm4chee.
@@ -22,7 +23,7 @@ use tokio::sync::Mutex;
 
 use crate::config::ConfigSource;
 use crate::export::{SharedSnapshot, Workers, current};
-use crate::queue::{NewTask, QueueError, TaskFilter, TaskQueue};
+use crate::queue::{CancelResult, NewTask, QueueError, TaskFilter, TaskQueue};
 use crate::task::{Status, TaskRequest};
 
 /// What the handlers share.
@@ -93,6 +94,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/monitor/export", get(list_tasks))
         .route("/monitor/export/{task}", get(get_task))
         .route("/monitor/export/{task}/instances", get(task_instances))
+        .route("/monitor/export/{task}/cancel", post(cancel_task))
         .route("/export", get(list_exporters))
         .route("/queue", get(list_queues))
         .with_state(state);
@@ -300,6 +302,28 @@ async fn task_instances(
         .collect();
     v.sort_by(|a, b| a.sop_iuid.cmp(&b.sop_iuid));
     Ok(Json(v).into_response())
+}
+
+/// dcm4chee's cancel: 204; 404 for an unknown task; 409 when it has ended.
+async fn cancel_task(
+    State(s): State<ApiState>,
+    Path(task): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    match s.queue.cancel(&task).await? {
+        CancelResult::Canceled => {
+            tracing::info!(task = %task, "task canceled before it started");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        CancelResult::Running => {
+            s.workers.cancel_running(&task);
+            tracing::info!(task = %task, "canceling running task before its next instance");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        CancelResult::AlreadyDone(status) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("Cannot cancel Task[id={task}] with Status: {status}"),
+        )),
+    }
 }
 
 async fn list_exporters(State(s): State<ApiState>) -> Json<serde_json::Value> {

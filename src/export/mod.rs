@@ -6,10 +6,12 @@
 //! `dcmMaxTasksParallel` tasks at once.
 
 pub mod outcome;
+pub mod retry;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
+use chrono::Utc;
 use futures_util::FutureExt;
 use futures_util::stream::{self, StreamExt};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -39,6 +41,19 @@ enum Work {
     Refused(InstanceResult),
     /// Stored by an earlier, interrupted run of the same task.
     Resumed(InstanceResult),
+    /// Not attempted: the task was canceled before its turn.
+    Remaining,
+}
+
+/// What to do with the results of one work item.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// New results: count and record them.
+    Record,
+    /// Recorded by an earlier run: count only.
+    Count,
+    /// Canceled before its turn.
+    Remaining,
 }
 
 /// Well-known transfer syntax keywords (dcm4che's names) for the web app's
@@ -102,6 +117,8 @@ pub struct Executor {
     clients: Arc<Mutex<HashMap<String, (String, StowClient)>>>,
     /// An index error met while paging through a task's matches, by task.
     index_error: Arc<Mutex<HashMap<String, String>>>,
+    /// Cancellation of running tasks, by task ID.
+    running: Arc<Mutex<HashMap<String, CancellationToken>>>,
 }
 
 impl Executor {
@@ -111,6 +128,7 @@ impl Executor {
             queue,
             clients: Arc::default(),
             index_error: Arc::default(),
+            running: Arc::default(),
         }
     }
 
@@ -128,6 +146,22 @@ impl Executor {
         let c = StowClient::new(web_app).map_err(|e| e.to_string())?;
         clients.insert(web_app.name.clone(), (key, c.clone()));
         Ok(c)
+    }
+
+    /// The cancellation token of a task, created on first use (a cancel may
+    /// arrive between the task being taken and its export starting).
+    fn token(&self, task_id: &str) -> CancellationToken {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(task_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Stops the export of a running task before its next instance.
+    pub fn cancel(&self, task_id: &str) {
+        self.token(task_id).cancel();
     }
 
     /// Runs `task` with `snapshot` and returns its outcome. Instances that
@@ -180,14 +214,29 @@ impl Executor {
         let concurrency = web_app.props.concurrency.max(1);
         let matched = Arc::new(AtomicU64::new(0));
         let work = self.work(task, web_app, previous, matched.clone());
+        let cancel = self.token(&task.task_id);
         let results = work
             .map(|w| {
+                // Checked as each item is taken, so a cancel stops the
+                // export before its next instance; requests in flight finish.
+                let w = if cancel.is_cancelled() {
+                    match w {
+                        Work::Send(_) => Work::Remaining,
+                        other => other,
+                    }
+                } else {
+                    w
+                };
                 let client = client.clone();
                 tokio::spawn(async move {
                     match w {
-                        Work::Send(inst) => (client.store(std::slice::from_ref(&inst)).await, true),
-                        Work::Refused(r) => (vec![r], true),
-                        Work::Resumed(r) => (vec![r], false),
+                        Work::Send(inst) => (
+                            client.store(std::slice::from_ref(&inst)).await,
+                            Kind::Record,
+                        ),
+                        Work::Refused(r) => (vec![r], Kind::Record),
+                        Work::Resumed(r) => (vec![r], Kind::Count),
+                        Work::Remaining => (Vec::new(), Kind::Remaining),
                     }
                 })
             })
@@ -208,7 +257,9 @@ impl Executor {
             let mut batch = Vec::new();
             for joined in ready {
                 match joined {
-                    Ok((rs, record)) => {
+                    Ok((_, Kind::Remaining)) => tally.add_remaining(),
+                    Ok((rs, kind)) => {
+                        let record = kind == Kind::Record;
                         for r in rs {
                             if r.status != InstanceStatus::Completed && record {
                                 tracing::warn!(task = %task.task_id, sop = %r.sop_iuid, status = r.status.as_str(), reason = r.reason.as_deref().unwrap_or(""), "instance not completed");
@@ -228,6 +279,10 @@ impl Executor {
             }
             self.record(task, batch).await;
         }
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&task.task_id);
         let matched = matched.load(Ordering::SeqCst);
         if let Some(e) = self
             .index_error
@@ -422,11 +477,29 @@ impl Workers {
     async fn process(&self, task: ExportTask) {
         let snapshot = current(&self.snapshot);
         let outcome = self.executor.run(&snapshot, &task).await;
-        tracing::info!(task = %task.task_id, status = %outcome.status, "{}", outcome.message);
+        // The queue's retry policy as configured now (dcm4chee reads it
+        // when the outcome comes back, too).
+        let retry_at = snapshot
+            .queues
+            .get(&task.queue)
+            .and_then(|q| retry::next_attempt(q, outcome.status, task.failures))
+            .map(|d| Utc::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX));
+        match retry_at {
+            Some(at) => {
+                tracing::info!(task = %task.task_id, status = %outcome.status, retry_at = %at, "{}", outcome.message)
+            }
+            None => {
+                tracing::info!(task = %task.task_id, status = %outcome.status, "{}", outcome.message)
+            }
+        }
         // Retry the write: a finished task left IN PROCESS would be sent
         // again after a restart (harmless, resumed) but never reported.
         for attempt in 0..5 {
-            match self.queue.finish(&task.task_id, outcome.clone()).await {
+            match self
+                .queue
+                .finish(&task.task_id, outcome.clone(), retry_at)
+                .await
+            {
                 Ok(_) => return,
                 Err(e) => {
                     tracing::error!(task = %task.task_id, error = %e, attempt, "cannot record task outcome");
@@ -434,6 +507,11 @@ impl Workers {
                 }
             }
         }
+    }
+
+    /// Stops the export of a task IN PROCESS.
+    pub fn cancel_running(&self, task_id: &str) {
+        self.executor.cancel(task_id);
     }
 
     /// Stops taking tasks and waits for the running ones to finish.

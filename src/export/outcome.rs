@@ -36,6 +36,11 @@ impl Tally {
         }
     }
 
+    /// Counts an instance not attempted because the task was canceled.
+    pub fn add_remaining(&mut self) {
+        self.counts.remaining += 1;
+    }
+
     pub fn counts(&self) -> Counts {
         self.counts
     }
@@ -170,6 +175,20 @@ mod tests {
         assert_eq!(
             o.message,
             "Export Study[uid=1.2] to DCM4CHEE - completed:1, warning:1"
+        );
+    }
+
+    #[test]
+    fn canceled_with_remaining() {
+        let mut t = Tally::default();
+        t.add(&r(InstanceStatus::Completed, None));
+        t.add_remaining();
+        t.add_remaining();
+        let o = t.outcome("Study[uid=1.2]", "DCM4CHEE", 3);
+        assert_eq!(o.status, Status::Canceled);
+        assert_eq!(
+            o.message,
+            "Export Study[uid=1.2] to DCM4CHEE canceled - remaining:2, completed:1"
         );
     }
 

@@ -18,7 +18,10 @@ use futures_util::future::BoxFuture;
 use rusqlite::{OptionalExtension, Row, params};
 use tokio::sync::Notify;
 
-use super::{InstanceResult, InstanceStatus, NewTask, Outcome, QueueError, TaskFilter, TaskQueue};
+use super::{
+    CancelResult, InstanceResult, InstanceStatus, NewTask, Outcome, QueueError, TaskFilter,
+    TaskQueue,
+};
 use crate::db::Db;
 use crate::task::{ExportTask, Status};
 
@@ -308,6 +311,7 @@ impl TaskQueue for EmbeddedQueue {
         &'a self,
         task_id: &'a str,
         outcome: Outcome,
+        retry_at: Option<DateTime<Utc>>,
     ) -> BoxFuture<'a, Result<ExportTask, QueueError>> {
         async move {
             let pk = task_pk(task_id)?;
@@ -316,23 +320,30 @@ impl TaskQueue for EmbeddedQueue {
                 .db
                 .call(move |c| {
                     let now = ts(Utc::now());
-                    let failures = i64::from(outcome.status == Status::Failed);
+                    let failed = matches!(outcome.status, Status::Failed) || retry_at.is_some();
+                    let status = if retry_at.is_some() {
+                        Status::ScheduledForRetry
+                    } else {
+                        outcome.status
+                    };
                     c.execute(
                         "UPDATE task SET status = ?1, outcome_msg = ?2, error_msg = ?3, proc_end_time = ?4,
                             updated_time = ?4, num_failures = num_failures + ?5, num_instances = ?6,
-                            completed = ?7, warning = ?8, failed = ?9, missing = ?10
-                         WHERE pk = ?11",
+                            completed = ?7, warning = ?8, failed = ?9, missing = ?10,
+                            scheduled_time = COALESCE(?11, scheduled_time)
+                         WHERE pk = ?12",
                         params![
-                            outcome.status.as_str(),
+                            status.as_str(),
                             outcome.message,
                             outcome.error,
                             now,
-                            failures,
+                            i64::from(failed),
                             outcome.number_of_instances as i64,
                             outcome.counts.completed as i64,
                             outcome.counts.warning as i64,
                             outcome.counts.failed as i64,
                             outcome.counts.missing as i64,
+                            retry_at.map(ts),
                             pk
                         ],
                     )?;
@@ -340,6 +351,45 @@ impl TaskQueue for EmbeddedQueue {
                 })
                 .await?;
             t.ok_or(QueueError::NotFound(id))
+        }
+        .boxed()
+    }
+
+    fn cancel<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<CancelResult, QueueError>> {
+        async move {
+            let pk = task_pk(task_id)?;
+            let r = self
+                .db
+                .call(move |c| {
+                    // One transaction: a waiting task is either taken by a
+                    // worker or canceled, never both.
+                    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                    let status: Option<String> = tx
+                        .query_row("SELECT status FROM task WHERE pk = ?1", [pk], |r| r.get(0))
+                        .optional()?;
+                    let Some(status) = status else {
+                        return Ok(None);
+                    };
+                    let status: Status = status.parse().unwrap_or(Status::Failed);
+                    let r = match status {
+                        Status::Scheduled | Status::ScheduledForRetry => {
+                            let now = ts(Utc::now());
+                            tx.execute(
+                                "UPDATE task SET status = ?1, updated_time = ?2, proc_end_time = ?2,
+                                    outcome_msg = COALESCE(outcome_msg || ' ', '') || 'Canceled before it started'
+                                 WHERE pk = ?3",
+                                params![Status::Canceled.as_str(), now, pk],
+                            )?;
+                            CancelResult::Canceled
+                        }
+                        Status::InProcess => CancelResult::Running,
+                        done => CancelResult::AlreadyDone(done),
+                    };
+                    tx.commit()?;
+                    Ok(Some(r))
+                })
+                .await?;
+            r.ok_or_else(|| QueueError::NotFound(task_id.to_string()))
         }
         .boxed()
     }
@@ -463,6 +513,7 @@ mod tests {
                     },
                     number_of_instances: 1,
                 },
+                None,
             )
             .await
             .unwrap();

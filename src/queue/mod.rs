@@ -10,6 +10,7 @@ pub mod embedded;
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 
@@ -94,6 +95,17 @@ impl InstanceStatus {
     }
 }
 
+/// What [`TaskQueue::cancel`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelResult {
+    /// The task was waiting and is now CANCELED.
+    Canceled,
+    /// The task is IN PROCESS: its export must be stopped.
+    Running,
+    /// The task had already ended with this status.
+    AlreadyDone(Status),
+}
+
 /// Filters of the monitor listing (dcm4chee's query parameter names).
 #[derive(Debug, Clone, Default)]
 pub struct TaskFilter {
@@ -129,12 +141,18 @@ pub trait TaskQueue: Send + Sync {
         task_id: &'a str,
     ) -> BoxFuture<'a, Result<HashMap<String, InstanceResult>, QueueError>>;
 
-    /// Sets the final outcome of a task taken by `next`.
+    /// Records the outcome of a task taken by `next`. With `retry_at`, the
+    /// task goes to SCHEDULED FOR RETRY and is due again at that time.
     fn finish<'a>(
         &'a self,
         task_id: &'a str,
         outcome: Outcome,
+        retry_at: Option<DateTime<Utc>>,
     ) -> BoxFuture<'a, Result<ExportTask, QueueError>>;
+
+    /// Cancels a task: one that waits is CANCELED at once and never starts;
+    /// for one IN PROCESS the caller stops the running export.
+    fn cancel<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<CancelResult, QueueError>>;
 
     /// Task records for the monitor API, newest update first.
     fn list(&self, filter: TaskFilter) -> BoxFuture<'_, Result<Vec<ExportTask>, QueueError>>;

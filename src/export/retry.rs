@@ -1,0 +1,105 @@
+//! dcm4chee's retry policy of a `dcmQueue`.
+//!
+//! COMPLETED and CANCELED are final; WARNING is final unless
+//! `dcmRetryOnWarning`; FAILED is retried. The n-th failure waits
+//! `dcmRetryDelay × (dcmRetryDelayMultiplier/100)^(n-1)`, capped at
+//! `dcmMaxRetryDelay`, as long as n ≤ `dcmMaxRetries`; after that the task
+//! keeps its final status and stays visible.
+
+use std::time::Duration;
+
+use crate::config::QueueDesc;
+use crate::task::Status;
+
+/// The delay before retry number `n` (1-based).
+pub fn delay(q: &QueueDesc, n: u32) -> Duration {
+    let mut d = q.retry_delay.as_millis();
+    let cap = q.max_retry_delay.map(|m| m.as_millis());
+    for _ in 2..=n {
+        d = d.saturating_mul(u128::from(q.retry_delay_multiplier)) / 100;
+        if let Some(c) = cap
+            && d >= c
+        {
+            break;
+        }
+    }
+    if let Some(c) = cap {
+        d = d.min(c);
+    }
+    Duration::from_millis(u64::try_from(d).unwrap_or(u64::MAX))
+}
+
+/// When a task that ended with `status` after `failures` earlier failures
+/// is to run again, if at all.
+pub fn next_attempt(q: &QueueDesc, status: Status, failures: u32) -> Option<Duration> {
+    let retryable = match status {
+        Status::Failed => true,
+        Status::Warning => q.retry_on_warning,
+        _ => false,
+    };
+    let n = failures + 1;
+    (retryable && n <= q.max_retries).then(|| delay(q, n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(retries: u32, delay_s: u64, mult: u32, max_s: Option<u64>) -> QueueDesc {
+        QueueDesc {
+            name: "Q".into(),
+            dn: "dcmQueueName=Q".into(),
+            description: None,
+            max_tasks_parallel: 1,
+            max_retries: retries,
+            retry_delay: Duration::from_secs(delay_s),
+            retry_delay_multiplier: mult,
+            max_retry_delay: max_s.map(Duration::from_secs),
+            retry_on_warning: false,
+            installed: true,
+            schedules: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn dcm4chee_default_export_queue() {
+        // PT30S, 200 %, max PT10M, 10 retries: 30, 60, 120, 240, 480, then 600.
+        let q = queue(10, 30, 200, Some(600));
+        let secs: Vec<u64> = (0..10)
+            .map(|f| next_attempt(&q, Status::Failed, f).unwrap().as_secs())
+            .collect();
+        assert_eq!(secs, [30, 60, 120, 240, 480, 600, 600, 600, 600, 600]);
+        assert_eq!(
+            next_attempt(&q, Status::Failed, 10),
+            None,
+            "past the last retry it stays FAILED"
+        );
+    }
+
+    #[test]
+    fn what_is_retried() {
+        let mut q = queue(3, 1, 100, None);
+        assert!(next_attempt(&q, Status::Completed, 0).is_none());
+        assert!(next_attempt(&q, Status::Canceled, 0).is_none());
+        assert!(next_attempt(&q, Status::Warning, 0).is_none());
+        q.retry_on_warning = true;
+        assert_eq!(
+            next_attempt(&q, Status::Warning, 0),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            next_attempt(&queue(0, 60, 100, None), Status::Failed, 0),
+            None,
+            "dcmMaxRetries defaults to 0"
+        );
+    }
+
+    #[test]
+    fn sub_second_delays_and_no_overflow() {
+        let mut q = queue(50, 0, 300, None);
+        q.retry_delay = Duration::from_millis(200);
+        assert_eq!(delay(&q, 1), Duration::from_millis(200));
+        assert_eq!(delay(&q, 2), Duration::from_millis(600));
+        assert!(delay(&q, 50) > Duration::from_secs(1_000_000));
+    }
+}

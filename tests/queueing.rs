@@ -1,0 +1,269 @@
+//! The embedded queue's dcm4chee semantics: retry policy from `dcmQueue`,
+//! resending only what was not stored, and cancel.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use common::*;
+use stow_exporter::archive::{self, Archive, NoProgress};
+use stow_exporter::stowrsd::{self, StowrsdOptions};
+
+const EXPORT_QUEUE_DN: &str = "dcmQueueName=Export,dicomDeviceName=dcm4chee-arc,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org";
+
+fn queue_policy(retries: u32, delay: &str, multiplier: u32) -> String {
+    format!(
+        "dn: {EXPORT_QUEUE_DN}\nchangetype: modify\nreplace: dcmMaxRetries\ndcmMaxRetries: {retries}\n-\n\
+         replace: dcmRetryDelay\ndcmRetryDelay: {delay}\n-\nreplace: dcmRetryDelayMultiplier\ndcmRetryDelayMultiplier: {multiplier}\n-\n\
+         delete: dcmMaxRetryDelay\n-\n\n"
+    )
+}
+
+/// The real stowrsd behind a layer that answers 503 to the first
+/// `failures` requests (for every instance, or only those whose body
+/// contains `only`), and records when each request came.
+async fn flaky(
+    dir: &std::path::Path,
+    failures: usize,
+    only: Option<String>,
+) -> (u16, Arc<Mutex<Vec<Instant>>>) {
+    let times: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let failed = Arc::new(Mutex::new(0usize));
+    let t = times.clone();
+    let layer = move |req: Request<Body>, next: Next| {
+        let (t, failed, only) = (t.clone(), failed.clone(), only.clone());
+        async move {
+            t.lock().unwrap().push(Instant::now());
+            let (parts, body) = req.into_parts();
+            let bytes = axum::body::to_bytes(body, 64 << 20).await.unwrap();
+            let targeted = only
+                .as_ref()
+                .is_none_or(|uid| bytes.windows(uid.len()).any(|w| w == uid.as_bytes()));
+            let fail = targeted && {
+                let mut f = failed.lock().unwrap();
+                *f += 1;
+                *f <= failures
+            };
+            if fail {
+                return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy").into_response();
+            }
+            let r: Response = next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await;
+            r
+        }
+    };
+    let app = stowrsd::router(StowrsdOptions {
+        store_dir: Some(dir.to_path_buf()),
+    })
+    .layer(middleware::from_fn(layer));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (port, times)
+}
+
+async fn setup(
+    tmp: &std::path::Path,
+    port: u16,
+    extra: &str,
+    count: usize,
+) -> (Service, String, Vec<std::path::PathBuf>) {
+    let cfg = write_config(tmp, port, extra);
+    let (study_uid, files) = study(&tmp.join("src"), count, 32);
+    let data = tmp.join("data");
+    let a = Archive::open(&data).await.unwrap();
+    assert!(
+        archive::import_paths(&a, &files, &NoProgress)
+            .await
+            .failed
+            .is_empty()
+    );
+    (Service::start(&cfg, &data).await, study_uid, files)
+}
+
+#[tokio::test]
+async fn destination_failing_three_times_then_succeeding_follows_the_queue_policy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, times) = flaky(&tmp.path().join("received"), 3, None).await;
+    let (svc, study_uid, _) = setup(tmp.path(), port, &queue_policy(5, "PT0.3S", 200), 1).await;
+    let t = svc.export_study("STOWRSD", &study_uid).await;
+    let id = t["taskID"].as_str().unwrap();
+
+    // In between, the task waits as SCHEDULED FOR RETRY.
+    let start = Instant::now();
+    loop {
+        let t = svc.task(id).await;
+        if t["status"] == "SCHEDULED FOR RETRY" {
+            assert!(
+                t["outcomeMessage"].as_str().unwrap().contains("failed:1"),
+                "{t}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "never SCHEDULED FOR RETRY: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let done = svc.wait_done(id).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert_eq!(done["failures"], 3);
+    let times = times.lock().unwrap().clone();
+    assert_eq!(
+        times.len(),
+        4,
+        "three failed attempts and one that succeeded"
+    );
+    // Delays 0.3 s, then x2 each time: 0.6 s, 1.2 s (the queue is polled every 250 ms).
+    for (i, min) in [0.3, 0.6, 1.2].into_iter().enumerate() {
+        let gap = (times[i + 1] - times[i]).as_secs_f64();
+        assert!(
+            gap >= min && gap < min + 1.0,
+            "retry {} came after {gap:.2} s, policy says {min} s",
+            i + 1
+        );
+    }
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn a_retry_resends_only_what_was_not_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg_dir = tmp.path().join("cfg");
+    std::fs::create_dir_all(&cfg_dir).unwrap();
+    let (study_uid, files) = study(&cfg_dir.join("src"), 3, 32);
+    let victim = sop_uid(&files[1]);
+    let (port, times) = flaky(&tmp.path().join("received"), 2, Some(victim.clone())).await;
+    // A partial failure is WARNING, retried only with dcmRetryOnWarning, as in dcm4chee.
+    let policy = format!(
+        "{}dn: {EXPORT_QUEUE_DN}\nchangetype: modify\nadd: dcmRetryOnWarning\ndcmRetryOnWarning: TRUE\n-\n",
+        queue_policy(3, "PT0.2S", 100)
+    );
+    let cfg = write_config(tmp.path(), port, &policy);
+    let data = tmp.path().join("data");
+    let a = Archive::open(&data).await.unwrap();
+    assert!(
+        archive::import_paths(&a, &files, &NoProgress)
+            .await
+            .failed
+            .is_empty()
+    );
+    let svc = Service::start(&cfg, &data).await;
+    let t = svc.export_study("STOWRSD", &study_uid).await;
+    let done = svc.wait_done(t["taskID"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert_eq!(done["completed"], 3);
+    assert_eq!(
+        times.lock().unwrap().len(),
+        3 + 2,
+        "only the failed instance went again, twice"
+    );
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn past_the_last_retry_the_task_stays_failed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, times) = flaky(&tmp.path().join("received"), usize::MAX, None).await;
+    let (svc, study_uid, _) = setup(tmp.path(), port, &queue_policy(1, "PT0.1S", 100), 1).await;
+    let t = svc.export_study("STOWRSD", &study_uid).await;
+    let done = svc.wait_done(t["taskID"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "FAILED", "{done}");
+    assert_eq!(done["failures"], 2);
+    assert!(
+        done["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 503 Service Unavailable")
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        times.lock().unwrap().len(),
+        2,
+        "one attempt and one retry, no more"
+    );
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_stops_a_running_export_and_a_waiting_task_never_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rcv = Receiver::start(&tmp.path().join("received"), Duration::from_millis(100)).await;
+    let (svc, study_uid, _) = setup(tmp.path(), rcv.addr.port(), "", 20).await;
+
+    let t = svc.export_study("STOWRSD", &study_uid).await;
+    let id = t["taskID"].as_str().unwrap();
+    let start = Instant::now();
+    while rcv.seen().len() < 3 {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let r = svc
+        .http
+        .post(svc.url(&format!("/monitor/export/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let done = svc.wait_done(id).await;
+    assert_eq!(done["status"], "CANCELED", "{done}");
+    let msg = done["outcomeMessage"].as_str().unwrap();
+    assert!(msg.contains(" canceled - remaining:"), "{msg}");
+    let completed = done["completed"].as_u64().unwrap();
+    assert!(completed < 20, "{done}");
+    assert!(
+        msg.contains(&format!("remaining:{}", 20 - completed)),
+        "{msg}"
+    );
+    assert_eq!(
+        rcv.seen().len() as u64,
+        completed,
+        "no request after the cancel but the one in flight"
+    );
+    let r = svc
+        .http
+        .post(svc.url(&format!("/monitor/export/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "already done");
+
+    // A task scheduled for later is canceled before it starts.
+    let later = chrono::Local::now() + chrono::Duration::hours(1);
+    let r = svc
+        .http
+        .post(svc.url(&format!(
+            "/aets/{AET}/rs/studies/{study_uid}/export/STOWRSD?scheduledTime={}",
+            later.format("%Y%m%d%H%M%S")
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let t: serde_json::Value = r.json().await.unwrap();
+    let id2 = t["taskID"].as_str().unwrap();
+    assert_eq!(t["status"], "SCHEDULED");
+    let r = svc
+        .http
+        .post(svc.url(&format!("/monitor/export/{id2}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(svc.task(id2).await["status"], "CANCELED");
+    let r = svc
+        .http
+        .post(svc.url("/monitor/export/999999/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    svc.stop().await;
+}
