@@ -18,6 +18,7 @@ use crate::archive::Archive;
 use crate::config::{ConfigSource, LoadError, Snapshot};
 use crate::export::{Executor, SharedSnapshot, Workers};
 use crate::queue::{EmbeddedQueue, QueueError, TaskQueue};
+use crate::schedule::Zone;
 use crate::stowrsd::{self, StowrsdOptions};
 
 /// The address the built-in receiver uses when no `stowrsd` web app says otherwise.
@@ -41,6 +42,8 @@ pub struct Settings {
     pub startup_retries: u32,
     /// Reload automatically when the source changes, polling at this interval.
     pub watch: Option<Duration>,
+    /// Time zone of the `dcmSchedule` windows.
+    pub zone: Zone,
 }
 
 /// Why the application could not start or run.
@@ -130,6 +133,7 @@ impl Application {
             queue.clone(),
             shared.clone(),
             CancellationToken::new(),
+            settings.zone,
         );
         let state = ApiState {
             config: settings.config.clone(),

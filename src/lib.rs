@@ -21,7 +21,9 @@
 //! - [`task`]: the export task record with dcm4chee's JSON field names.
 //! - [`queue`]: the [`queue::TaskQueue`] trait and the embedded SQLite queue.
 //! - [`stow`]: the STOW-RS client: multipart framing, requests, responses.
-//! - [`export`]: runs one task: match instances, send, compute the outcome.
+//! - [`export`]: runs one task: match instances, send, compute the outcome;
+//!   the queue's retry policy.
+//! - [`schedule`]: `dcmSchedule` windows (dcm4chee's grammar).
 //! - [`stowrsd`]: the built-in STOW-RS receiver.
 //! - [`api`]: the control REST API with dcm4chee's paths.
 //! - [`app`]: wires it all together for `serve`.
@@ -33,6 +35,7 @@ pub mod config;
 pub mod db;
 pub mod export;
 pub mod queue;
+pub mod schedule;
 pub mod stow;
 pub mod stowrsd;
 pub mod synth;

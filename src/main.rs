@@ -14,6 +14,7 @@ use stow_exporter::archive::{self, Archive, ImportError, ImportProgress, Importe
 use stow_exporter::config::ldap::DEFAULT_BASE_DN;
 use stow_exporter::config::{ConfigSource, DEFAULT_DEVICE_NAME, LdapSource, Secret};
 use stow_exporter::queue::{EmbeddedQueue, NewTask, TaskQueue};
+use stow_exporter::schedule::Zone;
 use stow_exporter::stowrsd::{self, StowrsdOptions};
 use stow_exporter::task::TaskRequest;
 
@@ -116,6 +117,10 @@ enum Command {
         /// checking every SECONDS.
         #[arg(long, value_name = "SECONDS")]
         watch: Option<u64>,
+        /// Time zone of the dcmSchedule windows: an IANA name such as
+        /// Europe/Vienna, or "local" for the machine's local time.
+        #[arg(long, default_value = "local", value_name = "ZONE")]
+        time_zone: Zone,
     },
     /// Run only the built-in STOW-RS receiver.
     Stowrsd {
@@ -201,6 +206,7 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
             stowrsd,
             stowrsd_bind,
             watch,
+            time_zone,
         } => {
             let app = Application::build(Settings {
                 config: config.source().await?,
@@ -212,6 +218,7 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
                 // About five minutes of backoff before giving up.
                 startup_retries: 14,
                 watch: watch.filter(|s| *s > 0).map(std::time::Duration::from_secs),
+                zone: time_zone,
             })
             .await?;
             app.run_until_stopped(shutdown_signal()).await?;

@@ -192,3 +192,23 @@ async fn ldif_mistakes_name_file_and_line() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn schedules_are_parsed_with_dcm4chee_grammar_and_errors_named() {
+    let exporter = format!("dcmExporterID=StowExporter,{DEV}");
+    let ok = format!(
+        "dn: {exporter}\nchangetype: modify\nadd: dcmSchedule\ndcmSchedule: hour=18-6 dayOfWeek=*\ndcmSchedule: hour=* dayOfWeek=0,6\n-\n"
+    );
+    let s = load_with(&ok).await.unwrap();
+    assert_eq!(
+        s.exporter("StowExporter").unwrap().schedule.values().len(),
+        2
+    );
+    let bad =
+        format!("dn: {exporter}\nchangetype: modify\nadd: dcmSchedule\ndcmSchedule: hour=25\n-\n");
+    let errs = errors(load_with(&bad).await);
+    assert!(
+        errs[0].starts_with(&format!("{exporter}: dcmSchedule: \"hour=25\"")),
+        "{errs:?}"
+    );
+}

@@ -212,8 +212,9 @@ async fn series_and_instance_exports_and_unknown_targets() {
         .unwrap();
     assert_eq!(r.status(), 400);
 
-    // A study that is not in the archive fails with a clear message.
-    let t = svc.export_study("STOWRSD", "1.2.3.4.5.6.7").await;
+    // A study that is not in the archive fails with a clear message. (The
+    // seed exporter's queue Export1 has no retries; Export would retry it.)
+    let t = svc.export_study("StowExporter", "1.2.3.4.5.6.7").await;
     let done = svc.wait_done(t["taskID"].as_str().unwrap()).await;
     assert_eq!(done["status"], "FAILED");
     assert!(
@@ -250,14 +251,14 @@ async fn stored_syntax_not_accepted_fails_that_instance_with_reason() {
         tmp.path(),
         rcv.addr.port(),
         &add_props(
-            STOWRSD_WEBAPP_DN,
+            DCM4CHEE_WEBAPP_DN,
             &["transfer-syntax=ImplicitVRLittleEndian"],
         ),
     );
     let (study, files) = study(&tmp.path().join("src"), 2, 32);
     import_all(&tmp.path().join("data"), &files).await;
     let svc = Service::start(&cfg, &tmp.path().join("data")).await;
-    let t = svc.export_study("STOWRSD", &study).await;
+    let t = svc.export_study("StowExporter", &study).await;
     let id = t["taskID"].as_str().unwrap();
     let done = svc.wait_done(id).await;
     assert_eq!(done["status"], "FAILED");

@@ -267,3 +267,102 @@ async fn cancel_stops_a_running_export_and_a_waiting_task_never_starts() {
     assert_eq!(r.status(), 404);
     svc.stop().await;
 }
+
+const STOW_EXPORTER_DN: &str = "dcmExporterID=StowExporter,dicomDeviceName=dcm4chee-arc,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org";
+const EXPORT1_QUEUE_DN: &str = "dcmQueueName=Export1,dicomDeviceName=dcm4chee-arc,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org";
+
+/// An hour of the day that is certainly not now (12 hours away).
+fn closed_hour() -> u32 {
+    use chrono::Timelike;
+    (chrono::Local::now().hour() + 12) % 24
+}
+
+fn add_attr(dn: &str, attr: &str, value: &str) -> String {
+    format!("dn: {dn}\nchangetype: modify\nadd: {attr}\n{attr}: {value}\n-\n\n")
+}
+
+#[tokio::test]
+async fn tasks_wait_outside_their_windows_and_run_when_a_reload_opens_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rcv = Receiver::start(&tmp.path().join("received"), Duration::ZERO).await;
+    let window = format!("hour={} dayOfWeek=*", closed_hour());
+    // The exporter's window is closed: every task of it waits (dcm4chee
+    // would apply it only to tasks created by export rules).
+    let (svc, study_uid, files) = setup(
+        tmp.path(),
+        rcv.addr.port(),
+        &add_attr(STOW_EXPORTER_DN, "dcmSchedule", &window),
+        2,
+    )
+    .await;
+    let cfg = tmp.path().join("ldif");
+    let t = svc.export_study("StowExporter", &study_uid).await;
+    let id = t["taskID"].as_str().unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        svc.task(id).await["status"],
+        "SCHEDULED",
+        "held by the exporter's window"
+    );
+    assert!(rcv.seen().is_empty());
+    // Another exporter on another queue is not held.
+    let other = svc.export_study("STOWRSD", &study_uid).await;
+    assert_eq!(
+        svc.wait_done(other["taskID"].as_str().unwrap()).await["status"],
+        "COMPLETED"
+    );
+
+    // Open the window (as an administrator would) and reload: the task runs.
+    std::fs::write(
+        cfg.join("99-test.ldif"),
+        add_attr(STOW_EXPORTER_DN, "dcmSchedule", "hour=* dayOfWeek=*"),
+    )
+    .unwrap();
+    assert_eq!(
+        svc.http
+            .post(svc.url("/ctrl/reload"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let done = svc.wait_done(id).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert_arrived(&rcv, &files);
+
+    // The queue's window holds the whole queue; dicomInstalled FALSE pauses it.
+    for hold in [
+        add_attr(EXPORT1_QUEUE_DN, "dcmSchedule", &window),
+        format!(
+            "dn: {EXPORT1_QUEUE_DN}\nchangetype: modify\nadd: dicomInstalled\ndicomInstalled: FALSE\n-\n"
+        ),
+    ] {
+        std::fs::write(cfg.join("99-test.ldif"), &hold).unwrap();
+        assert_eq!(
+            svc.http
+                .post(svc.url("/ctrl/reload"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            204
+        );
+        let t = svc.export_study("StowExporter", &study_uid).await;
+        let id = t["taskID"].as_str().unwrap();
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(svc.task(id).await["status"], "SCHEDULED", "held by {hold}");
+        std::fs::write(cfg.join("99-test.ldif"), "").unwrap();
+        assert_eq!(
+            svc.http
+                .post(svc.url("/ctrl/reload"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            204
+        );
+        assert_eq!(svc.wait_done(id).await["status"], "COMPLETED");
+    }
+    svc.stop().await;
+}

@@ -102,7 +102,8 @@ async fn run(fault: Option<Fault>, count: usize) -> (Value, Vec<Value>) {
             .is_empty()
     );
     let svc = Service::start(&cfg, &data).await;
-    let t = svc.export_study("STOWRSD", &study_uid).await;
+    // The seed exporter: its queue Export1 does not retry, so a failure is final.
+    let t = svc.export_study("StowExporter", &study_uid).await;
     let id = t["taskID"].as_str().unwrap().to_string();
     let done = tokio::time::timeout(Duration::from_secs(60), svc.wait_done(&id))
         .await
@@ -126,7 +127,7 @@ async fn conflict_for_every_instance_is_failed_not_warning() {
         done["outcomeMessage"]
             .as_str()
             .unwrap()
-            .ends_with("to stowrsd - completed:0, failed:3")
+            .ends_with("to DCM4CHEE - completed:0, failed:3")
     );
     assert!(
         done["errorMessage"]

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::entry::{Directory, Dn, RawEntry};
+use crate::schedule::Schedule;
 
 /// One validation problem, naming the entry and the attribute.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -116,8 +117,10 @@ pub struct Exporter {
     pub queue: String,
     /// `dicomAETitle`: the local AE the task records as `LocalAET`.
     pub ae_title: Option<String>,
-    /// Raw `dcmSchedule` values (applied by the scheduling step).
+    /// `dcmSchedule` windows: tasks of this exporter run only inside them.
     pub schedules: Vec<String>,
+    #[serde(skip)]
+    pub schedule: Schedule,
 }
 
 /// An exporter of another kind (`dicom:`, `wado:` ...), not this service's.
@@ -141,7 +144,10 @@ pub struct QueueDesc {
     pub max_retry_delay: Option<Duration>,
     pub retry_on_warning: bool,
     pub installed: bool,
+    /// `dcmSchedule` windows: the queue is processed only inside them.
     pub schedules: Vec<String>,
+    #[serde(skip)]
+    pub schedule: Schedule,
 }
 
 /// An immutable, validated view of the configuration. Tasks hold an
@@ -311,6 +317,9 @@ impl Builder<'_> {
                     None => continue,
                 }
             }
+            let Some(schedule) = self.schedule(e) else {
+                continue;
+            };
             exporters.insert(
                 id.to_string(),
                 Exporter {
@@ -322,6 +331,7 @@ impl Builder<'_> {
                     queue,
                     ae_title,
                     schedules: e.values("dcmSchedule").to_vec(),
+                    schedule,
                 },
             );
         }
@@ -366,8 +376,20 @@ impl Builder<'_> {
             retry_on_warning: self.boolean(e, "dcmRetryOnWarning", false),
             installed: self.boolean(e, "dicomInstalled", true),
             schedules: e.values("dcmSchedule").to_vec(),
+            schedule: self.schedule(e).unwrap_or_default(),
         };
         (self.errors.len() == before).then_some(q)
+    }
+
+    /// The entry's `dcmSchedule` values, parsed with dcm4chee's grammar.
+    fn schedule(&mut self, e: &RawEntry) -> Option<Schedule> {
+        match Schedule::parse_all(e.values("dcmSchedule")) {
+            Ok(s) => Some(s),
+            Err(err) => {
+                self.error(e, Some("dcmSchedule"), err.to_string());
+                None
+            }
+        }
     }
 
     fn int(&mut self, e: &RawEntry, attr: &str, default: u32, min: u32) -> u32 {

@@ -23,7 +23,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::archive::{Archive, StoredInstance};
 use crate::config::{Snapshot, WebApp};
-use crate::queue::{InstanceResult, InstanceStatus, Outcome, TaskQueue};
+use crate::queue::{Hold, InstanceResult, InstanceStatus, Outcome, TaskQueue};
+use crate::schedule::Zone;
 use crate::stow::StowClient;
 use crate::task::{Counts, ExportTask, Status};
 use outcome::Tally;
@@ -391,6 +392,25 @@ pub fn current(shared: &SharedSnapshot) -> Arc<Snapshot> {
     shared.read().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
+/// What the `dcmSchedule` windows (and `dicomInstalled`) of the queue and
+/// its exporters hold back right now. Unlike dcm4chee, an exporter's window
+/// holds every task of that exporter, not only the ones export rules create.
+fn hold_now(snap: &Snapshot, zone: Zone, queue: &str) -> Hold {
+    let now = Utc::now();
+    Hold {
+        queue_closed: snap
+            .queues
+            .get(queue)
+            .is_some_and(|q| !q.installed || !zone.is_open(&q.schedule, now)),
+        exporters: snap
+            .exporters
+            .values()
+            .filter(|e| e.queue == queue && !zone.is_open(&e.schedule, now))
+            .map(|e| e.id.clone())
+            .collect(),
+    }
+}
+
 /// One worker loop per queue name.
 #[derive(Clone)]
 pub struct Workers {
@@ -400,6 +420,8 @@ pub struct Workers {
     running: Arc<Mutex<HashMap<String, ()>>>,
     stop: CancellationToken,
     tracker: TaskTracker,
+    /// The time zone of the `dcmSchedule` windows.
+    zone: Zone,
 }
 
 impl Workers {
@@ -408,6 +430,7 @@ impl Workers {
         queue: Arc<dyn TaskQueue>,
         snapshot: SharedSnapshot,
         stop: CancellationToken,
+        zone: Zone,
     ) -> Workers {
         Workers {
             executor,
@@ -416,6 +439,7 @@ impl Workers {
             running: Arc::default(),
             stop,
             tracker: TaskTracker::new(),
+            zone,
         }
     }
 
@@ -451,9 +475,11 @@ impl Workers {
                     _ = freed.notified() => continue,
                 }
             }
+            let (snapshot, zone, queue_name) = (self.snapshot.clone(), self.zone, name.clone());
+            let hold = move || hold_now(&current(&snapshot), zone, &queue_name);
             let task = tokio::select! {
                 _ = self.stop.cancelled() => break,
-                t = self.queue.next(&name) => t,
+                t = self.queue.next(&name, &hold) => t,
             };
             let task = match task {
                 Ok(t) => t,

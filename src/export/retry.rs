@@ -58,6 +58,7 @@ mod tests {
             retry_on_warning: false,
             installed: true,
             schedules: Vec::new(),
+            schedule: Default::default(),
         }
     }
 

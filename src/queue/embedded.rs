@@ -19,7 +19,7 @@ use rusqlite::{OptionalExtension, Row, params};
 use tokio::sync::Notify;
 
 use super::{
-    CancelResult, InstanceResult, InstanceStatus, NewTask, Outcome, QueueError, TaskFilter,
+    CancelResult, Hold, InstanceResult, InstanceStatus, NewTask, Outcome, QueueError, TaskFilter,
     TaskQueue,
 };
 use crate::db::Db;
@@ -120,7 +120,11 @@ impl EmbeddedQueue {
         Ok(q)
     }
 
-    async fn take_due(&self, queue: &str) -> Result<Option<ExportTask>, QueueError> {
+    async fn take_due(
+        &self,
+        queue: &str,
+        held: Vec<String>,
+    ) -> Result<Option<ExportTask>, QueueError> {
         let queue = queue.to_string();
         let device = self.device_name.clone();
         let t = self
@@ -128,20 +132,26 @@ impl EmbeddedQueue {
             .call(move |c| {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let now = ts(Utc::now());
+                // Tasks of exporters outside their window stay where they are.
+                let mut sql = String::from(
+                    "SELECT pk FROM task WHERE queue_name = ?1 AND device_name = ?2
+                       AND status IN (?3, ?4) AND scheduled_time <= ?5",
+                );
+                let mut args: Vec<String> = vec![
+                    queue,
+                    device,
+                    Status::Scheduled.as_str().to_string(),
+                    Status::ScheduledForRetry.as_str().to_string(),
+                    now.clone(),
+                ];
+                if !held.is_empty() {
+                    let marks: Vec<String> = (0..held.len()).map(|i| format!("?{}", i + 6)).collect();
+                    sql.push_str(&format!(" AND exporter_id NOT IN ({})", marks.join(", ")));
+                    args.extend(held);
+                }
+                sql.push_str(" ORDER BY scheduled_time, pk LIMIT 1");
                 let pk: Option<i64> = tx
-                    .query_row(
-                        "SELECT pk FROM task WHERE queue_name = ?1 AND device_name = ?2
-                           AND status IN (?3, ?4) AND scheduled_time <= ?5
-                         ORDER BY scheduled_time, pk LIMIT 1",
-                        params![
-                            queue,
-                            device,
-                            Status::Scheduled.as_str(),
-                            Status::ScheduledForRetry.as_str(),
-                            now
-                        ],
-                        |r| r.get(0),
-                    )
+                    .query_row(&sql, rusqlite::params_from_iter(args.iter()), |r| r.get(0))
                     .optional()?;
                 let Some(pk) = pk else {
                     return Ok(None);
@@ -234,13 +244,20 @@ impl TaskQueue for EmbeddedQueue {
         .boxed()
     }
 
-    fn next<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<ExportTask, QueueError>> {
+    fn next<'a>(
+        &'a self,
+        queue: &'a str,
+        hold: &'a (dyn Fn() -> Hold + Send + Sync),
+    ) -> BoxFuture<'a, Result<ExportTask, QueueError>> {
         async move {
             loop {
                 // Register interest before looking, so a publish between the
                 // look and the wait is not missed.
                 let notified = self.wake.notified();
-                if let Some(t) = self.take_due(queue).await? {
+                let h = hold();
+                if !h.queue_closed
+                    && let Some(t) = self.take_due(queue, h.exporters).await?
+                {
                     return Ok(t);
                 }
                 let _ = tokio::time::timeout(POLL_INTERVAL, notified).await;
@@ -474,7 +491,7 @@ mod tests {
         assert_eq!(t1.status, Status::Scheduled);
         assert_eq!(t1.series_iuid, "*");
 
-        let got = q.next("Q").await.unwrap();
+        let got = q.next("Q", &Hold::none).await.unwrap();
         assert_eq!(got.task_id, t1.task_id);
         assert_eq!(got.status, Status::InProcess);
         q.record_instances(
@@ -492,7 +509,7 @@ mod tests {
         drop(q);
         let q = EmbeddedQueue::open(dir.path(), "dev", true).await.unwrap();
         assert_eq!(q.get(&t1.task_id).await.unwrap().status, Status::Scheduled);
-        let again = q.next("Q").await.unwrap();
+        let again = q.next("Q", &Hold::none).await.unwrap();
         assert_eq!(
             again.task_id, t1.task_id,
             "the interrupted task comes back first"
@@ -519,7 +536,7 @@ mod tests {
             .unwrap();
         assert_eq!(fin.status, Status::Completed);
         assert_eq!(fin.completed, 1);
-        assert_eq!(q.next("Q").await.unwrap().task_id, t2.task_id);
+        assert_eq!(q.next("Q", &Hold::none).await.unwrap().task_id, t2.task_id);
 
         let listed = q
             .list(TaskFilter {
@@ -540,7 +557,7 @@ mod tests {
         later.request.scheduled_time = Some(Utc::now() + chrono::Duration::hours(1));
         q.publish(later).await.unwrap();
         let q2 = q.clone();
-        let waiter = tokio::spawn(async move { q2.next("Q").await.unwrap() });
+        let waiter = tokio::spawn(async move { q2.next("Q", &Hold::none).await.unwrap() });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
             !waiter.is_finished(),

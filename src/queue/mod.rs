@@ -95,6 +95,22 @@ impl InstanceStatus {
     }
 }
 
+/// What may not be started right now (`dcmSchedule` windows, a paused queue).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hold {
+    /// The whole queue waits (closed window, or `dicomInstalled: FALSE`).
+    pub queue_closed: bool,
+    /// Tasks of these exporters wait (their window is closed).
+    pub exporters: Vec<String>,
+}
+
+impl Hold {
+    /// Nothing is held.
+    pub fn none() -> Hold {
+        Hold::default()
+    }
+}
+
 /// What [`TaskQueue::cancel`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelResult {
@@ -125,8 +141,14 @@ pub trait TaskQueue: Send + Sync {
     /// the task would survive a crash.
     fn publish(&self, task: NewTask) -> BoxFuture<'_, Result<ExportTask, QueueError>>;
 
-    /// Waits until a task of `queue` is due, marks it IN PROCESS and returns it.
-    fn next<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<ExportTask, QueueError>>;
+    /// Waits until a task of `queue` is due and not held by `hold` (asked
+    /// again each time the queue is looked at), marks it IN PROCESS and
+    /// returns it.
+    fn next<'a>(
+        &'a self,
+        queue: &'a str,
+        hold: &'a (dyn Fn() -> Hold + Send + Sync),
+    ) -> BoxFuture<'a, Result<ExportTask, QueueError>>;
 
     /// Records results of instances of a running task, in one write.
     fn record_instances<'a>(

@@ -187,6 +187,7 @@ impl Service {
             stowrsd_bind: None,
             startup_retries: 0,
             watch: None,
+            zone: Default::default(),
         })
         .await
         .expect("application builds");
