@@ -562,3 +562,87 @@ async fn serve_waits_for_an_unreachable_directory_at_start() {
         "the wait is explained: {log}"
     );
 }
+
+#[tokio::test]
+async fn cn_config_schema_loads_with_ldapadd_into_a_core_only_slapd() {
+    // The administrator's way: a running slapd with only `core`, the three
+    // cn=config schema files added with ldapadd -Y EXTERNAL, then ldif/.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("slapd");
+    let port = free_port_pair();
+    let out = Command::new("bash")
+        .arg(script())
+        .arg("start")
+        .arg(&dir)
+        .arg(port.to_string())
+        .env("SLAPD_CORE_ONLY", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let slapd = Slapd {
+        dir: dir.clone(),
+        port,
+    };
+    let ldapi = Command::new("bash")
+        .arg(script())
+        .arg("ldapi-url")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let ldapi = String::from_utf8(ldapi.stdout).unwrap().trim().to_string();
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/slapd");
+    // Before the schema, the configuration cannot be imported.
+    let early = Command::new("bash")
+        .arg(script())
+        .arg("load")
+        .arg(&dir)
+        .arg(port.to_string())
+        .arg(shipped_ldif())
+        .output()
+        .unwrap();
+    assert!(!early.status.success());
+    for name in ["dicom", "dcm4che", "dcm4chee-archive"] {
+        let out = Command::new("ldapadd")
+            .args(["-Q", "-Y", "EXTERNAL", "-H", &ldapi, "-f"])
+            .arg(schema.join(format!("{name}.ldif")))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The first attempt created the base DN before it stopped; as the
+    // README says, skip 10-base-dn.ldif when the base DN exists.
+    let rest = tmp.path().join("ldif-rest");
+    std::fs::create_dir_all(&rest).unwrap();
+    for e in std::fs::read_dir(shipped_ldif()).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap() != "10-base-dn.ldif" {
+            std::fs::copy(&p, rest.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let out = Command::new("bash")
+        .arg(script())
+        .arg("load")
+        .arg(&dir)
+        .arg(port.to_string())
+        .arg(&rest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = ConfigSource::Ldap(slapd.source())
+        .load(DEFAULT_DEVICE_NAME)
+        .await
+        .unwrap();
+    assert_eq!(s.exporter("StowExporter").unwrap().uri, "stow:DCM4CHEE");
+}
