@@ -44,10 +44,12 @@ enum Work {
     Resumed(InstanceResult),
     /// Not attempted: the task was canceled before its turn.
     Remaining,
+    /// The index could not be read further: the task fails with this.
+    IndexError(String),
 }
 
 /// What to do with the results of one work item.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 enum Kind {
     /// New results: count and record them.
     Record,
@@ -55,6 +57,8 @@ enum Kind {
     Count,
     /// Canceled before its turn.
     Remaining,
+    /// See [`Work::IndexError`].
+    IndexError(String),
 }
 
 /// Well-known transfer syntax keywords (dcm4che's names) for the web app's
@@ -116,8 +120,6 @@ pub struct Executor {
     queue: Arc<dyn TaskQueue>,
     /// Clients by web app name, rebuilt when the web app's settings change.
     clients: Arc<Mutex<HashMap<String, (String, StowClient)>>>,
-    /// An index error met while paging through a task's matches, by task.
-    index_error: Arc<Mutex<HashMap<String, String>>>,
     /// Cancellation of running tasks, by task ID.
     running: Arc<Mutex<HashMap<String, CancellationToken>>>,
 }
@@ -128,7 +130,6 @@ impl Executor {
             archive,
             queue,
             clients: Arc::default(),
-            index_error: Arc::default(),
             running: Arc::default(),
         }
     }
@@ -238,12 +239,14 @@ impl Executor {
                         Work::Refused(r) => (vec![r], Kind::Record),
                         Work::Resumed(r) => (vec![r], Kind::Count),
                         Work::Remaining => (Vec::new(), Kind::Remaining),
+                        Work::IndexError(e) => (Vec::new(), Kind::IndexError(e)),
                     }
                 })
             })
             .buffer_unordered(concurrency);
         let mut results = std::pin::pin!(results);
         let mut tally = Tally::default();
+        let mut index_error = None;
         while let Some(first) = results.next().await {
             // Take every result that is ready now and write them in one
             // transaction: at high rates that batches, at low rates each
@@ -259,6 +262,7 @@ impl Executor {
             for joined in ready {
                 match joined {
                     Ok((_, Kind::Remaining)) => tally.add_remaining(),
+                    Ok((_, Kind::IndexError(e))) => index_error = Some(e),
                     Ok((rs, kind)) => {
                         let record = kind == Kind::Record;
                         for r in rs {
@@ -285,12 +289,7 @@ impl Executor {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&task.task_id);
         let matched = matched.load(Ordering::SeqCst);
-        if let Some(e) = self
-            .index_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&task.task_id)
-        {
+        if let Some(e) = index_error {
             return fail(&web_app.name, format!("archive index: {e}"));
         }
         if matched == 0 {
@@ -312,8 +311,6 @@ impl Executor {
         matched: Arc<AtomicU64>,
     ) -> impl futures_util::Stream<Item = Work> + Send + 'static {
         let archive = self.archive.clone();
-        let errors = self.index_error.clone();
-        let task_id = task.task_id.clone();
         let (study, series, instance) = (
             task.study_iuid.clone(),
             task.series().map(str::to_string),
@@ -322,7 +319,7 @@ impl Executor {
         let web_app = web_app.clone();
         let after: Option<(String, String)> = None;
         stream::unfold(Some(after), move |state| {
-            let (archive, errors, task_id) = (archive.clone(), errors.clone(), task_id.clone());
+            let archive = archive.clone();
             let (study, series, instance) = (study.clone(), series.clone(), instance.clone());
             let (web_app, previous, matched) = (web_app.clone(), previous.clone(), matched.clone());
             async move {
@@ -338,12 +335,10 @@ impl Executor {
                     .await;
                 let page = match page {
                     Ok(p) => p,
+                    // Ends the stream: nothing after this can be read.
                     Err(e) => {
-                        errors
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(task_id, e.to_string());
-                        return None;
+                        let item = Work::IndexError(e.to_string());
+                        return Some((stream::iter(vec![item]), None));
                     }
                 };
                 let next = (page.len() == PAGE_SIZE).then(|| {
