@@ -55,5 +55,11 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
+# tests/amqp.rs needs RabbitMQ on 127.0.0.1:5672: a private node when none answers there.
+if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
+  RABBITMQ_DIR="$(mktemp -d)"
+  trap 'scripts/rabbitmq.sh stop "$RABBITMQ_DIR"; rm -rf "$RABBITMQ_DIR"' EXIT
+  scripts/rabbitmq.sh start "$RABBITMQ_DIR" 5672
+fi
 log "cargo test"
 cargo test --all-targets "$@"

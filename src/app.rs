@@ -17,7 +17,7 @@ use crate::api::{self, ApiState};
 use crate::archive::Archive;
 use crate::config::{ConfigSource, LoadError, Snapshot};
 use crate::export::{Executor, SharedSnapshot, Workers};
-use crate::queue::{EmbeddedQueue, QueueError, TaskQueue};
+use crate::queue::{AmqpQueue, EmbeddedQueue, QueueError, TaskQueue};
 use crate::schedule::Zone;
 use crate::stowrsd::{self, StowrsdOptions};
 
@@ -28,7 +28,7 @@ pub const DEFAULT_STOWRSD_ADDR: &str = "127.0.0.1:18080";
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Settings of `serve`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     pub config: ConfigSource,
     pub device_name: String,
@@ -44,6 +44,30 @@ pub struct Settings {
     pub watch: Option<Duration>,
     /// Time zone of the `dcmSchedule` windows.
     pub zone: Zone,
+    /// Deliver tasks through this AMQP broker (`amqp://user:password@host:port/vhost`)
+    /// instead of the embedded queue; task records stay in the data directory.
+    pub queue_url: Option<String>,
+}
+
+impl std::fmt::Debug for Settings {
+    // By hand, so the broker URL's password never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("config", &self.config)
+            .field("device_name", &self.device_name)
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("stowrsd_dir", &self.stowrsd_dir)
+            .field("stowrsd_bind", &self.stowrsd_bind)
+            .field("startup_retries", &self.startup_retries)
+            .field("watch", &self.watch)
+            .field("zone", &self.zone)
+            .field(
+                "queue_url",
+                &self.queue_url.as_deref().map(crate::queue::amqp::mask_url),
+            )
+            .finish()
+    }
 }
 
 /// Why the application could not start or run.
@@ -88,8 +112,12 @@ impl Application {
                 )))
             })?;
         let archive = Archive::open(&settings.data_dir).await?;
-        let queue: Arc<dyn TaskQueue> =
-            Arc::new(EmbeddedQueue::open(&settings.data_dir, &settings.device_name, true).await?);
+        let records = EmbeddedQueue::open(&settings.data_dir, &settings.device_name, true).await?;
+        let shared: SharedSnapshot = Arc::new(RwLock::new(Arc::new(snapshot.clone())));
+        let queue: Arc<dyn TaskQueue> = match &settings.queue_url {
+            None => Arc::new(records),
+            Some(url) => Arc::new(AmqpQueue::connect(url, records, shared.clone()).await?),
+        };
 
         let stowrsd = match &settings.stowrsd_dir {
             None => None,
@@ -126,7 +154,6 @@ impl Application {
             queues = snapshot.queues.len(),
             "configuration loaded"
         );
-        let shared: SharedSnapshot = Arc::new(RwLock::new(Arc::new(snapshot)));
         let executor = Executor::new(archive, queue.clone());
         let workers = Workers::new(
             executor,

@@ -13,7 +13,8 @@ use stow_exporter::app::{Application, Settings};
 use stow_exporter::archive::{self, Archive, ImportError, ImportProgress, Imported};
 use stow_exporter::config::ldap::DEFAULT_BASE_DN;
 use stow_exporter::config::{ConfigSource, DEFAULT_DEVICE_NAME, LdapSource, Secret};
-use stow_exporter::queue::{EmbeddedQueue, NewTask, TaskQueue};
+use stow_exporter::export::SharedSnapshot;
+use stow_exporter::queue::{AmqpQueue, EmbeddedQueue, NewTask, TaskQueue};
 use stow_exporter::schedule::Zone;
 use stow_exporter::stowrsd::{self, StowrsdOptions};
 use stow_exporter::task::TaskRequest;
@@ -121,6 +122,18 @@ enum Command {
         /// Europe/Vienna, or "local" for the machine's local time.
         #[arg(long, default_value = "local", value_name = "ZONE")]
         time_zone: Zone,
+        /// Task delivery: "embedded" (default; the SQLite queue in the data
+        /// directory) or an AMQP broker URL, amqp://user:password@host:port/vhost
+        /// (RabbitMQ; task records stay in the data directory). May also
+        /// come from the environment, which other users cannot read.
+        #[arg(
+            long,
+            env = "STOW_EXPORTER_QUEUE",
+            hide_env_values = true,
+            default_value = "embedded",
+            value_name = "embedded|URL"
+        )]
+        queue: String,
     },
     /// Run only the built-in STOW-RS receiver.
     Stowrsd {
@@ -156,6 +169,18 @@ enum Command {
         instance: Option<String>,
         #[arg(long)]
         batch_id: Option<String>,
+        /// Task delivery: "embedded" (default; the SQLite queue in the data
+        /// directory) or an AMQP broker URL, amqp://user:password@host:port/vhost
+        /// (RabbitMQ; task records stay in the data directory). May also
+        /// come from the environment, which other users cannot read.
+        #[arg(
+            long,
+            env = "STOW_EXPORTER_QUEUE",
+            hide_env_values = true,
+            default_value = "embedded",
+            value_name = "embedded|URL"
+        )]
+        queue: String,
     },
     /// Validate the configuration and show the exporters it defines.
     CheckConfig {
@@ -207,6 +232,7 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
             stowrsd_bind,
             watch,
             time_zone,
+            queue,
         } => {
             let app = Application::build(Settings {
                 config: config.source().await?,
@@ -219,6 +245,7 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
                 startup_retries: 14,
                 watch: watch.filter(|s| *s > 0).map(std::time::Duration::from_secs),
                 zone: time_zone,
+                queue_url: queue_url(&queue)?,
             })
             .await?;
             app.run_until_stopped(shutdown_signal()).await?;
@@ -251,6 +278,7 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
             series,
             instance,
             batch_id,
+            queue: queue_arg,
         } => {
             let snapshot = config.source().await?.load(&config.device_name).await?;
             let ex = snapshot.exporter(&exporter).ok_or_else(|| {
@@ -267,7 +295,15 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
             request.validate()?;
             tokio::fs::create_dir_all(&data).await?;
             // Publishing only: never reschedule tasks a running `serve` holds.
-            let queue = EmbeddedQueue::open(&data, &config.device_name, false).await?;
+            let records = EmbeddedQueue::open(&data, &config.device_name, false).await?;
+            let queue: Box<dyn TaskQueue> = match queue_url(&queue_arg)? {
+                None => Box::new(records),
+                Some(url) => {
+                    let shared: SharedSnapshot =
+                        Arc::new(std::sync::RwLock::new(Arc::new(snapshot.clone())));
+                    Box::new(AmqpQueue::connect(&url, records, shared).await?)
+                }
+            };
             let task = queue
                 .publish(NewTask {
                     request: request.normalized(),
@@ -323,6 +359,22 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
                 }
             }
         }
+    }
+}
+
+/// `--queue`: `None` for the embedded queue, else the broker URL.
+fn queue_url(arg: &str) -> Result<Option<String>, BoxError> {
+    let lower = arg.to_ascii_lowercase();
+    if arg.is_empty() || lower == "embedded" {
+        Ok(None)
+    } else if lower.starts_with("amqp://") || lower.starts_with("amqps://") {
+        Ok(Some(arg.to_string()))
+    } else {
+        Err(format!(
+            "--queue: expected \"embedded\" or an amqp:// or amqps:// URL, got {}",
+            stow_exporter::queue::amqp::mask_url(arg)
+        )
+        .into())
     }
 }
 

@@ -16,6 +16,15 @@ pub use entry::{Directory, Dn, RawEntry};
 pub use ldap::{LdapError, LdapSource};
 pub use model::{ConfigError, Exporter, QueueDesc, Secret, Snapshot, WebApp, WebAppProps};
 
+/// The shared, swappable configuration: a task clones the `Arc` when it
+/// starts and keeps it, so a reload never changes a task in flight.
+pub type SharedSnapshot = std::sync::Arc<std::sync::RwLock<std::sync::Arc<Snapshot>>>;
+
+/// Reads the current snapshot.
+pub fn current(shared: &SharedSnapshot) -> std::sync::Arc<Snapshot> {
+    shared.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
 /// The default archive device name, as in dcm4chee-arc.
 pub const DEFAULT_DEVICE_NAME: &str = "dcm4chee-arc";
 

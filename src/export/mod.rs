@@ -9,7 +9,7 @@ pub mod outcome;
 pub mod retry;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use futures_util::FutureExt;
@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::archive::{Archive, StoredInstance};
+pub use crate::config::{SharedSnapshot, current};
 use crate::config::{Snapshot, WebApp};
 use crate::queue::{Hold, InstanceResult, InstanceStatus, Outcome, TaskQueue};
 use crate::schedule::Zone;
@@ -376,15 +377,6 @@ impl Executor {
             tracing::error!(task = %task.task_id, error = %e, "cannot record instance results");
         }
     }
-}
-
-/// The shared, swappable configuration: tasks clone the `Arc` when they
-/// start and keep it, so a reload never changes a task in flight.
-pub type SharedSnapshot = Arc<RwLock<Arc<Snapshot>>>;
-
-/// Reads the current snapshot.
-pub fn current(shared: &SharedSnapshot) -> Arc<Snapshot> {
-    shared.read().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 /// What the `dcmSchedule` windows (and `dicomInstalled`) of the queue and

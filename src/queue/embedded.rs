@@ -60,6 +60,10 @@ CREATE TABLE IF NOT EXISTS task_instance (
     reason TEXT,
     PRIMARY KEY (task_pk, sop_iuid)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS task_message (
+    message_id TEXT PRIMARY KEY,
+    task_pk INTEGER NOT NULL REFERENCES task(pk) ON DELETE CASCADE
+);
 ";
 
 /// How often an idle worker looks for tasks inserted by another process.
@@ -166,6 +170,156 @@ impl EmbeddedQueue {
             })
             .await?;
         Ok(t)
+    }
+}
+
+/// What a broker-backed queue stores about a task record it creates.
+pub(crate) struct RecordInit {
+    pub task: NewTask,
+    pub status: Status,
+    /// The broker message the record belongs to.
+    pub message_id: String,
+    /// For a record created FAILED: outcome and error message.
+    pub failure: Option<(String, String)>,
+}
+
+impl EmbeddedQueue {
+    /// Inserts a task record linked to a broker message ID (a
+    /// broker-backed queue keeps its records here).
+    pub(crate) async fn insert_record(&self, init: RecordInit) -> Result<ExportTask, QueueError> {
+        let now = Utc::now();
+        let t = self
+            .db
+            .call(move |c| {
+                let tx = c.transaction()?;
+                let r = init.task.request;
+                let (outcome, error) = match init.failure {
+                    Some((o, e)) => (Some(o), Some(e)),
+                    None => (None, None),
+                };
+                let end = init.status.is_done().then(|| ts(now));
+                tx.execute(
+                    "INSERT INTO task (device_name, queue_name, status, batch_id, created_time, updated_time,
+                        scheduled_time, exporter_id, local_aet, study_iuid, series_iuid, sop_iuid,
+                        outcome_msg, error_msg, proc_end_time, num_failures)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                    params![
+                        init.task.device_name,
+                        init.task.queue,
+                        init.status.as_str(),
+                        r.batch_id,
+                        ts(now),
+                        ts(r.scheduled_time.unwrap_or(now)),
+                        r.exporter_id,
+                        init.task.local_aet,
+                        r.study_iuid,
+                        r.series_iuid.unwrap_or_else(|| "*".into()),
+                        r.sop_iuid.unwrap_or_else(|| "*".into()),
+                        outcome,
+                        error,
+                        end,
+                        i64::from(init.status == Status::Failed),
+                    ],
+                )?;
+                let pk = tx.last_insert_rowid();
+                tx.execute(
+                    "INSERT OR REPLACE INTO task_message (message_id, task_pk) VALUES (?1, ?2)",
+                    params![init.message_id, pk],
+                )?;
+                let t = tx.query_row("SELECT * FROM task WHERE pk = ?1", [pk], row_to_task)?;
+                tx.commit()?;
+                Ok(t)
+            })
+            .await?;
+        Ok(t)
+    }
+
+    /// The record linked to a broker message ID, if any.
+    pub(crate) async fn by_message_id(
+        &self,
+        message_id: &str,
+    ) -> Result<Option<ExportTask>, QueueError> {
+        let mid = message_id.to_string();
+        let t = self
+            .db
+            .call(move |c| {
+                c.query_row(
+                    "SELECT task.* FROM task JOIN task_message ON task_message.task_pk = task.pk
+                     WHERE task_message.message_id = ?1",
+                    [mid],
+                    row_to_task,
+                )
+                .optional()
+            })
+            .await?;
+        Ok(t)
+    }
+
+    /// Marks a record IN PROCESS unless it has ended; returns it as it is now.
+    pub(crate) async fn start_record(&self, task_id: &str) -> Result<ExportTask, QueueError> {
+        let pk = task_pk(task_id)?;
+        let id = task_id.to_string();
+        let t = self
+            .db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let now = ts(Utc::now());
+                tx.execute(
+                    "UPDATE task SET status = ?1, proc_start_time = ?2, updated_time = ?2
+                     WHERE pk = ?3 AND status NOT IN (?4, ?5, ?6, ?7)",
+                    params![
+                        Status::InProcess.as_str(),
+                        now,
+                        pk,
+                        Status::Completed.as_str(),
+                        Status::Warning.as_str(),
+                        Status::Failed.as_str(),
+                        Status::Canceled.as_str()
+                    ],
+                )?;
+                let t = tx
+                    .query_row("SELECT * FROM task WHERE pk = ?1", [pk], row_to_task)
+                    .optional()?;
+                tx.commit()?;
+                Ok(t)
+            })
+            .await?;
+        t.ok_or(QueueError::NotFound(id))
+    }
+
+    /// Puts a record back to SCHEDULED (held by a window, or not yet due).
+    pub(crate) async fn unstart_record(&self, task_id: &str) -> Result<(), QueueError> {
+        let pk = task_pk(task_id)?;
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "UPDATE task SET status = ?1, updated_time = ?2 WHERE pk = ?3 AND status = ?4",
+                    params![
+                        Status::Scheduled.as_str(),
+                        ts(Utc::now()),
+                        pk,
+                        Status::InProcess.as_str()
+                    ],
+                )
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Marks a record FAILED with a reason (a message that could not be delivered).
+    pub(crate) async fn fail_record(&self, task_id: &str, error: String) -> Result<(), QueueError> {
+        let pk = task_pk(task_id)?;
+        self.db
+            .call(move |c| {
+                let now = ts(Utc::now());
+                c.execute(
+                    "UPDATE task SET status = ?1, updated_time = ?2, proc_end_time = ?2, error_msg = ?3,
+                        outcome_msg = ?3, num_failures = num_failures + 1 WHERE pk = ?4",
+                    params![Status::Failed.as_str(), now, error, pk],
+                )
+            })
+            .await?;
+        Ok(())
     }
 }
 

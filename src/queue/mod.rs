@@ -6,6 +6,7 @@
 //! Besides moving tasks, a queue keeps each task's record and per-instance
 //! results, so that an interrupted export resumes where it stopped.
 
+pub mod amqp;
 pub mod embedded;
 
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use serde::Serialize;
 
 use crate::task::{Counts, ExportTask, Status, TaskRequest};
 
+pub use amqp::AmqpQueue;
 pub use embedded::EmbeddedQueue;
 
 /// Errors of a queue backend.
@@ -25,6 +27,8 @@ pub enum QueueError {
     Db(#[from] crate::db::DbError),
     #[error("task {0} not found")]
     NotFound(String),
+    #[error("message broker: {0}")]
+    Broker(String),
     #[error("queue backend stopped")]
     Closed,
 }

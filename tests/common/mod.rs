@@ -178,7 +178,12 @@ impl Service {
     }
 
     pub async fn start_with(config: ConfigSource, data: &Path) -> Service {
-        let app = Application::build(Settings {
+        Service::start_with_settings(Service::settings(config, data)).await
+    }
+
+    /// The settings `start_with` uses, to be adjusted by a test.
+    pub fn settings(config: ConfigSource, data: &Path) -> Settings {
+        Settings {
             config,
             device_name: DEFAULT_DEVICE_NAME.into(),
             data_dir: data.to_path_buf(),
@@ -188,9 +193,15 @@ impl Service {
             startup_retries: 0,
             watch: None,
             zone: Default::default(),
-        })
-        .await
-        .expect("application builds");
+            queue_url: None,
+        }
+    }
+
+    pub async fn start_with_settings(settings: Settings) -> Service {
+        let data = settings.data_dir.clone();
+        let app = Application::build(settings)
+            .await
+            .expect("application builds");
         let addr = app.local_addr();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(async move {

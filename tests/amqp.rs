@@ -1,0 +1,765 @@
+//! Task delivery through RabbitMQ (`--queue amqp://...`), against the broker
+//! on 127.0.0.1:5672 (guest/guest; `scripts/test.sh` starts a private one
+//! when none answers there; STOW_TEST_AMQP_URL overrides the URL). Each test
+//! uses a queue of its own and deletes it at the end.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use common::*;
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use serde_json::Value;
+use stow_exporter::archive::{self, Archive, NoProgress};
+use stow_exporter::config::ConfigSource;
+use stow_exporter::stowrsd::{self, StowrsdOptions};
+
+const DEVICE: &str =
+    "dicomDeviceName=dcm4chee-arc,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org";
+
+fn amqp_url() -> String {
+    std::env::var("STOW_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A queue (and an exporter `<queue>X` on it, to the stowrsd web app) of
+/// this test alone.
+struct TestQueue {
+    name: String,
+    exporter: String,
+}
+
+impl TestQueue {
+    fn new() -> TestQueue {
+        let name = format!("T{:016x}", rand::random::<u64>());
+        TestQueue {
+            exporter: format!("{name}X"),
+            name,
+        }
+    }
+
+    /// The LDIF adding the queue and the exporter; `queue_attrs` are more
+    /// attribute lines of the queue.
+    fn ldif(&self, queue_attrs: &str) -> String {
+        self.ldif_with(queue_attrs, "")
+    }
+
+    /// The same, with more attribute lines of the exporter. The shipped
+    /// queues `Export` and `Export1` are paused (`dicomInstalled: FALSE`),
+    /// so that a test neither declares nor consumes them on a shared broker.
+    fn ldif_with(&self, queue_attrs: &str, exporter_attrs: &str) -> String {
+        let mut paused = String::new();
+        for shipped in ["Export", "Export1"] {
+            paused.push_str(&format!(
+                "dn: dcmQueueName={shipped},{DEVICE}\nchangetype: modify\n\
+                 add: dicomInstalled\ndicomInstalled: FALSE\n-\n\n"
+            ));
+        }
+        paused
+            + &format!(
+                "dn: dcmQueueName={q},{DEVICE}\nobjectClass: dcmQueue\ndcmQueueName: {q}\n\
+             dcmMaxTasksParallel: 1\n{queue_attrs}\n\
+             dn: dcmExporterID={e},{DEVICE}\nobjectClass: dcmExporter\ndcmExporterID: {e}\n\
+             dcmURI: stow:stowrsd\ndicomAETitle: {AET}\ndcmQueueName: {q}\n{exporter_attrs}\n",
+                q = self.name,
+                e = self.exporter
+            )
+    }
+
+    /// Deletes the queue and the ones the service declared next to it.
+    async fn delete(&self, ch: &Channel) {
+        for suffix in ["", ".retry", ".hold", ".dlq"] {
+            let _ = ch
+                .queue_delete(
+                    format!("{}{suffix}", self.name).as_str().into(),
+                    QueueDeleteOptions::default(),
+                )
+                .await;
+        }
+    }
+}
+
+/// A plain AMQP client, as another system would use: confirm mode on.
+async fn client() -> (Connection, Channel) {
+    let conn = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ answers on 127.0.0.1:5672 (scripts/rabbitmq.sh starts one)");
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    (conn, ch)
+}
+
+/// Declares the durable queue (as the service does) and publishes `body`
+/// persistently, waiting for the confirm.
+async fn raw_publish(ch: &Channel, queue: &str, body: &[u8]) {
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let c = ch
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(c.is_ack());
+}
+
+/// Imports `files` into a new archive at `data`.
+async fn import(data: &Path, files: &[PathBuf]) {
+    let a = Archive::open(data).await.unwrap();
+    assert!(
+        archive::import_paths(&a, files, &NoProgress)
+            .await
+            .failed
+            .is_empty()
+    );
+}
+
+async fn start(cfg: &Path, data: &Path) -> Service {
+    let mut s = Service::settings(ConfigSource::Ldif(cfg.to_path_buf()), data);
+    s.queue_url = Some(amqp_url());
+    Service::start_with_settings(s).await
+}
+
+async fn list(svc: &Service, query: &str) -> Vec<Value> {
+    svc.http
+        .get(svc.url(&format!("/monitor/export?{query}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Waits until the listing for `query` has `n` tasks, all ended.
+async fn wait_listed(svc: &Service, query: &str, n: usize) -> Vec<Value> {
+    let start = Instant::now();
+    loop {
+        let l = list(svc, query).await;
+        let done = l
+            .iter()
+            .filter(|t| {
+                matches!(
+                    t["status"].as_str(),
+                    Some("COMPLETED" | "WARNING" | "FAILED" | "CANCELED")
+                )
+            })
+            .count();
+        if done >= n {
+            return l;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{query}: {done} of {n} tasks ended: {l:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_task_published_by_a_plain_amqp_client_is_exported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let q = TestQueue::new();
+    let rcv = Receiver::start(&tmp.path().join("received"), Duration::ZERO).await;
+    let cfg = write_config(tmp.path(), rcv.addr.port(), &q.ldif(""));
+    let (study_uid, files) = study(&tmp.path().join("src"), 2, 32);
+    let data = tmp.path().join("data");
+    import(&data, &files).await;
+    let (_conn, ch) = client().await;
+    let svc = start(&cfg, &data).await;
+
+    let body = format!(
+        r#"{{"ExporterID":"{}","StudyInstanceUID":"{study_uid}","batchID":"amqp-1"}}"#,
+        q.exporter
+    );
+    raw_publish(&ch, &q.name, body.as_bytes()).await;
+    let l = wait_listed(&svc, "batchID=amqp-1", 1).await;
+    assert_eq!(l.len(), 1, "{l:?}");
+    assert_eq!(l[0]["status"], "COMPLETED", "{l:?}");
+    assert_eq!(l[0]["completed"], 2);
+    assert_eq!(l[0]["queue"], q.name.as_str());
+    assert_eq!(l[0]["LocalAET"], AET);
+    assert_arrived(&rcv, &files);
+    svc.stop().await;
+    q.delete(&ch).await;
+}
+
+#[tokio::test]
+async fn the_rest_trigger_publishes_with_confirm_and_the_task_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let q = TestQueue::new();
+    let rcv = Receiver::start(&tmp.path().join("received"), Duration::ZERO).await;
+    let cfg = write_config(tmp.path(), rcv.addr.port(), &q.ldif(""));
+    let (study_uid, files) = study(&tmp.path().join("src"), 3, 32);
+    let data = tmp.path().join("data");
+    import(&data, &files).await;
+    let (_conn, ch) = client().await;
+    let svc = start(&cfg, &data).await;
+
+    let t = svc.export_study(&q.exporter, &study_uid).await;
+    assert_eq!(t["queue"], q.name.as_str());
+    let done = svc.wait_done(t["taskID"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert_eq!(done["completed"], 3);
+    assert_arrived(&rcv, &files);
+    // One record per task: the delivery found the one the trigger made.
+    assert_eq!(
+        list(&svc, &format!("ExporterID={}", q.exporter))
+            .await
+            .len(),
+        1
+    );
+    svc.stop().await;
+    q.delete(&ch).await;
+}
+
+#[tokio::test]
+async fn malformed_messages_end_failed_and_go_to_the_dead_letter_queue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let q = TestQueue::new();
+    let rcv = Receiver::start(&tmp.path().join("received"), Duration::ZERO).await;
+    let cfg = write_config(tmp.path(), rcv.addr.port(), &q.ldif(""));
+    let data = tmp.path().join("data");
+    let (_conn, ch) = client().await;
+    let svc = start(&cfg, &data).await;
+
+    let bad_json = b"{\"ExporterID\": oops".to_vec();
+    let unknown = br#"{"ExporterID":"NoSuchExporter","StudyInstanceUID":"1.2.3"}"#.to_vec();
+    let extra_field = format!(
+        r#"{{"ExporterID":"{}","StudyInstanceUID":"1.2.3","Oops":1}}"#,
+        q.exporter
+    )
+    .into_bytes();
+    let bad_uid = format!(
+        r#"{{"ExporterID":"{}","StudyInstanceUID":"../etc"}}"#,
+        q.exporter
+    )
+    .into_bytes();
+    for b in [&bad_json, &unknown, &extra_field, &bad_uid] {
+        raw_publish(&ch, &q.name, b).await;
+    }
+    let l = wait_listed(&svc, "status=FAILED", 4).await;
+    assert_eq!(l.len(), 4, "{l:?}");
+    let errors: Vec<&str> = l
+        .iter()
+        .map(|t| t["errorMessage"].as_str().unwrap())
+        .collect();
+    let has = |s: &str| errors.iter().any(|e| e.contains(s));
+    assert!(has("malformed message"), "{errors:?}");
+    assert!(
+        has("unknown exporter: no exporter NoSuchExporter"),
+        "{errors:?}"
+    );
+    assert!(has("unknown field `Oops`"), "{errors:?}");
+    assert!(has("StudyInstanceUID"), "{errors:?}");
+    assert!(
+        l.iter()
+            .any(|t| t["ExporterID"] == "NoSuchExporter" && t["StudyInstanceUID"] == "1.2.3"),
+        "{l:?}"
+    );
+    assert!(rcv.seen().is_empty());
+
+    // The originals, as they came, in <queue>.dlq.
+    let mut dead = Vec::new();
+    while let Some(m) = ch
+        .basic_get(
+            format!("{}.dlq", q.name).as_str().into(),
+            BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+    {
+        dead.push(m.delivery.data.clone());
+    }
+    dead.sort();
+    let mut want = vec![bad_json, unknown, extra_field, bad_uid];
+    want.sort();
+    assert_eq!(dead, want);
+    svc.stop().await;
+    q.delete(&ch).await;
+}
+
+#[tokio::test]
+async fn two_instances_on_one_queue_share_the_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let q = TestQueue::new();
+    let rcv = Receiver::start(&tmp.path().join("received"), Duration::from_millis(50)).await;
+    let cfg = write_config(tmp.path(), rcv.addr.port(), &q.ldif(""));
+    let mut studies = Vec::new();
+    let mut files = Vec::new();
+    for i in 0..20 {
+        let (uid, f) = study(&tmp.path().join(format!("src{i}")), 1, 16);
+        studies.push(uid);
+        files.extend(f);
+    }
+    let (da, db) = (tmp.path().join("a"), tmp.path().join("b"));
+    import(&da, &files).await;
+    import(&db, &files).await;
+    let (_conn, ch) = client().await;
+    let a = start(&cfg, &da).await;
+    let b = start(&cfg, &db).await;
+    // Both consumers are there before the work arrives.
+    let start_wait = Instant::now();
+    loop {
+        let d = ch
+            .queue_declare(
+                q.name.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        if d.is_ok_and(|d| d.consumer_count() == 2) {
+            break;
+        }
+        assert!(start_wait.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (i, s) in studies.iter().enumerate() {
+        let body = format!(
+            r#"{{"ExporterID":"{}","StudyInstanceUID":"{s}","batchID":"share","SeriesInstanceUID":"*"}}"#,
+            q.exporter
+        );
+        raw_publish(&ch, &q.name, body.as_bytes()).await;
+        let _ = i;
+    }
+    let started = Instant::now();
+    let (la, lb) = loop {
+        let la = list(&a, "batchID=share&status=COMPLETED").await;
+        let lb = list(&b, "batchID=share&status=COMPLETED").await;
+        if la.len() + lb.len() >= 20 {
+            break (la, lb);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{} + {} of 20 completed",
+            la.len(),
+            lb.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(la.len() + lb.len(), 20);
+    assert!(
+        !la.is_empty() && !lb.is_empty(),
+        "{} / {}",
+        la.len(),
+        lb.len()
+    );
+    let mut ran: Vec<String> = la
+        .iter()
+        .chain(lb.iter())
+        .map(|t| t["StudyInstanceUID"].as_str().unwrap().to_string())
+        .collect();
+    ran.sort();
+    studies.sort();
+    assert_eq!(ran, studies, "every study exactly once");
+    assert_eq!(rcv.seen().len(), 20, "each instance sent once");
+    assert_arrived(&rcv, &files);
+    assert_eq!(list(&a, "batchID=share").await.len(), la.len());
+    assert_eq!(list(&b, "batchID=share").await.len(), lb.len());
+    a.stop().await;
+    b.stop().await;
+    q.delete(&ch).await;
+}
+
+/// The real stowrsd behind a layer that answers 503 to the first `failures`
+/// requests and records when each request came.
+async fn flaky(dir: &Path, failures: usize) -> (u16, Arc<Mutex<Vec<Instant>>>) {
+    let times: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let t = times.clone();
+    let layer = move |req: Request<Body>, next: Next| {
+        let t = t.clone();
+        async move {
+            let n = {
+                let mut t = t.lock().unwrap();
+                t.push(Instant::now());
+                t.len()
+            };
+            if n <= failures {
+                return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy").into_response();
+            }
+            let r: Response = next.run(req).await;
+            r
+        }
+    };
+    let app = stowrsd::router(StowrsdOptions {
+        store_dir: Some(dir.to_path_buf()),
+    })
+    .layer(middleware::from_fn(layer));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (port, times)
+}
+
+#[tokio::test]
+async fn retries_wait_in_the_retry_queue_and_come_back_when_due() {
+    let tmp = tempfile::tempdir().unwrap();
+    let q = TestQueue::new();
+    let (port, times) = flaky(&tmp.path().join("received"), 2).await;
+    let cfg = write_config(
+        tmp.path(),
+        port,
+        &q.ldif("dcmMaxRetries: 5\ndcmRetryDelay: PT0.3S\ndcmRetryDelayMultiplier: 100\n"),
+    );
+    let (study_uid, files) = study(&tmp.path().join("src"), 1, 32);
+    let data = tmp.path().join("data");
+    import(&data, &files).await;
+    let (_conn, ch) = client().await;
+    let svc = start(&cfg, &data).await;
+
+    let t = svc.export_study(&q.exporter, &study_uid).await;
+    let id = t["taskID"].as_str().unwrap();
+    let started = Instant::now();
+    loop {
+        let t = svc.task(id).await;
+        if t["status"] == "SCHEDULED FOR RETRY" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never SCHEDULED FOR RETRY: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let done = svc.wait_done(id).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert_eq!(done["failures"], 2);
+    let times = times.lock().unwrap().clone();
+    assert_eq!(times.len(), 3, "two failed attempts and one that succeeded");
+    for i in 0..2 {
+        let gap = (times[i + 1] - times[i]).as_secs_f64();
+        assert!(
+            (0.3..1.5).contains(&gap),
+            "retry {} came after {gap:.2} s, policy says 0.3 s",
+            i + 1
+        );
+    }
+    assert_eq!(
+        list(&svc, &format!("ExporterID={}", q.exporter))
+            .await
+            .len(),
+        1
+    );
+    svc.stop().await;
+    q.delete(&ch).await;
+}
+
+/// Messages waiting in `queue` (a passive declare).
+async fn waiting(ch: &Channel, queue: &str) -> u32 {
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            durable: true,
+            passive: true,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap()
+    .message_count()
+}
+
+#[tokio::test]
+async fn held_and_canceled_tasks_do_not_run() {
+    use chrono::Timelike;
+    let tmp = tempfile::tempdir().unwrap();
+    let (q, q2) = (TestQueue::new(), TestQueue::new());
+    let rcv = Receiver::start(&tmp.path().join("received"), Duration::ZERO).await;
+    // The exporter of q has its window closed (an hour 12 hours away).
+    let closed = (chrono::Local::now().hour() + 12) % 24;
+    let ldif = format!(
+        "{}{}",
+        q.ldif_with("", &format!("dcmSchedule: hour={closed} dayOfWeek=*\n")),
+        q2.ldif("")
+    );
+    let cfg = write_config(tmp.path(), rcv.addr.port(), &ldif);
+    let (study_uid, files) = study(&tmp.path().join("src"), 1, 32);
+    let data = tmp.path().join("data");
+    import(&data, &files).await;
+    let (_conn, ch) = client().await;
+    let svc = start(&cfg, &data).await;
+
+    let t = svc.export_study(&q.exporter, &study_uid).await;
+    let id = t["taskID"].as_str().unwrap();
+    let started = Instant::now();
+    while waiting(&ch, &format!("{}.hold", q.name)).await == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never moved to {}.hold",
+            q.name
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(svc.task(id).await["status"], "SCHEDULED");
+    assert_eq!(waiting(&ch, &q.name).await, 0);
+
+    // A canceled task whose message comes back later is acknowledged
+    // without running: scheduled a moment ahead, it waits in .hold, then
+    // returns to the queue.
+    let r = svc
+        .http
+        .post(svc.url(&format!("/monitor/export/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(svc.task(id).await["status"], "CANCELED");
+    let soon = chrono::Local::now() + chrono::Duration::seconds(2);
+    let r = svc
+        .http
+        .post(svc.url(&format!(
+            "/aets/{AET}/rs/studies/{study_uid}/export/{}?scheduledTime={}",
+            q2.exporter,
+            soon.format("%Y%m%d%H%M%S")
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let t: Value = r.json().await.unwrap();
+    let id2 = t["taskID"].as_str().unwrap();
+    let r = svc
+        .http
+        .post(svc.url(&format!("/monitor/export/{id2}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(svc.task(id2).await["status"], "CANCELED");
+    assert!(rcv.seen().is_empty(), "nothing ran");
+    for name in [q2.name.clone(), format!("{}.hold", q2.name)] {
+        assert_eq!(waiting(&ch, &name).await, 0, "{name} is empty");
+    }
+    svc.stop().await;
+    q.delete(&ch).await;
+    q2.delete(&ch).await;
+}
+
+#[tokio::test]
+async fn the_export_command_publishes_to_the_broker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let q = TestQueue::new();
+    let rcv = Receiver::start(&tmp.path().join("received"), Duration::ZERO).await;
+    let cfg = write_config(tmp.path(), rcv.addr.port(), &q.ldif(""));
+    let (study_uid, files) = study(&tmp.path().join("src"), 1, 32);
+    let data = tmp.path().join("data");
+    import(&data, &files).await;
+    let (_conn, ch) = client().await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_stow-exporter"))
+        .args(["export", "--config"])
+        .arg(&cfg)
+        .arg("--data")
+        .arg(&data)
+        .args(["--exporter", &q.exporter, "--study", &study_uid])
+        .env("STOW_EXPORTER_QUEUE", amqp_url())
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("guest:guest") && stderr.contains("guest:****@127.0.0.1"),
+        "the password is never logged: {stderr}"
+    );
+    let t: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(waiting(&ch, &q.name).await, 1, "confirmed in the broker");
+
+    let svc = start(&cfg, &data).await;
+    let done = svc.wait_done(t["taskID"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert_arrived(&rcv, &files);
+    svc.stop().await;
+    q.delete(&ch).await;
+}
+
+#[tokio::test]
+async fn an_unfinished_delivery_comes_back_and_an_ended_one_does_not_run_again() {
+    use stow_exporter::config::DEFAULT_DEVICE_NAME;
+    use stow_exporter::queue::{AmqpQueue, EmbeddedQueue, Hold, Outcome, TaskQueue};
+    use stow_exporter::task::{Counts, Status};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let q = TestQueue::new();
+    let cfg = write_config(tmp.path(), 1, &q.ldif(""));
+    let snapshot = ConfigSource::Ldif(cfg)
+        .load(DEFAULT_DEVICE_NAME)
+        .await
+        .unwrap();
+    let shared = Arc::new(std::sync::RwLock::new(Arc::new(snapshot)));
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let open = || async {
+        let records = EmbeddedQueue::open(&data, DEFAULT_DEVICE_NAME, true)
+            .await
+            .unwrap();
+        AmqpQueue::connect(&amqp_url(), records, shared.clone())
+            .await
+            .unwrap()
+    };
+    let (_conn, ch) = client().await;
+    let body = format!(
+        r#"{{"ExporterID":"{}","StudyInstanceUID":"1.2.3"}}"#,
+        q.exporter
+    );
+    let limit = Duration::from_secs(10);
+
+    let q1 = open().await;
+    let first = tokio::spawn({
+        let name = q.name.clone();
+        async move {
+            let t = q1.next(&name, &Hold::none).await.unwrap();
+            (q1, t)
+        }
+    });
+    publish_with_id(&ch, &q.name, body.as_bytes(), "m-1").await;
+    let (q1, t) = tokio::time::timeout(limit, first).await.unwrap().unwrap();
+    assert_eq!(t.status, Status::InProcess);
+    // A crash: neither finished nor acknowledged.
+    drop(q1);
+
+    let q2 = open().await;
+    assert_eq!(q2.get(&t.task_id).await.unwrap().status, Status::Scheduled);
+    let again = tokio::time::timeout(limit, q2.next(&q.name, &Hold::none))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.task_id, t.task_id, "redelivered to the same record");
+    let done = q2
+        .finish(
+            &again.task_id,
+            Outcome {
+                status: Status::Completed,
+                message: "ok".into(),
+                error: None,
+                counts: Counts {
+                    completed: 1,
+                    ..Counts::default()
+                },
+                number_of_instances: 1,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.status, Status::Completed);
+
+    // The same message once more: acknowledged without running.
+    publish_with_id(&ch, &q.name, body.as_bytes(), "m-1").await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), q2.next(&q.name, &Hold::none))
+            .await
+            .is_err(),
+        "an ended task is not handed out again"
+    );
+    assert_eq!(
+        waiting(&ch, &q.name).await,
+        0,
+        "and its message was acknowledged"
+    );
+    assert_eq!(
+        q2.list(Default::default()).await.unwrap().len(),
+        1,
+        "one record"
+    );
+    drop(q2);
+    q.delete(&ch).await;
+}
+
+/// A persistent, confirmed publish with a message ID (declaring the queue
+/// first, as the service does).
+async fn publish_with_id(ch: &Channel, queue: &str, body: &[u8], id: &str) {
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let c = ch
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_message_id(id.into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(c.is_ack());
+}
+
+#[tokio::test]
+async fn a_paused_queue_takes_no_deliveries_until_a_reload_opens_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let q = TestQueue::new();
+    let rcv = Receiver::start(&tmp.path().join("received"), Duration::ZERO).await;
+    let cfg = write_config(
+        tmp.path(),
+        rcv.addr.port(),
+        &q.ldif("dicomInstalled: FALSE\n"),
+    );
+    let (study_uid, files) = study(&tmp.path().join("src"), 1, 32);
+    let data = tmp.path().join("data");
+    import(&data, &files).await;
+    let (_conn, ch) = client().await;
+    let svc = start(&cfg, &data).await;
+
+    let body = format!(
+        r#"{{"ExporterID":"{}","StudyInstanceUID":"{study_uid}","batchID":"paused"}}"#,
+        q.exporter
+    );
+    raw_publish(&ch, &q.name, body.as_bytes()).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(waiting(&ch, &q.name).await, 1, "still in the broker");
+    assert!(list(&svc, "batchID=paused").await.is_empty());
+
+    std::fs::write(cfg.join("99-test.ldif"), q.ldif("")).unwrap();
+    let r = svc.http.post(svc.url("/ctrl/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let l = wait_listed(&svc, "batchID=paused", 1).await;
+    assert_eq!(l[0]["status"], "COMPLETED", "{l:?}");
+    assert_arrived(&rcv, &files);
+    svc.stop().await;
+    q.delete(&ch).await;
+}
