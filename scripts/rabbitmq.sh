@@ -8,6 +8,8 @@
 #   scripts/rabbitmq.sh start WORKDIR [PORT] [EPMD_PORT] [DIST_PORT]
 #       defaults 5672, 4370, PORT + 20000; returns once the node accepts
 #       AMQP connections on 127.0.0.1:PORT (guest/guest works from loopback)
+#   scripts/rabbitmq.sh install
+#       installs rabbitmq-server if missing (without starting the system service)
 #   scripts/rabbitmq.sh stop WORKDIR
 #       stops the node and its epmd by the PIDs recorded in WORKDIR
 set -euo pipefail
@@ -113,6 +115,7 @@ cmd_start() {
 
 case "${1:-}" in
   start) [ $# -ge 2 ] || die "usage: $0 start WORKDIR [PORT] [EPMD_PORT] [DIST_PORT]"; shift; cmd_start "$@" ;;
+  install) install_server ;;
   stop) [ $# -eq 2 ] || die "usage: $0 stop WORKDIR"; cmd_stop "$2" ;;
   *) die "usage: $0 start WORKDIR [PORT] [EPMD_PORT] [DIST_PORT] | stop WORKDIR" ;;
 esac
