@@ -653,12 +653,25 @@ impl Builder<'_> {
                     ),
                 },
                 "transfer-syntax" => {
-                    p.transfer_syntax = value
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty() && *s != "*")
-                        .map(str::to_string)
-                        .collect();
+                    let mut uids = Vec::new();
+                    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                        if item == "*" {
+                            // dcm4chee: `*` anywhere means any syntax.
+                            uids.clear();
+                            break;
+                        }
+                        match transfer_syntax_uid(item) {
+                            Some(uid) => uids.push(uid),
+                            None => self.error(
+                                w,
+                                Some("dcmProperty"),
+                                format!(
+                                    "transfer-syntax={value}: {item:?} is neither a transfer syntax UID nor a keyword such as ExplicitVRLittleEndian"
+                                ),
+                            ),
+                        }
+                    }
+                    p.transfer_syntax = uids;
                 }
                 "bearer-token" => p.bearer_token = Some(Secret::new(value)),
                 "basic-auth" => {
@@ -681,6 +694,42 @@ impl Builder<'_> {
         }
         p
     }
+}
+
+/// Transfer syntax keywords as dcm4che names them (`UID.forName`), with the
+/// older spellings still seen in configurations.
+const TS_KEYWORDS: &[(&str, &str)] = &[
+    ("ImplicitVRLittleEndian", "1.2.840.10008.1.2"),
+    ("ExplicitVRLittleEndian", "1.2.840.10008.1.2.1"),
+    ("DeflatedExplicitVRLittleEndian", "1.2.840.10008.1.2.1.99"),
+    ("ExplicitVRBigEndian", "1.2.840.10008.1.2.2"),
+    ("JPEGBaseline8Bit", "1.2.840.10008.1.2.4.50"),
+    ("JPEGBaseline1", "1.2.840.10008.1.2.4.50"),
+    ("JPEGExtended12Bit", "1.2.840.10008.1.2.4.51"),
+    ("JPEGExtended24", "1.2.840.10008.1.2.4.51"),
+    ("JPEGLossless", "1.2.840.10008.1.2.4.57"),
+    ("JPEGLosslessNonHierarchical14", "1.2.840.10008.1.2.4.57"),
+    ("JPEGLosslessSV1", "1.2.840.10008.1.2.4.70"),
+    ("JPEGLSLossless", "1.2.840.10008.1.2.4.80"),
+    ("JPEGLSNearLossless", "1.2.840.10008.1.2.4.81"),
+    ("JPEG2000Lossless", "1.2.840.10008.1.2.4.90"),
+    ("JPEG2000", "1.2.840.10008.1.2.4.91"),
+    ("HTJ2KLossless", "1.2.840.10008.1.2.4.201"),
+    ("HTJ2KLosslessRPCL", "1.2.840.10008.1.2.4.202"),
+    ("HTJ2K", "1.2.840.10008.1.2.4.203"),
+    ("RLELossless", "1.2.840.10008.1.2.5"),
+];
+
+/// The UID of a `transfer-syntax` list item: a UID as written, or a
+/// keyword (matched regardless of case); None when it is neither.
+pub fn transfer_syntax_uid(item: &str) -> Option<String> {
+    if item.starts_with(|c: char| c.is_ascii_digit()) {
+        return crate::task::is_uid(item).then(|| item.to_string());
+    }
+    TS_KEYWORDS
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(item))
+        .map(|(_, u)| u.to_string())
 }
 
 fn is_devices_root(dn: &Dn) -> bool {
@@ -750,6 +799,24 @@ mod tests {
         assert_eq!(parse_iso_duration("30S"), None);
         assert_eq!(parse_iso_duration("P1H"), None);
         assert_eq!(parse_iso_duration("PT5"), None);
+    }
+
+    #[test]
+    fn transfer_syntax_items() {
+        assert_eq!(
+            transfer_syntax_uid("ExplicitVRLittleEndian").as_deref(),
+            Some("1.2.840.10008.1.2.1")
+        );
+        assert_eq!(
+            transfer_syntax_uid("jpeglosslesssv1").as_deref(),
+            Some("1.2.840.10008.1.2.4.70")
+        );
+        assert_eq!(
+            transfer_syntax_uid("1.2.840.10008.1.2.4.90").as_deref(),
+            Some("1.2.840.10008.1.2.4.90")
+        );
+        assert_eq!(transfer_syntax_uid("JPEG2001"), None);
+        assert_eq!(transfer_syntax_uid("1.2..3"), None);
     }
 
     #[test]

@@ -62,38 +62,11 @@ enum Kind {
     IndexError(String),
 }
 
-/// Well-known transfer syntax keywords (dcm4che's names) for the web app's
-/// `transfer-syntax` list.
-const TS_KEYWORDS: &[(&str, &str)] = &[
-    ("ImplicitVRLittleEndian", "1.2.840.10008.1.2"),
-    ("ExplicitVRLittleEndian", "1.2.840.10008.1.2.1"),
-    ("DeflatedExplicitVRLittleEndian", "1.2.840.10008.1.2.1.99"),
-    ("ExplicitVRBigEndian", "1.2.840.10008.1.2.2"),
-    ("JPEGBaseline8Bit", "1.2.840.10008.1.2.4.50"),
-    ("JPEGBaseline1", "1.2.840.10008.1.2.4.50"),
-    ("JPEGExtended12Bit", "1.2.840.10008.1.2.4.51"),
-    ("JPEGExtended24", "1.2.840.10008.1.2.4.51"),
-    ("JPEGLossless", "1.2.840.10008.1.2.4.57"),
-    ("JPEGLosslessSV1", "1.2.840.10008.1.2.4.70"),
-    ("JPEGLSLossless", "1.2.840.10008.1.2.4.80"),
-    ("JPEGLSNearLossless", "1.2.840.10008.1.2.4.81"),
-    ("JPEG2000Lossless", "1.2.840.10008.1.2.4.90"),
-    ("JPEG2000", "1.2.840.10008.1.2.4.91"),
-    ("RLELossless", "1.2.840.10008.1.2.5"),
-];
-
-fn ts_uid(item: &str) -> &str {
-    TS_KEYWORDS
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(item))
-        .map(|(_, u)| *u)
-        .unwrap_or(item)
-}
-
 /// Why an instance cannot go as stored, if it cannot.
 fn unacceptable_syntax(web_app: &WebApp, stored_ts: &str) -> Option<String> {
     let list = &web_app.props.transfer_syntax;
-    if list.is_empty() || list.iter().any(|t| ts_uid(t) == stored_ts) {
+    // The list holds UIDs: keywords were resolved when the configuration loaded.
+    if list.is_empty() || list.iter().any(|t| t == stored_ts) {
         return None;
     }
     Some(format!(
@@ -550,7 +523,7 @@ mod tests {
             props: WebAppProps {
                 bearer_token: Some(Secret::new(token)),
                 transfer_syntax: vec![
-                    "ExplicitVRLittleEndian".into(),
+                    "1.2.840.10008.1.2.1".into(),
                     "1.2.840.10008.1.2.4.70".into(),
                 ],
                 ..WebAppProps::default()
@@ -568,7 +541,7 @@ mod tests {
     }
 
     #[test]
-    fn transfer_syntax_list_takes_keywords_and_uids() {
+    fn transfer_syntax_list_of_uids() {
         let w = web_app("t");
         assert_eq!(unacceptable_syntax(&w, "1.2.840.10008.1.2.1"), None);
         assert_eq!(unacceptable_syntax(&w, "1.2.840.10008.1.2.4.70"), None);
