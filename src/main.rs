@@ -305,12 +305,7 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
                 }
             };
             let task = queue
-                .publish(NewTask {
-                    request: request.normalized(),
-                    device_name: config.device_name,
-                    queue: ex.queue.clone(),
-                    local_aet: ex.ae_title.clone(),
-                })
+                .publish(NewTask::for_exporter(request, config.device_name, ex))
                 .await?;
             println!("{}", serde_json::to_string_pretty(&task)?);
             Ok(ExitCode::SUCCESS)
@@ -336,10 +331,10 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
                         let props = w
                             .map(|w| serde_json::to_string(&w.props).unwrap_or_default())
                             .unwrap_or_default();
-                        let schedule = if e.schedules.is_empty() {
+                        let schedule = if e.schedule.values().is_empty() {
                             "-".to_string()
                         } else {
-                            e.schedules.join(" | ")
+                            e.schedule.values().join(" | ")
                         };
                         println!(
                             "{:<16} {:<58} {:<10} {:<24} {}",

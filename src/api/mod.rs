@@ -192,12 +192,11 @@ async fn trigger(
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     let task = s
         .queue
-        .publish(NewTask {
-            request: request.normalized(),
-            device_name: s.device_name.clone(),
-            queue: exporter.queue.clone(),
-            local_aet: exporter.ae_title.clone(),
-        })
+        .publish(NewTask::for_exporter(
+            request,
+            s.device_name.clone(),
+            exporter,
+        ))
         .await?;
     tracing::info!(task = %task.task_id, exporter = %exporter_id, entity = %task.entity(), "export task queued");
     Ok((StatusCode::ACCEPTED, Json(task)).into_response())

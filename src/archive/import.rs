@@ -207,7 +207,7 @@ pub(super) async fn import_file(archive: &Archive, path: &Path) -> Result<Import
             outcome(path, found, same)
         }
         Ok(Commit::RenameFailed(source)) => {
-            remove_quietly(&tmp);
+            remove_quietly_async(&tmp).await;
             Err(ImportError::Store {
                 path: path.to_path_buf(),
                 dest,
@@ -217,7 +217,7 @@ pub(super) async fn import_file(archive: &Archive, path: &Path) -> Result<Import
         Err(e) => {
             // If the rename happened before the failure the temp file is
             // gone and the stored file is orphaned; a later import reuses it.
-            remove_quietly(&tmp);
+            remove_quietly_async(&tmp).await;
             Err(index_err(e))
         }
     }
@@ -261,6 +261,15 @@ where
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| internal(path, format!("background task failed: {e}")))?
+}
+
+/// [`remove_quietly`] for async code: the unlink runs off the runtime.
+async fn remove_quietly_async(path: &Path) {
+    if let Err(e) = tokio::fs::remove_file(path).await
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove temp file");
+    }
 }
 
 fn remove_quietly(path: &Path) {

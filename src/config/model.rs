@@ -32,6 +32,11 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// A schedule is shown as the values it was written with.
+fn schedule_values<S: serde::Serializer>(s: &Schedule, ser: S) -> Result<S::Ok, S::Error> {
+    ser.collect_seq(s.values())
+}
+
 /// A secret value (token, password): never shown in logs, Debug output,
 /// API responses or task records.
 #[derive(Clone, PartialEq, Eq)]
@@ -118,8 +123,7 @@ pub struct Exporter {
     /// `dicomAETitle`: the local AE the task records as `LocalAET`.
     pub ae_title: Option<String>,
     /// `dcmSchedule` windows: tasks of this exporter run only inside them.
-    pub schedules: Vec<String>,
-    #[serde(skip)]
+    #[serde(rename = "schedules", serialize_with = "schedule_values")]
     pub schedule: Schedule,
 }
 
@@ -145,8 +149,7 @@ pub struct QueueDesc {
     pub retry_on_warning: bool,
     pub installed: bool,
     /// `dcmSchedule` windows: the queue is processed only inside them.
-    pub schedules: Vec<String>,
-    #[serde(skip)]
+    #[serde(rename = "schedules", serialize_with = "schedule_values")]
     pub schedule: Schedule,
 }
 
@@ -330,7 +333,6 @@ impl Builder<'_> {
                     web_app: web_app_name.to_string(),
                     queue,
                     ae_title,
-                    schedules: e.values("dcmSchedule").to_vec(),
                     schedule,
                 },
             );
@@ -375,7 +377,6 @@ impl Builder<'_> {
             max_retry_delay: self.duration(e, "dcmMaxRetryDelay"),
             retry_on_warning: self.boolean(e, "dcmRetryOnWarning", false),
             installed: self.boolean(e, "dicomInstalled", true),
-            schedules: e.values("dcmSchedule").to_vec(),
             schedule: self.schedule(e).unwrap_or_default(),
         };
         (self.errors.len() == before).then_some(q)

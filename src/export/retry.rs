@@ -57,7 +57,6 @@ mod tests {
             max_retry_delay: max_s.map(Duration::from_secs),
             retry_on_warning: false,
             installed: true,
-            schedules: Vec::new(),
             schedule: Default::default(),
         }
     }

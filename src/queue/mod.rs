@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 
+use crate::config::Exporter;
 use crate::task::{Counts, ExportTask, Status, TaskRequest};
 
 pub use amqp::AmqpQueue;
@@ -40,6 +41,19 @@ pub struct NewTask {
     pub device_name: String,
     pub queue: String,
     pub local_aet: Option<String>,
+}
+
+impl NewTask {
+    /// A task for `exporter`: its queue and its AE title as `LocalAET`,
+    /// dcm4chee's `*` placeholders normalised away.
+    pub fn for_exporter(request: TaskRequest, device_name: String, exporter: &Exporter) -> NewTask {
+        NewTask {
+            request: request.normalized(),
+            device_name,
+            queue: exporter.queue.clone(),
+            local_aet: exporter.ae_title.clone(),
+        }
+    }
 }
 
 /// The final state of one task run.
