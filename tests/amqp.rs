@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,133 +13,14 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use common::amqp::*;
 use common::*;
-use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
-};
+use lapin::Channel;
+use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::Value;
-use stow_exporter::archive::{self, Archive, NoProgress};
 use stow_exporter::config::ConfigSource;
 use stow_exporter::stowrsd::{self, StowrsdOptions};
-
-const DEVICE: &str =
-    "dicomDeviceName=dcm4chee-arc,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org";
-
-fn amqp_url() -> String {
-    std::env::var("STOW_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-/// A queue (and an exporter `<queue>X` on it, to the stowrsd web app) of
-/// this test alone.
-struct TestQueue {
-    name: String,
-    exporter: String,
-}
-
-impl TestQueue {
-    fn new() -> TestQueue {
-        let name = format!("T{:016x}", rand::random::<u64>());
-        TestQueue {
-            exporter: format!("{name}X"),
-            name,
-        }
-    }
-
-    /// The LDIF adding the queue and the exporter; `queue_attrs` are more
-    /// attribute lines of the queue.
-    fn ldif(&self, queue_attrs: &str) -> String {
-        self.ldif_with(queue_attrs, "")
-    }
-
-    /// The same, with more attribute lines of the exporter. The shipped
-    /// queues `Export` and `Export1` are paused (`dicomInstalled: FALSE`),
-    /// so that a test neither declares nor consumes them on a shared broker.
-    fn ldif_with(&self, queue_attrs: &str, exporter_attrs: &str) -> String {
-        let mut paused = String::new();
-        for shipped in ["Export", "Export1"] {
-            paused.push_str(&format!(
-                "dn: dcmQueueName={shipped},{DEVICE}\nchangetype: modify\n\
-                 add: dicomInstalled\ndicomInstalled: FALSE\n-\n\n"
-            ));
-        }
-        paused
-            + &format!(
-                "dn: dcmQueueName={q},{DEVICE}\nobjectClass: dcmQueue\ndcmQueueName: {q}\n\
-             dcmMaxTasksParallel: 1\n{queue_attrs}\n\
-             dn: dcmExporterID={e},{DEVICE}\nobjectClass: dcmExporter\ndcmExporterID: {e}\n\
-             dcmURI: stow:stowrsd\ndicomAETitle: {AET}\ndcmQueueName: {q}\n{exporter_attrs}\n",
-                q = self.name,
-                e = self.exporter
-            )
-    }
-
-    /// Deletes the queue and the ones the service declared next to it.
-    async fn delete(&self, ch: &Channel) {
-        for suffix in ["", ".retry", ".hold", ".dlq"] {
-            let _ = ch
-                .queue_delete(
-                    format!("{}{suffix}", self.name).as_str().into(),
-                    QueueDeleteOptions::default(),
-                )
-                .await;
-        }
-    }
-}
-
-/// A plain AMQP client, as another system would use: confirm mode on.
-async fn client() -> (Connection, Channel) {
-    let conn = Connection::connect(&amqp_url(), ConnectionProperties::default())
-        .await
-        .expect("RabbitMQ answers on 127.0.0.1:5672 (scripts/rabbitmq.sh starts one)");
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    (conn, ch)
-}
-
-/// Declares the durable queue (as the service does) and publishes `body`
-/// persistently, waiting for the confirm.
-async fn raw_publish(ch: &Channel, queue: &str, body: &[u8]) {
-    ch.queue_declare(
-        queue.into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    let c = ch
-        .basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions::default(),
-            body,
-            BasicProperties::default().with_delivery_mode(2),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(c.is_ack());
-}
-
-/// Imports `files` into a new archive at `data`.
-async fn import(data: &Path, files: &[PathBuf]) {
-    let a = Archive::open(data).await.unwrap();
-    assert!(
-        archive::import_paths(&a, files, &NoProgress)
-            .await
-            .failed
-            .is_empty()
-    );
-}
 
 async fn start(cfg: &Path, data: &Path) -> Service {
     let mut s = Service::settings(ConfigSource::Ldif(cfg.to_path_buf()), data);
@@ -147,22 +28,11 @@ async fn start(cfg: &Path, data: &Path) -> Service {
     Service::start_with_settings(s).await
 }
 
-async fn list(svc: &Service, query: &str) -> Vec<Value> {
-    svc.http
-        .get(svc.url(&format!("/monitor/export?{query}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 /// Waits until the listing for `query` has `n` tasks, all ended.
 async fn wait_listed(svc: &Service, query: &str, n: usize) -> Vec<Value> {
     let start = Instant::now();
     loop {
-        let l = list(svc, query).await;
+        let l = svc.list(query).await;
         let done = l
             .iter()
             .filter(|t| {
@@ -192,14 +62,14 @@ async fn a_task_published_by_a_plain_amqp_client_is_exported() {
     let (study_uid, files) = study(&tmp.path().join("src"), 2, 32);
     let data = tmp.path().join("data");
     import(&data, &files).await;
-    let (_conn, ch) = client().await;
+    let (_conn, ch) = client(&amqp_url()).await;
     let svc = start(&cfg, &data).await;
 
     let body = format!(
         r#"{{"ExporterID":"{}","StudyInstanceUID":"{study_uid}","batchID":"amqp-1"}}"#,
         q.exporter
     );
-    raw_publish(&ch, &q.name, body.as_bytes()).await;
+    publish(&ch, &q.name, body.as_bytes(), None).await;
     let l = wait_listed(&svc, "batchID=amqp-1", 1).await;
     assert_eq!(l.len(), 1, "{l:?}");
     assert_eq!(l[0]["status"], "COMPLETED", "{l:?}");
@@ -220,7 +90,7 @@ async fn the_rest_trigger_publishes_with_confirm_and_the_task_runs() {
     let (study_uid, files) = study(&tmp.path().join("src"), 3, 32);
     let data = tmp.path().join("data");
     import(&data, &files).await;
-    let (_conn, ch) = client().await;
+    let (_conn, ch) = client(&amqp_url()).await;
     let svc = start(&cfg, &data).await;
 
     let t = svc.export_study(&q.exporter, &study_uid).await;
@@ -231,9 +101,7 @@ async fn the_rest_trigger_publishes_with_confirm_and_the_task_runs() {
     assert_arrived(&rcv, &files);
     // One record per task: the delivery found the one the trigger made.
     assert_eq!(
-        list(&svc, &format!("ExporterID={}", q.exporter))
-            .await
-            .len(),
+        svc.list(&format!("ExporterID={}", q.exporter)).await.len(),
         1
     );
     svc.stop().await;
@@ -247,7 +115,7 @@ async fn malformed_messages_end_failed_and_go_to_the_dead_letter_queue() {
     let rcv = Receiver::start(&tmp.path().join("received"), Duration::ZERO).await;
     let cfg = write_config(tmp.path(), rcv.addr.port(), &q.ldif(""));
     let data = tmp.path().join("data");
-    let (_conn, ch) = client().await;
+    let (_conn, ch) = client(&amqp_url()).await;
     let svc = start(&cfg, &data).await;
 
     let bad_json = b"{\"ExporterID\": oops".to_vec();
@@ -263,7 +131,7 @@ async fn malformed_messages_end_failed_and_go_to_the_dead_letter_queue() {
     )
     .into_bytes();
     for b in [&bad_json, &unknown, &extra_field, &bad_uid] {
-        raw_publish(&ch, &q.name, b).await;
+        publish(&ch, &q.name, b, None).await;
     }
     let l = wait_listed(&svc, "status=FAILED", 4).await;
     assert_eq!(l.len(), 4, "{l:?}");
@@ -322,7 +190,7 @@ async fn two_instances_on_one_queue_share_the_work() {
     let (da, db) = (tmp.path().join("a"), tmp.path().join("b"));
     import(&da, &files).await;
     import(&db, &files).await;
-    let (_conn, ch) = client().await;
+    let (_conn, ch) = client(&amqp_url()).await;
     let a = start(&cfg, &da).await;
     let b = start(&cfg, &db).await;
     // Both consumers are there before the work arrives.
@@ -350,13 +218,13 @@ async fn two_instances_on_one_queue_share_the_work() {
             r#"{{"ExporterID":"{}","StudyInstanceUID":"{s}","batchID":"share","SeriesInstanceUID":"*"}}"#,
             q.exporter
         );
-        raw_publish(&ch, &q.name, body.as_bytes()).await;
+        publish(&ch, &q.name, body.as_bytes(), None).await;
         let _ = i;
     }
     let started = Instant::now();
     let (la, lb) = loop {
-        let la = list(&a, "batchID=share&status=COMPLETED").await;
-        let lb = list(&b, "batchID=share&status=COMPLETED").await;
+        let la = a.list("batchID=share&status=COMPLETED").await;
+        let lb = b.list("batchID=share&status=COMPLETED").await;
         if la.len() + lb.len() >= 20 {
             break (la, lb);
         }
@@ -386,8 +254,8 @@ async fn two_instances_on_one_queue_share_the_work() {
     assert_eq!(ran, studies, "every study exactly once");
     assert_eq!(rcv.seen().len(), 20, "each instance sent once");
     assert_arrived(&rcv, &files);
-    assert_eq!(list(&a, "batchID=share").await.len(), la.len());
-    assert_eq!(list(&b, "batchID=share").await.len(), lb.len());
+    assert_eq!(a.list("batchID=share").await.len(), la.len());
+    assert_eq!(b.list("batchID=share").await.len(), lb.len());
     a.stop().await;
     b.stop().await;
     q.delete(&ch).await;
@@ -436,7 +304,7 @@ async fn retries_wait_in_the_retry_queue_and_come_back_when_due() {
     let (study_uid, files) = study(&tmp.path().join("src"), 1, 32);
     let data = tmp.path().join("data");
     import(&data, &files).await;
-    let (_conn, ch) = client().await;
+    let (_conn, ch) = client(&amqp_url()).await;
     let svc = start(&cfg, &data).await;
 
     let t = svc.export_study(&q.exporter, &study_uid).await;
@@ -467,9 +335,7 @@ async fn retries_wait_in_the_retry_queue_and_come_back_when_due() {
         );
     }
     assert_eq!(
-        list(&svc, &format!("ExporterID={}", q.exporter))
-            .await
-            .len(),
+        svc.list(&format!("ExporterID={}", q.exporter)).await.len(),
         1
     );
     svc.stop().await;
@@ -509,7 +375,7 @@ async fn held_and_canceled_tasks_do_not_run() {
     let (study_uid, files) = study(&tmp.path().join("src"), 1, 32);
     let data = tmp.path().join("data");
     import(&data, &files).await;
-    let (_conn, ch) = client().await;
+    let (_conn, ch) = client(&amqp_url()).await;
     let svc = start(&cfg, &data).await;
 
     let t = svc.export_study(&q.exporter, &study_uid).await;
@@ -578,7 +444,7 @@ async fn the_export_command_publishes_to_the_broker() {
     let (study_uid, files) = study(&tmp.path().join("src"), 1, 32);
     let data = tmp.path().join("data");
     import(&data, &files).await;
-    let (_conn, ch) = client().await;
+    let (_conn, ch) = client(&amqp_url()).await;
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_stow-exporter"))
         .args(["export", "--config"])
         .arg(&cfg)
@@ -630,7 +496,7 @@ async fn an_unfinished_delivery_comes_back_and_an_ended_one_does_not_run_again()
             .await
             .unwrap()
     };
-    let (_conn, ch) = client().await;
+    let (_conn, ch) = client(&amqp_url()).await;
     let body = format!(
         r#"{{"ExporterID":"{}","StudyInstanceUID":"1.2.3"}}"#,
         q.exporter
@@ -645,7 +511,7 @@ async fn an_unfinished_delivery_comes_back_and_an_ended_one_does_not_run_again()
             (q1, t)
         }
     });
-    publish_with_id(&ch, &q.name, body.as_bytes(), "m-1").await;
+    publish(&ch, &q.name, body.as_bytes(), Some("m-1")).await;
     let (q1, t) = tokio::time::timeout(limit, first).await.unwrap().unwrap();
     assert_eq!(t.status, Status::InProcess);
     // A crash: neither finished nor acknowledged.
@@ -678,7 +544,7 @@ async fn an_unfinished_delivery_comes_back_and_an_ended_one_does_not_run_again()
     assert_eq!(done.status, Status::Completed);
 
     // The same message once more: acknowledged without running.
-    publish_with_id(&ch, &q.name, body.as_bytes(), "m-1").await;
+    publish(&ch, &q.name, body.as_bytes(), Some("m-1")).await;
     assert!(
         tokio::time::timeout(Duration::from_millis(1500), q2.next(&q.name, &Hold::none))
             .await
@@ -699,36 +565,6 @@ async fn an_unfinished_delivery_comes_back_and_an_ended_one_does_not_run_again()
     q.delete(&ch).await;
 }
 
-/// A persistent, confirmed publish with a message ID (declaring the queue
-/// first, as the service does).
-async fn publish_with_id(ch: &Channel, queue: &str, body: &[u8], id: &str) {
-    ch.queue_declare(
-        queue.into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    let c = ch
-        .basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions::default(),
-            body,
-            BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_message_id(id.into()),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(c.is_ack());
-}
-
 #[tokio::test]
 async fn a_paused_queue_takes_no_deliveries_until_a_reload_opens_it() {
     let tmp = tempfile::tempdir().unwrap();
@@ -742,17 +578,17 @@ async fn a_paused_queue_takes_no_deliveries_until_a_reload_opens_it() {
     let (study_uid, files) = study(&tmp.path().join("src"), 1, 32);
     let data = tmp.path().join("data");
     import(&data, &files).await;
-    let (_conn, ch) = client().await;
+    let (_conn, ch) = client(&amqp_url()).await;
     let svc = start(&cfg, &data).await;
 
     let body = format!(
         r#"{{"ExporterID":"{}","StudyInstanceUID":"{study_uid}","batchID":"paused"}}"#,
         q.exporter
     );
-    raw_publish(&ch, &q.name, body.as_bytes()).await;
+    publish(&ch, &q.name, body.as_bytes(), None).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(waiting(&ch, &q.name).await, 1, "still in the broker");
-    assert!(list(&svc, "batchID=paused").await.is_empty());
+    assert!(svc.list("batchID=paused").await.is_empty());
 
     std::fs::write(cfg.join("99-test.ldif"), q.ldif("")).unwrap();
     let r = svc.http.post(svc.url("/ctrl/reload")).send().await.unwrap();

@@ -12,23 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::amqp::*;
 use common::*;
-use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::Value;
-use stow_exporter::archive::{self, Archive, NoProgress};
 use stow_exporter::config::ConfigSource;
-
-const DEVICE: &str =
-    "dicomDeviceName=dcm4chee-arc,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org";
-
-fn system_amqp_url() -> String {
-    std::env::var("STOW_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
 
 fn free_ports<const N: usize>() -> [u16; N] {
     // Held together, so that the N ports differ; none of RabbitMQ's defaults.
@@ -41,120 +28,6 @@ fn free_ports<const N: usize>() -> [u16; N] {
         }
     }
     std::array::from_fn(|i| held[i].local_addr().unwrap().port())
-}
-
-/// A queue (and an exporter `<queue>X` on it, to the stowrsd web app) of
-/// this test alone.
-struct TestQueue {
-    name: String,
-    exporter: String,
-}
-
-impl TestQueue {
-    fn new() -> TestQueue {
-        let name = format!("T{:016x}", rand::random::<u64>());
-        TestQueue {
-            exporter: format!("{name}X"),
-            name,
-        }
-    }
-
-    /// The LDIF adding the queue (`parallel` tasks at a time) and the
-    /// exporter; the shipped queues `Export` and `Export1` are paused, so
-    /// that a test neither declares nor consumes them on a shared broker.
-    fn ldif(&self, parallel: u32) -> String {
-        let mut s = String::new();
-        for shipped in ["Export", "Export1"] {
-            s.push_str(&format!(
-                "dn: dcmQueueName={shipped},{DEVICE}\nchangetype: modify\n\
-                 add: dicomInstalled\ndicomInstalled: FALSE\n-\n\n"
-            ));
-        }
-        s + &format!(
-            "dn: dcmQueueName={q},{DEVICE}\nobjectClass: dcmQueue\ndcmQueueName: {q}\n\
-             dcmMaxTasksParallel: {parallel}\n\n\
-             dn: dcmExporterID={e},{DEVICE}\nobjectClass: dcmExporter\ndcmExporterID: {e}\n\
-             dcmURI: stow:stowrsd\ndicomAETitle: {AET}\ndcmQueueName: {q}\n\n",
-            q = self.name,
-            e = self.exporter
-        )
-    }
-
-    /// Deletes the queue and the ones the service declared next to it.
-    async fn delete(&self, ch: &Channel) {
-        for suffix in ["", ".retry", ".hold", ".dlq"] {
-            let _ = ch
-                .queue_delete(
-                    format!("{}{suffix}", self.name).as_str().into(),
-                    QueueDeleteOptions::default(),
-                )
-                .await;
-        }
-    }
-}
-
-/// A plain AMQP client, as another system would use: confirm mode on.
-async fn client(url: &str) -> (Connection, Channel) {
-    let conn = Connection::connect(url, ConnectionProperties::default())
-        .await
-        .unwrap_or_else(|e| panic!("RabbitMQ answers at {url}: {e}"));
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    (conn, ch)
-}
-
-/// A persistent, confirmed publish with a message ID (declaring the queue
-/// first, as the service does).
-async fn publish_with_id(ch: &Channel, queue: &str, body: &[u8], id: &str) {
-    ch.queue_declare(
-        queue.into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    let c = ch
-        .basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions::default(),
-            body,
-            BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_message_id(id.into()),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(c.is_ack());
-}
-
-/// Imports `files` into a new archive at `data`.
-async fn import(data: &Path, files: &[PathBuf]) {
-    let a = Archive::open(data).await.unwrap();
-    assert!(
-        archive::import_paths(&a, files, &NoProgress)
-            .await
-            .failed
-            .is_empty()
-    );
-}
-
-async fn list(svc: &Service, query: &str) -> Vec<Value> {
-    svc.http
-        .get(svc.url(&format!("/monitor/export?{query}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 /// A private RabbitMQ node (scripts/rabbitmq.sh) with all its state in
@@ -254,7 +127,11 @@ async fn broker_restart_during_200_tasks_loses_nothing() {
     let broker = Broker::start(&tmp.path().join("rabbitmq")).await;
     let q = TestQueue::new();
     let rcv = Receiver::start(&tmp.path().join("received"), Duration::from_millis(5)).await;
-    let cfg = write_config(tmp.path(), rcv.addr.port(), &q.ldif(2));
+    let cfg = write_config(
+        tmp.path(),
+        rcv.addr.port(),
+        &q.ldif("dcmMaxTasksParallel: 2\n"),
+    );
     let mut studies = BTreeSet::new();
     let mut files = Vec::new();
     for i in 0..N {
@@ -275,7 +152,7 @@ async fn broker_restart_during_200_tasks_loses_nothing() {
             r#"{{"ExporterID":"{}","StudyInstanceUID":"{s}","batchID":"restart"}}"#,
             q.exporter
         );
-        publish_with_id(&ch, &q.name, body.as_bytes(), &format!("restart-{i}")).await;
+        publish(&ch, &q.name, body.as_bytes(), Some(&format!("restart-{i}"))).await;
     }
     drop(ch);
     drop(conn);
@@ -326,7 +203,7 @@ async fn broker_restart_during_200_tasks_loses_nothing() {
 
     // Every task record ends COMPLETED, one record per message.
     let l = loop {
-        let l = list(&svc, "batchID=restart").await;
+        let l = svc.list("batchID=restart").await;
         if l.len() >= N && l.iter().all(|t| t["status"] == "COMPLETED") {
             break l;
         }
@@ -388,28 +265,14 @@ impl Drop for Serve {
     }
 }
 
-async fn wait_up(port: u16) {
-    let start = Instant::now();
-    while reqwest::get(format!("http://127.0.0.1:{port}/dcm4chee-arc/ctrl/status"))
-        .await
-        .is_err()
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "serve did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_task_is_redelivered_and_completes() {
     let tmp = tempfile::tempdir().unwrap();
-    let url = system_amqp_url();
+    let url = amqp_url();
     let q = TestQueue::new();
     // Slow receiver, so the kill lands in the middle of the task.
     let rcv = Receiver::start(&tmp.path().join("received"), Duration::from_millis(100)).await;
-    let cfg = write_config(tmp.path(), rcv.addr.port(), &q.ldif(1));
+    let cfg = write_config(tmp.path(), rcv.addr.port(), &q.ldif(""));
     let (study_uid, files) = study(&tmp.path().join("src"), 20, 64);
     let data = tmp.path().join("data");
     import(&data, &files).await;
@@ -417,7 +280,7 @@ async fn sigkill_mid_task_is_redelivered_and_completes() {
 
     let port = free_ports::<1>()[0];
     let mut first = Serve::start(&cfg, &data, port, &url);
-    wait_up(port).await;
+    wait_up(port, Duration::from_secs(30)).await;
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_stow-exporter"))
         .args(["export", "--config"])
         .arg(&cfg)
@@ -449,7 +312,7 @@ async fn sigkill_mid_task_is_redelivered_and_completes() {
     assert!(before < 20, "killed mid-task ({before} of 20 arrived)");
 
     let _second = Serve::start(&cfg, &data, port, &url);
-    wait_up(port).await;
+    wait_up(port, Duration::from_secs(30)).await;
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}/dcm4chee-arc");
     let done = wait_done(&http, &base, &id, Duration::from_secs(120)).await;

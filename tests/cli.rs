@@ -34,20 +34,6 @@ fn serve(cfg: &Path, data: &Path, port: u16) -> Child {
         .unwrap()
 }
 
-async fn wait_up(port: u16) {
-    let start = Instant::now();
-    while reqwest::get(format!("http://127.0.0.1:{port}/dcm4chee-arc/ctrl/status"))
-        .await
-        .is_err()
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "serve did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn import_reports_bad_files_and_is_idempotent() {
     let tmp = tempfile::tempdir().unwrap();
@@ -152,7 +138,7 @@ async fn sigkill_during_export_then_restart_completes_without_loss() {
 
     let port = free_port();
     let mut child = serve(&cfg, &data, port);
-    wait_up(port).await;
+    wait_up(port, Duration::from_secs(20)).await;
     // Queued by the CLI into the embedded queue, taken by the running serve.
     let out = bin()
         .args(["export", "--config"])
@@ -184,7 +170,7 @@ async fn sigkill_during_export_then_restart_completes_without_loss() {
     assert!(before < 20, "killed mid-export ({before} of 20 arrived)");
 
     let mut child = serve(&cfg, &data, port);
-    wait_up(port).await;
+    wait_up(port, Duration::from_secs(20)).await;
     let http = reqwest::Client::new();
     let done = wait_done(
         &http,
@@ -236,7 +222,7 @@ async fn embedded_default_with_builtin_receiver_and_clean_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_up(port).await;
+    wait_up(port, Duration::from_secs(20)).await;
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}/dcm4chee-arc");
     for exporter in ["StowExporter", "STOWRSD"] {

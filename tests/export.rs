@@ -9,23 +9,13 @@ use base64::Engine;
 use common::*;
 use stow_exporter::archive::{self, Archive, NoProgress};
 
-async fn import_all(data: &std::path::Path, files: &[std::path::PathBuf]) {
-    let archive = Archive::open(data).await.unwrap();
-    let report = archive::import_paths(&archive, files, &NoProgress).await;
-    assert!(
-        report.failed.is_empty(),
-        "import failed: {:?}",
-        report.failed
-    );
-}
-
 #[tokio::test]
 async fn study_arrives_byte_identical_with_content_length() {
     let tmp = tempfile::tempdir().unwrap();
     let rcv = Receiver::start(&tmp.path().join("received"), Duration::ZERO).await;
     let cfg = write_config(tmp.path(), rcv.addr.port(), "");
     let (study, files) = study(&tmp.path().join("src"), 5, 64);
-    import_all(&tmp.path().join("data"), &files).await;
+    import(&tmp.path().join("data"), &files).await;
     let svc = Service::start(&cfg, &tmp.path().join("data")).await;
 
     // The seed exporter: stow:DCM4CHEE, queue Export1, LocalAET DCM4CHEE1.
@@ -79,7 +69,7 @@ async fn chunked_concurrency_and_basic_auth() {
         ),
     );
     let (study, files) = study(&tmp.path().join("src"), 8, 64);
-    import_all(&tmp.path().join("data"), &files).await;
+    import(&tmp.path().join("data"), &files).await;
     let svc = Service::start(&cfg, &tmp.path().join("data")).await;
 
     let task = svc.export_study("STOWRSD", &study).await;
@@ -128,7 +118,7 @@ async fn bearer_token_wins_over_basic_auth() {
         ),
     );
     let (study, files) = study(&tmp.path().join("src"), 2, 32);
-    import_all(&tmp.path().join("data"), &files).await;
+    import(&tmp.path().join("data"), &files).await;
     let svc = Service::start(&cfg, &tmp.path().join("data")).await;
     let task = svc.export_study("StowExporter", &study).await;
     let done = svc.wait_done(task["taskID"].as_str().unwrap()).await;
@@ -147,7 +137,7 @@ async fn series_and_instance_exports_and_unknown_targets() {
     let rcv = Receiver::start(&tmp.path().join("received"), Duration::ZERO).await;
     let cfg = write_config(tmp.path(), rcv.addr.port(), "");
     let (study, files) = study(&tmp.path().join("src"), 3, 32);
-    import_all(&tmp.path().join("data"), &files).await;
+    import(&tmp.path().join("data"), &files).await;
     let svc = Service::start(&cfg, &tmp.path().join("data")).await;
     let archive = Archive::open(&tmp.path().join("data")).await.unwrap();
     let all = archive.find(&study, None, None).await.unwrap();
@@ -256,7 +246,7 @@ async fn stored_syntax_not_accepted_fails_that_instance_with_reason() {
         ),
     );
     let (study, files) = study(&tmp.path().join("src"), 2, 32);
-    import_all(&tmp.path().join("data"), &files).await;
+    import(&tmp.path().join("data"), &files).await;
     let svc = Service::start(&cfg, &tmp.path().join("data")).await;
     let t = svc.export_study("StowExporter", &study).await;
     let id = t["taskID"].as_str().unwrap();
@@ -274,7 +264,7 @@ async fn reload_swaps_valid_config_and_keeps_running_one_on_error() {
     let rcv = Receiver::start(&tmp.path().join("received"), Duration::from_millis(150)).await;
     let cfg = write_config(tmp.path(), rcv.addr.port(), "");
     let (study, files) = study(&tmp.path().join("src"), 4, 32);
-    import_all(&tmp.path().join("data"), &files).await;
+    import(&tmp.path().join("data"), &files).await;
     let svc = Service::start(&cfg, &tmp.path().join("data")).await;
 
     // A broken property: the reload is refused, naming DN and attribute.
@@ -405,7 +395,7 @@ async fn a_study_larger_than_one_index_page_goes_whole() {
         &add_props(STOWRSD_WEBAPP_DN, &["concurrency=4"]),
     );
     let (study, files) = study(&tmp.path().join("src"), 1050, 8);
-    import_all(&tmp.path().join("data"), &files).await;
+    import(&tmp.path().join("data"), &files).await;
     let svc = Service::start(&cfg, &tmp.path().join("data")).await;
     let t = svc.export_study("STOWRSD", &study).await;
     let id = t["taskID"].as_str().unwrap();

@@ -216,13 +216,7 @@ async fn administrator_edits_apply_on_reload() {
     let slapd = Slapd::start(&tmp.path().join("slapd"), &cfg);
     let (study_uid, files) = study(&tmp.path().join("src"), 6, 32);
     let data = tmp.path().join("data");
-    let a = stow_exporter::archive::Archive::open(&data).await.unwrap();
-    assert!(
-        stow_exporter::archive::import_paths(&a, &files, &stow_exporter::archive::NoProgress)
-            .await
-            .failed
-            .is_empty()
-    );
+    import(&data, &files).await;
 
     let svc = Service::start_with(ConfigSource::Ldap(slapd.source()), &data).await;
     let reload = || async { svc.http.post(svc.url("/ctrl/reload")).send().await.unwrap() };

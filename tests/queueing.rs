@@ -11,7 +11,6 @@ use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use common::*;
-use stow_exporter::archive::{self, Archive, NoProgress};
 use stow_exporter::stowrsd::{self, StowrsdOptions};
 
 const EXPORT_QUEUE_DN: &str = "dcmQueueName=Export,dicomDeviceName=dcm4chee-arc,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org";
@@ -77,13 +76,7 @@ async fn setup(
     let cfg = write_config(tmp, port, extra);
     let (study_uid, files) = study(&tmp.join("src"), count, 32);
     let data = tmp.join("data");
-    let a = Archive::open(&data).await.unwrap();
-    assert!(
-        archive::import_paths(&a, &files, &NoProgress)
-            .await
-            .failed
-            .is_empty()
-    );
+    import(&data, &files).await;
     (Service::start(&cfg, &data).await, study_uid, files)
 }
 
@@ -148,13 +141,7 @@ async fn a_retry_resends_only_what_was_not_stored() {
     );
     let cfg = write_config(tmp.path(), port, &policy);
     let data = tmp.path().join("data");
-    let a = Archive::open(&data).await.unwrap();
-    assert!(
-        archive::import_paths(&a, &files, &NoProgress)
-            .await
-            .failed
-            .is_empty()
-    );
+    import(&data, &files).await;
     let svc = Service::start(&cfg, &data).await;
     let t = svc.export_study("STOWRSD", &study_uid).await;
     let done = svc.wait_done(t["taskID"].as_str().unwrap()).await;

@@ -15,7 +15,6 @@ use axum::middleware::{self, Next};
 use axum::response::IntoResponse;
 use common::*;
 use serde_json::{Value, json};
-use stow_exporter::archive::{self, Archive, NoProgress};
 use stow_exporter::stowrsd::{self, StowrsdOptions};
 
 #[derive(Clone, Copy)]
@@ -94,13 +93,7 @@ async fn run(fault: Option<Fault>, count: usize) -> (Value, Vec<Value>) {
     let cfg = write_config(tmp.path(), port, "");
     let (study_uid, files) = study(&tmp.path().join("src"), count, 32);
     let data = tmp.path().join("data");
-    let a = Archive::open(&data).await.unwrap();
-    assert!(
-        archive::import_paths(&a, &files, &NoProgress)
-            .await
-            .failed
-            .is_empty()
-    );
+    import(&data, &files).await;
     let svc = Service::start(&cfg, &data).await;
     // The seed exporter: its queue Export1 does not retry, so a failure is final.
     let t = svc.export_study("StowExporter", &study_uid).await;

@@ -4,6 +4,8 @@
 //! Application on port 0, and synthetic studies.
 #![allow(dead_code)]
 
+pub mod amqp;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -236,6 +238,18 @@ impl Service {
         r.json().await.unwrap()
     }
 
+    /// `GET /monitor/export?{query}`.
+    pub async fn list(&self, query: &str) -> Vec<Value> {
+        self.http
+            .get(self.url(&format!("/monitor/export?{query}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn task(&self, id: &str) -> Value {
         self.http
             .get(self.url(&format!("/monitor/export/{id}")))
@@ -292,6 +306,30 @@ pub async fn wait_done(http: &reqwest::Client, base: &str, id: &str, limit: Dura
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits until a `serve` on `port` answers its status endpoint.
+pub async fn wait_up(port: u16, limit: Duration) {
+    let start = Instant::now();
+    while reqwest::get(format!("http://127.0.0.1:{port}/dcm4chee-arc/ctrl/status"))
+        .await
+        .is_err()
+    {
+        assert!(start.elapsed() < limit, "serve did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Imports `files` into the archive at `data`; every one must import.
+pub async fn import(data: &Path, files: &[PathBuf]) {
+    let a = stow_exporter::archive::Archive::open(data).await.unwrap();
+    let report =
+        stow_exporter::archive::import_paths(&a, files, &stow_exporter::archive::NoProgress).await;
+    assert!(
+        report.failed.is_empty(),
+        "import failed: {:?}",
+        report.failed
+    );
 }
 
 /// Writes a synthetic study of `count` instances into `dir`.
