@@ -6,13 +6,9 @@
 mod common;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::extract::Request;
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
 use common::amqp::*;
 use common::*;
 use lapin::Channel;
@@ -20,7 +16,6 @@ use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use serde_json::Value;
 use stow_exporter::config::ConfigSource;
-use stow_exporter::stowrsd::{self, StowrsdOptions};
 
 async fn start(cfg: &Path, data: &Path) -> Service {
     let mut s = Service::settings(ConfigSource::Ldif(cfg.to_path_buf()), data);
@@ -261,41 +256,11 @@ async fn two_instances_on_one_queue_share_the_work() {
     q.delete(&ch).await;
 }
 
-/// The real stowrsd behind a layer that answers 503 to the first `failures`
-/// requests and records when each request came.
-async fn flaky(dir: &Path, failures: usize) -> (u16, Arc<Mutex<Vec<Instant>>>) {
-    let times: Arc<Mutex<Vec<Instant>>> = Arc::default();
-    let t = times.clone();
-    let layer = move |req: Request<Body>, next: Next| {
-        let t = t.clone();
-        async move {
-            let n = {
-                let mut t = t.lock().unwrap();
-                t.push(Instant::now());
-                t.len()
-            };
-            if n <= failures {
-                return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy").into_response();
-            }
-            let r: Response = next.run(req).await;
-            r
-        }
-    };
-    let app = stowrsd::router(StowrsdOptions {
-        store_dir: Some(dir.to_path_buf()),
-    })
-    .layer(middleware::from_fn(layer));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    (port, times)
-}
-
 #[tokio::test]
 async fn retries_wait_in_the_retry_queue_and_come_back_when_due() {
     let tmp = tempfile::tempdir().unwrap();
     let q = TestQueue::new();
-    let (port, times) = flaky(&tmp.path().join("received"), 2).await;
+    let (port, times) = flaky(&tmp.path().join("received"), 2, None).await;
     let cfg = write_config(
         tmp.path(),
         port,

@@ -3,15 +3,9 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::extract::Request;
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
 use common::*;
-use stow_exporter::stowrsd::{self, StowrsdOptions};
 
 const EXPORT_QUEUE_DN: &str = "dcmQueueName=Export,dicomDeviceName=dcm4chee-arc,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org";
 
@@ -21,50 +15,6 @@ fn queue_policy(retries: u32, delay: &str, multiplier: u32) -> String {
          replace: dcmRetryDelay\ndcmRetryDelay: {delay}\n-\nreplace: dcmRetryDelayMultiplier\ndcmRetryDelayMultiplier: {multiplier}\n-\n\
          delete: dcmMaxRetryDelay\n-\n\n"
     )
-}
-
-/// The real stowrsd behind a layer that answers 503 to the first
-/// `failures` requests (for every instance, or only those whose body
-/// contains `only`), and records when each request came.
-async fn flaky(
-    dir: &std::path::Path,
-    failures: usize,
-    only: Option<String>,
-) -> (u16, Arc<Mutex<Vec<Instant>>>) {
-    let times: Arc<Mutex<Vec<Instant>>> = Arc::default();
-    let failed = Arc::new(Mutex::new(0usize));
-    let t = times.clone();
-    let layer = move |req: Request<Body>, next: Next| {
-        let (t, failed, only) = (t.clone(), failed.clone(), only.clone());
-        async move {
-            t.lock().unwrap().push(Instant::now());
-            let (parts, body) = req.into_parts();
-            let bytes = axum::body::to_bytes(body, 64 << 20).await.unwrap();
-            let targeted = only
-                .as_ref()
-                .is_none_or(|uid| bytes.windows(uid.len()).any(|w| w == uid.as_bytes()));
-            let fail = targeted && {
-                let mut f = failed.lock().unwrap();
-                *f += 1;
-                *f <= failures
-            };
-            if fail {
-                return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy").into_response();
-            }
-            let r: Response = next
-                .run(Request::from_parts(parts, Body::from(bytes)))
-                .await;
-            r
-        }
-    };
-    let app = stowrsd::router(StowrsdOptions {
-        store_dir: Some(dir.to_path_buf()),
-    })
-    .layer(middleware::from_fn(layer));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    (port, times)
 }
 
 async fn setup(

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use stow_exporter::app::{Application, Settings};
 use stow_exporter::config::{ConfigSource, DEFAULT_DEVICE_NAME};
@@ -377,4 +377,48 @@ pub fn pydicom_files() -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// The real stowrsd behind a layer that answers 503 to the first
+/// `failures` requests (for every instance, or only those whose body
+/// contains `only`), and records when each request came.
+pub async fn flaky(
+    dir: &std::path::Path,
+    failures: usize,
+    only: Option<String>,
+) -> (u16, Arc<Mutex<Vec<Instant>>>) {
+    let times: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let failed = Arc::new(Mutex::new(0usize));
+    let t = times.clone();
+    let layer = move |req: Request<Body>, next: Next| {
+        let (t, failed, only) = (t.clone(), failed.clone(), only.clone());
+        async move {
+            t.lock().unwrap().push(Instant::now());
+            let (parts, body) = req.into_parts();
+            let bytes = axum::body::to_bytes(body, 64 << 20).await.unwrap();
+            let targeted = only
+                .as_ref()
+                .is_none_or(|uid| bytes.windows(uid.len()).any(|w| w == uid.as_bytes()));
+            let fail = targeted && {
+                let mut f = failed.lock().unwrap();
+                *f += 1;
+                *f <= failures
+            };
+            if fail {
+                return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy").into_response();
+            }
+            let r: Response = next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await;
+            r
+        }
+    };
+    let app = stowrsd::router(StowrsdOptions {
+        store_dir: Some(dir.to_path_buf()),
+    })
+    .layer(middleware::from_fn(layer));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (port, times)
 }
