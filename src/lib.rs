@@ -40,3 +40,4 @@ pub mod stow;
 pub mod stowrsd;
 pub mod synth;
 pub mod task;
+pub mod transcode;

@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 
 pub use entry::{Directory, Dn, RawEntry};
 pub use ldap::{LdapError, LdapSource};
-pub use model::{ConfigError, Exporter, QueueDesc, Secret, Snapshot, WebApp, WebAppProps};
+pub use model::{
+    ConfigError, Exporter, QueueDesc, Secret, Snapshot, WebApp, WebAppProps, transfer_syntax_name,
+    transfer_syntax_uid,
+};
 
 /// The shared, swappable configuration: a task clones the `Arc` when it
 /// starts and keeps it, so a reload never changes a task in flight.

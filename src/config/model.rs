@@ -721,6 +721,15 @@ const TS_KEYWORDS: &[(&str, &str)] = &[
     ("RLELossless", "1.2.840.10008.1.2.5"),
 ];
 
+/// The keyword of a transfer syntax UID, for messages; the UID itself when
+/// it has none.
+pub fn transfer_syntax_name(uid: &str) -> &str {
+    TS_KEYWORDS
+        .iter()
+        .find(|(_, u)| *u == uid)
+        .map_or(uid, |(k, _)| k)
+}
+
 /// The UID of a `transfer-syntax` list item: a UID as written, or a
 /// keyword (matched regardless of case); None when it is neither.
 pub fn transfer_syntax_uid(item: &str) -> Option<String> {

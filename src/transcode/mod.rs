@@ -1,0 +1,395 @@
+//! Transfer syntax negotiation and decompression.
+//!
+//! [`choose`] applies dcm4chee's rule to a destination's `transfer-syntax`
+//! list; [`transcode`] turns a stored file into Explicit or Implicit VR
+//! Little Endian; [`Transcoder`] runs that off the async runtime with
+//! bounds on parallelism and on memory per object.
+//!
+//! Only what decompression must change is changed: the pixel data, the
+//! transfer syntax in the file meta, Photometric Interpretation (YBR
+//! becomes RGB, because the decoders give RGB) and Planar Configuration
+//! (samples come out interleaved). Every other element is copied as
+//! encoded (see [`encode`]).
+
+mod dataset;
+mod encode;
+mod jpeg;
+mod jpeg12;
+mod pixels;
+mod rle;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use dicom_core::Tag;
+use tokio::sync::Semaphore;
+
+use dataset::{
+    DatasetError, Element, Encoding, PIXEL_DATA, TS_DEFLATED, TS_EXPLICIT_BE, TS_EXPLICIT_LE,
+    TS_IMPLICIT_LE, elements, fragments, split,
+};
+use encode::{Changes, write_file};
+pub use pixels::ImageInfo;
+
+use crate::config::transfer_syntax_name;
+
+/// An uncompressed transfer syntax to send in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+}
+
+impl Target {
+    pub fn uid(self) -> &'static str {
+        match self {
+            Target::ExplicitVRLittleEndian => TS_EXPLICIT_LE,
+            Target::ImplicitVRLittleEndian => TS_IMPLICIT_LE,
+        }
+    }
+
+    fn encoding(self) -> Encoding {
+        match self {
+            Target::ExplicitVRLittleEndian => Encoding::ExplicitLE,
+            Target::ImplicitVRLittleEndian => Encoding::ImplicitLE,
+        }
+    }
+}
+
+/// dcm4chee's rule: as stored when the list is empty (which `*` also
+/// gives) or holds the stored syntax; else Explicit VR Little Endian if it
+/// is listed, else Implicit VR Little Endian, which every DICOM
+/// application must accept. `None` means send as stored.
+pub fn choose(stored: &str, accepted: &[String]) -> Option<Target> {
+    if accepted.is_empty() || accepted.iter().any(|t| t == stored) {
+        return None;
+    }
+    if accepted.iter().any(|t| t == TS_EXPLICIT_LE) {
+        Some(Target::ExplicitVRLittleEndian)
+    } else {
+        Some(Target::ImplicitVRLittleEndian)
+    }
+}
+
+/// Why an object could not be transcoded: names the stored syntax and
+/// the cause.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot convert {name} ({uid}) to {target}: {cause}")]
+pub struct TranscodeError {
+    pub uid: String,
+    pub name: String,
+    pub target: &'static str,
+    pub cause: String,
+}
+
+/// Limits on one object.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The most bytes one object may take: its file, and separately its
+    /// decoded pixel data or inflated data set.
+    pub max_object_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_object_bytes: 1 << 30,
+        }
+    }
+}
+
+/// The attributes read from the top level of a data set.
+struct Scan {
+    info: ImageInfo,
+    planar_present: bool,
+    pixel: Option<Element>,
+    present: Vec<Tag>,
+}
+
+fn us(ds: &[u8], e: &Element, enc: Encoding) -> Option<u16> {
+    let b: [u8; 2] = ds.get(e.value.start..e.value.start + 2)?.try_into().ok()?;
+    Some(if enc == Encoding::ExplicitBE {
+        u16::from_be_bytes(b)
+    } else {
+        u16::from_le_bytes(b)
+    })
+}
+
+fn scan(ds: &[u8], enc: Encoding) -> Result<Scan, DatasetError> {
+    let mut s = Scan {
+        info: ImageInfo {
+            samples: 1,
+            frames: 1,
+            ..Default::default()
+        },
+        planar_present: false,
+        pixel: None,
+        present: Vec::new(),
+    };
+    for e in elements(ds, 0..ds.len(), enc) {
+        let e = e?;
+        let v = || us(ds, &e, enc).unwrap_or(0);
+        match (e.tag.0, e.tag.1) {
+            (0x0028, 0x0002) => s.info.samples = v(),
+            (0x0028, 0x0004) => s.info.photometric = dataset::text(&ds[e.value.clone()]),
+            (0x0028, 0x0006) => s.planar_present = true,
+            (0x0028, 0x0008) => {
+                s.info.frames = dataset::text(&ds[e.value.clone()]).parse().unwrap_or(1)
+            }
+            (0x0028, 0x0010) => s.info.rows = v(),
+            (0x0028, 0x0011) => s.info.cols = v(),
+            (0x0028, 0x0100) => s.info.bits_allocated = v(),
+            (0x0028, 0x0101) => s.info.bits_stored = v(),
+            _ => {}
+        }
+        if e.tag == PIXEL_DATA {
+            s.pixel = Some(e.clone());
+        }
+        if e.tag.0 == 0x0028 || e.tag.0 == 0x7FE0 {
+            s.present.push(e.tag);
+        }
+    }
+    Ok(s)
+}
+
+/// A converted object.
+#[derive(Debug)]
+pub struct Transcoded {
+    /// The Part 10 file in the target syntax.
+    pub data: Vec<u8>,
+    /// Bytes of pixel data decompressed (0 when none was compressed).
+    pub decoded_pixel_bytes: u64,
+}
+
+/// Converts a Part 10 file to `target`. Pure and blocking: run it through
+/// a [`Transcoder`] from async code.
+pub fn transcode(
+    file: &[u8],
+    target: Target,
+    limits: Limits,
+) -> Result<Transcoded, TranscodeError> {
+    let max = usize::try_from(limits.max_object_bytes).unwrap_or(usize::MAX);
+    let mut uid = String::from("(no transfer syntax)");
+    let fail = |uid: &str, cause: String| TranscodeError {
+        uid: uid.to_string(),
+        name: transfer_syntax_name(uid).to_string(),
+        target: transfer_syntax_name(target.uid()),
+        cause,
+    };
+    let parts = split(file, max).map_err(|e| fail(&uid, e.to_string()))?;
+    uid.clone_from(&parts.transfer_syntax);
+    let ds = &parts.dataset[..];
+    let sc = scan(ds, parts.encoding).map_err(|e| fail(&uid, e.to_string()))?;
+    let native_source =
+        [TS_IMPLICIT_LE, TS_EXPLICIT_LE, TS_EXPLICIT_BE, TS_DEFLATED].contains(&uid.as_str());
+    let mut changes = Changes::default();
+    let decoded;
+    let mut pixel_data = None;
+    match &sc.pixel {
+        Some(px) if !native_source && px.undefined() => {
+            let info = &sc.info;
+            if info.rows == 0 || info.cols == 0 || info.bits_allocated == 0 {
+                return Err(fail(
+                    &uid,
+                    "Rows, Columns or Bits Allocated is missing".into(),
+                ));
+            }
+            let (bot, ranges) =
+                fragments(ds, px.value.clone()).map_err(|e| fail(&uid, e.to_string()))?;
+            let frags: Vec<&[u8]> = ranges.iter().map(|r| &ds[r.clone()]).collect();
+            let fam = pixels::family(&uid);
+            let frames = pixels::frames(info, fam, &bot, &frags).map_err(|e| fail(&uid, e))?;
+            decoded = pixels::decode(&uid, info, &frames, max).map_err(|e| fail(&uid, e))?;
+            let vr = if info.bits_allocated > 8 {
+                *b"OW"
+            } else {
+                *b"OB"
+            };
+            pixel_data = Some((vr, &decoded[..]));
+            if info.samples > 1 {
+                if info.photometric.starts_with("YBR") {
+                    changes.set_text(Tag(0x0028, 0x0004), b"CS", "RGB");
+                }
+                if sc.planar_present {
+                    changes.set_us(Tag(0x0028, 0x0006), 0);
+                }
+            }
+            // The group length would be stale, and the total length
+            // describes the fragments that are gone.
+            changes.remove.extend([
+                Tag(0x0028, 0x0000),
+                Tag(0x7FE0, 0x0000),
+                Tag(0x7FE0, 0x0003),
+            ]);
+        }
+        Some(px) if !native_source => {
+            return Err(fail(
+                &uid,
+                format!(
+                    "pixel data of defined length {} under a compressed transfer syntax",
+                    px.len
+                ),
+            ));
+        }
+        Some(px) if parts.encoding == Encoding::ExplicitBE => {
+            // Big endian OW pixel data is swapped in 16-bit words, and
+            // 32-bit samples (RT dose) as 4-byte words; OB is bytes.
+            let width = if px.vr == Some(*b"OB") {
+                1
+            } else {
+                usize::from(sc.info.bits_allocated / 8).max(2)
+            };
+            let mut v = ds[px.value.clone()].to_vec();
+            if width > 1 {
+                v.chunks_exact_mut(width).for_each(<[u8]>::reverse);
+            }
+            decoded = v;
+            let vr = if sc.info.bits_allocated > 8 {
+                *b"OW"
+            } else {
+                *b"OB"
+            };
+            pixel_data = Some((vr, &decoded[..]));
+        }
+        Some(px)
+            if parts.encoding == Encoding::ImplicitLE
+                && target == Target::ExplicitVRLittleEndian =>
+        {
+            // The dictionary says OB or OW; Bits Allocated decides.
+            let vr = if sc.info.bits_allocated > 8 {
+                *b"OW"
+            } else {
+                *b"OB"
+            };
+            pixel_data = Some((vr, &ds[px.value.clone()]));
+        }
+        _ => {}
+    }
+    let mut out = Vec::with_capacity(file.len() + pixel_data.map_or(0, |(_, p)| p.len()));
+    write_file(
+        &parts,
+        target.uid(),
+        target.encoding(),
+        &changes,
+        pixel_data,
+        &mut out,
+    )
+    .map_err(|e| fail(&uid, e.to_string()))?;
+    let decoded_pixel_bytes = if native_source {
+        0
+    } else {
+        pixel_data.map_or(0, |(_, p)| p.len() as u64)
+    };
+    Ok(Transcoded {
+        data: out,
+        decoded_pixel_bytes,
+    })
+}
+
+/// Runs transcodes on the blocking pool: at most `parallel` at once, each
+/// bounded by [`Limits`]. Cloning shares the bound.
+#[derive(Clone)]
+pub struct Transcoder {
+    permits: Arc<Semaphore>,
+    limits: Limits,
+}
+
+impl Transcoder {
+    pub fn new(parallel: usize, limits: Limits) -> Transcoder {
+        Transcoder {
+            permits: Arc::new(Semaphore::new(parallel.max(1))),
+            limits,
+        }
+    }
+
+    /// One object per core: decoding is CPU-bound, and each object may
+    /// hold up to its limit in memory.
+    pub fn per_core(limits: Limits) -> Transcoder {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Transcoder::new(cores, limits)
+    }
+
+    /// Reads `path` and converts it to `target`. `stored_ts` names the
+    /// syntax in errors raised before the file is read.
+    pub async fn transcode_file(
+        &self,
+        path: PathBuf,
+        stored_ts: &str,
+        target: Target,
+    ) -> Result<Transcoded, TranscodeError> {
+        let fail = |cause: String| TranscodeError {
+            uid: stored_ts.to_string(),
+            name: transfer_syntax_name(stored_ts).to_string(),
+            target: transfer_syntax_name(target.uid()),
+            cause,
+        };
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let limits = self.limits;
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut f = std::fs::File::open(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let len = f.metadata().map_err(|e| e.to_string())?.len();
+            if len > limits.max_object_bytes {
+                return Err(format!(
+                    "the file is {len} bytes, over the limit of {} for decompression",
+                    limits.max_object_bytes
+                ));
+            }
+            let mut buf = Vec::with_capacity(len as usize);
+            f.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+            Ok(transcode(&buf, target, limits))
+        })
+        .await
+        .map_err(|e| fail(format!("decoder crashed: {e}")))?
+        .map_err(fail)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn dcm4chee_selection_rule() {
+        let jpeg = "1.2.840.10008.1.2.4.50";
+        assert_eq!(choose(jpeg, &[]), None);
+        assert_eq!(choose(jpeg, &list(&[jpeg, TS_EXPLICIT_LE])), None);
+        assert_eq!(
+            choose(jpeg, &list(&[TS_IMPLICIT_LE, TS_EXPLICIT_LE])),
+            Some(Target::ExplicitVRLittleEndian)
+        );
+        assert_eq!(
+            choose(jpeg, &list(&[TS_IMPLICIT_LE])),
+            Some(Target::ImplicitVRLittleEndian)
+        );
+        // Neither listed: implicit, which every application accepts.
+        assert_eq!(
+            choose(jpeg, &list(&["1.2.840.10008.1.2.4.90"])),
+            Some(Target::ImplicitVRLittleEndian)
+        );
+        assert_eq!(
+            choose(TS_IMPLICIT_LE, &list(&[TS_EXPLICIT_LE])),
+            Some(Target::ExplicitVRLittleEndian)
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error_naming_the_cause() {
+        let err = transcode(
+            b"not dicom",
+            Target::ExplicitVRLittleEndian,
+            Limits::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("no DICM prefix"), "{err}");
+    }
+}
