@@ -4,9 +4,12 @@
 # (see docker/README.md). Not built on the development machines, which have
 # no Docker engine.
 #
-# The build needs only what rust:1-bookworm has: rusqlite's bundled SQLite
-# and aws-lc-rs (rustls) compile with gcc; no cmake, clang or Go.
+# rusqlite's bundled SQLite, aws-lc-rs (rustls) and OpenJPEG compile with
+# gcc; CharLS (JPEG-LS) needs cmake and g++, and libstdc++ at run time.
 FROM rust:1-bookworm AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends cmake \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src

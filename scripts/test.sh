@@ -22,6 +22,12 @@ python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || need_apt+=(slapd)
 command -v ldapadd >/dev/null 2>&1 || need_apt+=(ldap-utils)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# CharLS (the JPEG-LS codec) builds with cmake; dcmtk makes compressed test
+# objects and is a reference decoder; opj_decompress is the JPEG 2000
+# reference of the decompression benchmark.
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+command -v dcmcjpeg >/dev/null 2>&1 || need_apt+=(dcmtk)
+command -v opj_decompress >/dev/null 2>&1 || need_apt+=(libopenjp2-tools)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   # No default slapd database: the tests run private instances.
@@ -41,12 +47,15 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 # Python test packages: pydicom ships the real-world DICOM files the tests
-# import and export. Installed for this user; Debian's externally-managed
-# Python needs --break-system-packages, a venv-less pip does not know it.
-if ! python3 -c 'import pydicom' >/dev/null 2>&1; then
-  log "installing Python test packages"
-  python3 -m pip install -q --user pydicom 2>/dev/null \
-    || python3 -m pip install -q --user --break-system-packages pydicom
+# import and export; its pixel plugins (pylibjpeg with libjpeg, openjpeg and
+# rle; pyjpegls) are the reference decoders. Installed for this user;
+# Debian's externally-managed Python needs --break-system-packages, a
+# venv-less pip does not know it.
+PY_PACKAGES=(pydicom numpy pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg pylibjpeg-rle pyjpegls)
+if ! python3 -c 'import pydicom, numpy, pylibjpeg, libjpeg, openjpeg, rle, jpeg_ls' >/dev/null 2>&1; then
+  log "installing Python test packages: ${PY_PACKAGES[*]}"
+  python3 -m pip install -q --user "${PY_PACKAGES[@]}" 2>/dev/null \
+    || python3 -m pip install -q --user --break-system-packages "${PY_PACKAGES[@]}"
 fi
 STOW_TEST_PYDICOM_FILES="$(python3 -c 'import pydicom, os; print(os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files"))')"
 export STOW_TEST_PYDICOM_FILES

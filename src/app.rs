@@ -20,6 +20,7 @@ use crate::export::{Executor, SharedSnapshot, Workers};
 use crate::queue::{AmqpQueue, EmbeddedQueue, QueueError, TaskQueue};
 use crate::schedule::Zone;
 use crate::stowrsd::{self, StowrsdOptions};
+use crate::transcode::Transcoder;
 
 /// The address the built-in receiver uses when no `stowrsd` web app says otherwise.
 pub const DEFAULT_STOWRSD_ADDR: &str = "127.0.0.1:18080";
@@ -47,6 +48,11 @@ pub struct Settings {
     /// Deliver tasks through this AMQP broker (`amqp://user:password@host:port/vhost`)
     /// instead of the embedded queue; task records stay in the data directory.
     pub queue_url: Option<String>,
+    /// Objects decompressed at once for destinations that do not take the
+    /// stored transfer syntax; default one per core.
+    pub transcode_jobs: Option<usize>,
+    /// Bounds on each decompressed object.
+    pub transcode_limits: crate::transcode::Limits,
 }
 
 impl std::fmt::Debug for Settings {
@@ -62,6 +68,8 @@ impl std::fmt::Debug for Settings {
             .field("startup_retries", &self.startup_retries)
             .field("watch", &self.watch)
             .field("zone", &self.zone)
+            .field("transcode_jobs", &self.transcode_jobs)
+            .field("transcode_limits", &self.transcode_limits)
             .field(
                 "queue_url",
                 &self.queue_url.as_deref().map(crate::queue::amqp::mask_url),
@@ -154,7 +162,11 @@ impl Application {
             queues = snapshot.queues.len(),
             "configuration loaded"
         );
-        let executor = Executor::new(archive, queue.clone());
+        let transcoder = match settings.transcode_jobs {
+            Some(n) => Transcoder::new(n, settings.transcode_limits),
+            None => Transcoder::per_core(settings.transcode_limits),
+        };
+        let executor = Executor::new(archive, queue.clone(), transcoder);
         let workers = Workers::new(
             executor,
             queue.clone(),

@@ -134,6 +134,14 @@ enum Command {
             value_name = "embedded|URL"
         )]
         queue: String,
+        /// Objects decompressed at once, for destinations that do not take
+        /// the stored transfer syntax (default: one per core).
+        #[arg(long, value_name = "N")]
+        transcode_jobs: Option<usize>,
+        /// The largest object that is decompressed: its file, and its
+        /// decoded pixel data, each at most this many MiB.
+        #[arg(long, value_name = "MIB", default_value_t = 1024)]
+        transcode_max_mib: u64,
     },
     /// Run only the built-in STOW-RS receiver.
     Stowrsd {
@@ -252,6 +260,8 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
             watch,
             time_zone,
             queue,
+            transcode_jobs,
+            transcode_max_mib,
         } => {
             let app = Application::build(Settings {
                 config: config.source().await?,
@@ -265,6 +275,10 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
                 watch: watch.filter(|s| *s > 0).map(std::time::Duration::from_secs),
                 zone: time_zone,
                 queue_url: queue_url(&queue)?,
+                transcode_jobs,
+                transcode_limits: stow_exporter::transcode::Limits {
+                    max_object_bytes: transcode_max_mib.saturating_mul(1 << 20),
+                },
             })
             .await?;
             app.run_until_stopped(shutdown_signal()).await?;

@@ -234,31 +234,6 @@ async fn series_and_instance_exports_and_unknown_targets() {
 }
 
 #[tokio::test]
-async fn stored_syntax_not_accepted_fails_that_instance_with_reason() {
-    let tmp = tempfile::tempdir().unwrap();
-    let rcv = Receiver::start(&tmp.path().join("received"), Duration::ZERO).await;
-    let cfg = write_config(
-        tmp.path(),
-        rcv.addr.port(),
-        &add_props(
-            DCM4CHEE_WEBAPP_DN,
-            &["transfer-syntax=ImplicitVRLittleEndian"],
-        ),
-    );
-    let (study, files) = study(&tmp.path().join("src"), 2, 32);
-    import(&tmp.path().join("data"), &files).await;
-    let svc = Service::start(&cfg, &tmp.path().join("data")).await;
-    let t = svc.export_study("StowExporter", &study).await;
-    let id = t["taskID"].as_str().unwrap();
-    let done = svc.wait_done(id).await;
-    assert_eq!(done["status"], "FAILED");
-    assert!(done["errorMessage"].as_str().unwrap().contains("stored transfer syntax 1.2.840.10008.1.2.1 is not in transfer-syntax=1.2.840.10008.1.2 "), "{done}");
-    assert!(rcv.seen().is_empty(), "nothing sent");
-    assert_eq!(svc.instances(id).await.len(), 2);
-    svc.stop().await;
-}
-
-#[tokio::test]
 async fn reload_swaps_valid_config_and_keeps_running_one_on_error() {
     let tmp = tempfile::tempdir().unwrap();
     let rcv = Receiver::start(&tmp.path().join("received"), Duration::from_millis(150)).await;

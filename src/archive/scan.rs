@@ -85,16 +85,42 @@ pub(crate) fn scan<R: Read + Seek>(reader: R, file_len: u64) -> Result<Scanned, 
         enc: Encoding::ExplicitLe,
     };
     let transfer_syntax = w.meta()?;
+    if transfer_syntax == uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN {
+        // Declared lengths can only be checked on the inflated data set:
+        // inflate it (bounded, so a deflate bomb is an error) and walk that.
+        use std::io::SeekFrom;
+        let mut r = w.r;
+        r.seek(SeekFrom::Start(w.pos))?;
+        let mut inflated = Vec::new();
+        flate2::read::DeflateDecoder::new(r)
+            .take(MAX_INFLATED + 1)
+            .read_to_end(&mut inflated)
+            .map_err(|e| ScanError::Malformed(format!("deflated data set: {e}")))?;
+        if inflated.len() as u64 > MAX_INFLATED {
+            return Err(ScanError::Malformed(format!(
+                "deflated data set inflates to more than {MAX_INFLATED} bytes"
+            )));
+        }
+        let len = inflated.len() as u64;
+        let mut w = Walker {
+            r: io::Cursor::new(inflated),
+            pos: 0,
+            len,
+            enc: Encoding::ExplicitLe,
+        };
+        w.dataset(None, 0, true)?;
+        return Ok(Scanned { transfer_syntax });
+    }
     w.enc = encoding(&transfer_syntax)?;
     w.dataset(None, 0, true)?;
     Ok(Scanned { transfer_syntax })
 }
 
+/// The largest inflated data set accepted.
+const MAX_INFLATED: u64 = 1 << 30;
+
 fn encoding(ts: &str) -> Result<Encoding, ScanError> {
-    if ts == uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
-        || ts == uids::JPIP_REFERENCED_DEFLATE
-        || ts == uids::JPIPHTJ2K_REFERENCED_DEFLATE
-    {
+    if ts == uids::JPIP_REFERENCED_DEFLATE || ts == uids::JPIPHTJ2K_REFERENCED_DEFLATE {
         // The data set is compressed: declared lengths cannot be checked
         // against the file size without inflating it.
         return Err(ScanError::Unsupported(format!(
@@ -620,9 +646,23 @@ mod tests {
     }
 
     #[test]
+    fn deflated_data_set_is_checked_inflated() {
+        use std::io::Write;
+        let mut ds = Vec::new();
+        elem_long(&mut ds, 0x7FE0, 0x0010, b"OW", 1000);
+        ds.extend_from_slice(&[0; 10]);
+        let mut v = prefix(uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN);
+        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(&ds).unwrap();
+        v.extend(z.finish().unwrap());
+        match run(&v) {
+            Err(ScanError::Malformed(m)) => assert!(m.contains("(7FE0,0010)"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn unsupported_syntaxes() {
-        let v = prefix(uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN);
-        assert!(matches!(run(&v), Err(ScanError::Unsupported(_))));
         let v = prefix("1.2.3.4.5.6");
         assert!(matches!(run(&v), Err(ScanError::Unsupported(_))));
     }

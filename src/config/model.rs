@@ -77,6 +77,9 @@ pub struct WebAppProps {
     pub basic_auth: Option<Secret>,
     pub allow_any_hostname: bool,
     pub disable_trust_manager: bool,
+    /// Not dcm4chee's: `transfer-syntax-parameter=true` puts the part's
+    /// transfer syntax in its Content-Type, for servers that want it.
+    pub transfer_syntax_parameter: bool,
 }
 
 impl Default for WebAppProps {
@@ -89,6 +92,7 @@ impl Default for WebAppProps {
             basic_auth: None,
             allow_any_hostname: false,
             disable_trust_manager: false,
+            transfer_syntax_parameter: false,
         }
     }
 }
@@ -645,6 +649,7 @@ impl Builder<'_> {
                 "chunked" => p.chunked = bool_prop(self),
                 "allow-any-hostname" => p.allow_any_hostname = bool_prop(self),
                 "disable-trust-manager" => p.disable_trust_manager = bool_prop(self),
+                "transfer-syntax-parameter" => p.transfer_syntax_parameter = bool_prop(self),
                 "concurrency" => match value.trim().parse::<usize>() {
                     Ok(n) if (1..=256).contains(&n) => p.concurrency = n,
                     _ => self.error(

@@ -26,8 +26,9 @@ pub use crate::config::{SharedSnapshot, current};
 use crate::config::{Snapshot, WebApp};
 use crate::queue::{Hold, InstanceResult, InstanceStatus, Outcome, TaskQueue};
 use crate::schedule::Zone;
-use crate::stow::StowClient;
+use crate::stow::{Converted, Outgoing, StowClient};
 use crate::task::{Counts, ExportTask, Status};
+use crate::transcode::{self, Target, Transcoder};
 use outcome::Tally;
 
 /// At most this many instance results are written in one transaction.
@@ -37,10 +38,8 @@ const PAGE_SIZE: usize = 500;
 
 /// One instance's part of a task.
 enum Work {
-    /// To be sent.
-    Send(StoredInstance),
-    /// Not sent: it cannot go as stored.
-    Refused(InstanceResult),
+    /// To be sent: as stored, or converted to the target syntax.
+    Send(StoredInstance, Option<Target>),
     /// Stored by an earlier, interrupted run of the same task.
     Resumed(InstanceResult),
     /// Not attempted: the task was canceled before its turn.
@@ -60,20 +59,6 @@ enum Kind {
     Remaining,
     /// See [`Work::IndexError`].
     IndexError(String),
-}
-
-/// Why an instance cannot go as stored, if it cannot.
-fn unacceptable_syntax(web_app: &WebApp, stored_ts: &str) -> Option<String> {
-    let list = &web_app.props.transfer_syntax;
-    // The list holds UIDs: keywords were resolved when the configuration loaded.
-    if list.is_empty() || list.iter().any(|t| t == stored_ts) {
-        return None;
-    }
-    Some(format!(
-        "stored transfer syntax {stored_ts} is not in transfer-syntax={} of web application {}; decompression is not available",
-        list.join(","),
-        web_app.name
-    ))
 }
 
 /// Everything a client is built from. Secrets are masked in `Debug`, so
@@ -96,15 +81,19 @@ pub struct Executor {
     clients: Arc<Mutex<HashMap<String, (String, StowClient)>>>,
     /// Cancellation of running tasks, by task ID.
     running: Arc<Mutex<HashMap<String, CancellationToken>>>,
+    /// Decompression for destinations that do not take the stored syntax;
+    /// shared by all tasks, so its bounds are global.
+    transcoder: Transcoder,
 }
 
 impl Executor {
-    pub fn new(archive: Archive, queue: Arc<dyn TaskQueue>) -> Executor {
+    pub fn new(archive: Archive, queue: Arc<dyn TaskQueue>, transcoder: Transcoder) -> Executor {
         Executor {
             archive,
             queue,
             clients: Arc::default(),
             running: Arc::default(),
+            transcoder,
         }
     }
 
@@ -197,20 +186,19 @@ impl Executor {
                 // export before its next instance; requests in flight finish.
                 let w = if cancel.is_cancelled() {
                     match w {
-                        Work::Send(_) => Work::Remaining,
+                        Work::Send(..) => Work::Remaining,
                         other => other,
                     }
                 } else {
                     w
                 };
                 let client = client.clone();
+                let transcoder = self.transcoder.clone();
                 tokio::spawn(async move {
                     match w {
-                        Work::Send(inst) => (
-                            client.store(std::slice::from_ref(&inst)).await,
-                            Kind::Record,
-                        ),
-                        Work::Refused(r) => (vec![r], Kind::Record),
+                        Work::Send(inst, target) => {
+                            (send(&client, &transcoder, inst, target).await, Kind::Record)
+                        }
                         Work::Resumed(r) => (vec![r], Kind::Count),
                         Work::Remaining => (Vec::new(), Kind::Remaining),
                         Work::IndexError(e) => (Vec::new(), Kind::IndexError(e)),
@@ -325,14 +313,13 @@ impl Executor {
                     .map(|inst| match previous.get(&inst.sop_iuid) {
                         // Stored by an earlier run of this task: resume after it.
                         Some(r) if r.status.is_stored() => Work::Resumed(r.clone()),
-                        _ => match unacceptable_syntax(&web_app, &inst.transfer_syntax) {
-                            Some(reason) => Work::Refused(InstanceResult {
-                                sop_iuid: inst.sop_iuid.clone(),
-                                status: InstanceStatus::Failed,
-                                reason: Some(reason),
-                            }),
-                            None => Work::Send(inst),
-                        },
+                        _ => {
+                            let target = transcode::choose(
+                                &inst.transfer_syntax,
+                                &web_app.props.transfer_syntax,
+                            );
+                            Work::Send(inst, target)
+                        }
                     })
                     .collect();
                 Some((stream::iter(items), next))
@@ -350,6 +337,42 @@ impl Executor {
             tracing::error!(task = %task.task_id, error = %e, "cannot record instance results");
         }
     }
+}
+
+/// Sends one instance, converted first when the destination does not take
+/// its stored syntax. An instance that cannot be converted fails with the
+/// reason; the rest of the task goes on.
+async fn send(
+    client: &StowClient,
+    transcoder: &Transcoder,
+    inst: StoredInstance,
+    target: Option<Target>,
+) -> Vec<InstanceResult> {
+    let converted = match target {
+        None => None,
+        Some(target) => {
+            if let Err(r) = crate::stow::check_stored(&inst).await {
+                return vec![r];
+            }
+            match transcoder
+                .transcode_file(inst.path.clone(), &inst.transfer_syntax, target)
+                .await
+            {
+                Ok(done) => Some(Converted {
+                    data: done.data.into(),
+                    transfer_syntax: target.uid(),
+                }),
+                Err(e) => {
+                    return vec![InstanceResult {
+                        sop_iuid: inst.sop_iuid.clone(),
+                        status: InstanceStatus::Failed,
+                        reason: Some(e.to_string()),
+                    }];
+                }
+            }
+        }
+    };
+    client.store(vec![Outgoing { inst, converted }]).await
 }
 
 /// What the `dcmSchedule` windows (and `dicomInstalled`) of the queue and
@@ -538,17 +561,5 @@ mod tests {
         assert_eq!(client_key(&web_app("a")), client_key(&web_app("a")));
         assert_ne!(client_key(&web_app("a")), client_key(&web_app("b")));
         assert!(!client_key(&web_app("topsecret")).contains("topsecret"));
-    }
-
-    #[test]
-    fn transfer_syntax_list_of_uids() {
-        let w = web_app("t");
-        assert_eq!(unacceptable_syntax(&w, "1.2.840.10008.1.2.1"), None);
-        assert_eq!(unacceptable_syntax(&w, "1.2.840.10008.1.2.4.70"), None);
-        let r = unacceptable_syntax(&w, "1.2.840.10008.1.2.4.50").unwrap();
-        assert!(
-            r.contains("1.2.840.10008.1.2.4.50") && r.contains("web application W"),
-            "{r}"
-        );
     }
 }

@@ -45,7 +45,21 @@ pub struct StowClient {
     http: reqwest::Client,
     url: String,
     chunked: bool,
+    transfer_syntax_parameter: bool,
     authorization: Option<HeaderValue>,
+}
+
+/// One instance to send: its stored file, or a conversion of it for a
+/// destination that does not take the stored transfer syntax.
+pub struct Outgoing {
+    pub inst: StoredInstance,
+    pub converted: Option<Converted>,
+}
+
+/// An instance converted to another transfer syntax, in memory.
+pub struct Converted {
+    pub data: bytes::Bytes,
+    pub transfer_syntax: &'static str,
 }
 
 impl StowClient {
@@ -96,6 +110,7 @@ impl StowClient {
             http,
             url: format!("{}/studies", web_app.service_url),
             chunked: props.chunked,
+            transfer_syntax_parameter: props.transfer_syntax_parameter,
             authorization,
         })
     }
@@ -105,20 +120,36 @@ impl StowClient {
         &self.url
     }
 
-    /// Sends `instances` in one request and returns one result per instance,
-    /// in the same order. Instances whose file is gone are reported
-    /// MISSING and not sent; every other failure is a FAILED result with its
+    /// Sends `items` in one request and returns one result per item, in
+    /// the same order. Instances whose file is gone are reported MISSING
+    /// and not sent; every other failure is a FAILED result with its
     /// reason, never an error, so the caller can always record an outcome.
-    pub async fn store(&self, instances: &[StoredInstance]) -> Vec<InstanceResult> {
-        let mut results: Vec<Option<InstanceResult>> = vec![None; instances.len()];
+    pub async fn store(&self, items: Vec<Outgoing>) -> Vec<InstanceResult> {
+        let mut results: Vec<Option<InstanceResult>> = vec![None; items.len()];
         let mut parts = Vec::new();
         let mut sent = Vec::new();
         let mut sent_idx = Vec::new();
-        for (i, inst) in instances.iter().enumerate() {
-            match open_part(inst).await {
-                Ok(p) => {
+        for (i, item) in items.into_iter().enumerate() {
+            let part = match item.converted {
+                Some(c) => Ok(PartFile {
+                    len: c.data.len() as u64,
+                    content: PartContent::Bytes(c.data),
+                    name: format!(
+                        "{} (converted to {})",
+                        item.inst.path.display(),
+                        c.transfer_syntax
+                    ),
+                    transfer_syntax: Some(c.transfer_syntax.to_string()),
+                }),
+                None => open_part(&item.inst).await,
+            };
+            match part {
+                Ok(mut p) => {
+                    if !self.transfer_syntax_parameter {
+                        p.transfer_syntax = None;
+                    }
                     parts.push(p);
-                    sent.push(inst.sop_iuid.clone());
+                    sent.push(item.inst.sop_iuid.clone());
                     sent_idx.push(i);
                 }
                 Err(r) => results[i] = Some(r),
@@ -135,8 +166,7 @@ impl StowClient {
 
     async fn post(&self, parts: Vec<PartFile>, sent: &[String]) -> Vec<InstanceResult> {
         let boundary = multipart::new_boundary();
-        let sizes: Vec<u64> = parts.iter().map(|p| p.len).collect();
-        let len = multipart::body_len(&boundary, &sizes);
+        let len = multipart::body_len(&boundary, &parts);
         let body = reqwest::Body::wrap_stream(multipart::body_stream(boundary.clone(), parts));
         let mut req = self
             .http
@@ -200,37 +230,52 @@ async fn open_part(inst: &StoredInstance) -> Result<PartFile, InstanceResult> {
     .await
     .unwrap_or_else(|e| Err(std::io::Error::other(e)));
     let (content, len) = match opened {
-        Ok(x) => x,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(InstanceResult {
-                sop_iuid: inst.sop_iuid.clone(),
-                status: InstanceStatus::Missing,
-                reason: Some(format!("stored file {} is gone", inst.path.display())),
-            });
-        }
-        Err(e) => {
-            return Err(InstanceResult {
-                sop_iuid: inst.sop_iuid.clone(),
-                status: InstanceStatus::Failed,
-                reason: Some(format!("cannot read {}: {e}", inst.path.display())),
-            });
-        }
+        Ok((content, len)) => match file_problem(inst, Ok(len)) {
+            Some(r) => return Err(r),
+            None => (content, len),
+        },
+        Err(e) => return Err(file_problem(inst, Err(e)).expect("an error is a problem")),
     };
-    if len != inst.size {
-        return Err(InstanceResult {
-            sop_iuid: inst.sop_iuid.clone(),
-            status: InstanceStatus::Failed,
-            reason: Some(format!(
-                "stored file {} has {len} bytes, the index says {}: not sent",
-                inst.path.display(),
-                inst.size
-            )),
-        });
-    }
     Ok(PartFile {
         content,
         len,
         name: inst.path.display().to_string(),
+        transfer_syntax: Some(inst.transfer_syntax.clone()),
+    })
+}
+
+/// Checks that an instance's stored file is there with its indexed size.
+pub async fn check_stored(inst: &StoredInstance) -> Result<(), InstanceResult> {
+    let len = tokio::fs::metadata(&inst.path).await.map(|m| m.len());
+    file_problem(inst, len).map_or(Ok(()), Err)
+}
+
+/// The result for an instance whose stored file cannot go as indexed:
+/// gone (MISSING), unreadable or of another size (FAILED).
+fn file_problem(inst: &StoredInstance, len: std::io::Result<u64>) -> Option<InstanceResult> {
+    let (status, reason) = match len {
+        Ok(len) if len == inst.size => return None,
+        Ok(len) => (
+            InstanceStatus::Failed,
+            format!(
+                "stored file {} has {len} bytes, the index says {}: not sent",
+                inst.path.display(),
+                inst.size
+            ),
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+            InstanceStatus::Missing,
+            format!("stored file {} is gone", inst.path.display()),
+        ),
+        Err(e) => (
+            InstanceStatus::Failed,
+            format!("cannot read {}: {e}", inst.path.display()),
+        ),
+    };
+    Some(InstanceResult {
+        sop_iuid: inst.sop_iuid.clone(),
+        status,
+        reason: Some(reason),
     })
 }
 

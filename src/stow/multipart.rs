@@ -23,8 +23,9 @@ use tokio_util::io::ReaderStream;
 /// small enough that `concurrency` requests in flight stay in a few MB.
 const READ_CHUNK: usize = 1024 * 1024;
 
-/// The part media type. No `transfer-syntax` parameter: some servers
-/// (Orthanc) silently drop a part whose Content-Type carries one.
+/// The part media type. No `transfer-syntax` parameter by default: some
+/// servers (Orthanc up to DICOMweb 1.18) silently drop a part whose
+/// Content-Type carries one. The `transfer-syntax-parameter` property adds it.
 pub const PART_CONTENT_TYPE: &str = "application/dicom";
 
 /// A random boundary of 40 alphanumerics: the chance that it occurs in
@@ -42,10 +43,11 @@ pub fn content_type(boundary: &str) -> String {
     format!("multipart/related; type=\"{PART_CONTENT_TYPE}\"; boundary={boundary}")
 }
 
-fn part_head(boundary: &str, first: bool) -> Bytes {
+fn part_head(boundary: &str, first: bool, transfer_syntax: Option<&str>) -> Bytes {
     let lead = if first { "" } else { "\r\n" };
+    let param = transfer_syntax.map_or(String::new(), |ts| format!("; transfer-syntax={ts}"));
     Bytes::from(format!(
-        "{lead}--{boundary}\r\nContent-Type: {PART_CONTENT_TYPE}\r\n\r\n"
+        "{lead}--{boundary}\r\nContent-Type: {PART_CONTENT_TYPE}{param}\r\n\r\n"
     ))
 }
 
@@ -53,12 +55,16 @@ fn close(boundary: &str) -> Bytes {
     Bytes::from(format!("\r\n--{boundary}--\r\n"))
 }
 
-/// The exact body length for parts of the given sizes.
-pub fn body_len(boundary: &str, sizes: &[u64]) -> u64 {
-    let heads: u64 = (0..sizes.len())
-        .map(|i| part_head(boundary, i == 0).len() as u64)
-        .sum();
-    heads + sizes.iter().sum::<u64>() + close(boundary).len() as u64
+/// The exact body length of `parts`.
+pub fn body_len(boundary: &str, parts: &[PartFile]) -> u64 {
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            part_head(boundary, i == 0, p.transfer_syntax.as_deref()).len() as u64 + p.len
+        })
+        .sum::<u64>()
+        + close(boundary).len() as u64
 }
 
 /// One part's content: the object's bytes, read already, or an opened
@@ -68,6 +74,8 @@ pub struct PartFile {
     pub len: u64,
     /// For error messages.
     pub name: String,
+    /// The `transfer-syntax` parameter of the part's Content-Type, if any.
+    pub transfer_syntax: Option<String>,
 }
 
 /// Where a part's bytes come from.
@@ -90,6 +98,7 @@ pub fn body_stream(
         let head = stream::once(futures_util::future::ready(Ok(part_head(
             &boundary,
             i == 0,
+            p.transfer_syntax.as_deref(),
         ))));
         let content = match p.content {
             PartContent::Bytes(b) => {
@@ -170,7 +179,12 @@ impl Stream for Exact {
 mod tests {
     use super::*;
 
-    async fn collect(boundary: &str, contents: &[&[u8]]) -> (Vec<u8>, tempfile::TempDir) {
+    /// The body of `contents` and the length `body_len` predicted for it.
+    async fn collect(
+        boundary: &str,
+        contents: &[&[u8]],
+        transfer_syntax: Option<&str>,
+    ) -> (Vec<u8>, u64, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let mut parts = Vec::new();
         for (i, c) in contents.iter().enumerate() {
@@ -184,30 +198,40 @@ mod tests {
                 },
                 len: c.len() as u64,
                 name: p.display().to_string(),
+                transfer_syntax: transfer_syntax.map(str::to_string),
             });
         }
+        let predicted = body_len(boundary, &parts);
         let mut s = Box::pin(body_stream(boundary.to_string(), parts));
         let mut out = Vec::new();
         while let Some(b) = s.next().await {
             out.extend_from_slice(&b.unwrap());
         }
-        (out, dir)
+        (out, predicted, dir)
     }
 
     #[tokio::test]
     async fn body_is_exact_multipart_related() {
-        let (body, _d) = collect("B0", &[b"DICM-1", b"two\r\n--B"]).await;
+        let (body, predicted, _d) = collect("B0", &[b"DICM-1", b"two\r\n--B"], None).await;
         let expected = b"--B0\r\nContent-Type: application/dicom\r\n\r\nDICM-1\r\n--B0\r\nContent-Type: application/dicom\r\n\r\ntwo\r\n--B\r\n--B0--\r\n";
         assert_eq!(body, expected.to_vec());
-        assert_eq!(body_len("B0", &[6, 8]), body.len() as u64);
+        assert_eq!(predicted, body.len() as u64);
+    }
+
+    #[tokio::test]
+    async fn transfer_syntax_parameter_when_asked_for() {
+        let (body, predicted, _d) = collect("B0", &[b"x"], Some("1.2.840.10008.1.2.1")).await;
+        let expected = b"--B0\r\nContent-Type: application/dicom; transfer-syntax=1.2.840.10008.1.2.1\r\n\r\nx\r\n--B0--\r\n";
+        assert_eq!(body, expected.to_vec());
+        assert_eq!(predicted, body.len() as u64);
     }
 
     #[tokio::test]
     async fn length_is_predicted_for_large_parts() {
         let big = vec![7u8; 3 * READ_CHUNK + 17];
         let b = new_boundary();
-        let (body, _d) = collect(&b, &[&big, b"x"]).await;
-        assert_eq!(body_len(&b, &[big.len() as u64, 1]), body.len() as u64);
+        let (body, predicted, _d) = collect(&b, &[&big, b"x"], None).await;
+        assert_eq!(predicted, body.len() as u64);
         assert_eq!(b.len(), 40);
         assert!(
             content_type(&b)
@@ -224,6 +248,7 @@ mod tests {
             content: PartContent::File(File::open(&p).await.unwrap()),
             len: 10,
             name: "a.dcm".into(),
+            transfer_syntax: None,
         }];
         let items: Vec<_> = body_stream("B".into(), parts).collect().await;
         let err = items

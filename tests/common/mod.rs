@@ -69,6 +69,23 @@ pub struct Seen {
     pub authorization: Option<String>,
     pub content_type: Option<String>,
     pub accept: Option<String>,
+    /// The Content-Type of each part of the multipart body.
+    pub part_content_types: Vec<String>,
+}
+
+/// The Content-Type header of each part of a multipart body.
+fn part_content_types(content_type: Option<&str>, body: &[u8]) -> Vec<String> {
+    let Some(boundary) = content_type.and_then(|c| c.split("boundary=").nth(1)) else {
+        return Vec::new();
+    };
+    let head = format!("--{}\r\nContent-Type: ", boundary.trim_matches('"'));
+    memchr::memmem::find_iter(body, head.as_bytes())
+        .filter_map(|at| {
+            let rest = &body[at + head.len()..];
+            let end = memchr::memmem::find(rest, b"\r\n")?;
+            Some(String::from_utf8_lossy(&rest[..end]).into_owned())
+        })
+        .collect()
 }
 
 /// The real stowrsd on a loopback port.
@@ -92,22 +109,28 @@ impl Receiver {
         let observe = move |req: Request<Body>, next: Next| {
             let (s, i, m) = (s.clone(), i.clone(), m.clone());
             async move {
+                // The body is read here to see the parts' headers, then
+                // handed on to the receiver unchanged.
+                let (head, body) = req.into_parts();
+                let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
                 let seen = {
                     let h = |n: &str| {
-                        req.headers()
+                        head.headers
                             .get(n)
                             .and_then(|v| v.to_str().ok())
                             .map(str::to_string)
                     };
                     Seen {
-                        path: req.uri().path().to_string(),
+                        path: head.uri.path().to_string(),
                         content_length: h("content-length"),
                         transfer_encoding: h("transfer-encoding"),
                         authorization: h("authorization"),
                         content_type: h("content-type"),
                         accept: h("accept"),
+                        part_content_types: part_content_types(h("content-type").as_deref(), &body),
                     }
                 };
+                let req = Request::from_parts(head, Body::from(body));
                 s.lock().unwrap().push(seen);
                 let now = i.fetch_add(1, Ordering::SeqCst) + 1;
                 m.fetch_max(now, Ordering::SeqCst);
@@ -196,6 +219,8 @@ impl Service {
             watch: None,
             zone: Default::default(),
             queue_url: None,
+            transcode_jobs: None,
+            transcode_limits: Default::default(),
         }
     }
 

@@ -52,6 +52,12 @@ def changed_elements(a, b, prefix=""):
         if t not in a or t not in b:
             out.append(name + (" added" if t not in a else " removed"))
             continue
+        # Byte-identical values are equal whatever VR each side reads them
+        # with (implicit VR output has no VR for private elements).
+        ra, rb = a.get_item(t), b.get_item(t)
+        raw_a, raw_b = getattr(ra, "value", None), getattr(rb, "value", None)
+        if isinstance(raw_a, bytes) and raw_a == raw_b and getattr(ra, "is_raw", True):
+            continue
         ea, eb = a[t], b[t]
         if ea.VR == "SQ" or eb.VR == "SQ":
             va, vb = list(ea.value or []), list(eb.value or [])
