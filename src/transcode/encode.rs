@@ -320,6 +320,21 @@ mod tests {
         f
     }
 
+    /// `file` rewritten in `ts` with no changes.
+    fn rewrite(file: &[u8], ts: &str, enc: Encoding) -> Vec<u8> {
+        let parts = split(file, 1 << 20).unwrap();
+        let mut out = Vec::new();
+        write_file(&parts, ts, enc, &Changes::default(), None, &mut out).unwrap();
+        out
+    }
+
+    /// The top-level elements of a split file.
+    fn top(parts: &FileParts<'_>) -> Vec<Element> {
+        elements(&parts.dataset, 0..parts.dataset.len(), parts.encoding)
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
     fn el(out: &mut Vec<u8>, tag: Tag, vr: &[u8; 2], v: &[u8], enc: Encoding) {
         write_header(out, tag, Some(*vr), v.len() as u32, enc);
         out.extend(v);
@@ -345,17 +360,7 @@ mod tests {
             e,
         );
         let file = part10("1.2.840.10008.1.2.1", &ds);
-        let parts = split(&file, 1 << 20).unwrap();
-        let mut out = Vec::new();
-        write_file(
-            &parts,
-            "1.2.840.10008.1.2",
-            Encoding::ImplicitLE,
-            &Changes::default(),
-            None,
-            &mut out,
-        )
-        .unwrap();
+        let out = rewrite(&file, "1.2.840.10008.1.2", Encoding::ImplicitLE);
         let back = split(&out, 1 << 20).unwrap();
         assert_eq!(back.transfer_syntax, "1.2.840.10008.1.2");
         let els: Vec<Element> = elements(&back.dataset, 0..back.dataset.len(), back.encoding)
@@ -400,21 +405,9 @@ mod tests {
             0x00, 0x10, 0x00, 0x10, b'P', b'N', 0x00, 0x04, b'A', b'^', b'B', b' ',
         ]);
         let file = part10("1.2.840.10008.1.2.2", &ds);
-        let parts = split(&file, 1 << 20).unwrap();
-        let mut out = Vec::new();
-        write_file(
-            &parts,
-            "1.2.840.10008.1.2.1",
-            Encoding::ExplicitLE,
-            &Changes::default(),
-            None,
-            &mut out,
-        )
-        .unwrap();
+        let out = rewrite(&file, "1.2.840.10008.1.2.1", Encoding::ExplicitLE);
         let back = split(&out, 1 << 20).unwrap();
-        let els: Vec<Element> = elements(&back.dataset, 0..back.dataset.len(), back.encoding)
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let els = top(&back);
         assert_eq!(els[0].tag, Tag(0x0028, 0x0010));
         assert_eq!(&back.dataset[els[0].value.clone()], &512u16.to_le_bytes());
         assert_eq!(&back.dataset[els[1].value.clone()], b"A^B ");
@@ -423,17 +416,7 @@ mod tests {
     #[test]
     fn meta_group_length_is_recomputed() {
         let file = part10("1.2.840.10008.1.2.4.50", &[]);
-        let parts = split(&file, 1 << 20).unwrap();
-        let mut out = Vec::new();
-        write_file(
-            &parts,
-            "1.2.840.10008.1.2.1",
-            Encoding::ExplicitLE,
-            &Changes::default(),
-            None,
-            &mut out,
-        )
-        .unwrap();
+        let out = rewrite(&file, "1.2.840.10008.1.2.1", Encoding::ExplicitLE);
         let gl = u32::from_le_bytes(out[140..144].try_into().unwrap()) as usize;
         assert_eq!(144 + gl, out.len());
     }

@@ -515,6 +515,52 @@ fn dc_only_value<const PASS1_BITS: u32>(dq: i32, range: Range) -> u16 {
     range.limit(descale(i64::from(ws), PASS1_BITS + 3))
 }
 
+/// One 8-point pass of libjpeg's accurate integer IDCT (jidctint.c): the
+/// eight outputs in order, scaled by 2**CONST_BITS and not yet descaled.
+/// `x` is the input row or column, `x[0]` the DC term.
+#[inline(always)]
+fn idct_1d(x: [i64; 8]) -> [i64; 8] {
+    // Even part.
+    let z1 = (x[2] + x[6]) * FIX_0_541196100;
+    let tmp2 = z1 + x[6] * -FIX_1_847759065;
+    let tmp3 = z1 + x[2] * FIX_0_765366865;
+    let tmp0 = (x[0] + x[4]) << CONST_BITS;
+    let tmp1 = (x[0] - x[4]) << CONST_BITS;
+    let tmp10 = tmp0 + tmp3;
+    let tmp13 = tmp0 - tmp3;
+    let tmp11 = tmp1 + tmp2;
+    let tmp12 = tmp1 - tmp2;
+    // Odd part.
+    let (mut tmp0, mut tmp1, mut tmp2, mut tmp3) = (x[7], x[5], x[3], x[1]);
+    let z1 = tmp0 + tmp3;
+    let z2 = tmp1 + tmp2;
+    let z3 = tmp0 + tmp2;
+    let z4 = tmp1 + tmp3;
+    let z5 = (z3 + z4) * FIX_1_175875602;
+    tmp0 *= FIX_0_298631336;
+    tmp1 *= FIX_2_053119869;
+    tmp2 *= FIX_3_072711026;
+    tmp3 *= FIX_1_501321110;
+    let z1 = z1 * -FIX_0_899976223;
+    let z2 = z2 * -FIX_2_562915447;
+    let z3 = z3 * -FIX_1_961570560 + z5;
+    let z4 = z4 * -FIX_0_390180644 + z5;
+    tmp0 += z1 + z3;
+    tmp1 += z2 + z4;
+    tmp2 += z2 + z3;
+    tmp3 += z1 + z4;
+    [
+        tmp10 + tmp3,
+        tmp11 + tmp2,
+        tmp12 + tmp1,
+        tmp13 + tmp0,
+        tmp13 - tmp0,
+        tmp12 - tmp1,
+        tmp11 - tmp2,
+        tmp10 - tmp3,
+    ]
+}
+
 /// Dequantized coefficients in `blk` to 8x8 samples at `out` (row stride `stride`).
 #[inline(always)]
 fn idct_islow<const PASS1_BITS: u32>(
@@ -526,112 +572,31 @@ fn idct_islow<const PASS1_BITS: u32>(
     let mut ws = [0i32; 64];
     // Pass 1: columns from input, store into work array, scaled up by 2**PASS1_BITS.
     for col in 0..8 {
-        let c = |row: usize| blk[row * 8 + col];
-        if c(1) == 0 && c(2) == 0 && c(3) == 0 && c(4) == 0 && c(5) == 0 && c(6) == 0 && c(7) == 0 {
-            let dcval = c(0).wrapping_shl(PASS1_BITS);
+        let c: [i64; 8] = std::array::from_fn(|row| i64::from(blk[row * 8 + col]));
+        if c[1..].iter().all(|v| *v == 0) {
+            let dcval = blk[col].wrapping_shl(PASS1_BITS);
             for row in 0..8 {
                 ws[row * 8 + col] = dcval;
             }
             continue;
         }
-        // Even part.
-        let z2 = i64::from(c(2));
-        let z3 = i64::from(c(6));
-        let z1 = (z2 + z3) * FIX_0_541196100;
-        let tmp2 = z1 + z3 * -FIX_1_847759065;
-        let tmp3 = z1 + z2 * FIX_0_765366865;
-        let z2 = i64::from(c(0));
-        let z3 = i64::from(c(4));
-        let tmp0 = (z2 + z3) << CONST_BITS;
-        let tmp1 = (z2 - z3) << CONST_BITS;
-        let tmp10 = tmp0 + tmp3;
-        let tmp13 = tmp0 - tmp3;
-        let tmp11 = tmp1 + tmp2;
-        let tmp12 = tmp1 - tmp2;
-        // Odd part.
-        let (mut tmp0, mut tmp1, mut tmp2, mut tmp3) = (
-            i64::from(c(7)),
-            i64::from(c(5)),
-            i64::from(c(3)),
-            i64::from(c(1)),
-        );
-        let z1 = tmp0 + tmp3;
-        let z2 = tmp1 + tmp2;
-        let z3 = tmp0 + tmp2;
-        let z4 = tmp1 + tmp3;
-        let z5 = (z3 + z4) * FIX_1_175875602;
-        tmp0 *= FIX_0_298631336;
-        tmp1 *= FIX_2_053119869;
-        tmp2 *= FIX_3_072711026;
-        tmp3 *= FIX_1_501321110;
-        let z1 = z1 * -FIX_0_899976223;
-        let z2 = z2 * -FIX_2_562915447;
-        let z3 = z3 * -FIX_1_961570560 + z5;
-        let z4 = z4 * -FIX_0_390180644 + z5;
-        tmp0 += z1 + z3;
-        tmp1 += z2 + z4;
-        tmp2 += z2 + z3;
-        tmp3 += z1 + z4;
         let sh = CONST_BITS - PASS1_BITS;
-        ws[col] = descale(tmp10 + tmp3, sh) as i32;
-        ws[56 + col] = descale(tmp10 - tmp3, sh) as i32;
-        ws[8 + col] = descale(tmp11 + tmp2, sh) as i32;
-        ws[48 + col] = descale(tmp11 - tmp2, sh) as i32;
-        ws[16 + col] = descale(tmp12 + tmp1, sh) as i32;
-        ws[40 + col] = descale(tmp12 - tmp1, sh) as i32;
-        ws[24 + col] = descale(tmp13 + tmp0, sh) as i32;
-        ws[32 + col] = descale(tmp13 - tmp0, sh) as i32;
+        for (row, v) in idct_1d(c).into_iter().enumerate() {
+            ws[row * 8 + col] = descale(v, sh) as i32;
+        }
     }
     // Pass 2: rows from the work array, descaled by 8 and 2**PASS1_BITS.
     let sh = CONST_BITS + PASS1_BITS + 3;
     for (row, w) in ws.chunks_exact(8).enumerate() {
         let o = &mut out[row * stride..row * stride + 8];
-        if w[1] == 0 && w[2] == 0 && w[3] == 0 && w[4] == 0 && w[5] == 0 && w[6] == 0 && w[7] == 0 {
+        if w[1..].iter().all(|v| *v == 0) {
             o.fill(range.limit(descale(i64::from(w[0]), PASS1_BITS + 3)));
             continue;
         }
-        let z2 = i64::from(w[2]);
-        let z3 = i64::from(w[6]);
-        let z1 = (z2 + z3) * FIX_0_541196100;
-        let tmp2 = z1 + z3 * -FIX_1_847759065;
-        let tmp3 = z1 + z2 * FIX_0_765366865;
-        let tmp0 = (i64::from(w[0]) + i64::from(w[4])) << CONST_BITS;
-        let tmp1 = (i64::from(w[0]) - i64::from(w[4])) << CONST_BITS;
-        let tmp10 = tmp0 + tmp3;
-        let tmp13 = tmp0 - tmp3;
-        let tmp11 = tmp1 + tmp2;
-        let tmp12 = tmp1 - tmp2;
-        let (mut tmp0, mut tmp1, mut tmp2, mut tmp3) = (
-            i64::from(w[7]),
-            i64::from(w[5]),
-            i64::from(w[3]),
-            i64::from(w[1]),
-        );
-        let z1 = tmp0 + tmp3;
-        let z2 = tmp1 + tmp2;
-        let z3 = tmp0 + tmp2;
-        let z4 = tmp1 + tmp3;
-        let z5 = (z3 + z4) * FIX_1_175875602;
-        tmp0 *= FIX_0_298631336;
-        tmp1 *= FIX_2_053119869;
-        tmp2 *= FIX_3_072711026;
-        tmp3 *= FIX_1_501321110;
-        let z1 = z1 * -FIX_0_899976223;
-        let z2 = z2 * -FIX_2_562915447;
-        let z3 = z3 * -FIX_1_961570560 + z5;
-        let z4 = z4 * -FIX_0_390180644 + z5;
-        tmp0 += z1 + z3;
-        tmp1 += z2 + z4;
-        tmp2 += z2 + z3;
-        tmp3 += z1 + z4;
-        o[0] = range.limit(descale(tmp10 + tmp3, sh));
-        o[7] = range.limit(descale(tmp10 - tmp3, sh));
-        o[1] = range.limit(descale(tmp11 + tmp2, sh));
-        o[6] = range.limit(descale(tmp11 - tmp2, sh));
-        o[2] = range.limit(descale(tmp12 + tmp1, sh));
-        o[5] = range.limit(descale(tmp12 - tmp1, sh));
-        o[3] = range.limit(descale(tmp13 + tmp0, sh));
-        o[4] = range.limit(descale(tmp13 - tmp0, sh));
+        let r: [i64; 8] = std::array::from_fn(|i| i64::from(w[i]));
+        for (o, v) in o.iter_mut().zip(idct_1d(r)) {
+            *o = range.limit(descale(v, sh));
+        }
     }
 }
 
