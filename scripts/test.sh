@@ -66,6 +66,9 @@ log "cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 # tests/amqp_faults.rs runs private RabbitMQ nodes: the package must be there.
 scripts/rabbitmq.sh install
+# tests/orthanc.rs starts private Orthanc instances (scripts/orthanc.sh): the
+# packages orthanc and orthanc-dicomweb must be there.
+scripts/orthanc.sh install
 # tests/amqp.rs needs RabbitMQ on 127.0.0.1:5672: a private node when none answers there.
 if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
   RABBITMQ_DIR="$(mktemp -d)"

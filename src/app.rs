@@ -53,6 +53,8 @@ pub struct Settings {
     pub transcode_jobs: Option<usize>,
     /// Bounds on each decompressed object.
     pub transcode_limits: crate::transcode::Limits,
+    /// CA files and client certificate for `https` web apps.
+    pub tls: crate::stow::tls::TlsSettings,
 }
 
 impl std::fmt::Debug for Settings {
@@ -70,6 +72,7 @@ impl std::fmt::Debug for Settings {
             .field("zone", &self.zone)
             .field("transcode_jobs", &self.transcode_jobs)
             .field("transcode_limits", &self.transcode_limits)
+            .field("tls", &self.tls)
             .field(
                 "queue_url",
                 &self.queue_url.as_deref().map(crate::queue::amqp::mask_url),
@@ -166,7 +169,12 @@ impl Application {
             Some(n) => Transcoder::new(n, settings.transcode_limits),
             None => Transcoder::per_core(settings.transcode_limits),
         };
-        let executor = Executor::new(archive, queue.clone(), transcoder);
+        let executor = Executor::new(
+            archive,
+            queue.clone(),
+            transcoder,
+            Arc::new(settings.tls.clone()),
+        );
         let workers = Workers::new(
             executor,
             queue.clone(),

@@ -142,6 +142,18 @@ enum Command {
         /// decoded pixel data, each at most this many MiB.
         #[arg(long, value_name = "MIB", default_value_t = 1024)]
         transcode_max_mib: u64,
+        /// PEM file of CA certificates trusted for https web applications
+        /// in addition to the system's roots (repeatable).
+        #[arg(long, value_name = "PEM")]
+        tls_ca_file: Vec<PathBuf>,
+        /// PEM file of the client certificate (chain) sent to https web
+        /// applications that ask for one (mutual TLS).
+        #[arg(long, value_name = "PEM")]
+        tls_client_cert: Option<PathBuf>,
+        /// PEM file of the client certificate's private key (default: looked
+        /// for in --tls-client-cert).
+        #[arg(long, value_name = "PEM", requires = "tls_client_cert")]
+        tls_client_key: Option<PathBuf>,
     },
     /// Run only the built-in STOW-RS receiver.
     Stowrsd {
@@ -262,7 +274,17 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
             queue,
             transcode_jobs,
             transcode_max_mib,
+            tls_ca_file,
+            tls_client_cert,
+            tls_client_key,
         } => {
+            let tls = stow_exporter::stow::tls::TlsSettings {
+                ca_files: tls_ca_file,
+                client_cert: tls_client_cert,
+                client_key: tls_client_key,
+            };
+            // A wrong path fails at start, not in every task.
+            tls.check()?;
             let app = Application::build(Settings {
                 config: config.source().await?,
                 device_name: config.device_name,
@@ -279,6 +301,7 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
                 transcode_limits: stow_exporter::transcode::Limits {
                     max_object_bytes: transcode_max_mib.saturating_mul(1 << 20),
                 },
+                tls,
             })
             .await?;
             app.run_until_stopped(shutdown_signal()).await?;

@@ -501,6 +501,7 @@ async fn an_unfinished_delivery_comes_back_and_an_ended_one_does_not_run_again()
                     ..Counts::default()
                 },
                 number_of_instances: 1,
+                retry: Default::default(),
             },
             None,
         )

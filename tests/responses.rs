@@ -47,7 +47,8 @@ async fn start(fault: Fault, dir: &std::path::Path) -> std::net::SocketAddr {
             };
             let (status, body) = match fault {
                 Fault::Conflict => {
-                    fail_all(&mut v, 0x0111);
+                    // 0x0111 (duplicate) would mean "already stored".
+                    fail_all(&mut v, 0x0110);
                     (409, v.to_string())
                 }
                 Fault::EverySecondFails if i % 2 == 1 => {
@@ -126,7 +127,7 @@ async fn conflict_for_every_instance_is_failed_not_warning() {
         done["errorMessage"]
             .as_str()
             .unwrap()
-            .contains("HTTP 409 Conflict: FailureReason 0x0111 (Duplicate SOP Instance)"),
+            .contains("HTTP 409 Conflict: FailureReason 0x0110 (Processing failure)"),
         "{done}"
     );
     assert!(inst.iter().all(|i| i["status"] == "FAILED"));

@@ -80,6 +80,11 @@ pub struct WebAppProps {
     /// Not dcm4chee's: `transfer-syntax-parameter=true` puts the part's
     /// transfer syntax in its Content-Type, for servers that want it.
     pub transfer_syntax_parameter: bool,
+    /// Not dcm4chee's (which sends one per request): instances packed into
+    /// one request, at most this many (1..=500).
+    pub max_instances_per_request: usize,
+    /// ...and at most this many bytes; an instance larger goes alone.
+    pub max_bytes_per_request: Option<u64>,
 }
 
 impl Default for WebAppProps {
@@ -93,6 +98,8 @@ impl Default for WebAppProps {
             allow_any_hostname: false,
             disable_trust_manager: false,
             transfer_syntax_parameter: false,
+            max_instances_per_request: 1,
+            max_bytes_per_request: None,
         }
     }
 }
@@ -112,6 +119,47 @@ pub struct WebApp {
     pub connect_timeout: Option<Duration>,
     /// From the connection's `dcmResponseTimeout` (ms).
     pub response_timeout: Option<Duration>,
+    /// The `dcmKeycloakClient` named by the web app's `dcmKeycloakClientID`:
+    /// requests carry an OAuth2 access token from it.
+    pub keycloak: Option<KeycloakClient>,
+}
+
+/// Path of Keycloak's token endpoint below the server URL (`dcmURI`):
+/// `{dcmURI}/realms/{realm}` + this.
+pub const KEYCLOAK_TOKEN_PATH: &str = "/protocol/openid-connect/token";
+
+/// A `dcmKeycloakClient` entry of the web app's device, resolved: where and
+/// how to get an OAuth2 access token.
+///
+/// The token URL is Keycloak's `{dcmURI}/realms/{dcmKeycloakRealm}/protocol/openid-connect/token`.
+/// Not in dcm4chee, for any other OAuth2 server: when `dcmKeycloakRealm` is
+/// absent, or `dcmURI`'s path ends in `/token` (no Keycloak server URL
+/// does), `dcmURI` is the token URL itself and the realm is not used.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KeycloakClient {
+    /// `dcmKeycloakClientID`: the entry's name, and the OAuth2 client ID.
+    pub id: String,
+    pub dn: String,
+    pub token_url: String,
+    /// The `client_id` sent to the token endpoint (the same as `id`).
+    pub client_id: String,
+    /// `dcmKeycloakClientSecret`.
+    pub secret: Option<Secret>,
+    pub grant: Grant,
+    /// `dcmTLSAllowAnyHostname`.
+    pub allow_any_hostname: bool,
+    /// `dcmTLSDisableTrustManager`.
+    pub disable_trust_manager: bool,
+}
+
+/// The OAuth2 grant type of a [`KeycloakClient`] (`dcmKeycloakGrantType`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grant {
+    /// `client_credentials` (the default): the client's own secret.
+    ClientCredentials,
+    /// `password`: a user's credentials (`uid`, `userPassword`).
+    Password { user: String, password: Secret },
 }
 
 /// A STOW-RS `dcmExporter` of the archive device.
@@ -495,6 +543,7 @@ impl Builder<'_> {
             .and_then(parse_ldap_bool)
             .unwrap_or(true);
         let installed = device_installed && self.boolean(w, "dicomInstalled", true);
+        let keycloak = self.keycloak(w, device_dn.as_ref());
 
         // The first installed connection gives the URL, as in dcm4chee.
         let refs = w.values("dicomNetworkConnectionReference").to_vec();
@@ -623,6 +672,140 @@ impl Builder<'_> {
             props,
             connect_timeout,
             response_timeout,
+            keycloak,
+        })
+    }
+
+    /// The `dcmKeycloakClient` the web app `w` names in `dcmKeycloakClientID`:
+    /// a child of the web app's device, as in dcm4chee.
+    fn keycloak(&mut self, w: &RawEntry, device_dn: Option<&Dn>) -> Option<KeycloakClient> {
+        let id = w.first("dcmKeycloakClientID")?.trim();
+        let device_dn = device_dn?;
+        let dir = self.dir;
+        let found: Vec<&RawEntry> = dir
+            .iter()
+            .filter(|e| {
+                e.has_class("dcmKeycloakClient")
+                    && e.dn.is_child_of(device_dn)
+                    && e.first("dcmKeycloakClientID")
+                        .or(e.dn.rdn().value("dcmKeycloakClientID"))
+                        .map(str::trim)
+                        == Some(id)
+            })
+            .collect();
+        let k = match found.as_slice() {
+            [] => {
+                self.error(
+                    w,
+                    Some("dcmKeycloakClientID"),
+                    format!(
+                        "no dcmKeycloakClient {id:?} on the web application's device (expected an entry dcmKeycloakClientID={id},{device_dn})"
+                    ),
+                );
+                return None;
+            }
+            [k] => *k,
+            [k, ..] => {
+                self.error(
+                    k,
+                    Some("dcmKeycloakClientID"),
+                    format!("Keycloak client ID {id:?} is not unique on the device"),
+                );
+                return None;
+            }
+        };
+        let before = self.errors.len();
+        let uri = match k.first("dcmURI").map(str::trim) {
+            None | Some("") => {
+                self.error(k, Some("dcmURI"), "missing: the Keycloak server URL");
+                None
+            }
+            Some(u) if !is_http_url(u) => {
+                self.error(
+                    k,
+                    Some("dcmURI"),
+                    format!("{u:?} is not an http:// or https:// URL"),
+                );
+                None
+            }
+            Some(u) => Some(u.trim_end_matches('/')),
+        };
+        let realm = k
+            .first("dcmKeycloakRealm")
+            .map(str::trim)
+            .filter(|r| !r.is_empty());
+        let secret = k.first("dcmKeycloakClientSecret").map(Secret::new);
+        let grant = match k.first("dcmKeycloakGrantType").map(str::trim) {
+            None | Some("client_credentials") => {
+                if secret.is_none() {
+                    self.error(
+                        k,
+                        Some("dcmKeycloakClientSecret"),
+                        "missing: the client_credentials grant needs the client secret",
+                    );
+                }
+                Some(Grant::ClientCredentials)
+            }
+            Some("password") => {
+                let user = k.first("uid").map(str::to_string);
+                let password = k.first("userPassword");
+                if user.is_none() {
+                    self.error(k, Some("uid"), "missing: the password grant needs a user");
+                }
+                match password {
+                    None => self.error(
+                        k,
+                        Some("userPassword"),
+                        "missing: the password grant needs the user's password",
+                    ),
+                    // A directory may store only a hash (`{SSHA}...`); that
+                    // cannot be sent. The value itself is never echoed.
+                    Some(p) if is_password_hash(p) => self.error(
+                        k,
+                        Some("userPassword"),
+                        "holds a password hash ({SCHEME}...): the password grant needs the password itself",
+                    ),
+                    Some(_) => {}
+                }
+                match (user, password) {
+                    (Some(user), Some(p)) => Some(Grant::Password {
+                        user,
+                        password: Secret::new(p),
+                    }),
+                    _ => None,
+                }
+            }
+            Some(other) => {
+                self.error(
+                    k,
+                    Some("dcmKeycloakGrantType"),
+                    format!("{other:?} is not supported (client_credentials or password)"),
+                );
+                None
+            }
+        };
+        let allow_any_hostname = self.boolean(k, "dcmTLSAllowAnyHostname", false);
+        let disable_trust_manager = self.boolean(k, "dcmTLSDisableTrustManager", false);
+        if self.errors.len() > before {
+            return None;
+        }
+        let (uri, grant) = (uri?, grant?);
+        let token_url = match realm {
+            Some(realm) if !url_path(uri).ends_with("/token") => format!(
+                "{uri}/realms/{}{KEYCLOAK_TOKEN_PATH}",
+                encode_path_segment(realm)
+            ),
+            _ => uri.to_string(),
+        };
+        Some(KeycloakClient {
+            id: id.to_string(),
+            dn: k.dn.to_string(),
+            token_url,
+            client_id: id.to_string(),
+            secret,
+            grant,
+            allow_any_hostname,
+            disable_trust_manager,
         })
     }
 
@@ -650,6 +833,24 @@ impl Builder<'_> {
                 "allow-any-hostname" => p.allow_any_hostname = bool_prop(self),
                 "disable-trust-manager" => p.disable_trust_manager = bool_prop(self),
                 "transfer-syntax-parameter" => p.transfer_syntax_parameter = bool_prop(self),
+                "max-instances-per-request" => match value.trim().parse::<usize>() {
+                    // A page of the index holds 500 matches; a batch never
+                    // spans two.
+                    Ok(n) if (1..=500).contains(&n) => p.max_instances_per_request = n,
+                    _ => self.error(
+                        w,
+                        Some("dcmProperty"),
+                        format!("max-instances-per-request={value}: expected an integer from 1 to 500"),
+                    ),
+                },
+                "max-bytes-per-request" => match parse_size(value) {
+                    Some(n) if n > 0 => p.max_bytes_per_request = Some(n),
+                    _ => self.error(
+                        w,
+                        Some("dcmProperty"),
+                        format!("max-bytes-per-request={value}: expected a size such as 50000000, 500MB or 2GiB"),
+                    ),
+                },
                 "concurrency" => match value.trim().parse::<usize>() {
                     Ok(n) if (1..=256).contains(&n) => p.concurrency = n,
                     _ => self.error(
@@ -747,10 +948,71 @@ pub fn transfer_syntax_uid(item: &str) -> Option<String> {
         .map(|(_, u)| u.to_string())
 }
 
+/// True for `http://host...` or `https://host...` (scheme in any case).
+fn is_http_url(u: &str) -> bool {
+    let lower = u.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace))
+}
+
+/// The path of an http(s) URL, without query or fragment.
+fn url_path(u: &str) -> &str {
+    let after_scheme = u.split_once("://").map_or(u, |(_, r)| r);
+    let path = after_scheme.find('/').map_or("", |i| &after_scheme[i..]);
+    path.split(['?', '#']).next().unwrap_or("")
+}
+
+/// A `userPassword` value that is a hash in RFC 3112 form (`{SSHA}...`).
+fn is_password_hash(p: &str) -> bool {
+    p.strip_prefix('{')
+        .and_then(|r| r.split_once('}'))
+        .is_some_and(|(scheme, _)| {
+            !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        })
+}
+
+/// Percent-encodes `s` for one URL path segment (RFC 3986 unreserved kept).
+fn encode_path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn is_devices_root(dn: &Dn) -> bool {
     dn.rdn()
         .value("cn")
         .is_some_and(|v| v.eq_ignore_ascii_case(DEVICES_RDN))
+}
+
+/// A byte count: digits with an optional unit, decimal (`kB`, `MB`, `GB`)
+/// or binary (`KiB`, `MiB`, `GiB`), case-insensitive.
+pub fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
 }
 
 /// LDAP Boolean syntax is `TRUE`/`FALSE`; lower case is accepted because

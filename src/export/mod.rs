@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 use crate::archive::{Archive, StoredInstance};
 pub use crate::config::{SharedSnapshot, current};
 use crate::config::{Snapshot, WebApp};
-use crate::queue::{Hold, InstanceResult, InstanceStatus, Outcome, TaskQueue};
+use crate::queue::{Hold, InstanceResult, InstanceStatus, Outcome, Retry, TaskQueue};
 use crate::schedule::Zone;
 use crate::stow::{Converted, Outgoing, StowClient};
 use crate::task::{Counts, ExportTask, Status};
@@ -38,12 +38,13 @@ const PAGE_SIZE: usize = 500;
 
 /// One instance's part of a task.
 enum Work {
-    /// To be sent: as stored, or converted to the target syntax.
-    Send(StoredInstance, Option<Target>),
+    /// To be sent in one request: each as stored, or converted to the
+    /// target syntax.
+    Send(Vec<(StoredInstance, Option<Target>)>),
     /// Stored by an earlier, interrupted run of the same task.
     Resumed(InstanceResult),
-    /// Not attempted: the task was canceled before its turn.
-    Remaining,
+    /// Not attempted: the task was canceled before their turn.
+    Remaining(usize),
     /// The index could not be read further: the task fails with this.
     IndexError(String),
 }
@@ -55,8 +56,8 @@ enum Kind {
     Record,
     /// Recorded by an earlier run: count only.
     Count,
-    /// Canceled before its turn.
-    Remaining,
+    /// Canceled before their turn.
+    Remaining(usize),
     /// See [`Work::IndexError`].
     IndexError(String),
 }
@@ -69,6 +70,12 @@ fn client_key(web_app: &WebApp) -> String {
     let p = &web_app.props;
     p.bearer_token.as_ref().map(|s| s.expose()).hash(&mut h);
     p.basic_auth.as_ref().map(|s| s.expose()).hash(&mut h);
+    if let Some(kc) = &web_app.keycloak {
+        kc.secret.as_ref().map(|s| s.expose()).hash(&mut h);
+        if let crate::config::model::Grant::Password { password, .. } = &kc.grant {
+            password.expose().hash(&mut h);
+        }
+    }
     format!("{web_app:?}/{:x}", h.finish())
 }
 
@@ -84,16 +91,24 @@ pub struct Executor {
     /// Decompression for destinations that do not take the stored syntax;
     /// shared by all tasks, so its bounds are global.
     transcoder: Transcoder,
+    /// CA files and client certificate for `https` web apps.
+    tls: Arc<crate::stow::tls::TlsSettings>,
 }
 
 impl Executor {
-    pub fn new(archive: Archive, queue: Arc<dyn TaskQueue>, transcoder: Transcoder) -> Executor {
+    pub fn new(
+        archive: Archive,
+        queue: Arc<dyn TaskQueue>,
+        transcoder: Transcoder,
+        tls: Arc<crate::stow::tls::TlsSettings>,
+    ) -> Executor {
         Executor {
             archive,
             queue,
             clients: Arc::default(),
             running: Arc::default(),
             transcoder,
+            tls,
         }
     }
 
@@ -108,7 +123,7 @@ impl Executor {
         {
             return Ok(c.clone());
         }
-        let c = StowClient::new(web_app).map_err(|e| e.to_string())?;
+        let c = StowClient::new(web_app, &self.tls).map_err(|e| e.to_string())?;
         clients.insert(web_app.name.clone(), (key, c.clone()));
         Ok(c)
     }
@@ -140,6 +155,9 @@ impl Executor {
             error: Some(msg),
             counts: Counts::default(),
             number_of_instances: 0,
+            // Configuration, archive and task store problems may be gone
+            // by the next attempt; the queue's policy decides.
+            retry: Retry::Yes,
         };
         let Some(exporter) = snapshot.exporter(&task.exporter_id) else {
             return fail(
@@ -186,7 +204,7 @@ impl Executor {
                 // export before its next instance; requests in flight finish.
                 let w = if cancel.is_cancelled() {
                     match w {
-                        Work::Send(..) => Work::Remaining,
+                        Work::Send(batch) => Work::Remaining(batch.len()),
                         other => other,
                     }
                 } else {
@@ -196,11 +214,11 @@ impl Executor {
                 let transcoder = self.transcoder.clone();
                 tokio::spawn(async move {
                     match w {
-                        Work::Send(inst, target) => {
-                            (send(&client, &transcoder, inst, target).await, Kind::Record)
+                        Work::Send(batch) => {
+                            (send(&client, &transcoder, batch).await, Kind::Record)
                         }
                         Work::Resumed(r) => (vec![r], Kind::Count),
-                        Work::Remaining => (Vec::new(), Kind::Remaining),
+                        Work::Remaining(n) => (Vec::new(), Kind::Remaining(n)),
                         Work::IndexError(e) => (Vec::new(), Kind::IndexError(e)),
                     }
                 })
@@ -223,7 +241,7 @@ impl Executor {
             let mut batch = Vec::new();
             for joined in ready {
                 match joined {
-                    Ok((_, Kind::Remaining)) => tally.add_remaining(),
+                    Ok((_, Kind::Remaining(n))) => (0..n).for_each(|_| tally.add_remaining()),
                     Ok((_, Kind::IndexError(e))) => index_error = Some(e),
                     Ok((rs, kind)) => {
                         let record = kind == Kind::Record;
@@ -308,20 +326,22 @@ impl Executor {
                         .map(|i| (i.series_iuid.clone(), i.sop_iuid.clone()))
                 });
                 matched.fetch_add(page.len() as u64, Ordering::SeqCst);
-                let items: Vec<Work> = page
-                    .into_iter()
-                    .map(|inst| match previous.get(&inst.sop_iuid) {
+                let mut items = Vec::new();
+                let mut batch = Batch::new(&web_app);
+                for inst in page {
+                    match previous.get(&inst.sop_iuid) {
                         // Stored by an earlier run of this task: resume after it.
-                        Some(r) if r.status.is_stored() => Work::Resumed(r.clone()),
+                        Some(r) if r.status.is_stored() => items.push(Work::Resumed(r.clone())),
                         _ => {
                             let target = transcode::choose(
                                 &inst.transfer_syntax,
                                 &web_app.props.transfer_syntax,
                             );
-                            Work::Send(inst, target)
+                            items.extend(batch.add(inst, target));
                         }
-                    })
-                    .collect();
+                    }
+                }
+                items.extend(batch.take());
                 Some((stream::iter(items), next))
             }
         })
@@ -339,40 +359,98 @@ impl Executor {
     }
 }
 
-/// Sends one instance, converted first when the destination does not take
-/// its stored syntax. An instance that cannot be converted fails with the
-/// reason; the rest of the task goes on.
+/// Packs instances into requests of at most `max-instances-per-request`
+/// instances and `max-bytes-per-request` bytes (stored sizes); an instance
+/// larger than the byte limit goes alone.
+struct Batch {
+    max_instances: usize,
+    max_bytes: u64,
+    items: Vec<(StoredInstance, Option<Target>)>,
+    bytes: u64,
+}
+
+impl Batch {
+    fn new(web_app: &WebApp) -> Batch {
+        Batch {
+            max_instances: web_app.props.max_instances_per_request.max(1),
+            max_bytes: web_app.props.max_bytes_per_request.unwrap_or(u64::MAX),
+            items: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Adds an instance; returns the batch it completed, if any.
+    fn add(&mut self, inst: StoredInstance, target: Option<Target>) -> Option<Work> {
+        let full = !self.items.is_empty()
+            && (self.items.len() >= self.max_instances
+                || self.bytes.saturating_add(inst.size) > self.max_bytes);
+        let done = if full { self.take() } else { None };
+        self.bytes += inst.size;
+        self.items.push((inst, target));
+        done
+    }
+
+    fn take(&mut self) -> Option<Work> {
+        self.bytes = 0;
+        (!self.items.is_empty()).then(|| Work::Send(std::mem::take(&mut self.items)))
+    }
+}
+
+/// Sends one request's instances, each converted first when the
+/// destination does not take its stored syntax. An instance that cannot be
+/// converted fails with the reason; the others still go.
 async fn send(
     client: &StowClient,
     transcoder: &Transcoder,
+    batch: Vec<(StoredInstance, Option<Target>)>,
+) -> Vec<InstanceResult> {
+    let prepared = futures_util::future::join_all(
+        batch
+            .into_iter()
+            .map(|(inst, target)| prepare(transcoder, inst, target)),
+    )
+    .await;
+    let (outgoing, mut results): (Vec<_>, Vec<_>) = prepared.into_iter().partition(Result::is_ok);
+    let outgoing: Vec<Outgoing> = outgoing.into_iter().filter_map(Result::ok).collect();
+    let mut results: Vec<InstanceResult> = results.drain(..).filter_map(Result::err).collect();
+    if !outgoing.is_empty() {
+        results.extend(client.store(outgoing).await);
+    }
+    results
+}
+
+/// An instance ready to go: as stored, or converted to `target`.
+async fn prepare(
+    transcoder: &Transcoder,
     inst: StoredInstance,
     target: Option<Target>,
-) -> Vec<InstanceResult> {
-    let converted = match target {
-        None => None,
-        Some(target) => {
-            if let Err(r) = crate::stow::check_stored(&inst).await {
-                return vec![r];
-            }
-            match transcoder
-                .transcode_file(inst.path.clone(), &inst.transfer_syntax, target)
-                .await
-            {
-                Ok(done) => Some(Converted {
-                    data: done.data.into(),
-                    transfer_syntax: target.uid(),
-                }),
-                Err(e) => {
-                    return vec![InstanceResult {
-                        sop_iuid: inst.sop_iuid.clone(),
-                        status: InstanceStatus::Failed,
-                        reason: Some(e.to_string()),
-                    }];
-                }
-            }
-        }
+) -> Result<Outgoing, InstanceResult> {
+    let Some(target) = target else {
+        return Ok(Outgoing {
+            inst,
+            converted: None,
+        });
     };
-    client.store(vec![Outgoing { inst, converted }]).await
+    crate::stow::check_stored(&inst).await?;
+    match transcoder
+        .transcode_file(inst.path.clone(), &inst.transfer_syntax, target)
+        .await
+    {
+        Ok(done) => Ok(Outgoing {
+            inst,
+            converted: Some(Converted {
+                data: done.data.into(),
+                transfer_syntax: target.uid(),
+            }),
+        }),
+        Err(e) => Err(InstanceResult {
+            sop_iuid: inst.sop_iuid.clone(),
+            status: InstanceStatus::Failed,
+            reason: Some(e.to_string()),
+            // Decoding the same file again gives the same error.
+            retry: Retry::No,
+        }),
+    }
 }
 
 /// What the `dcmSchedule` windows (and `dicomInstalled`) of the queue and
@@ -491,7 +569,7 @@ impl Workers {
         let retry_at = snapshot
             .queues
             .get(&task.queue)
-            .and_then(|q| retry::next_attempt(q, outcome.status, task.failures))
+            .and_then(|q| retry::next_attempt(q, &outcome, task.failures))
             .map(|d| Utc::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX));
         match retry_at {
             Some(at) => {
@@ -553,6 +631,7 @@ mod tests {
             },
             connect_timeout: None,
             response_timeout: None,
+            keycloak: None,
         }
     }
 

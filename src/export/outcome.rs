@@ -5,7 +5,7 @@
 //! is FAILED; one that stored some but not all is WARNING; COMPLETED means
 //! every instance was stored without a warning.
 
-use crate::queue::{InstanceResult, InstanceStatus, Outcome};
+use crate::queue::{InstanceResult, InstanceStatus, Outcome, Retry};
 use crate::task::{Counts, Status};
 
 /// How many failure reasons the task's errorMessage lists.
@@ -17,6 +17,8 @@ pub struct Tally {
     counts: Counts,
     /// Distinct failure reasons with how often each occurred, in order seen.
     reasons: Vec<(String, u64)>,
+    /// Whether any failure is worth retrying, and the longest wait asked for.
+    retry: Retry,
 }
 
 impl Tally {
@@ -28,6 +30,12 @@ impl Tally {
             InstanceStatus::Missing => self.counts.missing += 1,
         }
         if matches!(r.status, InstanceStatus::Failed | InstanceStatus::Missing) {
+            self.retry = match (self.retry, r.retry) {
+                (Retry::After(a), Retry::After(b)) => Retry::After(a.max(b)),
+                (Retry::After(a), _) | (_, Retry::After(a)) => Retry::After(a),
+                (Retry::No, Retry::No) => Retry::No,
+                _ => Retry::Yes,
+            };
             let reason = r.reason.clone().unwrap_or_else(|| "no reason given".into());
             match self.reasons.iter_mut().find(|(s, _)| *s == reason) {
                 Some((_, n)) => *n += 1,
@@ -104,6 +112,7 @@ impl Tally {
             error,
             counts: c,
             number_of_instances: matched,
+            retry: self.retry,
         }
     }
 }
@@ -117,6 +126,7 @@ mod tests {
             sop_iuid: "1".into(),
             status,
             reason: reason.map(str::to_string),
+            retry: Default::default(),
         }
     }
 

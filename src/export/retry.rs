@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use crate::config::QueueDesc;
+use crate::queue::{Outcome, Retry};
 use crate::task::Status;
 
 /// The delay before retry number `n` (1-based).
@@ -29,21 +30,64 @@ pub fn delay(q: &QueueDesc, n: u32) -> Duration {
     Duration::from_millis(u64::try_from(d).unwrap_or(u64::MAX))
 }
 
-/// When a task that ended with `status` after `failures` earlier failures
-/// is to run again, if at all.
-pub fn next_attempt(q: &QueueDesc, status: Status, failures: u32) -> Option<Duration> {
-    let retryable = match status {
+/// When a task that ended with `outcome` after `failures` earlier failures
+/// is to run again, if at all. Unlike dcm4chee, a run whose failures are
+/// all of the kind that would fail again (4xx, a rejected or undecodable
+/// object) is not retried, and a server's `Retry-After` lengthens the wait.
+pub fn next_attempt(q: &QueueDesc, outcome: &Outcome, failures: u32) -> Option<Duration> {
+    let by_status = match outcome.status {
         Status::Failed => true,
         Status::Warning => q.retry_on_warning,
         _ => false,
     };
     let n = failures + 1;
-    (retryable && n <= q.max_retries).then(|| delay(q, n))
+    if !by_status || n > q.max_retries {
+        return None;
+    }
+    match outcome.retry {
+        Retry::No => None,
+        Retry::Yes => Some(delay(q, n)),
+        Retry::After(d) => Some(delay(q, n).max(d)),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::task::Counts;
+
+    fn outcome(status: Status, retry: Retry) -> Outcome {
+        Outcome {
+            status,
+            message: String::new(),
+            error: None,
+            counts: Counts::default(),
+            number_of_instances: 1,
+            retry,
+        }
+    }
+
+    #[test]
+    fn failures_not_worth_retrying_are_final_and_retry_after_is_honoured() {
+        let q = queue(5, 60, 100, None);
+        assert!(next_attempt(&q, &outcome(Status::Failed, Retry::No), 0).is_none());
+        assert_eq!(
+            next_attempt(
+                &q,
+                &outcome(Status::Failed, Retry::After(Duration::from_secs(600))),
+                0
+            ),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(
+            next_attempt(
+                &q,
+                &outcome(Status::Failed, Retry::After(Duration::from_secs(5))),
+                0
+            ),
+            Some(Duration::from_secs(60))
+        );
+    }
 
     fn queue(retries: u32, delay_s: u64, mult: u32, max_s: Option<u64>) -> QueueDesc {
         QueueDesc {
@@ -66,11 +110,15 @@ mod tests {
         // PT30S, 200 %, max PT10M, 10 retries: 30, 60, 120, 240, 480, then 600.
         let q = queue(10, 30, 200, Some(600));
         let secs: Vec<u64> = (0..10)
-            .map(|f| next_attempt(&q, Status::Failed, f).unwrap().as_secs())
+            .map(|f| {
+                next_attempt(&q, &outcome(Status::Failed, Retry::Yes), f)
+                    .unwrap()
+                    .as_secs()
+            })
             .collect();
         assert_eq!(secs, [30, 60, 120, 240, 480, 600, 600, 600, 600, 600]);
         assert_eq!(
-            next_attempt(&q, Status::Failed, 10),
+            next_attempt(&q, &outcome(Status::Failed, Retry::Yes), 10),
             None,
             "past the last retry it stays FAILED"
         );
@@ -79,16 +127,20 @@ mod tests {
     #[test]
     fn what_is_retried() {
         let mut q = queue(3, 1, 100, None);
-        assert!(next_attempt(&q, Status::Completed, 0).is_none());
-        assert!(next_attempt(&q, Status::Canceled, 0).is_none());
-        assert!(next_attempt(&q, Status::Warning, 0).is_none());
+        assert!(next_attempt(&q, &outcome(Status::Completed, Retry::Yes), 0).is_none());
+        assert!(next_attempt(&q, &outcome(Status::Canceled, Retry::Yes), 0).is_none());
+        assert!(next_attempt(&q, &outcome(Status::Warning, Retry::Yes), 0).is_none());
         q.retry_on_warning = true;
         assert_eq!(
-            next_attempt(&q, Status::Warning, 0),
+            next_attempt(&q, &outcome(Status::Warning, Retry::Yes), 0),
             Some(Duration::from_secs(1))
         );
         assert_eq!(
-            next_attempt(&queue(0, 60, 100, None), Status::Failed, 0),
+            next_attempt(
+                &queue(0, 60, 100, None),
+                &outcome(Status::Failed, Retry::Yes),
+                0
+            ),
             None,
             "dcmMaxRetries defaults to 0"
         );

@@ -467,6 +467,7 @@ impl TaskQueue for EmbeddedQueue {
                                 status: InstanceStatus::parse(&r.get::<_, String>(1)?)
                                     .unwrap_or(InstanceStatus::Failed),
                                 reason: r.get(2)?,
+                                retry: Default::default(),
                             })
                         })?
                         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -654,6 +655,7 @@ mod tests {
                 sop_iuid: "9".into(),
                 status: InstanceStatus::Completed,
                 reason: None,
+                retry: Default::default(),
             }],
         )
         .await
@@ -683,6 +685,7 @@ mod tests {
                         ..Counts::default()
                     },
                     number_of_instances: 1,
+                    retry: Default::default(),
                 },
                 None,
             )

@@ -64,6 +64,9 @@ pub struct Outcome {
     pub error: Option<String>,
     pub counts: Counts,
     pub number_of_instances: u64,
+    /// Whether another run could do better: some instance failed in a way
+    /// worth retrying (the queue's policy then decides whether and when).
+    pub retry: Retry,
 }
 
 /// The result of sending one instance, kept with the task.
@@ -74,6 +77,27 @@ pub struct InstanceResult {
     pub status: InstanceStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Whether sending it again could succeed; only for this run's outcome.
+    #[serde(skip)]
+    pub retry: Retry,
+}
+
+/// Whether a failed instance is worth sending again, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Retry {
+    /// The same request would fail the same way (4xx, a rejected object).
+    #[default]
+    No,
+    /// A transient failure: connection, timeout, 408, 429, 5xx.
+    Yes,
+    /// Transient, and the server asked to wait this long (`Retry-After`).
+    After(std::time::Duration),
+}
+
+impl Retry {
+    pub fn is_worth(self) -> bool {
+        self != Retry::No
+    }
 }
 
 /// Per-instance status.

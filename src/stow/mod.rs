@@ -7,16 +7,20 @@
 //! reads a whole object into memory.
 
 pub mod multipart;
+pub mod oauth;
 pub mod response;
+pub mod tls;
 
 use std::time::Duration;
 
 use base64::Engine;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use reqwest::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER,
+};
 
 use crate::archive::StoredInstance;
 use crate::config::WebApp;
-use crate::queue::{InstanceResult, InstanceStatus};
+use crate::queue::{InstanceResult, InstanceStatus, Retry};
 use multipart::{PartContent, PartFile};
 use response::Exchange;
 
@@ -37,6 +41,13 @@ pub enum ClientError {
     },
     #[error("web application {web_app}: invalid {what} for an HTTP header")]
     Header { web_app: String, what: &'static str },
+    #[error("web application {web_app}: OAuth2 client: {reason}")]
+    Token { web_app: String, reason: String },
+    #[error("web application {web_app}: TLS: {source}")]
+    Tls {
+        web_app: String,
+        source: Box<tls::TlsError>,
+    },
 }
 
 /// An HTTP client for one destination web app.
@@ -46,7 +57,25 @@ pub struct StowClient {
     url: String,
     chunked: bool,
     transfer_syntax_parameter: bool,
-    authorization: Option<HeaderValue>,
+    auth: Auth,
+}
+
+/// Where the `Authorization` header comes from.
+#[derive(Clone)]
+enum Auth {
+    None,
+    /// `bearer-token` or `basic-auth`: the same header every time.
+    Fixed(HeaderValue),
+    /// An OAuth2 client (`dcmKeycloakClientID`): a token per request,
+    /// refreshed before it expires and after a 401.
+    Tokens(oauth::TokenSource),
+}
+
+/// What one POST came to.
+enum Posted {
+    Results(Vec<InstanceResult>),
+    /// 401 with a token that may have been revoked: worth one refresh.
+    Unauthorized(HeaderValue),
 }
 
 /// One instance to send: its stored file, or a conversion of it for a
@@ -63,10 +92,20 @@ pub struct Converted {
 }
 
 impl StowClient {
-    /// Builds the client for `web_app` (its URL, timeouts, auth, framing).
-    pub fn new(web_app: &WebApp) -> Result<StowClient, ClientError> {
+    /// Builds the client for `web_app` (its URL, timeouts, auth, framing,
+    /// and TLS from `tls` with the web app's trust properties).
+    pub fn new(web_app: &WebApp, tls: &tls::TlsSettings) -> Result<StowClient, ClientError> {
         let props = &web_app.props;
-        let mut b = reqwest::Client::builder()
+        // Our own rustls configuration (system roots plus CA files, client
+        // certificate, allow-any-hostname), built once per client; plain
+        // http URLs never use it.
+        let tls_config =
+            tls::client_config(tls, props.allow_any_hostname, props.disable_trust_manager)
+                .map_err(|source| ClientError::Tls {
+                    web_app: web_app.name.clone(),
+                    source: Box::new(source),
+                })?;
+        let b = reqwest::Client::builder()
             // HTTP/1.1 only: several STOW servers (Orthanc) speak nothing
             // else, and h2 behind proxies has dropped STOW bodies elsewhere.
             .http1_only()
@@ -74,15 +113,13 @@ impl StowClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .connect_timeout(web_app.connect_timeout.unwrap_or(Duration::from_secs(10)))
-            .user_agent(concat!("stow-exporter/", env!("CARGO_PKG_VERSION")));
-        if let Some(t) = web_app.response_timeout {
-            // An idle timeout between reads, never one deadline for a
-            // whole upload: a large object may take long to send.
-            b = b.read_timeout(t);
-        }
-        if props.disable_trust_manager {
-            b = b.tls_danger_accept_invalid_certs(true);
-        }
+            .user_agent(concat!("stow-exporter/", env!("CARGO_PKG_VERSION")))
+            .tls_backend_preconfigured(tls_config)
+            // An idle timeout between reads (dcmResponseTimeout, else two
+            // minutes), never one deadline for a whole upload: a large
+            // object may take long to send, but a server that stops
+            // answering is given up on.
+            .read_timeout(web_app.response_timeout.unwrap_or(DEFAULT_RESPONSE_TIMEOUT));
         let http = b.build().map_err(|source| ClientError::Build {
             web_app: web_app.name.clone(),
             source,
@@ -91,27 +128,33 @@ impl StowClient {
             web_app: web_app.name.clone(),
             what,
         };
-        // dcm4chee's precedence: bearer token first, then basic auth.
-        let authorization = if let Some(token) = &props.bearer_token {
+        // dcm4chee's precedence: an OAuth2 client, then bearer-token, then
+        // basic-auth.
+        let auth = if let Some(kc) = &web_app.keycloak {
+            Auth::Tokens(oauth::TokenSource::new(kc).map_err(|e| ClientError::Token {
+                web_app: web_app.name.clone(),
+                reason: e.to_string(),
+            })?)
+        } else if let Some(token) = &props.bearer_token {
             let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
                 .map_err(|_| header_err("bearer-token"))?;
             v.set_sensitive(true);
-            Some(v)
+            Auth::Fixed(v)
         } else if let Some(basic) = &props.basic_auth {
             let enc = base64::engine::general_purpose::STANDARD.encode(basic.expose().as_bytes());
             let mut v = HeaderValue::from_str(&format!("Basic {enc}"))
                 .map_err(|_| header_err("basic-auth"))?;
             v.set_sensitive(true);
-            Some(v)
+            Auth::Fixed(v)
         } else {
-            None
+            Auth::None
         };
         Ok(StowClient {
             http,
             url: format!("{}/studies", web_app.service_url),
             chunked: props.chunked,
             transfer_syntax_parameter: props.transfer_syntax_parameter,
-            authorization,
+            auth,
         })
     }
 
@@ -124,47 +167,100 @@ impl StowClient {
     /// the same order. Instances whose file is gone are reported MISSING
     /// and not sent; every other failure is a FAILED result with its
     /// reason, never an error, so the caller can always record an outcome.
+    /// A 401 to an OAuth2 token gets one new token and one more attempt.
     pub async fn store(&self, items: Vec<Outgoing>) -> Vec<InstanceResult> {
         let mut results: Vec<Option<InstanceResult>> = vec![None; items.len()];
-        let mut parts = Vec::new();
-        let mut sent = Vec::new();
-        let mut sent_idx = Vec::new();
-        for (i, item) in items.into_iter().enumerate() {
-            let part = match item.converted {
-                Some(c) => Ok(PartFile {
-                    len: c.data.len() as u64,
-                    content: PartContent::Bytes(c.data),
-                    name: format!(
-                        "{} (converted to {})",
-                        item.inst.path.display(),
-                        c.transfer_syntax
-                    ),
-                    transfer_syntax: Some(c.transfer_syntax.to_string()),
-                }),
-                None => open_part(&item.inst).await,
-            };
-            match part {
-                Ok(mut p) => {
-                    if !self.transfer_syntax_parameter {
-                        p.transfer_syntax = None;
+        let mut first = true;
+        loop {
+            let mut parts = Vec::new();
+            let mut sent = Vec::new();
+            let mut sent_idx = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                match self.part(item).await {
+                    Ok(p) => {
+                        parts.push(p);
+                        sent.push(item.inst.sop_iuid.clone());
+                        sent_idx.push(i);
                     }
-                    parts.push(p);
-                    sent.push(item.inst.sop_iuid.clone());
-                    sent_idx.push(i);
+                    Err(r) => results[i] = Some(r),
                 }
-                Err(r) => results[i] = Some(r),
             }
-        }
-        if !parts.is_empty() {
-            let classified = self.post(parts, &sent).await;
-            for (i, r) in sent_idx.into_iter().zip(classified) {
-                results[i] = Some(r);
+            if parts.is_empty() {
+                break;
+            }
+            match self.post(parts, &sent, first).await {
+                Posted::Results(classified) => {
+                    for (i, r) in sent_idx.into_iter().zip(classified) {
+                        results[i] = Some(r);
+                    }
+                    break;
+                }
+                Posted::Unauthorized(used) => {
+                    if let Auth::Tokens(tokens) = &self.auth {
+                        tracing::info!(url = %self.url, "401 with a cached token: fetching a new one and sending again");
+                        tokens.invalidate(&used);
+                    }
+                    first = false;
+                }
             }
         }
         results.into_iter().flatten().collect()
     }
 
-    async fn post(&self, parts: Vec<PartFile>, sent: &[String]) -> Vec<InstanceResult> {
+    /// One item as a body part (its file opened again on every attempt).
+    async fn part(&self, item: &Outgoing) -> Result<PartFile, InstanceResult> {
+        let mut p = match &item.converted {
+            Some(c) => PartFile {
+                len: c.data.len() as u64,
+                content: PartContent::Bytes(c.data.clone()),
+                name: format!(
+                    "{} (converted to {})",
+                    item.inst.path.display(),
+                    c.transfer_syntax
+                ),
+                transfer_syntax: Some(c.transfer_syntax.to_string()),
+            },
+            None => open_part(&item.inst).await?,
+        };
+        if !self.transfer_syntax_parameter {
+            p.transfer_syntax = None;
+        }
+        Ok(p)
+    }
+
+    /// The `Authorization` header for the next request.
+    async fn authorization(&self) -> Result<Option<HeaderValue>, (String, Retry)> {
+        match &self.auth {
+            Auth::None => Ok(None),
+            Auth::Fixed(v) => Ok(Some(v.clone())),
+            Auth::Tokens(tokens) => tokens.header().await.map(Some).map_err(|e| {
+                // A refused client is refused again; an unreachable token
+                // endpoint may be back by the next attempt.
+                let retry = match e.status() {
+                    Some(s) if (400..500).contains(&s) => Retry::No,
+                    _ => Retry::Yes,
+                };
+                (format!("cannot get an access token: {e}"), retry)
+            }),
+        }
+    }
+
+    async fn post(&self, parts: Vec<PartFile>, sent: &[String], may_refresh: bool) -> Posted {
+        let authorization = match self.authorization().await {
+            Ok(a) => a,
+            Err((reason, retry)) => {
+                return Posted::Results(
+                    sent.iter()
+                        .map(|sop| InstanceResult {
+                            sop_iuid: sop.clone(),
+                            status: InstanceStatus::Failed,
+                            reason: Some(reason.clone()),
+                            retry,
+                        })
+                        .collect(),
+                );
+            }
+        };
         let boundary = multipart::new_boundary();
         let len = multipart::body_len(&boundary, &parts);
         let body = reqwest::Body::wrap_stream(multipart::body_stream(boundary.clone(), parts));
@@ -178,20 +274,41 @@ impl StowClient {
             // A stream body goes chunked unless the length is set explicitly.
             req = req.header(CONTENT_LENGTH, len);
         }
-        if let Some(a) = &self.authorization {
+        if let Some(a) = &authorization {
             req = req.header(AUTHORIZATION, a.clone());
         }
         let resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => return response::classify(sent, Exchange::Transport(transport_reason(&e))),
+            Err(e) => {
+                return Posted::Results(response::classify(
+                    sent,
+                    Exchange::Transport(transport_reason(&e)),
+                ));
+            }
         };
         let status = resp.status();
-        match read_limited(resp).await {
+        if status == reqwest::StatusCode::UNAUTHORIZED
+            && may_refresh
+            && let (Auth::Tokens(_), Some(used)) = (&self.auth, authorization)
+        {
+            return Posted::Unauthorized(used);
+        }
+        let header = |name| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let content_type = header(CONTENT_TYPE);
+        let retry_after = header(RETRY_AFTER).and_then(|v| parse_retry_after(&v));
+        Posted::Results(match read_limited(resp).await {
             Ok(body) => response::classify(
                 sent,
                 Exchange::Answered {
                     status: status.as_u16(),
                     reason: status.canonical_reason().unwrap_or(""),
+                    content_type: content_type.as_deref(),
+                    retry_after,
                     body: &body,
                 },
             ),
@@ -202,9 +319,12 @@ impl StowClient {
                     transport_reason(&e)
                 )),
             ),
-        }
+        })
     }
 }
+
+/// The idle timeout when the connection has no `dcmResponseTimeout`.
+const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Objects up to this size are read whole in one blocking call (one hop to
 /// the blocking pool instead of one per read); larger ones are streamed, so
@@ -276,7 +396,24 @@ fn file_problem(inst: &StoredInstance, len: std::io::Result<u64>) -> Option<Inst
         sop_iuid: inst.sop_iuid.clone(),
         status,
         reason: Some(reason),
+        retry: Retry::No,
     })
+}
+
+/// A `Retry-After` value: delay seconds or an HTTP date (RFC 9110 10.2.3).
+/// Capped at an hour, so a confused server cannot park a task for days.
+fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let d = match v.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+            (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                .to_std()
+                .unwrap_or_default()
+        }
+    };
+    Some(d.min(Duration::from_secs(3600)))
 }
 
 async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {

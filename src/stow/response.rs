@@ -8,10 +8,11 @@
 //! *not* stored: Orthanc answers 200 and silently drops parts it dislikes.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::queue::{InstanceResult, InstanceStatus};
+use crate::queue::{InstanceResult, InstanceStatus, Retry};
 
 const REFERENCED_SOP_SEQUENCE: &str = "00081199";
 const FAILED_SOP_SEQUENCE: &str = "00081198";
@@ -35,6 +36,118 @@ pub struct StowResponse {
     pub anonymous_failures: Vec<Option<u16>>,
     /// A top-level WarningReason.
     pub warning: Option<u16>,
+}
+
+/// Parses a response body as DICOM XML when the Content-Type says XML or
+/// the body starts with `<`, else as DICOM JSON.
+pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<StowResponse, String> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if content_type.is_some_and(|c| c.contains("xml")) || first == Some(&b'<') {
+        parse_xml(body)
+    } else {
+        parse_json(body)
+    }
+}
+
+/// Parses a Native DICOM Model (PS3.19 Annex A) STOW-RS response body:
+/// `DicomAttribute` elements with `Item`s and `Value`s.
+pub fn parse_xml(body: &[u8]) -> Result<StowResponse, String> {
+    use quick_xml::events::Event;
+    /// Where the reader is: the attribute and item it is in.
+    enum Frame {
+        Attr(String),
+        Item(HashMap<String, String>),
+        Value,
+        Other,
+    }
+    let mut reader = quick_xml::Reader::from_reader(body);
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut r = StowResponse::default();
+    let mut saw_root = false;
+    let mut buf = Vec::new();
+    loop {
+        let ev = reader
+            .read_event_into(&mut buf)
+            .map_err(|e| format!("not XML: {e}"))?;
+        match ev {
+            Event::Start(e) => {
+                let frame = match e.local_name().into_inner() {
+                    "NativeDicomModel" => {
+                        saw_root = true;
+                        Frame::Other
+                    }
+                    "DicomAttribute" => {
+                        let tag = e
+                            .try_get_attribute("tag")
+                            .ok()
+                            .flatten()
+                            .map(|a| a.value.to_ascii_uppercase())
+                            .unwrap_or_default();
+                        Frame::Attr(tag)
+                    }
+                    "Item" => Frame::Item(HashMap::new()),
+                    "Value" => Frame::Value,
+                    _ => Frame::Other,
+                };
+                stack.push(frame);
+            }
+            Event::Text(t) => {
+                let n = stack.len();
+                if n >= 2
+                    && let (Frame::Attr(tag), Frame::Value) = (&stack[n - 2], &stack[n - 1])
+                {
+                    // UIDs and numbers: nothing to unescape.
+                    let text = t.trim().to_string();
+                    let tag = tag.clone();
+                    match stack[..n - 2].last_mut() {
+                        Some(Frame::Item(fields)) => {
+                            fields.insert(tag, text);
+                        }
+                        _ if tag == WARNING_REASON => r.warning = text.parse().ok(),
+                        _ => {}
+                    }
+                }
+            }
+            Event::End(_) => {
+                let frame = stack.pop();
+                // An item directly in a top-level sequence (the root and the
+                // sequence attribute are below it) is one SOP reference.
+                if let Some(Frame::Item(fields)) = frame
+                    && stack.len() == 2
+                    && let Some(Frame::Attr(seq)) = stack.last()
+                {
+                    let uid = fields.get(REFERENCED_SOP_INSTANCE_UID).cloned();
+                    let code = |t: &str| fields.get(t).and_then(|v| v.parse().ok());
+                    match (seq.as_str(), uid) {
+                        (REFERENCED_SOP_SEQUENCE, Some(uid)) => {
+                            r.mentions.entry(uid).or_insert(Mention::Referenced {
+                                warning: code(WARNING_REASON),
+                            });
+                        }
+                        (FAILED_SOP_SEQUENCE, Some(uid)) => {
+                            r.mentions.insert(
+                                uid,
+                                Mention::Failed {
+                                    reason: code(FAILURE_REASON),
+                                },
+                            );
+                        }
+                        (FAILED_SOP_SEQUENCE, None) => {
+                            r.anonymous_failures.push(code(FAILURE_REASON))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+        buf.clear();
+    }
+    if !saw_root {
+        return Err("not a Native DICOM Model document (no NativeDicomModel element)".into());
+    }
+    Ok(r)
 }
 
 /// Parses a DICOM JSON (PS3.18 Annex F) STOW-RS response body.
@@ -127,73 +240,172 @@ pub enum Exchange<'a> {
     Answered {
         status: u16,
         reason: &'a str,
+        content_type: Option<&'a str>,
+        /// From a `Retry-After` header.
+        retry_after: Option<Duration>,
         body: &'a [u8],
     },
     /// No answer: connection refused, reset, timeout, a body read error.
     Transport(String),
 }
 
+/// Whether a request that got `status` is worth sending again: timeouts,
+/// throttling and the server errors that are usually passing (PS3.18 and
+/// RFC 9110); never a client error, which would fail the same way.
+fn retry_for_status(status: u16, retry_after: Option<Duration>) -> Retry {
+    match status {
+        408 | 429 | 500 | 502 | 503 | 504 => retry_after.map_or(Retry::Yes, Retry::After),
+        _ => Retry::No,
+    }
+}
+
+/// What to add to the reason of an error status an operator can act on.
+fn hint(status: u16) -> &'static str {
+    match status {
+        411 => " (the server wants a Content-Length: set chunked=false on the web application)",
+        413 => " (the request exceeds the server's size limit)",
+        401 => " (check bearer-token, basic-auth or the OAuth2 client of the web application)",
+        _ => "",
+    }
+}
+
+/// The result for an instance the server listed as failed. A duplicate the
+/// server already holds counts as stored, with a warning; out of resources
+/// is worth retrying.
+fn listed_failure(
+    sop: &str,
+    http: &str,
+    reason: Option<u16>,
+    retry_after: Option<Duration>,
+) -> InstanceResult {
+    let (status, text, retry) = match reason {
+        Some(0x0111) => (
+            InstanceStatus::Warning,
+            format!(
+                "{http}: already stored at the destination, FailureReason {}",
+                describe_status(0x0111)
+            ),
+            Retry::No,
+        ),
+        Some(code) => (
+            InstanceStatus::Failed,
+            format!("{http}: FailureReason {}", describe_status(code)),
+            if (0xA700..=0xA7FF).contains(&code) {
+                retry_after.map_or(Retry::Yes, Retry::After)
+            } else {
+                Retry::No
+            },
+        ),
+        None => (
+            InstanceStatus::Failed,
+            format!("{http}: in FailedSOPSequence without FailureReason"),
+            Retry::No,
+        ),
+    };
+    InstanceResult {
+        sop_iuid: sop.to_string(),
+        status,
+        reason: Some(text),
+        retry,
+    }
+}
+
 /// Decides each sent instance's result from the response.
 pub fn classify(sent: &[String], exchange: Exchange<'_>) -> Vec<InstanceResult> {
-    let failed = |sop: &String, reason: String| InstanceResult {
+    let failed = |sop: &String, reason: String, retry: Retry| InstanceResult {
         sop_iuid: sop.clone(),
         status: InstanceStatus::Failed,
         reason: Some(reason),
+        retry,
     };
-    let (status, reason, body) = match exchange {
-        Exchange::Transport(e) => return sent.iter().map(|s| failed(s, e.clone())).collect(),
+    let (status, reason, content_type, retry_after, body) = match exchange {
+        // No answer: the next attempt may well get one.
+        Exchange::Transport(e) => {
+            return sent
+                .iter()
+                .map(|s| failed(s, e.clone(), Retry::Yes))
+                .collect();
+        }
         Exchange::Answered {
             status,
             reason,
+            content_type,
+            retry_after,
             body,
-        } => (status, reason, body),
+        } => (status, reason, content_type, retry_after, body),
     };
     let http = format!("HTTP {status} {reason}").trim_end().to_string();
     let success = (200..300).contains(&status);
-    let parsed = parse_json(body);
+    let status_retry = retry_for_status(status, retry_after);
+    let error = || {
+        let snippet = snippet(body);
+        let hint = hint(status);
+        if snippet.is_empty() {
+            format!("{http}{hint}")
+        } else {
+            format!("{http}{hint}: {snippet}")
+        }
+    };
+    let parsed = if body.is_empty() {
+        Err("empty body".to_string())
+    } else {
+        parse(body, content_type)
+    };
     sent.iter()
         .map(|sop| match &parsed {
             Ok(r) => match r.mentions.get(sop) {
-                Some(Mention::Failed { reason }) => failed(
-                    sop,
-                    match reason {
-                        Some(code) => format!("{http}: FailureReason {}", describe_status(*code)),
-                        None => format!("{http}: in FailedSOPSequence without FailureReason"),
-                    },
-                ),
+                Some(Mention::Failed { reason }) => listed_failure(sop, &http, *reason, retry_after),
                 Some(Mention::Referenced { warning }) if success => {
                     match warning.or(r.warning) {
                         Some(w) => InstanceResult {
                             sop_iuid: sop.clone(),
                             status: InstanceStatus::Warning,
                             reason: Some(format!("WarningReason {}", describe_status(w))),
+                            retry: Retry::No,
                         },
                         None => InstanceResult {
                             sop_iuid: sop.clone(),
                             status: InstanceStatus::Completed,
                             reason: None,
+                            retry: Retry::No,
                         },
                     }
                 }
-                Some(Mention::Referenced { .. }) => {
-                    failed(sop, format!("{http} although the instance is in ReferencedSOPSequence"))
-                }
+                Some(Mention::Referenced { .. }) => failed(
+                    sop,
+                    format!("{http} although the instance is in ReferencedSOPSequence"),
+                    status_retry,
+                ),
+                // Orthanc's way of refusing a part: 200, and not a word
+                // about it. Sending it again gets the same silence.
+                None if success && !r.anonymous_failures.is_empty() => failed(
+                    sop,
+                    format!(
+                        "{http}: not stored; the server failed {} part(s) it could not identify, with FailureReason {}",
+                        r.anonymous_failures.len(),
+                        r.anonymous_failures
+                            .iter()
+                            .map(|c| c.map_or("(none)".to_string(), describe_status))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    Retry::No,
+                ),
                 None if success => failed(
                     sop,
                     format!("{http} but the instance is in neither ReferencedSOPSequence nor FailedSOPSequence: not stored"),
+                    Retry::No,
                 ),
-                None => failed(sop, http.clone()),
+                // The body is a STOW response that does not name it: the
+                // status says it all.
+                None => failed(sop, format!("{http}{}", hint(status)), status_retry),
             },
-            Err(e) => {
-                let snippet = snippet(body);
-                if success {
-                    failed(sop, format!("{http} with an unreadable response body ({e}): {snippet}"))
-                } else if snippet.is_empty() {
-                    failed(sop, http.clone())
-                } else {
-                    failed(sop, format!("{http}: {snippet}"))
-                }
-            }
+            Err(e) if success => failed(
+                sop,
+                format!("{http} with an unreadable response body ({e}): {}", snippet(body)),
+                Retry::No,
+            ),
+            Err(_) => failed(sop, error(), status_retry),
         })
         .collect()
 }
@@ -223,6 +435,8 @@ mod tests {
             Exchange::Answered {
                 status,
                 reason: "X",
+                content_type: None,
+                retry_after: None,
                 body: body.as_bytes(),
             },
         )
@@ -324,5 +538,103 @@ mod tests {
         .unwrap();
         assert_eq!(r.anonymous_failures, vec![Some(0xA700)]);
         assert!(parse_json(b"[]").is_err());
+    }
+
+    const XML: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<NativeDicomModel xmlns="http://dicom.nema.org/PS3.19/models/NativeDICOM">
+  <DicomAttribute tag="00081190" vr="UR" keyword="RetrieveURL"><Value number="1">http://x/studies/1</Value></DicomAttribute>
+  <DicomAttribute tag="00081199" vr="SQ" keyword="ReferencedSOPSequence">
+    <Item number="1">
+      <DicomAttribute tag="00081150" vr="UI"><Value number="1">1.2.840.10008.5.1.4.1.1.2</Value></DicomAttribute>
+      <DicomAttribute tag="00081155" vr="UI"><Value number="1">1.2.1</Value></DicomAttribute>
+    </Item>
+    <Item number="2">
+      <DicomAttribute tag="00081155" vr="UI"><Value number="1">1.2.2</Value></DicomAttribute>
+      <DicomAttribute tag="00081196" vr="US"><Value number="1">45056</Value></DicomAttribute>
+    </Item>
+  </DicomAttribute>
+  <DicomAttribute tag="00081198" vr="SQ" keyword="FailedSOPSequence">
+    <Item number="1">
+      <DicomAttribute tag="00081155" vr="UI"><Value number="1">1.2.3</Value></DicomAttribute>
+      <DicomAttribute tag="00081197" vr="US"><Value number="1">272</Value></DicomAttribute>
+    </Item>
+  </DicomAttribute>
+</NativeDicomModel>"#;
+
+    #[test]
+    fn xml_response_reads_like_json() {
+        assert_eq!(
+            parse_xml(XML.as_bytes()).unwrap(),
+            parse_json(MIXED.as_bytes()).unwrap()
+        );
+        let r = answered(202, XML);
+        assert_eq!(r[0].status, InstanceStatus::Completed);
+        assert_eq!(r[1].status, InstanceStatus::Warning);
+        assert_eq!(r[2].status, InstanceStatus::Failed);
+        assert!(parse_xml(b"<html><body>502</body></html>").is_err());
+    }
+
+    fn with(status: u16, body: &str, retry_after: Option<Duration>) -> Vec<InstanceResult> {
+        classify(
+            &sent(),
+            Exchange::Answered {
+                status,
+                reason: "X",
+                content_type: Some("application/dicom+json"),
+                retry_after,
+                body: body.as_bytes(),
+            },
+        )
+    }
+
+    #[test]
+    fn transient_statuses_are_retried_and_client_errors_are_not() {
+        for s in [408, 429, 500, 502, 503, 504] {
+            assert_eq!(with(s, "", None)[0].retry, Retry::Yes, "{s}");
+        }
+        for s in [400, 401, 403, 404, 409, 411, 413, 415, 501] {
+            assert_eq!(with(s, "", None)[0].retry, Retry::No, "{s}");
+        }
+        let r = with(503, "busy", Some(Duration::from_secs(7)));
+        assert_eq!(r[0].retry, Retry::After(Duration::from_secs(7)));
+        let r = classify(&sent(), Exchange::Transport("connection reset".into()));
+        assert_eq!(r[0].retry, Retry::Yes);
+        // A silent drop is not retried: the server would drop it again.
+        let r = with(200, r#"{"00081199":{"vr":"SQ","Value":[]}}"#, None);
+        assert_eq!(
+            (r[0].status, r[0].retry),
+            (InstanceStatus::Failed, Retry::No)
+        );
+    }
+
+    #[test]
+    fn hints_for_411_and_413() {
+        let r = with(411, "", None);
+        assert!(
+            r[0].reason.as_deref().unwrap().contains("chunked=false"),
+            "{:?}",
+            r[0]
+        );
+        let r = with(413, "too big", None);
+        assert!(
+            r[0].reason.as_deref().unwrap().contains("size limit"),
+            "{:?}",
+            r[0]
+        );
+    }
+
+    #[test]
+    fn duplicate_is_stored_and_out_of_resources_is_retried() {
+        let body = r#"{"00081198":{"vr":"SQ","Value":[
+            {"00081155":{"vr":"UI","Value":["1.2.1"]},"00081197":{"vr":"US","Value":[273]}},
+            {"00081155":{"vr":"UI","Value":["1.2.2"]},"00081197":{"vr":"US","Value":[42752]}}]}}"#;
+        let r = with(409, body, None);
+        assert_eq!(r[0].status, InstanceStatus::Warning);
+        assert!(r[0].reason.as_deref().unwrap().contains("already stored"));
+        assert_eq!(
+            (r[1].status, r[1].retry),
+            (InstanceStatus::Failed, Retry::Yes)
+        );
+        assert_eq!(r[2].retry, Retry::No);
     }
 }

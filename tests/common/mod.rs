@@ -221,6 +221,7 @@ impl Service {
             queue_url: None,
             transcode_jobs: None,
             transcode_limits: Default::default(),
+            tls: Default::default(),
         }
     }
 
