@@ -19,360 +19,8 @@ use stow_exporter::config::{ConfigSource, DEFAULT_DEVICE_NAME, LoadError, Snapsh
 use stow_exporter::stow::oauth::{TokenError, TokenSource};
 use token_server::{TokenServer, ValidTokens, require_bearer};
 
-pub mod token_server {
-    //! A Keycloak-like OAuth2 token endpoint and a bearer-token gate.
-
-    use std::collections::HashMap;
-    use std::net::SocketAddr;
-    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-    use std::sync::{Arc, Mutex};
-    use std::time::{Duration, Instant};
-
-    use axum::Router;
-    use axum::extract::{Path, Request, State};
-    use axum::http::{HeaderMap, StatusCode, header};
-    use axum::middleware::{self, Next};
-    use axum::response::{IntoResponse, Response};
-    use tokio::sync::oneshot;
-
-    /// The realm the server answers for.
-    pub const REALM: &str = "test";
-
-    /// Tokens a server issued, with their expiry: what a resource server
-    /// (the STOW receiver behind [`require_bearer`]) accepts.
-    #[derive(Default)]
-    pub struct ValidTokens {
-        tokens: Mutex<HashMap<String, Instant>>,
-        /// Requests let through / answered 401 by [`require_bearer`].
-        pub accepted: AtomicUsize,
-        pub rejected: AtomicUsize,
-    }
-
-    impl ValidTokens {
-        pub fn add(&self, token: &str, lifetime: Duration) {
-            self.tokens
-                .lock()
-                .unwrap()
-                .insert(token.to_string(), Instant::now() + lifetime);
-        }
-
-        /// True if `token` was issued and has not expired or been revoked.
-        pub fn is_valid(&self, token: &str) -> bool {
-            self.tokens
-                .lock()
-                .unwrap()
-                .get(token)
-                .is_some_and(|exp| Instant::now() < *exp)
-        }
-
-        pub fn revoke(&self, token: &str) {
-            self.tokens.lock().unwrap().remove(token);
-        }
-
-        /// Revokes every token issued so far (a key rotation): the next
-        /// request with a cached token gets 401.
-        pub fn revoke_all(&self) {
-            self.tokens.lock().unwrap().clear();
-        }
-    }
-
-    struct Shared {
-        client_id: String,
-        secret: String,
-        /// For the password grant: user and password.
-        user: Mutex<Option<(String, String)>>,
-        expires_in: AtomicU64,
-        issued: AtomicUsize,
-        /// Token requests received, successful or not.
-        requests: AtomicUsize,
-        /// Held before answering, to make concurrent requests overlap.
-        delay_ms: AtomicU64,
-        valid: Arc<ValidTokens>,
-    }
-
-    /// A token endpoint on loopback: `POST /realms/test/protocol/openid-connect/token`
-    /// (Keycloak's path; [`url`](Self::url)), also at `/token` for a generic
-    /// token URL. Checks client ID and secret (form fields or HTTP Basic),
-    /// and for the password grant user and password; answers like Keycloak.
-    pub struct TokenServer {
-        pub addr: SocketAddr,
-        shared: Arc<Shared>,
-        stop: Option<oneshot::Sender<()>>,
-    }
-
-    impl TokenServer {
-        /// Starts a server for the confidential client `client_id` /
-        /// `secret`, issuing tokens that live `expires_in` seconds.
-        pub async fn start(client_id: &str, secret: &str, expires_in: u64) -> TokenServer {
-            let shared = Arc::new(Shared {
-                client_id: client_id.into(),
-                secret: secret.into(),
-                user: Mutex::new(None),
-                expires_in: AtomicU64::new(expires_in),
-                issued: AtomicUsize::new(0),
-                requests: AtomicUsize::new(0),
-                delay_ms: AtomicU64::new(0),
-                valid: Arc::default(),
-            });
-            let app = Router::new()
-                .route(
-                    "/realms/{realm}/protocol/openid-connect/token",
-                    axum::routing::post(keycloak_token),
-                )
-                .route("/token", axum::routing::post(generic_token))
-                .with_state(shared.clone());
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let (tx, rx) = oneshot::channel::<()>();
-            tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = rx.await;
-                    })
-                    .await
-                    .unwrap();
-            });
-            TokenServer {
-                addr,
-                shared,
-                stop: Some(tx),
-            }
-        }
-
-        /// The Keycloak server URL (`dcmURI` with `dcmKeycloakRealm: test`).
-        pub fn base_url(&self) -> String {
-            format!("http://{}", self.addr)
-        }
-
-        /// The token URL of realm [`REALM`].
-        pub fn url(&self) -> String {
-            format!(
-                "{}/realms/{REALM}/protocol/openid-connect/token",
-                self.base_url()
-            )
-        }
-
-        /// A generic token URL (`dcmURI` without `dcmKeycloakRealm`).
-        pub fn generic_url(&self) -> String {
-            format!("{}/token", self.base_url())
-        }
-
-        /// Tokens issued so far.
-        pub fn issued(&self) -> usize {
-            self.shared.issued.load(Ordering::SeqCst)
-        }
-
-        /// Token requests received so far, refused ones included.
-        pub fn requests(&self) -> usize {
-            self.shared.requests.load(Ordering::SeqCst)
-        }
-
-        /// The lifetime of tokens issued from now on.
-        pub fn set_expires_in(&self, secs: u64) {
-            self.shared.expires_in.store(secs, Ordering::SeqCst);
-        }
-
-        /// How long each token request is held before it is answered.
-        pub fn set_delay(&self, delay: Duration) {
-            self.shared
-                .delay_ms
-                .store(delay.as_millis() as u64, Ordering::SeqCst);
-        }
-
-        /// Accepts the password grant for `user` / `password`.
-        pub fn set_user(&self, user: &str, password: &str) {
-            *self.shared.user.lock().unwrap() = Some((user.into(), password.into()));
-        }
-
-        /// The tokens issued, for [`require_bearer`].
-        pub fn tokens(&self) -> Arc<ValidTokens> {
-            self.shared.valid.clone()
-        }
-    }
-
-    impl Drop for TokenServer {
-        fn drop(&mut self) {
-            if let Some(s) = self.stop.take() {
-                let _ = s.send(());
-            }
-        }
-    }
-
-    fn form(body: &str) -> HashMap<String, String> {
-        url_decode_pairs(body)
-    }
-
-    /// Decodes `application/x-www-form-urlencoded`.
-    fn url_decode_pairs(body: &str) -> HashMap<String, String> {
-        let decode = |s: &str| {
-            let b = s.as_bytes();
-            let mut out = Vec::with_capacity(b.len());
-            let mut i = 0;
-            while i < b.len() {
-                match b[i] {
-                    b'+' => out.push(b' '),
-                    b'%' if i + 2 < b.len() => {
-                        let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz");
-                        match u8::from_str_radix(hex, 16) {
-                            Ok(v) => {
-                                out.push(v);
-                                i += 2;
-                            }
-                            Err(_) => out.push(b'%'),
-                        }
-                    }
-                    c => out.push(c),
-                }
-                i += 1;
-            }
-            String::from_utf8_lossy(&out).into_owned()
-        };
-        body.split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                (decode(k), decode(v))
-            })
-            .collect()
-    }
-
-    fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-        (
-            status,
-            axum::Json(serde_json::json!({
-                "error": error,
-                "error_description": description,
-            })),
-        )
-            .into_response()
-    }
-
-    async fn keycloak_token(
-        State(s): State<Arc<Shared>>,
-        Path(realm): Path<String>,
-        headers: HeaderMap,
-        body: String,
-    ) -> Response {
-        if realm != REALM {
-            s.requests.fetch_add(1, Ordering::SeqCst);
-            return oauth_error(StatusCode::NOT_FOUND, "Realm does not exist", "");
-        }
-        token(s, headers, body).await
-    }
-
-    async fn generic_token(
-        State(s): State<Arc<Shared>>,
-        headers: HeaderMap,
-        body: String,
-    ) -> Response {
-        token(s, headers, body).await
-    }
-
-    async fn token(s: Arc<Shared>, headers: HeaderMap, body: String) -> Response {
-        use base64::Engine;
-        s.requests.fetch_add(1, Ordering::SeqCst);
-        let delay = s.delay_ms.load(Ordering::SeqCst);
-        if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-        }
-        let f = form(&body);
-        // Client authentication: HTTP Basic, else the form fields.
-        let basic = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Basic "))
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|b| {
-                b.split_once(':')
-                    .map(|(u, p)| (u.to_string(), p.to_string()))
-            });
-        let (id, secret) = match basic {
-            Some((u, p)) => (Some(u), Some(p)),
-            None => (f.get("client_id").cloned(), f.get("client_secret").cloned()),
-        };
-        if id.as_deref() != Some(s.client_id.as_str())
-            || secret.as_deref() != Some(s.secret.as_str())
-        {
-            return oauth_error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized_client",
-                "Invalid client or Invalid client credentials",
-            );
-        }
-        match f.get("grant_type").map(String::as_str) {
-            Some("client_credentials") => {}
-            Some("password") => {
-                let user = s.user.lock().unwrap().clone();
-                let ok = user.is_some_and(|(u, p)| {
-                    f.get("username") == Some(&u) && f.get("password") == Some(&p)
-                });
-                if !ok {
-                    return oauth_error(
-                        StatusCode::UNAUTHORIZED,
-                        "invalid_grant",
-                        "Invalid user credentials",
-                    );
-                }
-            }
-            _ => {
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "unsupported_grant_type",
-                    "Unsupported grant_type",
-                );
-            }
-        }
-        let n = s.issued.fetch_add(1, Ordering::SeqCst) + 1;
-        let expires_in = s.expires_in.load(Ordering::SeqCst);
-        let token = format!("tok-{n}-{:016x}", rand::random::<u64>());
-        s.valid.add(&token, Duration::from_secs(expires_in));
-        axum::Json(serde_json::json!({
-            "access_token": token,
-            "expires_in": expires_in,
-            "refresh_expires_in": 0,
-            "token_type": "Bearer",
-            "not-before-policy": 0,
-            "scope": "profile email",
-        }))
-        .into_response()
-    }
-
-    /// Answers 401 (with `WWW-Authenticate: Bearer`) unless the request
-    /// carries `Authorization: Bearer <token>` with a token in `valid`.
-    /// Use with `axum::middleware::from_fn_with_state(valid, check_bearer)`,
-    /// or [`require_bearer`].
-    pub async fn check_bearer(
-        State(valid): State<Arc<ValidTokens>>,
-        req: Request,
-        next: Next,
-    ) -> Response {
-        let ok = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| valid.is_valid(t));
-        if !ok {
-            valid.rejected.fetch_add(1, Ordering::SeqCst);
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(
-                    header::WWW_AUTHENTICATE,
-                    "Bearer error=\"invalid_token\", error_description=\"Token verification failed\"",
-                )],
-            )
-                .into_response();
-        }
-        valid.accepted.fetch_add(1, Ordering::SeqCst);
-        next.run(req).await
-    }
-
-    /// `router` (e.g. `stowrsd::router(..)`) behind bearer tokens from `valid`.
-    pub fn require_bearer(router: Router, valid: Arc<ValidTokens>) -> Router {
-        router.layer(middleware::from_fn_with_state(valid, check_bearer))
-    }
-}
+#[path = "common/token_server.rs"]
+pub mod token_server;
 
 const CLIENT_ID: &str = "stow-exporter";
 const SECRET: &str = "kc-s3cr3t/+&=";
@@ -861,4 +509,100 @@ async fn keycloak_client_in_slapd_resolves_like_the_files() {
     assert!(
         matches!(k.grant, Grant::Password { ref user, ref password } if user == "exporter" && password.expose() == "pw")
     );
+}
+
+// --- end to end: the exporter against a receiver that wants tokens ---
+
+/// The real stowrsd behind `require_bearer`, each request held `delay`.
+async fn guarded_receiver(dir: &std::path::Path, valid: Arc<ValidTokens>, delay: Duration) -> u16 {
+    use stow_exporter::stowrsd::{self, StowrsdOptions};
+    let slow = move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+        tokio::time::sleep(delay).await;
+        next.run(req).await
+    };
+    let app = require_bearer(
+        stowrsd::router(StowrsdOptions {
+            store_dir: Some(dir.to_path_buf()),
+        }),
+        valid,
+    )
+    .layer(axum::middleware::from_fn(slow));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    port
+}
+
+#[tokio::test]
+async fn an_export_outlives_its_tokens_and_a_revoked_token_is_replaced() {
+    use std::sync::atomic::Ordering;
+    let tmp = tempfile::tempdir().unwrap();
+    // Tokens live 2 s; the export takes about 5 s.
+    let server = TokenServer::start(CLIENT_ID, SECRET, 2).await;
+    let valid = server.tokens();
+    let received = tmp.path().join("received");
+    let port = guarded_receiver(&received, valid.clone(), Duration::from_millis(150)).await;
+    let cfg = write_config(
+        tmp.path(),
+        port,
+        &keycloak_ldif(&kc_attrs(&server, SECRET), CLIENT_ID),
+    );
+    let (study_uid, files) = study(&tmp.path().join("src"), 30, 32);
+    let data = tmp.path().join("data");
+    import(&data, &files).await;
+    let svc = Service::start(&cfg, &data).await;
+    let t = svc.export_study("STOWRSD", &study_uid).await;
+    // A key rotation in the middle: every token issued so far is revoked.
+    let v = valid.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        v.revoke_all();
+    });
+    let done = svc.wait_done(t["taskID"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert_eq!(done["failures"], 0, "{done}");
+    for f in &files {
+        assert!(received.join(format!("{}.dcm", sop_uid(f))).exists());
+    }
+    // Refreshed as tokens expired (dcm4chee would have kept the first one),
+    // and the revoked one was answered 401 once, then replaced.
+    assert!(server.issued() >= 3, "issued {}", server.issued());
+    let rejected = valid.rejected.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&rejected), "rejected {rejected}");
+    assert_eq!(valid.accepted.load(Ordering::SeqCst), 30);
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_client_fails_the_task_without_retrying_or_showing_the_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TokenServer::start(CLIENT_ID, SECRET, 60).await;
+    let port = guarded_receiver(
+        &tmp.path().join("received"),
+        server.tokens(),
+        Duration::ZERO,
+    )
+    .await;
+    let cfg = write_config(
+        tmp.path(),
+        port,
+        &keycloak_ldif(&kc_attrs(&server, "wrong-s3cr3t"), CLIENT_ID),
+    );
+    let (study_uid, files) = study(&tmp.path().join("src"), 2, 32);
+    let data = tmp.path().join("data");
+    import(&data, &files).await;
+    let svc = Service::start(&cfg, &data).await;
+    let t = svc.export_study("STOWRSD", &study_uid).await;
+    let done = svc.wait_done(t["taskID"].as_str().unwrap()).await;
+    // The queue of STOWRSD retries 10 times, but a refused client would be
+    // refused again.
+    assert_eq!(done["status"], "FAILED", "{done}");
+    assert_eq!(done["failures"], 1, "{done}");
+    let err = done["errorMessage"].as_str().unwrap();
+    assert!(
+        err.contains("cannot get an access token") && err.contains("401"),
+        "{err}"
+    );
+    assert!(!done.to_string().contains("wrong-s3cr3t"), "{done}");
+    svc.stop().await;
 }
