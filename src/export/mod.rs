@@ -112,19 +112,30 @@ impl Executor {
         }
     }
 
-    fn client(&self, web_app: &WebApp) -> Result<StowClient, String> {
+    async fn client(&self, web_app: &WebApp) -> Result<StowClient, String> {
         // The key covers every setting the client is built from, so a
         // reload that changes one gets a new client, and an unchanged web
         // app keeps its pooled connections.
         let key = client_key(web_app);
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((k, c)) = clients.get(&web_app.name)
-            && *k == key
         {
-            return Ok(c.clone());
+            let clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((k, c)) = clients.get(&web_app.name)
+                && *k == key
+            {
+                return Ok(c.clone());
+            }
         }
-        let c = StowClient::new(web_app, &self.tls).map_err(|e| e.to_string())?;
-        clients.insert(web_app.name.clone(), (key, c.clone()));
+        // Building one reads the system's root certificates and the CA and
+        // client certificate files: blocking work, kept off the runtime.
+        let (w, tls) = (web_app.clone(), self.tls.clone());
+        let c = tokio::task::spawn_blocking(move || StowClient::new(&w, &tls))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(web_app.name.clone(), (key, c.clone()));
         Ok(c)
     }
 
@@ -177,7 +188,7 @@ impl Executor {
                 format!("web application {} is not installed", web_app.name),
             );
         }
-        let client = match self.client(web_app) {
+        let client = match self.client(web_app).await {
             Ok(c) => c,
             Err(e) => return fail(&web_app.name, e),
         };
