@@ -61,6 +61,16 @@ async fn receiver(dir: &Path, valid: Arc<ValidTokens>) -> u16 {
     port
 }
 
+/// Stops the service by its PID if the test ends early.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Every file under `dir`, as bytes.
 fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
     walkdir::WalkDir::new(dir)
@@ -102,17 +112,19 @@ async fn no_secret_in_logs_records_api_or_check_config() {
 
     let log = tmp.path().join("serve.log");
     let api = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stow-exporter"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .arg("--data")
-        .arg(&data)
-        .args(["--listen", &format!("127.0.0.1:{api}")])
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        Command::new(env!("CARGO_BIN_EXE_stow-exporter"))
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .arg("--data")
+            .arg(&data)
+            .args(["--listen", &format!("127.0.0.1:{api}")])
+            .env("RUST_LOG", "trace")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     wait_up(api, Duration::from_secs(20)).await;
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{api}/dcm4chee-arc");
@@ -156,10 +168,10 @@ async fn no_secret_in_logs_records_api_or_check_config() {
         .unwrap();
     answers.push_str(&reload.text().await.unwrap());
     Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
-    child.wait().unwrap();
+    child.0.wait().unwrap();
     let check = Command::new(env!("CARGO_BIN_EXE_stow-exporter"))
         .args(["check-config", "--config"])
         .arg(&cfg)
