@@ -13,10 +13,12 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::ops::{self, OpsState};
 use crate::api::{self, ApiState};
 use crate::archive::Archive;
-use crate::config::{ConfigSource, LoadError, Snapshot};
+use crate::config::{ConfigSource, LoadError, Secret, Snapshot};
 use crate::export::{Executor, SharedSnapshot, Workers};
+use crate::metrics::Metrics;
 use crate::queue::{AmqpQueue, EmbeddedQueue, QueueError, TaskQueue};
 use crate::schedule::Zone;
 use crate::stowrsd::{self, StowrsdOptions};
@@ -24,9 +26,13 @@ use crate::transcode::Transcoder;
 
 /// The address the built-in receiver uses when no `stowrsd` web app says otherwise.
 pub const DEFAULT_STOWRSD_ADDR: &str = "127.0.0.1:18080";
-/// How long in-flight tasks may take to finish after SIGTERM; what is left
-/// is resumed at the next start.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How long running tasks may take to finish after SIGTERM by default
+/// (`--shutdown-timeout`); what is left is resumed at the next start.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// After the shutdown deadline, how long requests already in flight may
+/// take to finish (no new instance starts); results not in by then are
+/// sent again after the restart.
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(5);
 
 /// Settings of `serve`.
 #[derive(Clone)]
@@ -97,6 +103,8 @@ pub enum AppError {
     },
     #[error("server: {0}")]
     Serve(std::io::Error),
+    #[error("control API: {0}")]
+    Access(String),
 }
 
 /// A built, not yet running service.
@@ -106,6 +114,10 @@ pub struct Application {
     stowrsd: Option<(TcpListener, StowrsdOptions)>,
     state: ApiState,
     workers: Workers,
+    ops: OpsState,
+    /// Required from every client (but `health/live`) when set.
+    api_token: Option<Secret>,
+    shutdown_timeout: Duration,
 }
 
 impl Application {
@@ -165,16 +177,19 @@ impl Application {
             queues = snapshot.queues.len(),
             "configuration loaded"
         );
+        let metrics = Arc::new(Metrics::new());
         let transcoder = match settings.transcode_jobs {
             Some(n) => Transcoder::new(n, settings.transcode_limits),
             None => Transcoder::per_core(settings.transcode_limits),
-        };
+        }
+        .with_metrics(metrics.clone());
         let executor = Executor::new(
-            archive,
+            archive.clone(),
             queue.clone(),
             transcoder,
             Arc::new(settings.tls.clone()),
-        );
+        )
+        .with_metrics(metrics.clone());
         let workers = Workers::new(
             executor,
             queue.clone(),
@@ -182,6 +197,16 @@ impl Application {
             CancellationToken::new(),
             settings.zone,
         );
+        let ops = OpsState {
+            metrics,
+            snapshot: shared.clone(),
+            data_dir: settings.data_dir.clone(),
+            device_name: settings.device_name.clone(),
+            broker: settings
+                .queue_url
+                .as_deref()
+                .map(|u| Arc::new(ops::BrokerProbe::new(u))),
+        };
         let state = ApiState {
             config: settings.config.clone(),
             device_name: settings.device_name.clone(),
@@ -189,6 +214,7 @@ impl Application {
             queue,
             workers: workers.clone(),
             reload_lock: Arc::default(),
+            archive,
         };
         Ok(Application {
             listener,
@@ -196,7 +222,25 @@ impl Application {
             stowrsd,
             state,
             workers,
+            ops,
+            api_token: None,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         })
+    }
+
+    /// Requires `token` (`Authorization: Bearer <token>`) on every request
+    /// but `health/live`. Without one, the control API must listen on
+    /// loopback (see [`ops::check_listen`]).
+    pub fn with_api_token(mut self, token: Option<Secret>) -> Application {
+        self.api_token = token;
+        self
+    }
+
+    /// How long running tasks may take to finish after the stop signal
+    /// before their remaining instances are left for the next start.
+    pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Application {
+        self.shutdown_timeout = timeout;
+        self
     }
 
     /// The control API's address.
@@ -217,6 +261,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
+        ops::check_listen(&self.local_addr(), self.api_token.as_ref()).map_err(AppError::Access)?;
         let stop = CancellationToken::new();
         let receiver = self.stowrsd.map(|(l, opts)| {
             let stop = stop.clone();
@@ -230,19 +275,45 @@ impl Application {
             tokio::spawn(async move { watch(state, every, stop).await });
         }
         tracing::info!(addr = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "control API listening");
-        let app = api::router(self.state);
+        let token = self.api_token.map(Arc::new);
+        let app = api::router(self.state)
+            .merge(ops::router(self.ops.clone()))
+            .layer(axum::middleware::from_fn_with_state(
+                token,
+                ops::require_token,
+            ));
         let stop2 = stop.clone();
         let server = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move { stop2.cancelled().await });
         let server = tokio::spawn(async move { server.await });
 
         shutdown.await;
-        tracing::info!("shutting down: no new tasks; waiting for running ones");
-        if tokio::time::timeout(SHUTDOWN_GRACE, self.workers.shutdown())
+        tracing::info!(timeout = ?self.shutdown_timeout, "shutting down: no new tasks; waiting for running ones");
+        let drained = self.workers.shutdown();
+        let mut drained = std::pin::pin!(drained);
+        if tokio::time::timeout(self.shutdown_timeout, &mut drained)
             .await
             .is_err()
         {
-            tracing::warn!("running tasks did not finish in time; they resume at the next start");
+            let n = self.workers.interrupt();
+            tracing::warn!(
+                tasks = n,
+                "shutdown deadline reached: running exports stop after the requests in flight; they resume at the next start"
+            );
+            if tokio::time::timeout(IN_FLIGHT_GRACE, &mut drained)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "requests still in flight after the grace; their instances are sent again at the next start"
+                );
+            }
+        }
+        // Unfinished tasks go back to the queue now: records left IN
+        // PROCESS become SCHEDULED (as at start-up); over AMQP their
+        // unacknowledged messages are redelivered when the connection closes.
+        if let Err(e) = EmbeddedQueue::open(&self.ops.data_dir, &self.ops.device_name, true).await {
+            tracing::error!(error = %e, "cannot return unfinished tasks to the queue; the next start does");
         }
         stop.cancel();
         if let Ok(Err(e)) = server.await {

@@ -34,6 +34,7 @@ pub mod archive;
 pub mod config;
 pub mod db;
 pub mod export;
+pub mod metrics;
 pub mod queue;
 pub mod schedule;
 pub mod stow;

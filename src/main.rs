@@ -154,6 +154,17 @@ enum Command {
         /// for in --tls-client-cert).
         #[arg(long, value_name = "PEM", requires = "tls_client_cert")]
         tls_client_key: Option<PathBuf>,
+        /// File holding the control API's bearer token (default: the
+        /// environment variable STOW_EXPORTER_API_TOKEN). Required when
+        /// --listen is not a loopback address; when set, every request but
+        /// /dcm4chee-arc/health/live must send `Authorization: Bearer <token>`.
+        #[arg(long, value_name = "FILE")]
+        api_token_file: Option<PathBuf>,
+        /// After SIGTERM, how long running tasks may take to finish; then
+        /// their remaining instances are left for the next start (the tasks
+        /// go back to SCHEDULED).
+        #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+        shutdown_timeout: u64,
     },
     /// Run only the built-in STOW-RS receiver.
     Stowrsd {
@@ -277,7 +288,12 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
             tls_ca_file,
             tls_client_cert,
             tls_client_key,
+            api_token_file,
+            shutdown_timeout,
         } => {
+            // Refused before anything is bound or loaded.
+            let api_token = stow_exporter::api::ops::load_token(api_token_file.as_deref())?;
+            stow_exporter::api::ops::check_listen(&listen, api_token.as_ref())?;
             let tls = stow_exporter::stow::tls::TlsSettings {
                 ca_files: tls_ca_file,
                 client_cert: tls_client_cert,
@@ -303,7 +319,9 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
                 },
                 tls,
             })
-            .await?;
+            .await?
+            .with_api_token(api_token)
+            .with_shutdown_timeout(std::time::Duration::from_secs(shutdown_timeout));
             app.run_until_stopped(shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }

@@ -5,26 +5,35 @@
 //! - `GET /dcm4chee-arc/monitor/export[/{taskID}]`, `GET /dcm4chee-arc/monitor/export/{taskID}/instances`,
 //!   `POST /dcm4chee-arc/monitor/export/{taskID}/cancel`
 //! - `GET /dcm4chee-arc/export`, `GET /dcm4chee-arc/queue`
+//! - the rest of the monitor API (count, reschedule, delete, bulk forms,
+//!   batches, CSV) and the QIDO-style trigger in `monitor`
+//!
+//! Every route under `/dcm4chee-arc` is in [`routes`], the list the router
+//! is built from; `openapi.json` documents exactly these (a test checks).
 //!
 //! Errors are JSON `{"errorMessage": "..."}` as in dcm4chee.
+
+mod monitor;
+pub mod ops;
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use chrono::{NaiveDateTime, TimeZone, Utc};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Mutex;
 
+use crate::archive::Archive;
 use crate::config::ConfigSource;
 use crate::export::{SharedSnapshot, Workers, current};
-use crate::queue::{CancelResult, NewTask, QueueError, TaskFilter, TaskQueue};
-use crate::task::{Status, TaskRequest};
+use crate::queue::{CancelResult, NewTask, QueueError, TaskQueue};
+use crate::task::TaskRequest;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -36,9 +45,12 @@ pub struct ApiState {
     pub workers: Workers,
     /// Serialises reloads: two at once must not race on the swap.
     pub reload_lock: Arc<Mutex<()>>,
+    /// The archive index, for the QIDO-style trigger.
+    pub archive: Archive,
 }
 
 /// An API error, answered as `{"errorMessage": ...}`.
+#[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     message: String,
@@ -69,6 +81,7 @@ impl From<QueueError> for ApiError {
     fn from(e: QueueError) -> ApiError {
         match e {
             QueueError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            QueueError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             // The broker did not take the task (down, or it refused): the
             // client may try again later; nothing was queued.
             QueueError::Broker(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
@@ -77,30 +90,87 @@ impl From<QueueError> for ApiError {
     }
 }
 
+/// A route's handler, for the method of its [`ROUTES`] entry.
+type Handler = fn(MethodFilter) -> MethodRouter<ApiState>;
+
+/// Every route under `/dcm4chee-arc`: method, path (OpenAPI's `{name}`
+/// syntax, which axum shares) and handler. The router is built from this
+/// list and `openapi.json` must document exactly these.
+const ROUTES: &[(&str, &str, Handler)] = &[
+    ("POST", "/aets/{AET}/rs/studies/export/{ExporterID}", |m| {
+        on(m, monitor::export_matching)
+    }),
+    (
+        "POST",
+        "/aets/{AET}/rs/studies/{StudyInstanceUID}/export/{ExporterID}",
+        |m| on(m, export_study),
+    ),
+    (
+        "POST",
+        "/aets/{AET}/rs/studies/{StudyInstanceUID}/series/{SeriesInstanceUID}/export/{ExporterID}",
+        |m| on(m, export_series),
+    ),
+    (
+        "POST",
+        "/aets/{AET}/rs/studies/{StudyInstanceUID}/series/{SeriesInstanceUID}/instances/{SOPInstanceUID}/export/{ExporterID}",
+        |m| on(m, export_instance),
+    ),
+    ("POST", "/ctrl/reload", |m| on(m, reload)),
+    ("GET", "/ctrl/status", |m| on(m, status)),
+    ("GET", "/monitor/export", |m| on(m, list_tasks)),
+    ("DELETE", "/monitor/export", |m| {
+        on(m, monitor::delete_matching)
+    }),
+    ("GET", "/monitor/export/count", |m| on(m, monitor::count)),
+    ("GET", "/monitor/export/batch", |m| on(m, monitor::batches)),
+    ("POST", "/monitor/export/cancel", |m| {
+        on(m, monitor::cancel_matching)
+    }),
+    ("POST", "/monitor/export/reschedule", |m| {
+        on(m, monitor::reschedule_matching)
+    }),
+    ("POST", "/monitor/export/reschedule/{ExporterID}", |m| {
+        on(m, monitor::reschedule_matching_to)
+    }),
+    ("GET", "/monitor/export/{taskID}", |m| on(m, get_task)),
+    ("DELETE", "/monitor/export/{taskID}", |m| {
+        on(m, monitor::delete)
+    }),
+    ("GET", "/monitor/export/{taskID}/instances", |m| {
+        on(m, task_instances)
+    }),
+    ("POST", "/monitor/export/{taskID}/cancel", |m| {
+        on(m, cancel_task)
+    }),
+    ("POST", "/monitor/export/{taskID}/reschedule", |m| {
+        on(m, monitor::reschedule)
+    }),
+    (
+        "POST",
+        "/monitor/export/{taskID}/reschedule/{ExporterID}",
+        |m| on(m, monitor::reschedule_to),
+    ),
+    ("GET", "/export", |m| on(m, list_exporters)),
+    ("GET", "/queue", |m| on(m, list_queues)),
+];
+
+/// (method, path) of every route under `/dcm4chee-arc`, as the router
+/// serves them.
+pub fn routes() -> Vec<(&'static str, &'static str)> {
+    ROUTES.iter().map(|(m, p, _)| (*m, *p)).collect()
+}
+
 /// The router under `/dcm4chee-arc`.
 pub fn router(state: ApiState) -> Router {
-    let base = Router::new()
-        .route(
-            "/aets/{aet}/rs/studies/{study}/export/{exporter}",
-            post(export_study),
-        )
-        .route(
-            "/aets/{aet}/rs/studies/{study}/series/{series}/export/{exporter}",
-            post(export_series),
-        )
-        .route(
-            "/aets/{aet}/rs/studies/{study}/series/{series}/instances/{sop}/export/{exporter}",
-            post(export_instance),
-        )
-        .route("/ctrl/reload", post(reload))
-        .route("/ctrl/status", get(status))
-        .route("/monitor/export", get(list_tasks))
-        .route("/monitor/export/{task}", get(get_task))
-        .route("/monitor/export/{task}/instances", get(task_instances))
-        .route("/monitor/export/{task}/cancel", post(cancel_task))
-        .route("/export", get(list_exporters))
-        .route("/queue", get(list_queues))
-        .with_state(state);
+    let mut base = Router::new();
+    for (method, path, handler) in ROUTES {
+        let filter = Method::from_bytes(method.as_bytes())
+            .ok()
+            .and_then(|m| MethodFilter::try_from(m).ok())
+            .unwrap_or_else(|| panic!("ROUTES: bad method {method}"));
+        base = base.route(path, handler(filter));
+    }
+    let base = base.with_state(state);
     Router::new().nest("/dcm4chee-arc", base)
 }
 
@@ -247,41 +317,13 @@ async fn status() -> Json<serde_json::Value> {
     Json(json!({ "status": "STARTED" }))
 }
 
-#[derive(Debug, Deserialize)]
-struct ListParams {
-    #[serde(rename = "ExporterID")]
-    exporter_id: Option<String>,
-    #[serde(rename = "StudyInstanceUID")]
-    study_iuid: Option<String>,
-    status: Option<String>,
-    #[serde(rename = "batchID")]
-    batch_id: Option<String>,
-    offset: Option<u64>,
-    limit: Option<u64>,
-}
-
+/// `GET /monitor/export`: JSON, or CSV with `Accept: text/csv`.
 async fn list_tasks(
     State(s): State<ApiState>,
-    Query(p): Query<ListParams>,
+    headers: HeaderMap,
+    q: Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let status = p
-        .status
-        .as_deref()
-        .map(str::parse::<Status>)
-        .transpose()
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("status: {e}")))?;
-    let tasks = s
-        .queue
-        .list(TaskFilter {
-            exporter_id: p.exporter_id,
-            study_iuid: p.study_iuid,
-            status,
-            batch_id: p.batch_id,
-            offset: p.offset.unwrap_or(0),
-            limit: p.limit,
-        })
-        .await?;
-    Ok(Json(tasks).into_response())
+    monitor::list(s, headers, monitor::Params::new(q)).await
 }
 
 async fn get_task(
@@ -328,6 +370,7 @@ async fn cancel_task(
     }
 }
 
+/// Configured exporters, sorted by ID.
 async fn list_exporters(State(s): State<ApiState>) -> Json<serde_json::Value> {
     let snap = current(&s.snapshot);
     Json(json!(

@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS instance (
 CREATE INDEX IF NOT EXISTS instance_study ON instance (study_iuid, series_iuid);
 CREATE INDEX IF NOT EXISTS instance_page ON instance (study_iuid, series_iuid, sop_iuid);
 CREATE INDEX IF NOT EXISTS instance_series ON instance (series_iuid);
+CREATE INDEX IF NOT EXISTS instance_patient ON instance (patient_id);
 ";
 
 const COLUMNS: &str = "study_iuid, series_iuid, sop_iuid, sop_cuid, transfer_syntax, size, path";
@@ -229,6 +230,51 @@ impl Index {
                     params![study, series, instance, after_series, after_sop, limit],
                     |row| from_row(row, &storage),
                 )?;
+                rows.collect()
+            })
+            .await
+    }
+
+    /// Study Instance UIDs of the studies matching `q`, in UID order.
+    pub(crate) async fn find_studies(&self, q: super::StudyQuery) -> Result<Vec<String>, DbError> {
+        self.db
+            .call(move |conn| {
+                let mut sql =
+                    String::from("SELECT DISTINCT study_iuid FROM instance AS i WHERE 1=1");
+                let mut args: Vec<String> = Vec::new();
+                if let Some(p) = q.patient_id {
+                    args.push(p.replace('[', "[[]"));
+                    let op = if args[args.len() - 1].contains(['*', '?']) {
+                        "GLOB"
+                    } else {
+                        "="
+                    };
+                    sql.push_str(&format!(" AND patient_id {op} ?{}", args.len()));
+                }
+                if let Some(from) = q.study_date_from {
+                    args.push(from);
+                    sql.push_str(&format!(" AND study_date >= ?{}", args.len()));
+                }
+                if let Some(to) = q.study_date_to {
+                    args.push(to);
+                    sql.push_str(&format!(" AND study_date <= ?{}", args.len()));
+                }
+                if !q.modalities.is_empty() {
+                    // Any instance of the study has one of the modalities.
+                    let mut marks = Vec::new();
+                    for m in q.modalities {
+                        args.push(m);
+                        marks.push(format!("?{}", args.len()));
+                    }
+                    sql.push_str(&format!(
+                        " AND EXISTS (SELECT 1 FROM instance AS m WHERE m.study_iuid = i.study_iuid
+                            AND m.modality IN ({}))",
+                        marks.join(", ")
+                    ));
+                }
+                sql.push_str(" ORDER BY study_iuid");
+                let mut stmt = conn.prepare(&sql)?;
+                let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
                 rows.collect()
             })
             .await

@@ -66,6 +66,19 @@ pub struct StoredInstance {
     pub path: PathBuf,
 }
 
+/// QIDO-style study filters over the index; all given ones must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StudyQuery {
+    /// `PatientID`, exact or with the wildcards `*` and `?`.
+    pub patient_id: Option<String>,
+    /// `StudyDate` lower bound, `YYYYMMDD`, inclusive.
+    pub study_date_from: Option<String>,
+    /// `StudyDate` upper bound, `YYYYMMDD`, inclusive.
+    pub study_date_to: Option<String>,
+    /// `ModalitiesInStudy`: some instance of the study has one of these.
+    pub modalities: Vec<String>,
+}
+
 /// Outcome of a successful import.
 #[derive(Debug, Clone)]
 pub enum Imported {
@@ -239,6 +252,12 @@ impl Archive {
             .index
             .find_page(study, series, instance, after, limit)
             .await?)
+    }
+
+    /// Study Instance UIDs of the indexed studies matching `q` (QIDO-style
+    /// study filters), in UID order.
+    pub async fn find_studies(&self, q: StudyQuery) -> Result<Vec<String>, ArchiveError> {
+        Ok(self.inner.index.find_studies(q).await?)
     }
 
     /// Number of indexed instances.

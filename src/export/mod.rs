@@ -93,6 +93,11 @@ pub struct Executor {
     transcoder: Transcoder,
     /// CA files and client certificate for `https` web apps.
     tls: Arc<crate::stow::tls::TlsSettings>,
+    /// Counters of what was sent, for `/metrics`.
+    metrics: Arc<crate::metrics::Metrics>,
+    /// Tasks whose export the shutdown deadline stopped: they go back to
+    /// the queue instead of ending CANCELED.
+    interrupted: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Executor {
@@ -109,7 +114,31 @@ impl Executor {
             running: Arc::default(),
             transcoder,
             tls,
+            metrics: Arc::default(),
+            interrupted: Arc::default(),
         }
+    }
+
+    /// Counts into `metrics` instead of a private set.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Executor {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Stops the export of every running task before its next instance
+    /// (requests in flight finish), at the shutdown deadline. Those tasks
+    /// are not finished as CANCELED: they stay IN PROCESS for the queue to
+    /// take back. A task an operator canceled already stays canceled.
+    pub fn interrupt_all(&self) -> usize {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut interrupted = self.interrupted.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, token) in running.iter() {
+            if !token.is_cancelled() {
+                interrupted.insert(id.clone());
+                token.cancel();
+            }
+        }
+        interrupted.len()
     }
 
     async fn client(&self, web_app: &WebApp) -> Result<StowClient, String> {
@@ -209,6 +238,7 @@ impl Executor {
         let matched = Arc::new(AtomicU64::new(0));
         let work = self.work(task, web_app, previous, matched.clone());
         let cancel = self.token(&task.task_id);
+        let dest = self.metrics.destination(&exporter.id, &web_app.name);
         let results = work
             .map(|w| {
                 // Checked as each item is taken, so a cancel stops the
@@ -223,10 +253,11 @@ impl Executor {
                 };
                 let client = client.clone();
                 let transcoder = self.transcoder.clone();
+                let dest = dest.clone();
                 tokio::spawn(async move {
                     match w {
                         Work::Send(batch) => {
-                            (send(&client, &transcoder, batch).await, Kind::Record)
+                            (send(&client, &transcoder, batch, &dest).await, Kind::Record)
                         }
                         Work::Resumed(r) => (vec![r], Kind::Count),
                         Work::Remaining(n) => (Vec::new(), Kind::Remaining(n)),
@@ -414,6 +445,7 @@ async fn send(
     client: &StowClient,
     transcoder: &Transcoder,
     batch: Vec<(StoredInstance, Option<Target>)>,
+    dest: &Arc<crate::metrics::Destination>,
 ) -> Vec<InstanceResult> {
     let prepared = futures_util::future::join_all(
         batch
@@ -424,9 +456,23 @@ async fn send(
     let (outgoing, mut results): (Vec<_>, Vec<_>) = prepared.into_iter().partition(Result::is_ok);
     let outgoing: Vec<Outgoing> = outgoing.into_iter().filter_map(Result::ok).collect();
     let mut results: Vec<InstanceResult> = results.drain(..).filter_map(Result::err).collect();
+    let not_sent = results.len();
     if !outgoing.is_empty() {
-        results.extend(client.store(outgoing).await);
+        let sizes: HashMap<String, u64> = outgoing
+            .iter()
+            .map(|o| {
+                let n = o
+                    .converted
+                    .as_ref()
+                    .map_or(o.inst.size, |c| c.data.len() as u64);
+                (o.inst.sop_iuid.clone(), n)
+            })
+            .collect();
+        let stored = crate::metrics::for_destination(dest.clone(), client.store(outgoing)).await;
+        dest.results(&stored, |sop| sizes.get(sop).copied().unwrap_or(0));
+        results.extend(stored);
     }
+    dest.results(&results[..results.len().min(not_sent)], |_| 0);
     results
 }
 
@@ -582,6 +628,28 @@ impl Workers {
             .get(&task.queue)
             .and_then(|q| retry::next_attempt(q, &outcome, task.failures))
             .map(|d| Utc::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX));
+        if outcome.counts.remaining > 0
+            && self
+                .executor
+                .interrupted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&task.task_id)
+        {
+            // Stopped by the shutdown deadline: not an outcome. The task
+            // stays IN PROCESS, and goes back to SCHEDULED (embedded) or is
+            // redelivered (AMQP, unacknowledged) to resume after a restart.
+            tracing::info!(task = %task.task_id, remaining = outcome.counts.remaining, "export interrupted by shutdown; the task resumes at the next start");
+            return;
+        }
+        if retry_at.is_some()
+            && let Some(e) = snapshot.exporter(&task.exporter_id)
+        {
+            self.executor
+                .metrics
+                .destination(&e.id, &e.web_app)
+                .retry_scheduled();
+        }
         match retry_at {
             Some(at) => {
                 tracing::info!(task = %task.task_id, status = %outcome.status, retry_at = %at, "{}", outcome.message)
@@ -617,6 +685,12 @@ impl Workers {
         self.stop.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+    }
+
+    /// At the shutdown deadline: stops the running exports before their
+    /// next instance; see [`Executor::interrupt_all`]. Returns how many.
+    pub fn interrupt(&self) -> usize {
+        self.executor.interrupt_all()
     }
 }
 

@@ -53,8 +53,8 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use super::embedded::RecordInit;
 use super::{
-    CancelResult, EmbeddedQueue, Hold, InstanceResult, NewTask, Outcome, QueueError, TaskFilter,
-    TaskQueue,
+    BatchSummary, CancelResult, EmbeddedQueue, Hold, InstanceResult, NewTask, Outcome, QueueError,
+    Reschedule, TaskFilter, TaskQueue,
 };
 use crate::config::{SharedSnapshot, current};
 use crate::task::{ExportTask, Status, TaskRequest};
@@ -379,6 +379,18 @@ impl AmqpQueue {
             .message_id()
             .as_ref()
             .map(|m| m.as_str().to_string());
+        // A message of a task deleted or rescheduled since (a rescheduled
+        // task travels in a new message).
+        if let Some(m) = &message_id
+            && self.records.is_retired(m).await?
+        {
+            tracing::info!(message = %m, "message of a deleted or rescheduled task acknowledged without running");
+            d.acker
+                .ack(BasicAckOptions::default())
+                .await
+                .map_err(broker)?;
+            return Ok(None);
+        }
         let existing = match &message_id {
             Some(m) => self.records.by_message_id(m).await?,
             None => None,
@@ -637,6 +649,58 @@ impl TaskQueue for AmqpQueue {
 
     fn get<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<ExportTask, QueueError>> {
         self.records.get(task_id)
+    }
+
+    fn count(&self, filter: TaskFilter) -> BoxFuture<'_, Result<u64, QueueError>> {
+        self.records.count(filter)
+    }
+
+    fn reschedule<'a>(
+        &'a self,
+        task_id: &'a str,
+        r: Reschedule,
+    ) -> BoxFuture<'a, Result<ExportTask, QueueError>> {
+        async move {
+            // The record is reset and its old messages retired, then the
+            // task travels again in a new message linked to the record.
+            let t = self.records.reschedule_record(task_id, r).await?;
+            let request = TaskRequest {
+                exporter_id: t.exporter_id.clone(),
+                study_iuid: t.study_iuid.clone(),
+                series_iuid: t.series().map(str::to_string),
+                sop_iuid: t.instance().map(str::to_string),
+                batch_id: t.batch_id.clone(),
+                scheduled_time: (t.scheduled_time > Utc::now()).then_some(t.scheduled_time),
+            };
+            let body = serde_json::to_vec(&request).map_err(broker)?;
+            let message_id = new_message_id();
+            self.records.link_message(task_id, &message_id).await?;
+            if let Err(e) = self
+                .publish_raw(&t.queue, &t.queue, &body, props(&message_id, None))
+                .await
+            {
+                let _ = self
+                    .records
+                    .fail_record(task_id, format!("not accepted by the broker: {e}"))
+                    .await;
+                return Err(e);
+            }
+            Ok(t)
+        }
+        .boxed()
+    }
+
+    fn delete<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<(), QueueError>> {
+        // Its messages are retired: acknowledged without running when they come.
+        self.records.delete(task_id)
+    }
+
+    fn delete_matching(&self, filter: TaskFilter) -> BoxFuture<'_, Result<u64, QueueError>> {
+        self.records.delete_matching(filter)
+    }
+
+    fn batches(&self, filter: TaskFilter) -> BoxFuture<'_, Result<Vec<BatchSummary>, QueueError>> {
+        self.records.batches(filter)
     }
 }
 

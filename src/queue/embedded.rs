@@ -19,8 +19,8 @@ use rusqlite::{OptionalExtension, Row, params};
 use tokio::sync::Notify;
 
 use super::{
-    CancelResult, Hold, InstanceResult, InstanceStatus, NewTask, Outcome, QueueError, TaskFilter,
-    TaskQueue,
+    BatchSummary, CancelResult, Hold, InstanceResult, InstanceStatus, NewTask, OrderField, Outcome,
+    QueueError, Reschedule, TaskFilter, TaskQueue,
 };
 use crate::db::Db;
 use crate::task::{ExportTask, Status};
@@ -64,6 +64,13 @@ CREATE TABLE IF NOT EXISTS task_message (
     message_id TEXT PRIMARY KEY,
     task_pk INTEGER NOT NULL REFERENCES task(pk) ON DELETE CASCADE
 );
+CREATE INDEX IF NOT EXISTS task_created ON task(created_time);
+CREATE INDEX IF NOT EXISTS task_batch ON task(batch_id);
+-- Broker messages of deleted or rescheduled tasks: acknowledged without
+-- running when they come (a rescheduled task travels in a new message).
+CREATE TABLE IF NOT EXISTS retired_message (
+    message_id TEXT PRIMARY KEY
+) WITHOUT ROWID;
 ";
 
 /// How often an idle worker looks for tasks inserted by another process.
@@ -323,6 +330,183 @@ impl EmbeddedQueue {
     }
 }
 
+/// The `WHERE` clause of a filter (without offset, limit and order), with
+/// its arguments.
+fn filter_sql(f: &TaskFilter) -> (String, Vec<String>) {
+    let mut sql = String::from(" WHERE 1=1");
+    let mut args: Vec<String> = Vec::new();
+    if !f.exporter_ids.is_empty() {
+        let mut marks = Vec::new();
+        for e in &f.exporter_ids {
+            args.push(e.clone());
+            marks.push(format!("?{}", args.len()));
+        }
+        sql.push_str(&format!(" AND exporter_id IN ({})", marks.join(", ")));
+    }
+    let mut cond = |sql: &mut String, expr: &str, v: String| {
+        args.push(v);
+        sql.push_str(&format!(" AND {expr} ?{}", args.len()));
+    };
+    if let Some(v) = &f.study_iuid {
+        cond(&mut sql, "study_iuid =", v.clone());
+    }
+    if let Some(v) = f.status {
+        cond(&mut sql, "status =", v.as_str().to_string());
+    }
+    if let Some(v) = &f.batch_id {
+        cond(&mut sql, "batch_id =", v.clone());
+    }
+    if let Some(v) = &f.device_name {
+        cond(&mut sql, "device_name =", v.clone());
+    }
+    for (col, range) in [("created_time", f.created), ("updated_time", f.updated)] {
+        if let Some(from) = range.from {
+            cond(&mut sql, &format!("{col} >="), ts(from));
+        }
+        if let Some(to) = range.to {
+            cond(&mut sql, &format!("{col} <"), ts(to));
+        }
+    }
+    (sql, args)
+}
+
+/// `ORDER BY ... LIMIT ... OFFSET ...` of a filter.
+fn order_sql(f: &TaskFilter) -> String {
+    let col = match f.order.field {
+        OrderField::CreatedTime => "created_time",
+        OrderField::UpdatedTime => "updated_time",
+        OrderField::ScheduledTime => "scheduled_time",
+    };
+    let dir = if f.order.descending { "DESC" } else { "ASC" };
+    format!(
+        " ORDER BY {col} {dir}, pk {dir} LIMIT {} OFFSET {}",
+        f.limit
+            .map(|l| i64::try_from(l).unwrap_or(i64::MAX))
+            .unwrap_or(-1),
+        i64::try_from(f.offset).unwrap_or(i64::MAX)
+    )
+}
+
+/// Retires the broker messages of task `pk` (their links go).
+fn retire_messages(c: &rusqlite::Connection, pk: i64) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT OR IGNORE INTO retired_message (message_id)
+         SELECT message_id FROM task_message WHERE task_pk = ?1",
+        [pk],
+    )?;
+    c.execute("DELETE FROM task_message WHERE task_pk = ?1", [pk])?;
+    Ok(())
+}
+
+fn status_of(c: &rusqlite::Connection, pk: i64) -> rusqlite::Result<Option<Status>> {
+    Ok(
+        c.query_row("SELECT status FROM task WHERE pk = ?1", [pk], |r| {
+            r.get::<_, String>(0)
+        })
+        .optional()?
+        .map(|s| s.parse().unwrap_or(Status::Failed)),
+    )
+}
+
+impl EmbeddedQueue {
+    /// Resets a record for another run (see [`TaskQueue::reschedule`]);
+    /// the broker messages linked to it are retired.
+    pub(crate) async fn reschedule_record(
+        &self,
+        task_id: &str,
+        r: Reschedule,
+    ) -> Result<ExportTask, QueueError> {
+        let pk = task_pk(task_id)?;
+        let id = task_id.to_string();
+        let device = self.device_name.clone();
+        let t = self
+            .db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                match status_of(&tx, pk)? {
+                    None => return Ok(Err(QueueError::NotFound(id))),
+                    Some(Status::InProcess) => {
+                        return Ok(Err(QueueError::Conflict(format!(
+                            "Cannot reschedule Task[id={id}] with Status: IN PROCESS; cancel it first"
+                        ))));
+                    }
+                    Some(_) => {}
+                }
+                let (exporter, queue, aet) = match &r.exporter {
+                    Some(e) => (
+                        Some(e.exporter_id.clone()),
+                        Some(e.queue.clone()),
+                        e.local_aet.clone(),
+                    ),
+                    None => (None, None, None),
+                };
+                tx.execute(
+                    "UPDATE task SET status = ?1, scheduled_time = ?2, updated_time = ?3,
+                        device_name = ?4, num_failures = 0, proc_start_time = NULL,
+                        proc_end_time = NULL, outcome_msg = NULL, error_msg = NULL,
+                        num_instances = NULL, completed = 0, warning = 0, failed = 0, missing = 0,
+                        exporter_id = COALESCE(?5, exporter_id),
+                        queue_name = COALESCE(?6, queue_name),
+                        local_aet = CASE WHEN ?5 IS NULL THEN local_aet ELSE ?7 END
+                     WHERE pk = ?8",
+                    params![
+                        Status::Scheduled.as_str(),
+                        ts(r.scheduled_time),
+                        ts(Utc::now()),
+                        device,
+                        exporter,
+                        queue,
+                        aet,
+                        pk
+                    ],
+                )?;
+                tx.execute("DELETE FROM task_instance WHERE task_pk = ?1", [pk])?;
+                retire_messages(&tx, pk)?;
+                let t = tx.query_row("SELECT * FROM task WHERE pk = ?1", [pk], row_to_task)?;
+                tx.commit()?;
+                Ok(Ok(t))
+            })
+            .await??;
+        self.wake.notify_waiters();
+        Ok(t)
+    }
+
+    /// Links another broker message ID to a record.
+    pub(crate) async fn link_message(
+        &self,
+        task_id: &str,
+        message_id: &str,
+    ) -> Result<(), QueueError> {
+        let pk = task_pk(task_id)?;
+        let mid = message_id.to_string();
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT OR REPLACE INTO task_message (message_id, task_pk) VALUES (?1, ?2)",
+                    params![mid, pk],
+                )
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Whether a broker message belongs to a deleted or rescheduled task.
+    pub(crate) async fn is_retired(&self, message_id: &str) -> Result<bool, QueueError> {
+        let mid = message_id.to_string();
+        let n: i64 = self
+            .db
+            .call(move |c| {
+                c.query_row(
+                    "SELECT COUNT(*) FROM retired_message WHERE message_id = ?1",
+                    [mid],
+                    |r| r.get(0),
+                )
+            })
+            .await?;
+        Ok(n > 0)
+    }
+}
+
 fn row_to_task(r: &Row<'_>) -> rusqlite::Result<ExportTask> {
     let status: String = r.get("status")?;
     let opt_ts = |name: &str| -> rusqlite::Result<Option<DateTime<Utc>>> {
@@ -571,23 +755,8 @@ impl TaskQueue for EmbeddedQueue {
             let t = self
                 .db
                 .call(move |c| {
-                    let mut sql = String::from("SELECT * FROM task WHERE 1=1");
-                    let mut args: Vec<String> = Vec::new();
-                    let mut add = |col: &str, v: Option<String>| {
-                        if let Some(v) = v {
-                            args.push(v);
-                            sql.push_str(&format!(" AND {col} = ?{}", args.len()));
-                        }
-                    };
-                    add("exporter_id", filter.exporter_id);
-                    add("study_iuid", filter.study_iuid);
-                    add("status", filter.status.map(|s| s.as_str().to_string()));
-                    add("batch_id", filter.batch_id);
-                    sql.push_str(&format!(
-                        " ORDER BY updated_time DESC, pk DESC LIMIT {} OFFSET {}",
-                        filter.limit.map(|l| l as i64).unwrap_or(-1),
-                        filter.offset
-                    ));
+                    let (where_, args) = filter_sql(&filter);
+                    let sql = format!("SELECT * FROM task{where_}{}", order_sql(&filter));
                     let mut st = c.prepare(&sql)?;
                     let rows = st
                         .query_map(rusqlite::params_from_iter(args.iter()), row_to_task)?
@@ -611,6 +780,180 @@ impl TaskQueue for EmbeddedQueue {
                 })
                 .await?;
             t.ok_or_else(|| QueueError::NotFound(task_id.to_string()))
+        }
+        .boxed()
+    }
+
+    fn count(&self, filter: TaskFilter) -> BoxFuture<'_, Result<u64, QueueError>> {
+        async move {
+            let n: i64 = self
+                .db
+                .call(move |c| {
+                    let (where_, args) = filter_sql(&filter);
+                    c.query_row(
+                        &format!("SELECT COUNT(*) FROM task{where_}"),
+                        rusqlite::params_from_iter(args.iter()),
+                        |r| r.get(0),
+                    )
+                })
+                .await?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        }
+        .boxed()
+    }
+
+    fn reschedule<'a>(
+        &'a self,
+        task_id: &'a str,
+        r: Reschedule,
+    ) -> BoxFuture<'a, Result<ExportTask, QueueError>> {
+        self.reschedule_record(task_id, r).boxed()
+    }
+
+    fn delete<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<(), QueueError>> {
+        async move {
+            let pk = task_pk(task_id)?;
+            let id = task_id.to_string();
+            self.db
+                .call(move |c| {
+                    let tx =
+                        c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                    match status_of(&tx, pk)? {
+                        None => return Ok(Err(QueueError::NotFound(id))),
+                        Some(Status::InProcess) => {
+                            return Ok(Err(QueueError::Conflict(format!(
+                                "Cannot delete Task[id={id}] with Status: IN PROCESS; cancel it first"
+                            ))));
+                        }
+                        Some(_) => {}
+                    }
+                    retire_messages(&tx, pk)?;
+                    // Per-instance results go with it (ON DELETE CASCADE).
+                    tx.execute("DELETE FROM task WHERE pk = ?1", [pk])?;
+                    tx.commit()?;
+                    Ok(Ok(()))
+                })
+                .await?
+        }
+        .boxed()
+    }
+
+    fn delete_matching(&self, filter: TaskFilter) -> BoxFuture<'_, Result<u64, QueueError>> {
+        async move {
+            let n = self
+                .db
+                .call(move |c| {
+                    let (where_, mut args) = filter_sql(&filter);
+                    args.push(Status::InProcess.as_str().to_string());
+                    let chosen =
+                        format!("SELECT pk FROM task{where_} AND status != ?{}", args.len());
+                    let tx =
+                        c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                    tx.execute(
+                        &format!(
+                            "INSERT OR IGNORE INTO retired_message (message_id)
+                             SELECT message_id FROM task_message WHERE task_pk IN ({chosen})"
+                        ),
+                        rusqlite::params_from_iter(args.iter()),
+                    )?;
+                    let n = tx.execute(
+                        &format!("DELETE FROM task WHERE pk IN ({chosen})"),
+                        rusqlite::params_from_iter(args.iter()),
+                    )?;
+                    tx.commit()?;
+                    Ok(n)
+                })
+                .await?;
+            Ok(n as u64)
+        }
+        .boxed()
+    }
+
+    fn batches(&self, filter: TaskFilter) -> BoxFuture<'_, Result<Vec<BatchSummary>, QueueError>> {
+        async move {
+            let v = self
+                .db
+                .call(move |c| {
+                    let (where_, args) = filter_sql(&filter);
+                    let where_ = format!("{where_} AND batch_id IS NOT NULL");
+                    let paging = format!(
+                        " LIMIT {} OFFSET {}",
+                        filter
+                            .limit
+                            .map(|l| i64::try_from(l).unwrap_or(i64::MAX))
+                            .unwrap_or(-1),
+                        i64::try_from(filter.offset).unwrap_or(i64::MAX)
+                    );
+                    let mut st = c.prepare(&format!(
+                        "SELECT batch_id, MIN(created_time), MAX(created_time), MIN(updated_time),
+                            MAX(updated_time), MIN(scheduled_time), MAX(scheduled_time),
+                            MIN(proc_start_time), MAX(proc_start_time), MIN(proc_end_time),
+                            MAX(proc_end_time)
+                         FROM task{where_} GROUP BY batch_id
+                         ORDER BY MAX(updated_time) DESC, batch_id{paging}"
+                    ))?;
+                    let range =
+                        |r: &Row<'_>, i: usize| -> rusqlite::Result<Option<[DateTime<Utc>; 2]>> {
+                            let a: Option<String> = r.get(i)?;
+                            let b: Option<String> = r.get(i + 1)?;
+                            Ok(a.zip(b).map(|(a, b)| [parse_ts(&a), parse_ts(&b)]))
+                        };
+                    let mut out: Vec<BatchSummary> = st
+                        .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                            Ok(BatchSummary {
+                                batch_id: r.get(0)?,
+                                tasks: Default::default(),
+                                device_names: Vec::new(),
+                                exporter_ids: Vec::new(),
+                                created_time_range: range(r, 1)?.unwrap_or_default(),
+                                updated_time_range: range(r, 3)?.unwrap_or_default(),
+                                scheduled_time_range: range(r, 5)?.unwrap_or_default(),
+                                processing_start_time_range: range(r, 7)?,
+                                processing_end_time_range: range(r, 9)?,
+                            })
+                        })?
+                        .collect::<rusqlite::Result<_>>()?;
+                    let mut st = c.prepare(&format!(
+                        "SELECT batch_id, status, device_name, exporter_id, COUNT(*)
+                         FROM task{where_} GROUP BY batch_id, status, device_name, exporter_id"
+                    ))?;
+                    let rows = st
+                        .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, String>(2)?,
+                                r.get::<_, String>(3)?,
+                                r.get::<_, i64>(4)?,
+                            ))
+                        })?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    let at: HashMap<String, usize> = out
+                        .iter()
+                        .enumerate()
+                        .map(|(i, b)| (b.batch_id.clone(), i))
+                        .collect();
+                    for (batch, status, device, exporter, n) in rows {
+                        let Some(&i) = at.get(&batch) else { continue };
+                        let b = &mut out[i];
+                        *b.tasks
+                            .entry(status.to_ascii_lowercase().replace(' ', "-"))
+                            .or_default() += u64::try_from(n).unwrap_or(0);
+                        if !b.device_names.contains(&device) {
+                            b.device_names.push(device);
+                        }
+                        if !b.exporter_ids.contains(&exporter) {
+                            b.exporter_ids.push(exporter);
+                        }
+                    }
+                    for b in &mut out {
+                        b.device_names.sort();
+                        b.exporter_ids.sort();
+                    }
+                    Ok(out)
+                })
+                .await?;
+            Ok(v)
         }
         .boxed()
     }

@@ -32,6 +32,9 @@ pub enum QueueError {
     Broker(String),
     #[error("queue backend stopped")]
     Closed,
+    /// The task's state does not allow the operation (e.g. IN PROCESS).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// Fields the producer resolves from the configuration at creation time.
@@ -167,12 +170,131 @@ pub enum CancelResult {
 /// Filters of the monitor listing (dcm4chee's query parameter names).
 #[derive(Debug, Clone, Default)]
 pub struct TaskFilter {
-    pub exporter_id: Option<String>,
+    /// `ExporterID`, repeatable: any of them.
+    pub exporter_ids: Vec<String>,
     pub study_iuid: Option<String>,
     pub status: Option<Status>,
     pub batch_id: Option<String>,
+    /// `dicomDeviceName`.
+    pub device_name: Option<String>,
+    /// `createdTime` range.
+    pub created: TimeRange,
+    /// `updatedTime` range.
+    pub updated: TimeRange,
+    pub order: TaskOrder,
     pub offset: u64,
     pub limit: Option<u64>,
+}
+
+/// A time range of a filter: `from` inclusive, `to` exclusive; either open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// The field `orderby` sorts on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OrderField {
+    CreatedTime,
+    #[default]
+    UpdatedTime,
+    ScheduledTime,
+}
+
+/// dcm4chee's `orderby`: `(-)createdTime|updatedTime|scheduledTime`,
+/// default `-updatedTime` (newest update first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskOrder {
+    pub field: OrderField,
+    pub descending: bool,
+}
+
+impl Default for TaskOrder {
+    fn default() -> TaskOrder {
+        TaskOrder {
+            field: OrderField::UpdatedTime,
+            descending: true,
+        }
+    }
+}
+
+impl std::str::FromStr for TaskOrder {
+    type Err = String;
+    fn from_str(s: &str) -> Result<TaskOrder, String> {
+        let (descending, name) = match s.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, s),
+        };
+        let field = match name {
+            "createdTime" => OrderField::CreatedTime,
+            "updatedTime" => OrderField::UpdatedTime,
+            "scheduledTime" => OrderField::ScheduledTime,
+            _ => {
+                return Err(format!(
+                    "{s:?} is not one of createdTime, updatedTime, scheduledTime (with an optional leading '-')"
+                ));
+            }
+        };
+        Ok(TaskOrder { field, descending })
+    }
+}
+
+/// What [`TaskQueue::reschedule`] sets.
+#[derive(Debug, Clone)]
+pub struct Reschedule {
+    /// When the task is due again.
+    pub scheduled_time: DateTime<Utc>,
+    /// Another exporter: its ID, queue and AE title.
+    pub exporter: Option<RescheduleTo>,
+}
+
+/// The exporter a task is rescheduled to.
+#[derive(Debug, Clone)]
+pub struct RescheduleTo {
+    pub exporter_id: String,
+    pub queue: String,
+    pub local_aet: Option<String>,
+}
+
+impl RescheduleTo {
+    pub fn of(exporter: &Exporter) -> RescheduleTo {
+        RescheduleTo {
+            exporter_id: exporter.id.clone(),
+            queue: exporter.queue.clone(),
+            local_aet: exporter.ae_title.clone(),
+        }
+    }
+}
+
+/// One batch of the batch listing (`GET /monitor/export/batch`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BatchSummary {
+    #[serde(rename = "batchID")]
+    pub batch_id: String,
+    /// Number of tasks by status, keys lower case with `-` for spaces
+    /// (`scheduled`, `scheduled-for-retry`, `in-process`, `completed`, ...).
+    pub tasks: std::collections::BTreeMap<String, u64>,
+    #[serde(rename = "dicomDeviceName")]
+    pub device_names: Vec<String>,
+    #[serde(rename = "ExporterID")]
+    pub exporter_ids: Vec<String>,
+    #[serde(rename = "createdTimeRange")]
+    pub created_time_range: [DateTime<Utc>; 2],
+    #[serde(rename = "updatedTimeRange")]
+    pub updated_time_range: [DateTime<Utc>; 2],
+    #[serde(rename = "scheduledTimeRange")]
+    pub scheduled_time_range: [DateTime<Utc>; 2],
+    #[serde(
+        rename = "processingStartTimeRange",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub processing_start_time_range: Option<[DateTime<Utc>; 2]>,
+    #[serde(
+        rename = "processingEndTimeRange",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub processing_end_time_range: Option<[DateTime<Utc>; 2]>,
 }
 
 /// A durable task queue. Implementations must never lose a task: a task
@@ -223,4 +345,31 @@ pub trait TaskQueue: Send + Sync {
 
     /// One task record.
     fn get<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<ExportTask, QueueError>>;
+
+    /// Number of task records matching `filter` (its offset, limit and
+    /// order ignored).
+    fn count(&self, filter: TaskFilter) -> BoxFuture<'_, Result<u64, QueueError>>;
+
+    /// Runs a task again, as dcm4chee does: status SCHEDULED, due at
+    /// `r.scheduled_time`, failures, times, messages, counts and
+    /// per-instance results cleared (the whole entity is sent again),
+    /// optionally for another exporter. [`QueueError::Conflict`] for a task
+    /// IN PROCESS.
+    fn reschedule<'a>(
+        &'a self,
+        task_id: &'a str,
+        r: Reschedule,
+    ) -> BoxFuture<'a, Result<ExportTask, QueueError>>;
+
+    /// Deletes a task record and its per-instance results.
+    /// [`QueueError::Conflict`] for a task IN PROCESS (cancel it first).
+    fn delete<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<(), QueueError>>;
+
+    /// Deletes the records matching `filter` except those IN PROCESS;
+    /// returns how many were deleted.
+    fn delete_matching(&self, filter: TaskFilter) -> BoxFuture<'_, Result<u64, QueueError>>;
+
+    /// Per-batch summaries of the tasks matching `filter` that have a
+    /// batch ID, the most recently updated batch first.
+    fn batches(&self, filter: TaskFilter) -> BoxFuture<'_, Result<Vec<BatchSummary>, QueueError>>;
 }

@@ -277,6 +277,7 @@ impl StowClient {
         if let Some(a) = &authorization {
             req = req.header(AUTHORIZATION, a.clone());
         }
+        let _timer = crate::metrics::request_timer();
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {

@@ -292,6 +292,8 @@ pub fn transcode(
 pub struct Transcoder {
     permits: Arc<Semaphore>,
     limits: Limits,
+    /// Counts decoded objects and decode time by stored syntax.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Transcoder {
@@ -299,7 +301,14 @@ impl Transcoder {
         Transcoder {
             permits: Arc::new(Semaphore::new(parallel.max(1))),
             limits,
+            metrics: None,
         }
+    }
+
+    /// Counts every object into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Transcoder {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// One object per core: decoding is CPU-bound, and each object may
@@ -329,20 +338,28 @@ impl Transcoder {
             .await
             .map_err(|e| fail(e.to_string()))?;
         let limits = self.limits;
+        let (metrics, ts) = (self.metrics.clone(), stored_ts.to_string());
         tokio::task::spawn_blocking(move || {
-            use std::io::Read;
-            let mut f = std::fs::File::open(&path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            let len = f.metadata().map_err(|e| e.to_string())?.len();
-            if len > limits.max_object_bytes {
-                return Err(format!(
-                    "the file is {len} bytes, over the limit of {} for decompression",
-                    limits.max_object_bytes
-                ));
+            let started = std::time::Instant::now();
+            let r = (|| {
+                use std::io::Read;
+                let mut f = std::fs::File::open(&path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let len = f.metadata().map_err(|e| e.to_string())?.len();
+                if len > limits.max_object_bytes {
+                    return Err(format!(
+                        "the file is {len} bytes, over the limit of {} for decompression",
+                        limits.max_object_bytes
+                    ));
+                }
+                let mut buf = Vec::with_capacity(len as usize);
+                f.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+                Ok(transcode(&buf, target, limits))
+            })();
+            if let Some(m) = metrics {
+                m.transcoded(&ts, matches!(r, Ok(Ok(_))), started.elapsed());
             }
-            let mut buf = Vec::with_capacity(len as usize);
-            f.read_to_end(&mut buf).map_err(|e| e.to_string())?;
-            Ok(transcode(&buf, target, limits))
+            r
         })
         .await
         .map_err(|e| fail(format!("decoder crashed: {e}")))?

@@ -1,0 +1,760 @@
+//! Operations: `/metrics` checked against real exports, health endpoints,
+//! the control API's bearer token, and a graceful SIGTERM of the real
+//! binary in the middle of an export.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use stow_exporter::app::Application;
+use stow_exporter::config::{ConfigSource, Secret};
+
+// ---------------------------------------------------------------------------
+// A strict parser of the Prometheus text exposition format (0.0.4).
+
+type Labels = BTreeMap<String, String>;
+type LabelPairs = Vec<(String, String)>;
+
+#[derive(Debug, Default)]
+struct Scrape {
+    types: HashMap<String, String>,
+    samples: BTreeMap<(String, LabelPairs), f64>,
+}
+
+fn valid_name(n: &str) -> bool {
+    let mut c = n.chars();
+    matches!(c.next(), Some(x) if x.is_ascii_alphabetic() || x == '_' || x == ':')
+        && c.all(|x| x.is_ascii_alphanumeric() || x == '_' || x == ':')
+}
+
+fn parse_value(v: &str) -> Result<f64, String> {
+    match v {
+        "+Inf" => Ok(f64::INFINITY),
+        "-Inf" => Ok(f64::NEG_INFINITY),
+        "NaN" => Ok(f64::NAN),
+        _ => v.parse::<f64>().map_err(|e| format!("value {v:?}: {e}")),
+    }
+}
+
+fn parse_labels(s: &str) -> Result<(Labels, &str), String> {
+    // s starts after '{'; returns the labels and the rest after '}'.
+    let mut labels = Labels::new();
+    let mut rest = s;
+    loop {
+        if let Some(r) = rest.strip_prefix('}') {
+            return Ok((labels, r));
+        }
+        let eq = rest.find('=').ok_or("label without =")?;
+        let name = &rest[..eq];
+        if !valid_name(name) || name.contains(':') {
+            return Err(format!("bad label name {name:?}"));
+        }
+        rest = rest[eq + 1..]
+            .strip_prefix('"')
+            .ok_or("label value not quoted")?;
+        let mut value = String::new();
+        let mut chars = rest.char_indices();
+        let end = loop {
+            match chars.next() {
+                None => return Err("unterminated label value".into()),
+                Some((i, '"')) => break i,
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, '\\')) => value.push('\\'),
+                    Some((_, '"')) => value.push('"'),
+                    Some((_, 'n')) => value.push('\n'),
+                    other => return Err(format!("bad escape {other:?}")),
+                },
+                Some((_, '\n')) => return Err("newline in label value".into()),
+                Some((_, c)) => value.push(c),
+            }
+        };
+        if labels.insert(name.to_string(), value).is_some() {
+            return Err(format!("label {name} twice"));
+        }
+        rest = &rest[end + 1..];
+        if let Some(r) = rest.strip_prefix(',') {
+            rest = r;
+        } else if !rest.starts_with('}') {
+            return Err(format!("expected , or }} at {rest:?}"));
+        }
+    }
+}
+
+fn parse_exposition(text: &str) -> Result<Scrape, String> {
+    let mut s = Scrape::default();
+    let mut helped = HashMap::new();
+    assert!(text.ends_with('\n'), "the last line ends with a newline");
+    for (no, line) in text.lines().enumerate() {
+        let err = |e: String| format!("line {}: {e}: {line:?}", no + 1);
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(c) = line.strip_prefix("# ") {
+            let mut parts = c.splitn(3, ' ');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some("TYPE"), Some(name), Some(kind)) => {
+                    if !valid_name(name) {
+                        return Err(err("bad metric name".into()));
+                    }
+                    if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind) {
+                        return Err(err(format!("bad type {kind}")));
+                    }
+                    if s.types.insert(name.into(), kind.into()).is_some() {
+                        return Err(err("TYPE twice".into()));
+                    }
+                }
+                (Some("HELP"), Some(name), _) if helped.insert(name.to_string(), ()).is_some() => {
+                    return Err(err("HELP twice".into()));
+                }
+                _ => {}
+            }
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let name_end = line
+            .find(['{', ' '])
+            .ok_or_else(|| err("no value".into()))?;
+        let name = &line[..name_end];
+        if !valid_name(name) {
+            return Err(err("bad metric name".into()));
+        }
+        let (labels, rest) = if line[name_end..].starts_with('{') {
+            parse_labels(&line[name_end + 1..]).map_err(err)?
+        } else {
+            (Labels::new(), &line[name_end..])
+        };
+        let mut fields = rest.trim_start_matches(' ').split(' ');
+        let value =
+            parse_value(fields.next().ok_or_else(|| err("no value".into()))?).map_err(err)?;
+        if let Some(ts) = fields.next() {
+            ts.parse::<i64>()
+                .map_err(|e| err(format!("timestamp: {e}")))?;
+        }
+        // Every sample belongs to a declared family.
+        let family = [
+            ("_bucket", "histogram"),
+            ("_sum", "histogram"),
+            ("_count", "histogram"),
+        ]
+        .iter()
+        .find_map(|(suffix, kind)| {
+            let base = name.strip_suffix(suffix)?;
+            (s.types.get(base).map(String::as_str) == Some(kind)).then_some(base)
+        })
+        .unwrap_or(name);
+        let kind = s
+            .types
+            .get(family)
+            .ok_or_else(|| err(format!("no TYPE for {family}")))?;
+        if kind == "histogram" && family == name {
+            return Err(err("histogram sample without suffix".into()));
+        }
+        if kind == "counter" && (value < 0.0 || !name.ends_with("_total")) {
+            return Err(err("counter must be _total and non-negative".into()));
+        }
+        let key = (name.to_string(), labels.into_iter().collect::<Vec<_>>());
+        if s.samples.insert(key, value).is_some() {
+            return Err(err("series twice".into()));
+        }
+    }
+    // Histograms: cumulative buckets ending in +Inf == _count.
+    for (name, kind) in &s.types {
+        if kind != "histogram" {
+            continue;
+        }
+        let mut series: BTreeMap<LabelPairs, Vec<(f64, f64)>> = BTreeMap::new();
+        for ((n, l), v) in &s.samples {
+            if *n == format!("{name}_bucket") {
+                let le = l
+                    .iter()
+                    .find(|(k, _)| k == "le")
+                    .ok_or("bucket without le")?;
+                let rest: Vec<_> = l.iter().filter(|(k, _)| k != "le").cloned().collect();
+                series
+                    .entry(rest)
+                    .or_default()
+                    .push((parse_value(&le.1)?, *v));
+            }
+        }
+        for (labels, mut buckets) in series {
+            buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            assert!(
+                buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+                "{name} not cumulative"
+            );
+            let inf = buckets.last().unwrap();
+            assert!(inf.0.is_infinite(), "{name} has no +Inf bucket");
+            let count = s.samples[&(format!("{name}_count"), labels.clone())];
+            assert_eq!(inf.1, count, "{name}: +Inf bucket != _count");
+            assert!(s.samples.contains_key(&(format!("{name}_sum"), labels)));
+        }
+    }
+    Ok(s)
+}
+
+impl Scrape {
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let mut l: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        l.sort();
+        self.samples.get(&(name.to_string(), l)).copied()
+    }
+
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.get(name, labels)
+            .unwrap_or_else(|| panic!("no {name}{labels:?} in the scrape"))
+    }
+}
+
+async fn scrape(http: &reqwest::Client, base: &str, token: Option<&str>) -> Scrape {
+    let mut req = http.get(format!("{base}/metrics"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = r.text().await.unwrap();
+    assert!(
+        !text.contains("127.0.0.1:"),
+        "no URL in the metrics:\n{text}"
+    );
+    parse_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+#[test]
+fn the_parser_is_strict() {
+    assert!(parse_exposition("# TYPE a_total counter\na_total{x=\"1\"} 2\n").is_ok());
+    assert!(parse_exposition("a_total 1\n").is_err(), "no TYPE");
+    assert!(parse_exposition("# TYPE a_total counter\na_total{x=1} 2\n").is_err());
+    assert!(parse_exposition("# TYPE a_total counter\na_total{x=\"1\"} two\n").is_err());
+    assert!(
+        parse_exposition("# TYPE a_total counter\na_total 1\na_total 1\n").is_err(),
+        "duplicate series"
+    );
+    assert!(parse_exposition("# TYPE g gauge\ng{a=\"q\\\"\\\\\\n\"} -1.5\n").is_ok());
+}
+
+fn file_sizes(files: &[PathBuf]) -> u64 {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum()
+}
+
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn metrics_count_real_exports_and_health_checks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rcv = Receiver::start(&tmp.path().join("received"), Duration::ZERO).await;
+    let cfg = write_config(tmp.path(), rcv.addr.port(), "");
+    let data = tmp.path().join("data");
+    let (study_ok, files_ok) = study(&tmp.path().join("ok"), 5, 64);
+    let (study_bad, files_bad) = study(&tmp.path().join("bad"), 3, 32);
+    import(&data, &files_ok).await;
+    import(&data, &files_bad).await;
+    // One instance of the second study is gone from storage: MISSING.
+    let gone = sop_uid(&files_bad[0]);
+    let stored: Vec<PathBuf> = walk(&data.join("storage"))
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy() == format!("{gone}.dcm"))
+        .collect();
+    assert_eq!(stored.len(), 1);
+    std::fs::remove_file(&stored[0]).unwrap();
+
+    let svc = Service::start(&cfg, &data).await;
+    let base = format!("http://{}", svc.addr);
+    let http = reqwest::Client::new();
+
+    // Before any export: the families are there, the task gauges are zero.
+    let s = scrape(&http, &base, None).await;
+    assert_eq!(
+        s.types["stow_exporter_request_duration_seconds"],
+        "histogram"
+    );
+    assert_eq!(
+        s.value(
+            "stow_exporter_tasks",
+            &[("queue", "Export"), ("status", "COMPLETED")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        s.value("stow_exporter_queue_depth", &[("queue", "Export")]),
+        0.0
+    );
+
+    let t = svc.export_study("STOWRSD", &study_ok).await;
+    let done = svc.wait_done(t["taskID"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let t = svc.export_study("STOWRSD", &study_bad).await;
+    let done = svc.wait_done(t["taskID"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "WARNING", "{done}");
+
+    let s = scrape(&http, &base, None).await;
+    let dest = [("exporter", "STOWRSD"), ("web_app", "stowrsd")];
+    assert_eq!(s.value("stow_exporter_instances_sent_total", &dest), 7.0);
+    assert_eq!(
+        s.value("stow_exporter_bytes_sent_total", &dest),
+        (file_sizes(&files_ok) + file_sizes(&files_bad[1..])) as f64
+    );
+    assert_eq!(
+        s.value(
+            "stow_exporter_instances_failed_total",
+            &[dest[0], dest[1], ("reason", "missing")]
+        ),
+        1.0
+    );
+    // One request per instance sent (the missing one never went).
+    assert_eq!(
+        s.value("stow_exporter_request_duration_seconds_count", &dest),
+        7.0
+    );
+    assert_eq!(s.value("stow_exporter_requests_in_flight", &dest), 0.0);
+    assert_eq!(s.value("stow_exporter_task_retries_total", &dest), 0.0);
+    let tasks = |st| {
+        s.value(
+            "stow_exporter_tasks",
+            &[("queue", "Export"), ("status", st)],
+        )
+    };
+    assert_eq!(tasks("COMPLETED"), 1.0);
+    assert_eq!(tasks("WARNING"), 1.0);
+    assert_eq!(tasks("IN PROCESS"), 0.0);
+    assert_eq!(
+        s.value("stow_exporter_queue_depth", &[("queue", "Export")]),
+        0.0
+    );
+    // Nothing for the exporter that did not run.
+    assert_eq!(
+        s.get(
+            "stow_exporter_instances_sent_total",
+            &[("exporter", "StowExporter"), ("web_app", "DCM4CHEE")]
+        ),
+        None
+    );
+
+    // Health.
+    let r = http
+        .get(format!("{base}/dcm4chee-arc/health/live"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http
+        .get(format!("{base}/dcm4chee-arc/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    for c in ["config", "queue", "storage"] {
+        assert_eq!(body["checks"][c]["status"], "UP", "{body}");
+    }
+    // Storage not writable: the folder replaced by a file (permissions
+    // would not do: the tests may run as root).
+    std::fs::rename(data.join("storage"), data.join("storage.away")).unwrap();
+    std::fs::write(data.join("storage"), "not a folder").unwrap();
+    let r = http
+        .get(format!("{base}/dcm4chee-arc/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["checks"]["storage"]["status"], "DOWN", "{body}");
+    assert_eq!(body["checks"]["queue"]["status"], "UP", "{body}");
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .unwrap()
+            .starts_with("not ready: storage:"),
+        "{body}"
+    );
+    let r = http
+        .get(format!("{base}/dcm4chee-arc/health/live"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "live stays up");
+    std::fs::remove_file(data.join("storage")).unwrap();
+    std::fs::rename(data.join("storage.away"), data.join("storage")).unwrap();
+    let r = http
+        .get(format!("{base}/dcm4chee-arc/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    svc.stop().await;
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn meta(path: &Path) -> (String, String) {
+    let obj = dicom_object::OpenFileOptions::new()
+        .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+        .open_file(path)
+        .unwrap();
+    let study = obj
+        .element(dicom_dictionary_std::tags::STUDY_INSTANCE_UID)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches('\0')
+        .to_string();
+    let ts = obj
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_string();
+    (study, ts)
+}
+
+#[tokio::test]
+async fn metrics_count_decoding_by_transfer_syntax() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rcv = Receiver::start(&tmp.path().join("received"), Duration::ZERO).await;
+    let cfg = write_config(
+        tmp.path(),
+        rcv.addr.port(),
+        &add_props(
+            STOWRSD_WEBAPP_DN,
+            &["transfer-syntax=ExplicitVRLittleEndian"],
+        ),
+    );
+    let data = tmp.path().join("data");
+    let good = pydicom_files().join("MR_small_RLE.dcm");
+    // Its J2K codestream is broken: OpenJPEG cannot read its header.
+    let broken = pydicom_files().join("JPEG2000-embedded-sequence-delimiter.dcm");
+    import(&data, &[good.clone(), broken.clone()]).await;
+    let (good_study, good_ts) = meta(&good);
+    let (broken_study, broken_ts) = meta(&broken);
+    assert_ne!(good_study, broken_study);
+
+    let svc = Service::start(&cfg, &data).await;
+    let t = svc.export_study("STOWRSD", &good_study).await;
+    let done = svc.wait_done(t["taskID"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let t = svc.export_study("STOWRSD", &broken_study).await;
+    let done = svc.wait_done(t["taskID"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "FAILED", "{done}");
+
+    let s = scrape(
+        &reqwest::Client::new(),
+        &format!("http://{}", svc.addr),
+        None,
+    )
+    .await;
+    let n = |ts: &str, result| {
+        s.value(
+            "stow_exporter_transcoded_instances_total",
+            &[("transfer_syntax", ts), ("result", result)],
+        )
+    };
+    assert_eq!(n(&good_ts, "ok"), 1.0);
+    assert_eq!(n(&good_ts, "failed"), 0.0);
+    assert_eq!(n(&broken_ts, "failed"), 1.0);
+    assert_eq!(
+        s.value(
+            "stow_exporter_decode_duration_seconds_count",
+            &[("transfer_syntax", &good_ts)]
+        ),
+        1.0
+    );
+    assert!(
+        s.value(
+            "stow_exporter_decode_duration_seconds_sum",
+            &[("transfer_syntax", &good_ts)]
+        ) > 0.0
+    );
+    let dest = [("exporter", "STOWRSD"), ("web_app", "stowrsd")];
+    assert_eq!(s.value("stow_exporter_instances_sent_total", &dest), 1.0);
+    // Sent converted: the bytes are the converted object's, as received.
+    let received = rcv.stored();
+    assert_eq!(received.len(), 1);
+    assert_eq!(
+        s.value("stow_exporter_bytes_sent_total", &dest),
+        std::fs::metadata(&received[0]).unwrap().len() as f64
+    );
+    assert_eq!(
+        s.value(
+            "stow_exporter_instances_failed_total",
+            &[dest[0], dest[1], ("reason", "decode")]
+        ),
+        1.0
+    );
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn a_configured_token_is_required_even_on_loopback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write_config(tmp.path(), 1, "");
+    let settings = Service::settings(ConfigSource::Ldif(cfg), &tmp.path().join("data"));
+    let app = Application::build(settings)
+        .await
+        .unwrap()
+        .with_api_token(Some(Secret::new("s3cret-t0ken")));
+    let addr = app.local_addr();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::new();
+    let get = |path: &str, auth: Option<&str>| {
+        let mut r = http.get(format!("{base}{path}"));
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        r.send()
+    };
+    for path in [
+        "/metrics",
+        "/dcm4chee-arc/health/ready",
+        "/dcm4chee-arc/ctrl/status",
+        "/dcm4chee-arc/monitor/export",
+    ] {
+        let r = get(path, None).await.unwrap();
+        assert_eq!(r.status(), 401, "{path} without a token");
+        assert!(r.headers().contains_key("www-authenticate"));
+        for wrong in [
+            "Bearer s3cret-t0keN",
+            "Bearer s3cret-t0ken2",
+            "Basic s3cret-t0ken",
+            "Bearer",
+        ] {
+            assert_eq!(
+                get(path, Some(wrong)).await.unwrap().status(),
+                401,
+                "{path} {wrong}"
+            );
+        }
+        let r = get(path, Some("Bearer s3cret-t0ken")).await.unwrap();
+        assert_eq!(r.status(), 200, "{path} with the token");
+    }
+    // Task-changing endpoints are refused before they run.
+    for path in [
+        "/dcm4chee-arc/ctrl/reload",
+        &format!("/dcm4chee-arc/aets/{AET}/rs/studies/1.2.3/export/STOWRSD"),
+        "/dcm4chee-arc/monitor/export/1/cancel",
+    ] {
+        let r = http.post(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+    }
+    assert!(
+        get("/dcm4chee-arc/monitor/export", Some("Bearer s3cret-t0ken"))
+            .await
+            .unwrap()
+            .json::<Vec<serde_json::Value>>()
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing was queued"
+    );
+    // Liveness never needs the token.
+    assert_eq!(
+        get("/dcm4chee-arc/health/live", None)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let _ = tx.send(());
+    run.await.unwrap().unwrap();
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_stow-exporter"))
+}
+
+#[test]
+fn serve_off_loopback_without_a_token_refuses_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = bin()
+        .args(["serve", "--config"])
+        .arg(tmp.path().join("no-such-config"))
+        .arg("--data")
+        .arg(&data)
+        .args(["--listen", "0.0.0.0:0"])
+        .env_remove("STOW_EXPORTER_API_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("0.0.0.0:0 is not a loopback address")
+            && stderr.contains("--api-token-file"),
+        "{stderr}"
+    );
+    // Refused before the configuration was read or anything was made.
+    assert!(!stderr.contains("no-such-config"), "{stderr}");
+    assert!(!data.exists());
+
+    // An empty token file is an error, not "no token".
+    let f = tmp.path().join("token");
+    std::fs::write(&f, "\n").unwrap();
+    let out = bin()
+        .args(["serve", "--listen", "0.0.0.0:0", "--api-token-file"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
+}
+
+// ---------------------------------------------------------------------------
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn serve(cfg: &Path, data: &Path, port: u16, log: &Path) -> Child {
+    bin()
+        .args(["serve", "--config"])
+        .arg(cfg)
+        .arg("--data")
+        .arg(data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--shutdown-timeout", "1"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn task_status(data: &Path, id: &str) -> String {
+    let c = rusqlite::Connection::open(data.join("queue.sqlite")).unwrap();
+    c.query_row(
+        "SELECT status FROM task WHERE pk = ?1",
+        [id.parse::<i64>().unwrap()],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn sigterm_stops_at_the_deadline_and_the_task_resumes_after_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rcv = Receiver::start(&tmp.path().join("received"), Duration::from_millis(50)).await;
+    let cfg = write_config(tmp.path(), rcv.addr.port(), "");
+    let data = tmp.path().join("data");
+    let (study_uid, files) = study(&tmp.path().join("src"), 100, 32);
+    import(&data, &files).await;
+
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}/dcm4chee-arc");
+    let mut child = serve(&cfg, &data, port, &tmp.path().join("serve1.log"));
+    wait_up(port, Duration::from_secs(20)).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!(
+            "{base}/aets/{AET}/rs/studies/{study_uid}/export/STOWRSD"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.json::<serde_json::Value>().await.unwrap()["taskID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let start = Instant::now();
+    while rcv.stored().len() < 10 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "export did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let term = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            term.elapsed() < Duration::from_secs(10),
+            "serve did not stop within the deadline"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let took = term.elapsed();
+    let log = std::fs::read_to_string(tmp.path().join("serve1.log")).unwrap();
+    assert!(status.success(), "exit 0 on SIGTERM: {status:?}\n{log}");
+    // One second of deadline, then only the request in flight (50 ms).
+    assert!(
+        took < Duration::from_secs(3),
+        "stopped after {took:?}\n{log}"
+    );
+    assert!(
+        took >= Duration::from_millis(900),
+        "stopped after {took:?}: before the deadline?"
+    );
+    let before = rcv.stored().len();
+    assert!(before < 100, "stopped mid-export ({before} of 100 arrived)");
+    assert!(log.contains("shutdown deadline reached"), "{log}");
+    // Back in the queue, neither IN PROCESS nor CANCELED nor FAILED.
+    assert_eq!(task_status(&data, &id), "SCHEDULED");
+    assert_eq!(
+        rcv.seen().len(),
+        before,
+        "every request that went out was answered and stored"
+    );
+
+    let mut child = serve(&cfg, &data, port, &tmp.path().join("serve2.log"));
+    wait_up(port, Duration::from_secs(20)).await;
+    let in_process = http
+        .get(format!("{base}/monitor/export?status=IN%20PROCESS"))
+        .send()
+        .await
+        .unwrap()
+        .json::<Vec<serde_json::Value>>()
+        .await
+        .unwrap();
+    assert!(
+        in_process.iter().all(|t| t["taskID"] == id.as_str()),
+        "only the resumed task may run: {in_process:?}"
+    );
+    let done = wait_done(&http, &base, &id, Duration::from_secs(60)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert_eq!(done["completed"], 100, "{done}");
+    assert_arrived(&rcv, &files);
+    // Resumed, not restarted: what arrived before was not sent again.
+    assert_eq!(rcv.seen().len(), 100, "one request per instance in all");
+}
