@@ -12,93 +12,19 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
+use reference::*;
+
+#[path = "common/reference.rs"]
+mod reference;
 use serde_json::Value;
 use stow_exporter::transcode::{self, Limits, Target};
 
 const EXPLICIT: &str = "1.2.840.10008.1.2.1";
 const IMPLICIT: &str = "1.2.840.10008.1.2";
 const COVERAGE: &str = "tests/transcode_coverage.md";
-
-fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/reference")
-        .join(name)
-}
-
-fn python(args: &[&std::ffi::OsStr]) -> String {
-    let out = Command::new("python3")
-        .args(args)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "python3 {args:?} failed (scripts/test.sh installs pydicom, pylibjpeg and dcmtk): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Makes the dcmtk fixtures (and copies `extra` into their study).
-fn fixtures(dir: &Path, extra: &[PathBuf]) -> Vec<PathBuf> {
-    let mut args = vec![script("make_fixtures.py").into_os_string(), dir.into()];
-    args.extend(extra.iter().map(|p| p.clone().into_os_string()));
-    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
-    python(&refs).lines().map(PathBuf::from).collect()
-}
-
-/// compare.py over (source, output) pairs: one JSON object per pair.
-fn compare(pairs: &[(PathBuf, PathBuf)]) -> Vec<Value> {
-    let mut args = vec![script("compare.py").into_os_string()];
-    for (a, b) in pairs {
-        args.push(a.clone().into_os_string());
-        args.push(b.clone().into_os_string());
-    }
-    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
-    python(&refs)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// Whether a difference is acceptable for the stored syntax: none for
-/// lossless and lossy-but-deterministic codecs, the usual ±3 of IDCT
-/// rounding between JPEG decoders for lossy JPEG.
-fn tolerance(ts: &str) -> u64 {
-    match ts {
-        "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51" => 3,
-        _ => 0,
-    }
-}
-
-/// The verdict on one compared pair, and whether it is acceptable.
-fn verdict(r: &Value) -> (String, bool) {
-    if let Some(e) = r["output_error"].as_str() {
-        return (format!("output unreadable: {e}"), false);
-    }
-    let changed = r["changed"].as_array().cloned().unwrap_or_default();
-    if !changed.is_empty() {
-        return (format!("other elements changed: {changed:?}"), false);
-    }
-    if r["sop_instance_uid_kept"] != true {
-        return ("SOP Instance UID not kept".into(), false);
-    }
-    if r["reference_error"].is_string() {
-        return ("converted; no reference decoder reads it".into(), true);
-    }
-    let ts = r["stored_ts"].as_str().unwrap_or("");
-    match r["max_diff"].as_u64() {
-        None => ("converted (no pixel data)".into(), true),
-        // A file pydicom's plugins cannot decode is compared with dcmtk.
-        Some(0) if r["reference"] == "dcmtk" => ("exact (dcmtk as reference)".into(), true),
-        Some(0) => ("exact".into(), true),
-        Some(d) if d <= tolerance(ts) => (format!("within ±{d}"), true),
-        Some(d) => (format!("DIFFERS by up to {d}"), false),
-    }
-}
 
 /// A result's rank: a file regresses when its rank drops.
 fn rank(result: &str) -> u8 {
@@ -123,20 +49,6 @@ fn table_row(file: &str, ts: &str, result: &str) -> String {
         format!("{name} ({ts})")
     };
     format!("| {file} | {syntax} | {result} |")
-}
-
-/// The stored transfer syntax of a Part 10 file ("" when it has none).
-fn stored_ts(path: &Path) -> String {
-    dicom_object::OpenFileOptions::new()
-        .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
-        .open_file(path)
-        .map(|o| {
-            o.meta()
-                .transfer_syntax()
-                .trim_end_matches('\0')
-                .to_string()
-        })
-        .unwrap_or_default()
 }
 
 #[test]
@@ -241,26 +153,13 @@ fn coverage_of_real_files_against_reference_decoders() {
 /// pydicom's that need our own decoder paths, in one study.
 fn export_inputs(dir: &Path, corrupt: bool) -> Vec<PathBuf> {
     let p = pydicom_files();
-    let mut extra: Vec<PathBuf> = [
-        "JPGExtended.dcm",
-        "SC_jpeg_no_color_transform.dcm",
-        "SC_rgb_rle_32bit_2frame.dcm",
-        "examples_jpeg2k.dcm",
-        "examples_ybr_color.dcm",
-        "MR_small_jpeg_ls_lossless.dcm",
-        "image_dfl.dcm",
-    ]
-    .iter()
-    .map(|f| p.join(f))
-    .collect();
+    let mut extra: Vec<PathBuf> = PYDICOM_EXTRAS.iter().map(|f| p.join(f)).collect();
     if corrupt {
         // Its J2K codestream is broken: OpenJPEG cannot read its header.
         extra.push(p.join("JPEG2000-embedded-sequence-delimiter.dcm"));
     }
     fixtures(dir, &extra)
 }
-
-const STUDY: &str = "1.2.826.0.1.3680043.10.1137.5.1";
 
 /// Exports the inputs to a web app that takes only `accepts`, and checks
 /// what arrived against the reference decoders.
