@@ -30,7 +30,7 @@
 #   BENCH_CURL_SMALL_BATCH instances per body of the batched curl reference
 #                         on SMALL (default 100, as in the baselines)
 #   BENCH_QUIET_MAX, BENCH_QUIET_BUDGET  seconds to wait, per run and in all
-#                         (15, 150), for other work on the machine to settle
+#                         (15, 90), for other work on the machine to settle
 #   BENCH_REDO_MAX        runs that may be measured again because other
 #                         processes took more than half a core meanwhile (12)
 set -Eeuo pipefail
@@ -157,9 +157,9 @@ others_ticks() { # before after sender_ticks receiver_ticks
 # Waits until the machine is nearly idle (< 25 % busy over 0.5 s): other
 # work (builds, tests) on these 2 cores would land in the figures. At most
 # BENCH_QUIET_MAX s per run (default 15) and BENCH_QUIET_BUDGET s in all
-# (default 150); counts the runs that had to start anyway.
+# (default 90); counts the runs that had to start anyway.
 BUSY_STARTS=0
-QUIET_LEFT=$((${BENCH_QUIET_BUDGET:-150} * 2)) # half-seconds of waiting left for the whole run
+QUIET_LEFT=$((${BENCH_QUIET_BUDGET:-90} * 2)) # half-seconds of waiting left for the whole run
 quiet() {
     local m0 m1 b0 a0 b1 a1 pct waited=0 max=$((${BENCH_QUIET_MAX:-15} * 2))
     ((max <= QUIET_LEFT)) || max=$QUIET_LEFT
