@@ -202,6 +202,7 @@ impl Application {
             snapshot: shared.clone(),
             data_dir: settings.data_dir.clone(),
             device_name: settings.device_name.clone(),
+            queue: queue.clone(),
             broker: settings
                 .queue_url
                 .as_deref()

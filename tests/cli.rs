@@ -13,14 +13,6 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_stow-exporter"))
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn serve(cfg: &Path, data: &Path, port: u16) -> Child {
     bin()
         .args(["serve", "--config"])

@@ -616,14 +616,6 @@ fn serve_off_loopback_without_a_token_refuses_to_start() {
 
 // ---------------------------------------------------------------------------
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn serve(cfg: &Path, data: &Path, port: u16, log: &Path) -> Child {
     bin()
         .args(["serve", "--config"])

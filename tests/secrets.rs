@@ -24,14 +24,6 @@ const BASIC_PASSWORD: &str = "B4sic-passw0rd-91c2";
 const CLIENT_SECRET: &str = "K3ycl0ak-s3cret-5d8e";
 const KC_DN: &str = "dcmKeycloakClientID=stow-exporter,dicomDeviceName=stowrsd,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// stowrsd, with the `stowrsd` web app's path behind the token server's
 /// tokens (the `DCM4CHEE` path takes anything).
 async fn receiver(dir: &Path, valid: Arc<ValidTokens>) -> u16 {

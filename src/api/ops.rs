@@ -47,6 +47,8 @@ pub struct OpsState {
     pub snapshot: SharedSnapshot,
     pub data_dir: PathBuf,
     pub device_name: String,
+    /// The task store: records by queue and status.
+    pub queue: Arc<dyn crate::queue::TaskQueue>,
     /// The broker, when tasks travel over AMQP.
     pub broker: Option<Arc<BrokerProbe>>,
 }
@@ -183,35 +185,11 @@ fn queue_names(s: &OpsState) -> Vec<String> {
 /// Task records by queue and status (every configured queue and status,
 /// zeros included), and for the embedded queue its depth.
 async fn queue_gauges(s: &OpsState) -> Result<QueueGauges, String> {
-    let path = s.data_dir.join("queue.sqlite");
-    let device = s.device_name.clone();
-    let rows =
-        tokio::task::spawn_blocking(move || -> Result<Vec<(String, String, u64)>, String> {
-            use rusqlite::OpenFlags;
-            let c = rusqlite::Connection::open_with_flags(
-                &path,
-                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-            c.busy_timeout(Duration::from_secs(5))
-                .map_err(|e| e.to_string())?;
-            let mut st = c
-                .prepare(
-                    "SELECT queue_name, status, COUNT(*) FROM task WHERE device_name = ?1 \
-                 GROUP BY queue_name, status",
-                )
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            let rows = st
-                .query_map([device], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
-                })
-                .map_err(|e| e.to_string())?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| e.to_string())?;
-            Ok(rows)
-        })
+    let rows = s
+        .queue
+        .status_counts(&s.device_name)
         .await
-        .map_err(|e| e.to_string())??;
+        .map_err(|e| e.to_string())?;
     let mut g = QueueGauges::default();
     for q in queue_names(s) {
         for st in Status::ALL {

@@ -655,6 +655,13 @@ impl TaskQueue for AmqpQueue {
         self.records.count(filter)
     }
 
+    fn status_counts<'a>(
+        &'a self,
+        device: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<crate::queue::StatusCount>, QueueError>> {
+        self.records.status_counts(device)
+    }
+
     fn reschedule<'a>(
         &'a self,
         task_id: &'a str,

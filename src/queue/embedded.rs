@@ -784,6 +784,35 @@ impl TaskQueue for EmbeddedQueue {
         .boxed()
     }
 
+    fn status_counts<'a>(
+        &'a self,
+        device: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<crate::queue::StatusCount>, QueueError>> {
+        let device = device.to_string();
+        async move {
+            let rows = self
+                .db
+                .call(move |c| {
+                    let mut st = c.prepare(
+                        "SELECT queue_name, status, COUNT(*) FROM task WHERE device_name = ?1 \
+                         GROUP BY queue_name, status",
+                    )?;
+                    let rows = st
+                        .query_map([device], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)?))
+                        })?
+                        .collect::<Result<Vec<(String, String, i64)>, _>>()?;
+                    Ok(rows)
+                })
+                .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(q, s, n)| (q, s, u64::try_from(n).unwrap_or(0)))
+                .collect())
+        }
+        .boxed()
+    }
+
     fn count(&self, filter: TaskFilter) -> BoxFuture<'_, Result<u64, QueueError>> {
         async move {
             let n: i64 = self

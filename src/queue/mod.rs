@@ -72,6 +72,9 @@ pub struct Outcome {
     pub retry: Retry,
 }
 
+/// How many task records a queue holds in one status.
+pub type StatusCount = (String, String, u64);
+
 /// The result of sending one instance, kept with the task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InstanceResult {
@@ -349,6 +352,12 @@ pub trait TaskQueue: Send + Sync {
     /// Number of task records matching `filter` (its offset, limit and
     /// order ignored).
     fn count(&self, filter: TaskFilter) -> BoxFuture<'_, Result<u64, QueueError>>;
+
+    /// Task records of `device` by queue name and status, for the metrics.
+    fn status_counts<'a>(
+        &'a self,
+        device: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<StatusCount>, QueueError>>;
 
     /// Runs a task again, as dcm4chee does: status SCHEDULED, due at
     /// `r.scheduled_time`, failures, times, messages, counts and
