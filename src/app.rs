@@ -279,6 +279,7 @@ impl Application {
         let token = self.api_token.map(Arc::new);
         let app = api::router(self.state)
             .merge(ops::router(self.ops.clone()))
+            .merge(api::ui::router())
             .layer(axum::middleware::from_fn_with_state(
                 token,
                 ops::require_token,

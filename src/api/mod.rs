@@ -15,6 +15,7 @@
 
 mod monitor;
 pub mod ops;
+pub mod ui;
 
 use std::sync::Arc;
 

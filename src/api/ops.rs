@@ -125,7 +125,7 @@ pub async fn require_token(
     let Some(token) = token else {
         return next.run(req).await;
     };
-    if req.uri().path() == LIVE_PATH {
+    if req.uri().path() == LIVE_PATH || is_ui_asset(req.uri().path()) {
         return next.run(req).await;
     }
     let given = req
@@ -151,6 +151,14 @@ pub async fn require_token(
             r
         }
     }
+}
+
+/// The web page's static files hold no data: a browser loads them without
+/// a token, and the page then sends the token with each API request.
+fn is_ui_asset(path: &str) -> bool {
+    let prefix = crate::api::ui::UI_PREFIX;
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 async fn live() -> Json<Value> {
