@@ -216,6 +216,7 @@ impl Application {
             workers: workers.clone(),
             reload_lock: Arc::default(),
             archive,
+            zone: settings.zone,
         };
         Ok(Application {
             listener,

@@ -414,6 +414,22 @@ impl Zone {
                 .map(|t| t.with_timezone(&chrono::Utc)),
         }
     }
+
+    /// When `schedule` next closes at or after `now` (None: always open).
+    pub fn next_close(
+        &self,
+        schedule: &Schedule,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        match self {
+            Zone::Local => schedule
+                .next_close(now.with_timezone(&chrono::Local))
+                .map(|t| t.with_timezone(&chrono::Utc)),
+            Zone::Named(tz) => schedule
+                .next_close(now.with_timezone(tz))
+                .map(|t| t.with_timezone(&chrono::Utc)),
+        }
+    }
 }
 
 #[cfg(test)]

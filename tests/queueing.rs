@@ -242,6 +242,56 @@ async fn tasks_wait_outside_their_windows_and_run_when_a_reload_opens_them() {
         "held by the exporter's window"
     );
     assert!(rcv.seen().is_empty());
+    // GET /export shows each exporter's window and when it next opens.
+    let exporters: serde_json::Value = svc
+        .http
+        .get(svc.url("/export"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let by_id = |id: &str| {
+        exporters
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == id)
+            .unwrap_or_else(|| panic!("{id} in {exporters}"))
+            .clone()
+    };
+    let held = by_id("StowExporter");
+    assert_eq!(held["dcmSchedule"], serde_json::json!([window]));
+    assert_eq!(held["scheduleOpen"], false);
+    let time = |v: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("{held}")))
+            .unwrap()
+    };
+    let (opens, closes) = (
+        time(&held["nextScheduleOpen"]),
+        time(&held["nextScheduleClose"]),
+    );
+    {
+        use chrono::Timelike;
+        let local = opens.with_timezone(&chrono::Local);
+        assert_eq!(
+            (local.hour(), local.minute(), local.second()),
+            (closed_hour(), 0, 0)
+        );
+        let wait = opens.signed_duration_since(chrono::Utc::now());
+        assert!(
+            wait > chrono::TimeDelta::hours(11) && wait <= chrono::TimeDelta::hours(12),
+            "{held}"
+        );
+        assert_eq!(closes - opens, chrono::TimeDelta::hours(1), "{held}");
+    }
+    let always = by_id("STOWRSD");
+    assert_eq!(always["scheduleOpen"], true);
+    assert!(
+        always["nextScheduleClose"].is_null() && always["nextScheduleOpen"].is_null(),
+        "{always}"
+    );
     // Another exporter on another queue is not held.
     let other = svc.export_study("STOWRSD", &study_uid).await;
     assert_eq!(

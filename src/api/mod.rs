@@ -8,8 +8,9 @@
 //! - the rest of the monitor API (count, reschedule, delete, bulk forms,
 //!   batches, CSV) and the QIDO-style trigger in `monitor`
 //!
-//! Every route under `/dcm4chee-arc` is in [`routes`], the list the router
-//! is built from; `openapi.json` documents exactly these (a test checks).
+//! Every route under `/dcm4chee-arc` is in `ROUTES`, the list the router
+//! is built from; [`routes`] adds the operations endpoints and the web page,
+//! and `openapi.json` documents exactly those (a test checks).
 //!
 //! Errors are JSON `{"errorMessage": "..."}` as in dcm4chee.
 
@@ -25,7 +26,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
-use chrono::{NaiveDateTime, TimeZone, Utc};
+use chrono::{NaiveDateTime, SecondsFormat, TimeZone, Utc};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Mutex;
@@ -34,6 +35,7 @@ use crate::archive::Archive;
 use crate::config::ConfigSource;
 use crate::export::{SharedSnapshot, Workers, current};
 use crate::queue::{CancelResult, NewTask, QueueError, TaskQueue};
+use crate::schedule::{Schedule, Zone};
 use crate::task::TaskRequest;
 
 /// What the handlers share.
@@ -48,6 +50,8 @@ pub struct ApiState {
     pub reload_lock: Arc<Mutex<()>>,
     /// The archive index, for the QIDO-style trigger.
     pub archive: Archive,
+    /// Time zone of the `dcmSchedule` windows, to show when they open.
+    pub zone: Zone,
 }
 
 /// An API error, answered as `{"errorMessage": ...}`.
@@ -155,11 +159,21 @@ const ROUTES: &[(&str, &str, Handler)] = &[
     ("GET", "/queue", |m| on(m, list_queues)),
 ];
 
-/// (method, path) of every route under `/dcm4chee-arc`, as the router
-/// serves them.
-pub fn routes() -> Vec<(&'static str, &'static str)> {
-    ROUTES.iter().map(|(m, p, _)| (*m, *p)).collect()
+/// (method, full path) of every route the service answers: the control
+/// API, the operations endpoints and the web page; `openapi.json`
+/// documents exactly these.
+pub fn routes() -> Vec<(&'static str, String)> {
+    let control = ROUTES.iter().map(|(m, p, _)| (*m, *p));
+    let page = ui::UI_ROUTES.iter().copied();
+    control
+        .chain(page)
+        .map(|(m, p)| (m, format!("{BASE}{p}")))
+        .chain(ops::ROUTES.iter().map(|(m, p)| (*m, p.to_string())))
+        .collect()
 }
+
+/// Where dcm4chee-arc's REST API lives, and so ours.
+const BASE: &str = "/dcm4chee-arc";
 
 /// The router under `/dcm4chee-arc`.
 pub fn router(state: ApiState) -> Router {
@@ -172,7 +186,7 @@ pub fn router(state: ApiState) -> Router {
         base = base.route(path, handler(filter));
     }
     let base = base.with_state(state);
-    Router::new().nest("/dcm4chee-arc", base)
+    Router::new().nest(BASE, base)
 }
 
 #[derive(Debug, Deserialize)]
@@ -374,20 +388,60 @@ async fn cancel_task(
 /// Configured exporters, sorted by ID.
 async fn list_exporters(State(s): State<ApiState>) -> Json<serde_json::Value> {
     let snap = current(&s.snapshot);
+    let now = Utc::now();
     Json(json!(
         snap.exporters
             .values()
-            .map(|e| json!({"id": e.id, "description": e.description, "dcmURI": e.uri, "dcmQueueName": e.queue}))
+            .map(|e| {
+                let mut v = json!({"id": e.id, "description": e.description, "dcmURI": e.uri, "dcmQueueName": e.queue});
+                merge(&mut v, window(s.zone, &e.schedule, now));
+                v
+            })
             .collect::<Vec<_>>()
     ))
 }
 
 async fn list_queues(State(s): State<ApiState>) -> Json<serde_json::Value> {
     let snap = current(&s.snapshot);
+    let now = Utc::now();
     Json(json!(
         snap.queues
             .values()
-            .map(|q| json!({"name": q.name, "description": q.description, "maxTasksParallel": q.max_tasks_parallel}))
+            .map(|q| {
+                let mut v = json!({"name": q.name, "description": q.description, "maxTasksParallel": q.max_tasks_parallel, "installed": q.installed});
+                merge(&mut v, window(s.zone, &q.schedule, now));
+                v
+            })
             .collect::<Vec<_>>()
     ))
+}
+
+/// A `dcmSchedule` window as operators want to see it: the values, whether
+/// it is open now, and when it next opens and closes (RFC 3339, UTC; null
+/// when it never closes).
+fn window(zone: Zone, schedule: &Schedule, now: chrono::DateTime<Utc>) -> serde_json::Value {
+    let open = zone.is_open(schedule, now);
+    // While open: the end of this window, and the start of the next one.
+    // While closed: the coming window, from its start to its end.
+    let (next_open, next_close) = if open {
+        let close = zone.next_close(schedule, now);
+        (close.and_then(|c| zone.next_open(schedule, c)), close)
+    } else {
+        let start = zone.next_open(schedule, now);
+        (start, start.and_then(|o| zone.next_close(schedule, o)))
+    };
+    let rfc =
+        |t: Option<chrono::DateTime<Utc>>| t.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true));
+    json!({
+        "dcmSchedule": schedule.values(),
+        "scheduleOpen": open,
+        "nextScheduleOpen": rfc(next_open),
+        "nextScheduleClose": rfc(next_close),
+    })
+}
+
+fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
+    if let (Some(into), serde_json::Value::Object(from)) = (into.as_object_mut(), from) {
+        into.extend(from);
+    }
 }

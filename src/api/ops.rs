@@ -39,6 +39,12 @@ pub const TOKEN_ENV: &str = "STOW_EXPORTER_API_TOKEN";
 pub const LIVE_PATH: &str = "/dcm4chee-arc/health/live";
 pub const READY_PATH: &str = "/dcm4chee-arc/health/ready";
 pub const METRICS_PATH: &str = "/metrics";
+/// (method, full path) of the operations routes, for `openapi.json`.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", METRICS_PATH),
+    ("GET", LIVE_PATH),
+    ("GET", READY_PATH),
+];
 
 /// What the operations endpoints read.
 #[derive(Clone)]
