@@ -565,3 +565,139 @@ async fn a_paused_queue_takes_no_deliveries_until_a_reload_opens_it() {
     svc.stop().await;
     q.delete(&ch).await;
 }
+
+/// Polls the task until `cond` holds for it.
+async fn wait_task(svc: &Service, id: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        let t = svc.task(id).await;
+        if cond(&t) {
+            return t;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "never {what}: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn reschedule_and_delete_travel_over_the_broker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (q, q2) = (TestQueue::new(), TestQueue::new());
+    // One instance; the destination refuses the first request and the
+    // queue allows no retry, so the task ends FAILED.
+    let (port, times) = flaky(&tmp.path().join("received"), 1, None).await;
+    let ldif = format!("{}{}", q.ldif("dcmMaxRetries: 0\n"), q2.ldif(""));
+    let cfg = write_config(tmp.path(), port, &ldif);
+    let (study_uid, files) = study(&tmp.path().join("src"), 1, 32);
+    let data = tmp.path().join("data");
+    import(&data, &files).await;
+    let (_conn, ch) = client(&amqp_url()).await;
+    let svc = start(&cfg, &data).await;
+    let post = |path: String| {
+        let (http, url) = (svc.http.clone(), svc.url(&path));
+        async move { http.post(url).send().await.unwrap().status().as_u16() }
+    };
+
+    let t = svc.export_study(&q.exporter, &study_uid).await;
+    let id = t["taskID"].as_str().unwrap().to_string();
+    let failed = svc.wait_done(&id).await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    assert_eq!(times.lock().unwrap().len(), 1);
+
+    // Reschedule: the task travels again in a new message on its queue and
+    // now completes; the record is the same one.
+    assert_eq!(post(format!("/monitor/export/{id}/reschedule")).await, 204);
+    let done = wait_task(&svc, &id, "COMPLETED again", |t| t["status"] == "COMPLETED").await;
+    assert_eq!(done["ExporterID"], q.exporter.as_str());
+    assert_eq!(times.lock().unwrap().len(), 2, "one more request");
+    assert_eq!(
+        sop_uid(&walk(&tmp.path().join("received"))[0]),
+        sop_uid(&files[0])
+    );
+
+    // Reschedule to another exporter, a moment ahead: the message waits in
+    // the other queue's .hold and runs there when due.
+    let soon = chrono::Local::now() + chrono::Duration::seconds(2);
+    assert_eq!(
+        post(format!(
+            "/monitor/export/{id}/reschedule/{}?scheduledTime={}",
+            q2.exporter,
+            soon.format("%Y%m%d%H%M%S")
+        ))
+        .await,
+        204
+    );
+    let moved = svc.task(&id).await;
+    assert_eq!(moved["status"], "SCHEDULED", "{moved}");
+    assert_eq!(moved["ExporterID"], q2.exporter.as_str());
+    assert_eq!(moved["queue"], q2.name.as_str(), "{moved}");
+    let started = Instant::now();
+    while waiting(&ch, &format!("{}.hold", q2.name)).await == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "never held in {}.hold",
+            q2.name
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(times.lock().unwrap().len(), 2, "not due yet");
+    let done = wait_task(&svc, &id, "done on the other exporter", |t| {
+        matches!(t["status"].as_str(), Some("COMPLETED" | "WARNING"))
+    })
+    .await;
+    assert_eq!(done["ExporterID"], q2.exporter.as_str());
+    assert_eq!(times.lock().unwrap().len(), 3);
+    assert_eq!(
+        waiting(&ch, &q.name).await,
+        0,
+        "nothing left on the first queue"
+    );
+
+    // Delete a task whose message waits in .hold: when the message comes
+    // back it is acknowledged without running, and no record reappears.
+    let soon = chrono::Local::now() + chrono::Duration::seconds(2);
+    let r = svc
+        .http
+        .post(svc.url(&format!(
+            "/aets/{AET}/rs/studies/{study_uid}/export/{}?scheduledTime={}",
+            q2.exporter,
+            soon.format("%Y%m%d%H%M%S")
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let held: Value = r.json().await.unwrap();
+    let held_id = held["taskID"].as_str().unwrap();
+    let r = svc
+        .http
+        .delete(svc.url(&format!("/monitor/export/{held_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = svc
+        .http
+        .get(svc.url(&format!("/monitor/export/{held_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(times.lock().unwrap().len(), 3, "the deleted task never ran");
+    for name in [q2.name.clone(), format!("{}.hold", q2.name)] {
+        assert_eq!(waiting(&ch, &name).await, 0, "{name} is empty");
+    }
+    let all = svc.list(&format!("StudyInstanceUID={study_uid}")).await;
+    assert_eq!(
+        all.len(),
+        1,
+        "only the rescheduled task is on record: {all:?}"
+    );
+    svc.stop().await;
+    q.delete(&ch).await;
+    q2.delete(&ch).await;
+}
