@@ -616,8 +616,9 @@ fn serve_off_loopback_without_a_token_refuses_to_start() {
 
 // ---------------------------------------------------------------------------
 
-fn serve(cfg: &Path, data: &Path, port: u16, log: &Path) -> Child {
+fn serve(cfg: &Path, data: &Path, port: u16, log: &Path, extra: &[&str]) -> Child {
     bin()
+        .args(extra)
         .args(["serve", "--config"])
         .arg(cfg)
         .arg("--data")
@@ -651,7 +652,7 @@ async fn sigterm_stops_at_the_deadline_and_the_task_resumes_after_restart() {
 
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}/dcm4chee-arc");
-    let mut child = serve(&cfg, &data, port, &tmp.path().join("serve1.log"));
+    let mut child = serve(&cfg, &data, port, &tmp.path().join("serve1.log"), &[]);
     wait_up(port, Duration::from_secs(20)).await;
     let http = reqwest::Client::new();
     let r = http
@@ -714,7 +715,14 @@ async fn sigterm_stops_at_the_deadline_and_the_task_resumes_after_restart() {
         "every request that went out was answered and stored"
     );
 
-    let mut child = serve(&cfg, &data, port, &tmp.path().join("serve2.log"));
+    // The second run logs JSON lines, as a log shipper wants them.
+    let mut child = serve(
+        &cfg,
+        &data,
+        port,
+        &tmp.path().join("serve2.log"),
+        &["--log-format", "json"],
+    );
     wait_up(port, Duration::from_secs(20)).await;
     let in_process = http
         .get(format!("{base}/monitor/export?status=IN%20PROCESS"))
@@ -736,4 +744,22 @@ async fn sigterm_stops_at_the_deadline_and_the_task_resumes_after_restart() {
     assert_arrived(&rcv, &files);
     // Resumed, not restarted: what arrived before was not sent again.
     assert_eq!(rcv.seen().len(), 100, "one request per instance in all");
+
+    let log = std::fs::read_to_string(tmp.path().join("serve2.log")).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string()),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "control API listening"),
+        "{log}"
+    );
 }
