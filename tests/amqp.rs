@@ -14,6 +14,7 @@ use common::*;
 use lapin::Channel;
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
+use reqwest::Method;
 use serde_json::Value;
 use stow_exporter::config::ConfigSource;
 
@@ -368,29 +369,11 @@ async fn held_and_canceled_tasks_do_not_run() {
         .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(svc.task(id).await["status"], "CANCELED");
-    let soon = chrono::Local::now() + chrono::Duration::seconds(2);
-    let r = svc
-        .http
-        .post(svc.url(&format!(
-            "/aets/{AET}/rs/studies/{study_uid}/export/{}?scheduledTime={}",
-            q2.exporter,
-            soon.format("%Y%m%d%H%M%S")
-        )))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let t: Value = r.json().await.unwrap();
-    let id2 = t["taskID"].as_str().unwrap();
-    let r = svc
-        .http
-        .post(svc.url(&format!("/monitor/export/{id2}/cancel")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let id2 = export_later(&svc, &q2.exporter, &study_uid, 2).await;
+    let path = format!("/monitor/export/{id2}/cancel");
+    assert_eq!(svc.call(Method::POST, &path).await, 204);
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    assert_eq!(svc.task(id2).await["status"], "CANCELED");
+    assert_eq!(svc.task(&id2).await["status"], "CANCELED");
     assert!(rcv.seen().is_empty(), "nothing ran");
     for name in [q2.name.clone(), format!("{}.hold", q2.name)] {
         assert_eq!(waiting(&ch, &name).await, 0, "{name} is empty");
@@ -566,6 +549,24 @@ async fn a_paused_queue_takes_no_deliveries_until_a_reload_opens_it() {
     q.delete(&ch).await;
 }
 
+/// Triggers a study export due `seconds` from now (it waits in `.hold`
+/// until then); returns the task ID.
+async fn export_later(svc: &Service, exporter: &str, study_uid: &str, seconds: i64) -> String {
+    let at = chrono::Local::now() + chrono::Duration::seconds(seconds);
+    let r = svc
+        .http
+        .post(svc.url(&format!(
+            "/aets/{AET}/rs/studies/{study_uid}/export/{exporter}?scheduledTime={}",
+            at.format("%Y%m%d%H%M%S")
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let t: Value = r.json().await.unwrap();
+    t["taskID"].as_str().unwrap().to_string()
+}
+
 /// Polls the task until `cond` holds for it.
 async fn wait_task(svc: &Service, id: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
     let started = Instant::now();
@@ -596,10 +597,6 @@ async fn reschedule_and_delete_travel_over_the_broker() {
     import(&data, &files).await;
     let (_conn, ch) = client(&amqp_url()).await;
     let svc = start(&cfg, &data).await;
-    let post = |path: String| {
-        let (http, url) = (svc.http.clone(), svc.url(&path));
-        async move { http.post(url).send().await.unwrap().status().as_u16() }
-    };
 
     let t = svc.export_study(&q.exporter, &study_uid).await;
     let id = t["taskID"].as_str().unwrap().to_string();
@@ -609,7 +606,8 @@ async fn reschedule_and_delete_travel_over_the_broker() {
 
     // Reschedule: the task travels again in a new message on its queue and
     // now completes; the record is the same one.
-    assert_eq!(post(format!("/monitor/export/{id}/reschedule")).await, 204);
+    let path = format!("/monitor/export/{id}/reschedule");
+    assert_eq!(svc.call(Method::POST, &path).await, 204);
     let done = wait_task(&svc, &id, "COMPLETED again", |t| t["status"] == "COMPLETED").await;
     assert_eq!(done["ExporterID"], q.exporter.as_str());
     assert_eq!(times.lock().unwrap().len(), 2, "one more request");
@@ -621,15 +619,12 @@ async fn reschedule_and_delete_travel_over_the_broker() {
     // Reschedule to another exporter, a moment ahead: the message waits in
     // the other queue's .hold and runs there when due.
     let soon = chrono::Local::now() + chrono::Duration::seconds(2);
-    assert_eq!(
-        post(format!(
-            "/monitor/export/{id}/reschedule/{}?scheduledTime={}",
-            q2.exporter,
-            soon.format("%Y%m%d%H%M%S")
-        ))
-        .await,
-        204
+    let path = format!(
+        "/monitor/export/{id}/reschedule/{}?scheduledTime={}",
+        q2.exporter,
+        soon.format("%Y%m%d%H%M%S")
     );
+    assert_eq!(svc.call(Method::POST, &path).await, 204);
     let moved = svc.task(&id).await;
     assert_eq!(moved["status"], "SCHEDULED", "{moved}");
     assert_eq!(moved["ExporterID"], q2.exporter.as_str());
@@ -658,34 +653,12 @@ async fn reschedule_and_delete_travel_over_the_broker() {
 
     // Delete a task whose message waits in .hold: when the message comes
     // back it is acknowledged without running, and no record reappears.
-    let soon = chrono::Local::now() + chrono::Duration::seconds(2);
-    let r = svc
-        .http
-        .post(svc.url(&format!(
-            "/aets/{AET}/rs/studies/{study_uid}/export/{}?scheduledTime={}",
-            q2.exporter,
-            soon.format("%Y%m%d%H%M%S")
-        )))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let held: Value = r.json().await.unwrap();
-    let held_id = held["taskID"].as_str().unwrap();
-    let r = svc
-        .http
-        .delete(svc.url(&format!("/monitor/export/{held_id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    let r = svc
-        .http
-        .get(svc.url(&format!("/monitor/export/{held_id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    let held = format!(
+        "/monitor/export/{}",
+        export_later(&svc, &q2.exporter, &study_uid, 2).await
+    );
+    assert_eq!(svc.call(Method::DELETE, &held).await, 204);
+    assert_eq!(svc.call(Method::GET, &held).await, 404);
     tokio::time::sleep(Duration::from_millis(3500)).await;
     assert_eq!(times.lock().unwrap().len(), 3, "the deleted task never ran");
     for name in [q2.name.clone(), format!("{}.hold", q2.name)] {

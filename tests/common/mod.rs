@@ -266,36 +266,35 @@ impl Service {
 
     /// `GET /monitor/export?{query}`.
     pub async fn list(&self, query: &str) -> Vec<Value> {
-        self.http
-            .get(self.url(&format!("/monitor/export?{query}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.get_json(&format!("/monitor/export?{query}")).await
     }
 
     pub async fn task(&self, id: &str) -> Value {
-        self.http
-            .get(self.url(&format!("/monitor/export/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.get_json(&format!("/monitor/export/{id}")).await
     }
 
     pub async fn instances(&self, id: &str) -> Vec<Value> {
-        self.http
-            .get(self.url(&format!("/monitor/export/{id}/instances")))
+        self.get_json(&format!("/monitor/export/{id}/instances"))
+            .await
+    }
+
+    /// `GET` of a path under `/dcm4chee-arc`, as JSON.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        r.json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: not the expected JSON: {e}"))
+    }
+
+    /// A request without a body to a path under `/dcm4chee-arc`; its status.
+    pub async fn call(&self, method: reqwest::Method, path: &str) -> u16 {
+        let r = self
+            .http
+            .request(method, self.url(path))
             .send()
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+            .unwrap();
+        r.status().as_u16()
     }
 
     /// Waits until the task reaches a final status and returns it.
