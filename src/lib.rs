@@ -27,10 +27,13 @@
 //! - [`stowrsd`]: the built-in STOW-RS receiver.
 //! - [`api`]: the control REST API with dcm4chee's paths.
 //! - [`app`]: wires it all together for `serve`.
+//! - [`cli`]: client commands of the binary: `tasks` over the control API,
+//!   `export --wait`.
 
 pub mod api;
 pub mod app;
 pub mod archive;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod export;

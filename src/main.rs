@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use stow_exporter::app::{Application, Settings};
 use stow_exporter::archive::{self, Archive, ImportError, ImportProgress, Imported};
+use stow_exporter::cli::wait;
 use stow_exporter::config::ldap::DEFAULT_BASE_DN;
 use stow_exporter::config::{ConfigSource, DEFAULT_DEVICE_NAME, LdapSource, Secret};
 use stow_exporter::export::SharedSnapshot;
@@ -184,7 +185,11 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
-    /// Queue an export task.
+    /// Queue an export task, and with --wait follow it to its end.
+    #[command(
+        after_help = "Exit status with --wait: 0 COMPLETED, 2 WARNING, 1 FAILED or CANCELED \
+(or any error), 3 --timeout passed (the task stays queued). Without --wait: 0 once the task is queued."
+    )]
     Export {
         #[command(flatten)]
         config: ConfigArgs,
@@ -212,7 +217,18 @@ enum Command {
             value_name = "embedded|URL"
         )]
         queue: String,
+        /// Wait until the task has ended (a running `serve` on the same
+        /// data directory runs it), showing progress on a terminal; then
+        /// print the final task and exit with a status for its outcome.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after SECONDS (exit status 3); the task
+        /// stays queued.
+        #[arg(long, value_name = "SECONDS", requires = "wait")]
+        timeout: Option<u64>,
     },
+    /// Export tasks of a running service, over its control API.
+    Tasks(stow_exporter::cli::tasks::TasksArgs),
     /// Decompress DICOM files as an export to a destination that takes only
     /// uncompressed syntaxes would, and report each (one JSON line per file).
     Transcode {
@@ -353,6 +369,8 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
             instance,
             batch_id,
             queue: queue_arg,
+            wait,
+            timeout,
         } => {
             let snapshot = config.source().await?.load(&config.device_name).await?;
             let ex = snapshot.exporter(&exporter).ok_or_else(|| {
@@ -381,7 +399,33 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
             let task = queue
                 .publish(NewTask::for_exporter(request, config.device_name, ex))
                 .await?;
-            println!("{}", serde_json::to_string_pretty(&task)?);
+            if !wait {
+                println!("{}", serde_json::to_string_pretty(&task)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let opts = wait::WaitOptions {
+                timeout: timeout.map(std::time::Duration::from_secs),
+                total: wait::instances_in_archive(&data, &task).await,
+                progress: std::io::stderr().is_terminal(),
+            };
+            match wait::wait_for_task(queue.as_ref(), &task.task_id, &opts).await {
+                Ok(done) => {
+                    println!("{}", serde_json::to_string_pretty(&done)?);
+                    Ok(ExitCode::from(wait::exit_code(done.status)))
+                }
+                Err(e) => match &e {
+                    wait::WaitError::TimedOut { task, .. } => {
+                        // The record as it stands, for its ID and status.
+                        println!("{}", serde_json::to_string_pretty(task)?);
+                        eprintln!("error: {e}");
+                        Ok(ExitCode::from(wait::EXIT_TIMEOUT))
+                    }
+                    wait::WaitError::Queue { .. } => Err(e.into()),
+                },
+            }
+        }
+        Command::Tasks(args) => {
+            stow_exporter::cli::tasks::run(args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Transcode {
