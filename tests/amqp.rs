@@ -534,19 +534,44 @@ async fn a_paused_queue_takes_no_deliveries_until_a_reload_opens_it() {
         r#"{{"ExporterID":"{}","StudyInstanceUID":"{study_uid}","batchID":"paused"}}"#,
         q.exporter
     );
-    publish(&ch, &q.name, body.as_bytes(), None).await;
+    for _ in 0..3 {
+        publish(&ch, &q.name, body.as_bytes(), None).await;
+    }
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(waiting(&ch, &q.name).await, 1, "still in the broker");
+    assert_eq!(waiting(&ch, &q.name).await, 3, "still in the broker");
     assert!(svc.list("batchID=paused").await.is_empty());
+    // The broker tells the queue depth; readiness checks the broker.
+    assert_eq!(depth(&svc, &q.name).await, Some(3));
+    let ready: Value = svc.get_json("/health/ready").await;
+    assert_eq!(ready["status"], "UP", "{ready}");
+    assert_eq!(ready["checks"]["queue"]["backend"], "amqp", "{ready}");
 
     std::fs::write(cfg.join("99-test.ldif"), q.ldif("")).unwrap();
     let r = svc.http.post(svc.url("/ctrl/reload")).send().await.unwrap();
     assert_eq!(r.status(), 204);
-    let l = wait_listed(&svc, "batchID=paused", 1).await;
-    assert_eq!(l[0]["status"], "COMPLETED", "{l:?}");
+    let l = wait_listed(&svc, "batchID=paused", 3).await;
+    assert!(l.iter().all(|t| t["status"] == "COMPLETED"), "{l:?}");
     assert_arrived(&rcv, &files);
+    assert_eq!(depth(&svc, &q.name).await, Some(0));
     svc.stop().await;
     q.delete(&ch).await;
+}
+
+/// `stow_exporter_queue_depth{queue="<queue>"}` from `/metrics`.
+async fn depth(svc: &Service, queue: &str) -> Option<u64> {
+    let text = svc
+        .http
+        .get(format!("http://{}/metrics", svc.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("stow_exporter_queue_depth{{queue=\"{queue}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.parse().unwrap())
 }
 
 /// Triggers a study export due `seconds` from now (it waits in `.hold`

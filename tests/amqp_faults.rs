@@ -176,7 +176,21 @@ async fn broker_restart_during_200_tasks_loses_nothing() {
         while_down < N,
         "the broker went down only after every study arrived"
     );
+    // Not ready while the broker is away, naming it (password masked).
+    let ready = svc.http.get(svc.url("/health/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["checks"]["queue"]["status"], "DOWN", "{ready}");
+    let why = ready["checks"]["queue"]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        why.contains("message broker amqp://guest:****@127.0.0.1"),
+        "{ready}"
+    );
     broker.up().await;
+    let ready = svc.http.get(svc.url("/health/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "ready again once the broker is back");
     eprintln!(
         "broker up again at {} of {N} ({:.1} s)",
         rcv.stored().len(),
