@@ -412,7 +412,7 @@ async fn tasks_list_and_show_match_the_rest_api() {
         assert_eq!(cells[1], t["status"].as_str().unwrap(), "{out}");
         assert_eq!(cells[2], t["ExporterID"].as_str().unwrap(), "{out}");
         assert!(
-            study_uid.ends_with(cells[3].trim_start_matches("...")),
+            study_uid.ends_with(cells[3].trim_start_matches('\u{2026}')),
             "{out}"
         );
         assert_eq!(cells[4], "3/0/0/0", "{out}");
@@ -545,6 +545,44 @@ async fn tasks_cancel_reschedule_and_delete_a_waiting_task() {
             .format("%Y%m%d%H%M%S")
             .to_string(),
         due
+    );
+    // With a task ID, --exporter names the exporter it goes to.
+    let out = ok(&tasks(
+        &url,
+        &[
+            "reschedule",
+            &id,
+            "--exporter",
+            "STOWRSD",
+            "--scheduled-time",
+            &due,
+        ],
+    ));
+    assert!(
+        out.starts_with(&format!("task {id}: SCHEDULED (exporter STOWRSD, due ")),
+        "{out}"
+    );
+    let (_, t) = get_json(&format!("{base}/monitor/export/{id}")).await;
+    assert_eq!(
+        (&t["ExporterID"], &t["queue"]),
+        (&"STOWRSD".into(), &"Export".into())
+    );
+    // --to-exporter says the same, here back to StowExporter.
+    ok(&tasks(
+        &url,
+        &[
+            "reschedule",
+            &id,
+            "--to-exporter",
+            "StowExporter",
+            "--scheduled-time",
+            &due,
+        ],
+    ));
+    let (_, t) = get_json(&format!("{base}/monitor/export/{id}")).await;
+    assert_eq!(
+        (&t["ExporterID"], &t["queue"]),
+        (&"StowExporter".into(), &"Export1".into())
     );
     let out = tasks(&url, &["reschedule", &id, "--scheduled-time", "tomorrow"]);
     assert_eq!(out.status.code(), Some(2), "refused by the parser");

@@ -654,8 +654,9 @@ fn short_uid(uid: &str) -> String {
     if n <= STUDY_WIDTH {
         uid.to_string()
     } else {
-        let tail: String = uid.chars().skip(n - (STUDY_WIDTH - 3)).collect();
-        format!("...{tail}")
+        // One ellipsis character: "..." would run into the UID's dots.
+        let tail: String = uid.chars().skip(n - (STUDY_WIDTH - 1)).collect();
+        format!("\u{2026}{tail}")
     }
 }
 
@@ -833,8 +834,8 @@ mod tests {
         );
         let uid = "1.2.826.0.1.3680043.8.498.12345678901234567890";
         let s = short_uid(uid);
-        assert_eq!(s.len(), STUDY_WIDTH);
-        assert!(s.starts_with("...") && uid.ends_with(&s[3..]));
+        assert_eq!(s.chars().count(), STUDY_WIDTH);
+        assert!(uid.ends_with(s.strip_prefix('\u{2026}').unwrap()));
         assert_eq!(short_uid("1.2.3"), "1.2.3");
     }
 
