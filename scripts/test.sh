@@ -28,6 +28,9 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v dcmcjpeg >/dev/null 2>&1 || need_apt+=(dcmtk)
 command -v opj_decompress >/dev/null 2>&1 || need_apt+=(libopenjp2-tools)
+# Headless Chromium and its WebDriver drive the web page test (tests/ui.rs).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   # No default slapd database: the tests run private instances.

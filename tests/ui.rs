@@ -1,0 +1,744 @@
+//! The operator's web page in headless Chromium, driven over chromedriver's
+//! W3C WebDriver protocol (plain HTTP with reqwest), against the real
+//! service with real export tasks: task rows and statuses, per-instance
+//! results, cancel and reschedule, exporters, throughput, filters, and the
+//! access token. Chromium missing is a failure, not a skip: the page would
+//! otherwise go untested unnoticed.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::*;
+use serde_json::{Value, json};
+use stow_exporter::app::Application;
+use stow_exporter::config::{ConfigSource, Secret};
+
+/// The W3C key of an element reference.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+/// Longest wait for anything the page shows (it polls every 2–3 s).
+const PAGE: Duration = Duration::from_secs(20);
+
+const STOW_EXPORTER_DN: &str = "dcmExporterID=StowExporter,dicomDeviceName=dcm4chee-arc,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org";
+const INSTALL_HINT: &str =
+    "scripts/test.sh installs the Debian packages chromium and chromium-driver";
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Where a person finds the screenshots: the target directory.
+fn screenshot_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap_or(Path::new(env!("CARGO_TARGET_TMPDIR")))
+        .join(name)
+}
+
+/// chromedriver and one headless Chromium session. Dropping it (also when
+/// an assertion fails) ends the session and kills chromedriver's process
+/// group by its PID, so no browser outlives the test.
+struct Browser {
+    driver: Child,
+    base: String,
+    session: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let chromium = on_path("chromium").unwrap_or_else(|| {
+            panic!("chromium is not on PATH; the web page test needs it ({INSTALL_HINT})")
+        });
+        let chromedriver = on_path("chromedriver").unwrap_or_else(|| {
+            panic!("chromedriver is not on PATH; the web page test needs it ({INSTALL_HINT})")
+        });
+        let port = free_port();
+        let driver = {
+            use std::os::unix::process::CommandExt;
+            Command::new(&chromedriver)
+                .arg(format!("--port={port}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                // A group of its own: Chromium's processes are its children,
+                // and killing the group reaches them too.
+                .process_group(0)
+                .spawn()
+                .unwrap_or_else(|e| panic!("{}: {e}", chromedriver.display()))
+        };
+        let mut b = Browser {
+            driver,
+            base: format!("http://127.0.0.1:{port}"),
+            session: None,
+            http: reqwest::Client::new(),
+        };
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = b.http.get(format!("{}/status", b.base)).send().await
+                && let Ok(v) = r.json::<Value>().await
+                && v["value"]["ready"] == true
+            {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "chromedriver did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1400,900"],
+            },
+            "goog:loggingPrefs": {"browser": "ALL"},
+        }}});
+        let v = b
+            .send(reqwest::Method::POST, "/session".into(), Some(caps))
+            .await
+            .unwrap_or_else(|e| panic!("no browser session: {e}"));
+        b.session = Some(v["sessionId"].as_str().unwrap().to_string());
+        b
+    }
+
+    /// A WebDriver command; `Err` carries the driver's error value.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: String,
+        body: Option<Value>,
+    ) -> Result<Value, Value> {
+        let mut r = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let r = r.send().await.map_err(|e| json!(e.to_string()))?;
+        let ok = r.status().is_success();
+        let v: Value = r.json().await.map_err(|e| json!(e.to_string()))?;
+        if ok {
+            Ok(v["value"].clone())
+        } else {
+            Err(v["value"].clone())
+        }
+    }
+
+    async fn session(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let id = self.session.as_deref().unwrap();
+        let body =
+            (method != reqwest::Method::GET && method != reqwest::Method::DELETE).then_some(body);
+        self.send(method, format!("/session/{id}{path}"), body)
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver {path}: {e}"))
+    }
+
+    async fn goto(&self, url: &str) {
+        self.session(reqwest::Method::POST, "/url", json!({ "url": url }))
+            .await;
+    }
+
+    /// Runs `script` (a function body) in the page and returns its result.
+    async fn js(&self, script: &str) -> Value {
+        self.session(
+            reqwest::Method::POST,
+            "/execute/sync",
+            json!({"script": script, "args": []}),
+        )
+        .await
+    }
+
+    async fn find(&self, css: &str) -> Option<String> {
+        let id = self.session.as_deref().unwrap();
+        let v = self
+            .send(
+                reqwest::Method::POST,
+                format!("/session/{id}/element"),
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await
+            .ok()?;
+        v[ELEMENT].as_str().map(str::to_string)
+    }
+
+    /// Waits for the element, then clicks it as a user would.
+    async fn click(&self, css: &str) {
+        let el = self.wait_element(css).await;
+        self.session(
+            reqwest::Method::POST,
+            &format!("/element/{el}/click"),
+            json!({}),
+        )
+        .await;
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let el = self.wait_element(css).await;
+        self.session(
+            reqwest::Method::POST,
+            &format!("/element/{el}/clear"),
+            json!({}),
+        )
+        .await;
+        self.session(
+            reqwest::Method::POST,
+            &format!("/element/{el}/value"),
+            json!({ "text": text }),
+        )
+        .await;
+    }
+
+    async fn wait_element(&self, css: &str) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(e) = self.find(css).await {
+                return e;
+            }
+            assert!(
+                start.elapsed() < PAGE,
+                "no {css} on the page within {PAGE:?}; it shows:\n{}",
+                self.text().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn text(&self) -> String {
+        self.js("return document.body.innerText;")
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Polls `check` (a script returning a value, or null while not yet)
+    /// until it answers non-null; panics naming `what` after [`PAGE`].
+    async fn wait_js(&self, what: &str, check: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let v = self.js(check).await;
+            if !v.is_null() {
+                return v;
+            }
+            assert!(
+                start.elapsed() < PAGE,
+                "{what}: not within {PAGE:?}; the page shows:\n{}",
+                self.text().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn screenshot(&self, path: &Path) {
+        let png = self
+            .session(reqwest::Method::GET, "/screenshot", Value::Null)
+            .await;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap())
+            .unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    /// The browser's console messages so far.
+    async fn console(&self) -> Vec<String> {
+        self.session(reqwest::Method::POST, "/se/log", json!({"type": "browser"}))
+            .await
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| format!("{} {}", e["level"], e["message"]))
+            .collect()
+    }
+
+    async fn quit(mut self) {
+        if let Some(id) = self.session.take() {
+            let _ = self
+                .send(reqwest::Method::DELETE, format!("/session/{id}"), None)
+                .await;
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Synchronous (Drop may run while unwinding a panic): a bare
+        // HTTP/1.1 DELETE lets chromedriver close Chromium cleanly.
+        if let Some(id) = self.session.take() {
+            use std::io::{Read, Write};
+            let addr = self.base.trim_start_matches("http://").to_string();
+            if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let _ = write!(
+                    s,
+                    "DELETE /session/{id} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = s.read_to_end(&mut Vec::new());
+            }
+        }
+        // The whole group by its ID (chromedriver's PID), then reap it.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .status();
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// A JavaScript string literal of `s`.
+fn js_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+/// The task rows on the page: taskID → status, or null while there are
+/// fewer than `n`.
+fn rows_script(n: usize) -> String {
+    format!(
+        "const rows = Array.from(document.querySelectorAll('#tasks tbody tr.task'));
+         if (rows.length < {n}) return null;
+         const out = {{}};
+         for (const r of rows) out[r.dataset.taskId] = r.querySelector('td.status').textContent;
+         return out;"
+    )
+}
+
+/// Null until the row of `id` shows `status`.
+fn status_is(id: &str, status: &str) -> String {
+    format!(
+        "const r = document.querySelector('#tasks tr.task[data-task-id=' + CSS.escape({}) + ']');
+         return r && r.querySelector('td.status').textContent === {} ? true : null;",
+        js_str(id),
+        js_str(status)
+    )
+}
+
+/// A CSS selector of the task row `id`, and of something in it.
+fn row(id: &str, inner: &str) -> String {
+    format!("#tasks tr.task[data-task-id=\"{id}\"] {inner}")
+}
+
+/// An hour of the day that is certainly not now.
+fn closed_hour() -> u32 {
+    use chrono::Timelike;
+    (chrono::Local::now().hour() + 12) % 24
+}
+
+/// Polls the REST API until task `id` has `status`.
+async fn wait_rest_status(svc: &Service, id: &str, status: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let t = svc.task(id).await;
+        if t["status"] == status {
+            return t;
+        }
+        assert!(start.elapsed() < PAGE, "task {id} never {status}: {t}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_page_lists_expands_cancels_and_reschedules_tasks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rcv = Receiver::start(&tmp.path().join("received"), Duration::ZERO).await;
+    // StowExporter's window is closed now: its task stays SCHEDULED, to be
+    // canceled and rescheduled. STOWRSD runs at once.
+    let cfg = write_config(
+        tmp.path(),
+        rcv.addr.port(),
+        &format!(
+            "dn: {STOW_EXPORTER_DN}\nchangetype: modify\nadd: dcmSchedule\ndcmSchedule: hour={} dayOfWeek=*\n-\n\n",
+            closed_hour()
+        ),
+    );
+    let (study_uid, files) = study(&tmp.path().join("src"), 3, 32);
+    let data = tmp.path().join("data");
+    import(&data, &files).await;
+    let svc = Service::start(&cfg, &data).await;
+
+    let done = svc.export_study("STOWRSD", &study_uid).await;
+    let done = done["taskID"].as_str().unwrap().to_string();
+    assert_eq!(svc.wait_done(&done).await["status"], "COMPLETED");
+    let held = svc.export_study("StowExporter", &study_uid).await;
+    let held = held["taskID"].as_str().unwrap().to_string();
+    assert_eq!(svc.task(&held).await["status"], "SCHEDULED");
+
+    // What the REST API reports, to compare the page with.
+    let listed: Vec<(String, String)> = svc
+        .list("")
+        .await
+        .iter()
+        .map(|t| {
+            (
+                t["taskID"].as_str().unwrap().to_string(),
+                t["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let mut sops: Vec<String> = svc
+        .instances(&done)
+        .await
+        .iter()
+        .map(|i| i["SOPInstanceUID"].as_str().unwrap().to_string())
+        .collect();
+    sops.sort();
+    assert_eq!(sops.len(), 3);
+    let exporters: Vec<Value> = svc
+        .http
+        .get(svc.url("/export"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    let b = Browser::start().await;
+    // Without the trailing slash: the redirect must bring the page.
+    b.goto(&svc.url("/ui2")).await;
+    assert!(
+        b.js("return location.pathname;").await == "/dcm4chee-arc/ui2/",
+        "not redirected to the slash"
+    );
+
+    // The rows: the REST API's task IDs with its statuses.
+    let shown = b.wait_js("two task rows", &rows_script(2)).await;
+    let shown: Vec<(String, String)> = shown
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect();
+    let mut expected = listed.clone();
+    expected.sort();
+    assert_eq!(shown, expected, "page rows vs GET /monitor/export");
+    // Newest update first, as the API orders them.
+    let order = b
+        .js("return Array.from(document.querySelectorAll('#tasks tr.task')).map(r => r.dataset.taskId);")
+        .await;
+    let api_order: Vec<&str> = listed.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(order, json!(api_order));
+    let counts = b
+        .js(&format!(
+            "const r = document.querySelector('#tasks tr.task[data-task-id=\"{done}\"]');
+             return ['n', 'completed', 'failed', 'remaining'].map(c => r.querySelector('td.' + c).textContent);"
+        ))
+        .await;
+    assert_eq!(counts, json!(["3", "3", "0", "0"]));
+
+    // Expanding the completed task shows its instances, as the API has them.
+    b.click(&row(&done, "button.toggle")).await;
+    let inst = b
+        .wait_js(
+            "the instance rows of the completed task",
+            &format!(
+                "const rows = Array.from(document.querySelectorAll('#tasks tr.detail[data-task-id=\"{done}\"] tr.inst'));
+                 if (rows.length < 3) return null;
+                 return rows.map(r => [r.dataset.sop, r.querySelector('td.status').textContent]);"
+            ),
+        )
+        .await;
+    let mut inst: Vec<(String, String)> = serde_json::from_value(inst).unwrap();
+    inst.sort();
+    let want: Vec<(String, String)> = sops
+        .iter()
+        .map(|s| (s.clone(), "COMPLETED".to_string()))
+        .collect();
+    assert_eq!(inst, want);
+
+    // Cancel of a finished task: the API's 409 message is shown.
+    b.click(&row(&done, "button.cancel")).await;
+    let notice = b
+        .wait_js(
+            "the 409 message",
+            "const n = document.getElementById('notice');
+             return n.hidden ? null : document.getElementById('notice-text').textContent;",
+        )
+        .await;
+    let notice = notice.as_str().unwrap();
+    assert!(
+        notice.contains(&format!(
+            "Cannot cancel Task[id={done}] with Status: COMPLETED"
+        )),
+        "{notice}"
+    );
+    assert_eq!(svc.task(&done).await["status"], "COMPLETED");
+
+    // Cancel of the scheduled task: CANCELED in the API and on the page.
+    b.click(&row(&held, "button.cancel")).await;
+    wait_rest_status(&svc, &held, "CANCELED").await;
+    b.wait_js("the canceled status", &status_is(&held, "CANCELED"))
+        .await;
+
+    // Reschedule: SCHEDULED again (the window is still closed).
+    b.click(&row(&held, "button.reschedule")).await;
+    wait_rest_status(&svc, &held, "SCHEDULED").await;
+    b.wait_js("the rescheduled status", &status_is(&held, "SCHEDULED"))
+        .await;
+
+    // Auto-refresh keeps the expanded row and what is typed in a filter.
+    b.type_into("#f-batch", "not-applied-yet").await;
+    let before = b
+        .js("return document.getElementById('tasks-updated').textContent;")
+        .await;
+    b.wait_js(
+        "a refresh of the task list",
+        &format!(
+            "return document.getElementById('tasks-updated').textContent !== {before} ? true : null;"
+        ),
+    )
+    .await;
+    let kept = b
+        .js(&format!(
+            "return [document.getElementById('f-batch').value,
+                     document.querySelectorAll('#tasks tr.detail[data-task-id=\"{done}\"] tr.inst').length];"
+        ))
+        .await;
+    assert_eq!(kept, json!(["not-applied-yet", 3]));
+
+    // A filter: ExporterID=STOWRSD leaves only the completed task.
+    b.type_into("#f-batch", "").await;
+    b.type_into("#f-exporter", "STOWRSD").await;
+    b.click("#filters button[type=submit]").await;
+    b.wait_js(
+        "the ExporterID filter",
+        &format!(
+            "const ids = Array.from(document.querySelectorAll('#tasks tr.task')).map(r => r.dataset.taskId);
+             return ids.length === 1 && ids[0] === {} ? true : null;",
+            js_str(&done)
+        ),
+    )
+    .await;
+    b.click("#f-clear").await;
+    b.wait_js("both rows after Clear", &rows_script(2)).await;
+
+    // The exporters, with their schedule window when the API reports it.
+    let panel = b
+        .wait_js(
+            "the exporters",
+            &format!(
+                "const rows = Array.from(document.querySelectorAll('#exporters tr.exporter'));
+                 if (rows.length < {}) return null;
+                 const out = {{}};
+                 for (const r of rows) out[r.dataset.exporterId] = r.querySelector('td.window').textContent;
+                 return out;",
+                exporters.len()
+            ),
+        )
+        .await;
+    let panel = panel.as_object().unwrap();
+    assert_eq!(panel.len(), exporters.len(), "{panel:?}");
+    for e in &exporters {
+        let id = e["id"].as_str().unwrap();
+        let window = panel
+            .get(id)
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("exporter {id} not on the page: {panel:?}"));
+        match e["scheduleOpen"].as_bool() {
+            Some(true) => assert!(window.starts_with("open now"), "{id}: {window}"),
+            Some(false) => assert!(window.starts_with("closed"), "{id}: {window}"),
+            None => {}
+        }
+    }
+
+    // Throughput: numbers once two /metrics samples have been taken.
+    let tp = b
+        .wait_js(
+            "throughput numbers",
+            "const v = ['tp-instances', 'tp-mbytes', 'tp-inflight']
+                 .map(id => document.getElementById(id).textContent);
+             return v.every(s => s !== '' && Number.isFinite(Number(s))) ? v : null;",
+        )
+        .await;
+    for v in tp.as_array().unwrap() {
+        let n: f64 = v.as_str().unwrap().parse().unwrap();
+        assert!(n >= 0.0, "{tp}");
+    }
+
+    // No script errors and nothing the content security policy blocked
+    // (the 409 above is a failed resource load, which is expected).
+    let console = b.console().await;
+    let bad: Vec<&String> = console
+        .iter()
+        .filter(|m| {
+            m.contains("Uncaught")
+                || m.contains("Content Security Policy")
+                || m.contains("TypeError")
+        })
+        .collect();
+    assert!(bad.is_empty(), "console: {bad:#?}");
+
+    // The completed task expanded, for a person to look at.
+    b.screenshot(&screenshot_path("ui-screenshot.png")).await;
+    b.quit().await;
+    svc.stop().await;
+}
+
+/// The Application with a bearer token, on port 0.
+struct TokenService {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    run: Option<tokio::task::JoinHandle<Result<(), stow_exporter::app::AppError>>>,
+}
+
+impl TokenService {
+    async fn start(cfg: &Path, data: &Path, token: &str) -> TokenService {
+        let settings = Service::settings(ConfigSource::Ldif(cfg.to_path_buf()), data);
+        let app = Application::build(settings)
+            .await
+            .unwrap()
+            .with_api_token(Some(Secret::new(token)));
+        let addr = app.local_addr();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        }));
+        TokenService {
+            addr,
+            stop: Some(tx),
+            run: Some(run),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(r) = self.run.take() {
+            r.await.unwrap().unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_page_asks_for_the_token_and_then_lists_the_tasks() {
+    const TOKEN: &str = "s3cret-t0ken";
+    let tmp = tempfile::tempdir().unwrap();
+    let rcv = Receiver::start(&tmp.path().join("received"), Duration::ZERO).await;
+    let cfg = write_config(tmp.path(), rcv.addr.port(), "");
+    let (study_uid, files) = study(&tmp.path().join("src"), 1, 32);
+    let data = tmp.path().join("data");
+    import(&data, &files).await;
+    let svc = TokenService::start(&cfg, &data, TOKEN).await;
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {TOKEN}").parse().unwrap(),
+    );
+    let http = reqwest::Client::builder()
+        .default_headers(auth)
+        .build()
+        .unwrap();
+    let r = http
+        .post(svc.url(&format!(
+            "/dcm4chee-arc/aets/{AET}/rs/studies/{study_uid}/export/STOWRSD"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["taskID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = wait_done(&http, &svc.url("/dcm4chee-arc"), &id, PAGE).await;
+    assert_eq!(t["status"], "COMPLETED");
+
+    // The page's files need no token, and carry their headers.
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = plain
+        .get(svc.url("/dcm4chee-arc/ui2"))
+        .send()
+        .await
+        .unwrap();
+    assert!(matches!(r.status().as_u16(), 301 | 308), "{}", r.status());
+    assert_eq!(r.headers()["location"], "/dcm4chee-arc/ui2/");
+    for (path, content_type) in [
+        ("/dcm4chee-arc/ui2/", "text/html; charset=utf-8"),
+        ("/dcm4chee-arc/ui2/app.js", "text/javascript; charset=utf-8"),
+        ("/dcm4chee-arc/ui2/style.css", "text/css; charset=utf-8"),
+    ] {
+        let r = plain.get(svc.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let h = r.headers();
+        assert_eq!(h["content-type"], content_type, "{path}");
+        assert_eq!(h["cache-control"], "no-cache", "{path}");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("default-src 'self'") && !csp.contains("unsafe-inline"),
+            "{path}: {csp}"
+        );
+    }
+    // Every listed route is served.
+    for (method, path) in stow_exporter::api::ui::UI_ROUTES {
+        assert_eq!(*method, "GET");
+        let r = plain
+            .get(svc.url(&format!("/dcm4chee-arc{path}")))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success() || r.status().is_redirection(),
+            "{path}"
+        );
+    }
+
+    let b = Browser::start().await;
+    b.goto(&svc.url("/dcm4chee-arc/ui2/")).await;
+    b.wait_js(
+        "the token input",
+        "return document.getElementById('token-panel').hidden ? null : true;",
+    )
+    .await;
+    assert_eq!(
+        b.js("return document.querySelectorAll('#tasks tr.task').length;")
+            .await,
+        0
+    );
+    b.screenshot(&screenshot_path("ui-screenshot-token.png"))
+        .await;
+
+    // A wrong token is refused, and the page asks again.
+    b.type_into("#token-input", "wrong").await;
+    b.click("#token-form button[type=submit]").await;
+    b.wait_js(
+        "the refused-token note",
+        "const p = document.getElementById('token-panel');
+         const note = document.getElementById('token-note').textContent;
+         return !p.hidden && note.includes('refused') ? note : null;",
+    )
+    .await;
+
+    b.type_into("#token-input", TOKEN).await;
+    b.click("#token-form button[type=submit]").await;
+    let rows = b.wait_js("the task row", &rows_script(1)).await;
+    assert_eq!(rows, json!({ id.clone(): "COMPLETED" }));
+    let kept = b
+        .js("return [document.getElementById('token-panel').hidden,
+                     sessionStorage.getItem('stow-exporter.apiToken'),
+                     location.href];")
+        .await;
+    assert_eq!(kept[0], true);
+    assert_eq!(kept[1], TOKEN);
+    assert!(
+        !kept[2].as_str().unwrap().contains(TOKEN),
+        "the token is in the URL: {}",
+        kept[2]
+    );
+
+    b.quit().await;
+    svc.stop().await;
+}
