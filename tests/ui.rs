@@ -147,10 +147,15 @@ impl Browser {
 
     /// Runs `script` (a function body) in the page and returns its result.
     async fn js(&self, script: &str) -> Value {
+        self.js_with(script, json!([])).await
+    }
+
+    /// [`Browser::js`] with `arguments` for the script.
+    async fn js_with(&self, script: &str, args: Value) -> Value {
         self.session(
             reqwest::Method::POST,
             "/execute/sync",
-            json!({"script": script, "args": []}),
+            json!({"script": script, "args": args}),
         )
         .await
     }
@@ -356,7 +361,8 @@ async fn the_page_lists_expands_cancels_and_reschedules_tasks() {
             closed_hour()
         ),
     );
-    let (study_uid, files) = study(&tmp.path().join("src"), 3, 32);
+    // 256×256: big enough that a few instances read as more than 0 MB/s.
+    let (study_uid, files) = study(&tmp.path().join("src"), 3, 256);
     let data = tmp.path().join("data");
     import(&data, &files).await;
     let svc = Service::start(&cfg, &data).await;
@@ -560,6 +566,50 @@ async fn the_page_lists_expands_cancels_and_reschedules_tasks() {
         let n: f64 = v.as_str().unwrap().parse().unwrap();
         assert!(n >= 0.0, "{tp}");
     }
+
+    // While an export runs, the rates go above zero.
+    let again = svc.export_study("STOWRSD", &study_uid).await;
+    b.wait_js(
+        "instances/s and MB/s above zero",
+        "const v = ['tp-instances', 'tp-mbytes']
+             .map(id => Number(document.getElementById(id).textContent));
+         return v.every(n => n > 0) ? v : null;",
+    )
+    .await;
+    assert_eq!(
+        svc.wait_done(again["taskID"].as_str().unwrap()).await["status"],
+        "COMPLETED"
+    );
+
+    // The page's text-format parser on awkward text: escapes, a brace and
+    // a comma inside a label value, comments, a blank line, a timestamp,
+    // +Inf and NaN, and a broken line that is skipped.
+    let text = "# HELP stow_exporter_instances_sent_total Instances stored.\n\
+        # TYPE stow_exporter_instances_sent_total counter\n\
+        stow_exporter_instances_sent_total{exporter=\"Ex\\\"1\",web_app=\"W\\\\1\"} 1\n\
+        \n\
+        stow_exporter_instances_sent_total{exporter=\"a}b,c=d\", web_app=\"x\"} 2.5 1700000000000\n\
+        le{le=\"+Inf\"} +Inf\n\
+        odd NaN\n\
+        broken{a=\"x\" 3\n\
+        \tspaced   7  \n";
+    let parsed = b
+        .js_with(
+            "return window.stowExporterUi.parseMetrics(arguments[0])
+                 .map(s => [s.name, s.labels, String(s.value)]);",
+            json!([text]),
+        )
+        .await;
+    assert_eq!(
+        parsed,
+        json!([
+            ["stow_exporter_instances_sent_total", {"exporter": "Ex\"1", "web_app": "W\\1"}, "1"],
+            ["stow_exporter_instances_sent_total", {"exporter": "a}b,c=d", "web_app": "x"}, "2.5"],
+            ["le", {"le": "+Inf"}, "Infinity"],
+            ["odd", {}, "NaN"],
+            ["spaced", {}, "7"],
+        ])
+    );
 
     // No script errors and nothing the content security policy blocked
     // (the 409 above is a failed resource load, which is expected).

@@ -214,6 +214,13 @@
 
   let lastSample = null;
 
+  // Three significant digits or so, and a trickle of small objects does
+  // not read as 0.00.
+  function fmtRate(v) {
+    if (v === 0) return '0.00';
+    return v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : v >= 0.1 ? 2 : 3);
+  }
+
   async function refreshMetrics() {
     if (needToken) return;
     const r = await api(METRICS);
@@ -229,7 +236,7 @@
     if (lastSample && now > lastSample.t && sent >= lastSample.sent && bytes >= lastSample.bytes) {
       const dt = (now - lastSample.t) / 1000;
       setText($('tp-instances'), ((sent - lastSample.sent) / dt).toFixed(1));
-      setText($('tp-mbytes'), ((bytes - lastSample.bytes) / dt / 1e6).toFixed(2));
+      setText($('tp-mbytes'), fmtRate((bytes - lastSample.bytes) / dt / 1e6));
     }
     lastSample = { t: now, sent, bytes };
   }
@@ -619,6 +626,10 @@
     every(METRICS_EVERY_MS, 'Metrics', refreshMetrics);
     every(EXPORTERS_EVERY_MS, 'Exporters', refreshExporters);
   }
+
+  // The parser, for tests/ui.rs to check against awkward text; nothing
+  // else is reachable from outside.
+  window.stowExporterUi = Object.freeze({ parseMetrics });
 
   start();
 })();
