@@ -626,6 +626,41 @@ async fn the_page_lists_expands_cancels_and_reschedules_tasks() {
 
     // The completed task expanded, for a person to look at.
     b.screenshot(&screenshot_path("ui-screenshot.png")).await;
+
+    // Paging: 20 more held tasks, 20 rows a page.
+    for _ in 0..20 {
+        svc.export_study("StowExporter", &study_uid).await;
+    }
+    let all = svc.list("").await.len();
+    assert_eq!(all, 23);
+    b.click("#page-size option:nth-child(1)").await;
+    let page_info = |text: String| {
+        format!(
+            "return document.getElementById('page-info').textContent === {} ? true : null;",
+            js_str(&text)
+        )
+    };
+    b.wait_js("the first page", &page_info(format!("1–20 of {all}")))
+        .await;
+    assert_eq!(
+        b.js("return document.querySelectorAll('#tasks tr.task').length;")
+            .await,
+        20
+    );
+    b.click("#page-next").await;
+    b.wait_js("the second page", &page_info(format!("21–{all} of {all}")))
+        .await;
+    let second = b
+        .js("return Array.from(document.querySelectorAll('#tasks tr.task')).map(r => r.dataset.taskId);")
+        .await;
+    let api_second: Vec<String> = svc
+        .list("offset=20&limit=20&orderby=-updatedTime")
+        .await
+        .iter()
+        .map(|t| t["taskID"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(second, json!(api_second));
+
     b.quit().await;
     svc.stop().await;
 }
