@@ -342,15 +342,15 @@
     const detail = el('tr', { class: 'detail', dataset: { taskId: id } },
       el('td', { colspan: '16' }, el('div', { class: 'detail-box' }, meta, instances)));
 
-    const row = { id, tr, detail, cells, toggle, meta, instances, task: null, instancesOf: null, loading: false };
+    const row = { id, tr, detail, cells, toggle, meta, instances, cancel, reschedule, busy: false, task: null, instancesOf: null, loading: false };
     toggle.addEventListener('click', () => toggleRow(id));
     tr.addEventListener('click', (ev) => {
       // Buttons act on their own; selecting text is not a click on the row.
       if (ev.target.closest('button') || String(window.getSelection())) return;
       toggleRow(id);
     });
-    cancel.addEventListener('click', () => act(id, 'cancel', cancel));
-    reschedule.addEventListener('click', () => act(id, 'reschedule', reschedule));
+    cancel.addEventListener('click', () => act(row, 'cancel'));
+    reschedule.addEventListener('click', () => act(row, 'reschedule'));
     return row;
   }
 
@@ -387,7 +387,21 @@
     c.message.classList.toggle('error', Boolean(t.errorMessage));
     c.failed.classList.toggle('bad', (t.failed || 0) > 0);
     c.warning.classList.toggle('warn', (t.warning || 0) > 0);
+    setActions(row);
     if (state.expanded.has(row.id)) renderMeta(row);
+  }
+
+  const ENDED = ['COMPLETED', 'WARNING', 'FAILED', 'CANCELED'];
+
+  // Offer only what the API would allow: an ended task cannot be canceled,
+  // a running one not rescheduled (it answers 409 to both).
+  function setActions(row) {
+    const status = row.task ? row.task.status : '';
+    const ended = ENDED.includes(status);
+    row.cancel.disabled = row.busy || ended;
+    row.cancel.title = ended ? `The task has ended (${status})` : 'Cancel the task';
+    row.reschedule.disabled = row.busy || status === 'IN PROCESS';
+    row.reschedule.title = status === 'IN PROCESS' ? 'The task is running' : 'Schedule the task again, now';
   }
 
   function renderMeta(row) {
@@ -472,8 +486,10 @@
     row.tr.classList.toggle('expanded', open);
   }
 
-  async function act(id, what, button) {
-    button.disabled = true;
+  async function act(row, what) {
+    const id = row.id;
+    row.busy = true;
+    setActions(row);
     try {
       const r = await api(`${API}/monitor/export/${encodeURIComponent(id)}/${what}`, { method: 'POST' });
       if (r.ok) showNotice(`Task ${id} ${what === 'cancel' ? 'canceled' : 'rescheduled'}.`, 'info');
@@ -482,7 +498,8 @@
     } catch (e) {
       reportFailure(what === 'cancel' ? 'Cancel' : 'Reschedule', e);
     } finally {
-      button.disabled = false;
+      row.busy = false;
+      setActions(row);
     }
   }
 
