@@ -390,6 +390,24 @@ impl std::fmt::Display for Zone {
     }
 }
 
+/// Runs `$body` with `$t` bound to `$now` in the zone, and converts the
+/// instant it yields back to UTC. A macro, not a function: the body is
+/// generic over the zone's type (chrono::Local or a chrono_tz::Tz).
+macro_rules! in_zone {
+    ($zone:expr, $now:expr, |$t:ident| $body:expr) => {
+        match $zone {
+            Zone::Local => {
+                let $t = $now.with_timezone(&chrono::Local);
+                $body.map(|x| x.with_timezone(&chrono::Utc))
+            }
+            Zone::Named(tz) => {
+                let $t = $now.with_timezone(tz);
+                $body.map(|x| x.with_timezone(&chrono::Utc))
+            }
+        }
+    };
+}
+
 impl Zone {
     /// Whether `schedule` is open at the instant `now`.
     pub fn is_open(&self, schedule: &Schedule, now: chrono::DateTime<chrono::Utc>) -> bool {
@@ -405,14 +423,7 @@ impl Zone {
         schedule: &Schedule,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Option<chrono::DateTime<chrono::Utc>> {
-        match self {
-            Zone::Local => schedule
-                .next_open(now.with_timezone(&chrono::Local))
-                .map(|t| t.with_timezone(&chrono::Utc)),
-            Zone::Named(tz) => schedule
-                .next_open(now.with_timezone(tz))
-                .map(|t| t.with_timezone(&chrono::Utc)),
-        }
+        in_zone!(self, now, |t| schedule.next_open(t))
     }
 
     /// When `schedule` next closes at or after `now` (None: always open).
@@ -421,14 +432,7 @@ impl Zone {
         schedule: &Schedule,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Option<chrono::DateTime<chrono::Utc>> {
-        match self {
-            Zone::Local => schedule
-                .next_close(now.with_timezone(&chrono::Local))
-                .map(|t| t.with_timezone(&chrono::Utc)),
-            Zone::Named(tz) => schedule
-                .next_close(now.with_timezone(tz))
-                .map(|t| t.with_timezone(&chrono::Utc)),
-        }
+        in_zone!(self, now, |t| schedule.next_close(t))
     }
 }
 

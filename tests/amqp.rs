@@ -326,12 +326,11 @@ async fn waiting(ch: &Channel, queue: &str) -> u32 {
 
 #[tokio::test]
 async fn held_and_canceled_tasks_do_not_run() {
-    use chrono::Timelike;
     let tmp = tempfile::tempdir().unwrap();
     let (q, q2) = (TestQueue::new(), TestQueue::new());
     let rcv = Receiver::start(&tmp.path().join("received"), Duration::ZERO).await;
     // The exporter of q has its window closed (an hour 12 hours away).
-    let closed = (chrono::Local::now().hour() + 12) % 24;
+    let closed = closed_hour();
     let ldif = format!(
         "{}{}",
         q.ldif_with("", &format!("dcmSchedule: hour={closed} dayOfWeek=*\n")),

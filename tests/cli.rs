@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -300,6 +300,58 @@ async fn start_serve(
     running
 }
 
+/// A running `serve` on a fresh configuration and data directory: `ldif`
+/// is added to the shipped configuration, a study of `instances` objects
+/// (none for 0) is imported, and with `receiver` the built-in receiver runs
+/// in-process at the stowrsd web app's address, storing into `received/`.
+struct Fixture {
+    cfg: PathBuf,
+    data: PathBuf,
+    study_uid: String,
+    files: Vec<PathBuf>,
+    received: PathBuf,
+    url: String,
+    base: String,
+    _serve: Running,
+}
+
+async fn fixture(
+    tmp: &Path,
+    ldif: &str,
+    instances: usize,
+    receiver: bool,
+    env: &[(&str, &str)],
+) -> Fixture {
+    let cfg = write_config(tmp, free_port(), ldif);
+    let data = tmp.join("data");
+    let (study_uid, files) = if instances > 0 {
+        let (uid, files) = study(&tmp.join("src"), instances, 32);
+        import(&data, &files).await;
+        (uid, files)
+    } else {
+        (String::new(), Vec::new())
+    };
+    let port = free_port();
+    let received = tmp.join("received");
+    let extra: Vec<&std::ffi::OsStr> = if receiver {
+        vec!["--stowrsd".as_ref(), received.as_os_str()]
+    } else {
+        Vec::new()
+    };
+    let serve = start_serve(&cfg, &data, port, &extra, env).await;
+    let url = format!("http://127.0.0.1:{port}");
+    Fixture {
+        base: format!("{url}/dcm4chee-arc"),
+        cfg,
+        data,
+        study_uid,
+        files,
+        received,
+        url,
+        _serve: serve,
+    }
+}
+
 /// `stow-exporter tasks --url <url> args...`, without the environment's
 /// token or URL.
 fn tasks(url: &str, args: &[&str]) -> std::process::Output {
@@ -353,8 +405,7 @@ const EXPORT_QUEUE_DN: &str = "dcmQueueName=Export,dicomDeviceName=dcm4chee-arc,
 /// StowExporter's dcmSchedule window is an hour 12 hours away: its tasks
 /// stay SCHEDULED.
 fn closed_window() -> String {
-    use chrono::Timelike;
-    let hour = (chrono::Local::now().hour() + 12) % 24;
+    let hour = closed_hour();
     format!(
         "dn: {STOW_EXPORTER_DN}\nchangetype: modify\nadd: dcmSchedule\ndcmSchedule: hour={hour} dayOfWeek=*\n-\n\n"
     )
@@ -363,35 +414,20 @@ fn closed_window() -> String {
 #[tokio::test]
 async fn tasks_list_and_show_match_the_rest_api() {
     let tmp = tempfile::tempdir().unwrap();
-    let rport = free_port();
-    let cfg = write_config(tmp.path(), rport, "");
-    let data = tmp.path().join("data");
-    let (study_uid, files) = study(&tmp.path().join("src"), 3, 32);
-    import(&data, &files).await;
-    let port = free_port();
-    let received = tmp.path().join("received");
-    let _serve = start_serve(
-        &cfg,
-        &data,
-        port,
-        &["--stowrsd".as_ref(), received.as_os_str()],
-        &[],
-    )
-    .await;
-    let url = format!("http://127.0.0.1:{port}");
-    let base = format!("{url}/dcm4chee-arc");
+    let f = fixture(tmp.path(), "", 3, true, &[]).await;
+    let (study_uid, url, base) = (&f.study_uid, &f.url, &f.base);
     let http = reqwest::Client::new();
     let mut ids = Vec::new();
     for exporter in ["StowExporter", "STOWRSD"] {
-        let id = trigger(&base, exporter, &study_uid).await;
-        let done = wait_done(&http, &base, &id, Duration::from_secs(30)).await;
+        let id = trigger(base, exporter, study_uid).await;
+        let done = wait_done(&http, base, &id, Duration::from_secs(30)).await;
         assert_eq!(done["status"], "COMPLETED", "{done}");
         ids.push(id);
     }
 
     // --json: the API's array unchanged.
     let (_, rest) = get_json(&format!("{base}/monitor/export")).await;
-    let out = ok(&tasks(&url, &["list", "--json"]));
+    let out = ok(&tasks(url, &["list", "--json"]));
     let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(listed, rest);
     let rest = rest.as_array().unwrap();
@@ -425,19 +461,19 @@ async fn tasks_list_and_show_match_the_rest_api() {
     }
 
     // Filters and paging reach the API.
-    let out = ok(&tasks(&url, &["list", "--json", "--exporter", "STOWRSD"]));
+    let out = ok(&tasks(url, &["list", "--json", "--exporter", "STOWRSD"]));
     let v: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(v.len(), 1);
     assert_eq!(v[0]["taskID"], ids[1].as_str());
     let out = ok(&tasks(
-        &url,
+        url,
         &[
             "list",
             "--json",
             "--status",
             "completed",
             "--study",
-            &study_uid,
+            study_uid,
             "--orderby",
             "createdTime",
             "--limit",
@@ -447,12 +483,12 @@ async fn tasks_list_and_show_match_the_rest_api() {
     let v: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(v.len(), 1);
     assert_eq!(v[0]["taskID"], ids[0].as_str(), "oldest first");
-    let out = ok(&tasks(&url, &["list", "--status", "FAILED"]));
+    let out = ok(&tasks(url, &["list", "--status", "FAILED"]));
     assert_eq!(out, "no tasks match\n");
 
     // show: the record and every instance's result.
     let id = &ids[1];
-    let out = ok(&tasks(&url, &["show", id]));
+    let out = ok(&tasks(url, &["show", id]));
     assert!(out.starts_with(&format!("Task {id}\n")), "{out}");
     assert!(
         out.contains("Status:    COMPLETED") && out.contains("Exporter:  STOWRSD"),
@@ -462,7 +498,7 @@ async fn tasks_list_and_show_match_the_rest_api() {
         out.contains("3 completed, 0 warning, 0 failed, 0 missing of 3"),
         "{out}"
     );
-    for f in &files {
+    for f in &f.files {
         let uid = sop_uid(f);
         assert!(
             out.lines()
@@ -470,7 +506,7 @@ async fn tasks_list_and_show_match_the_rest_api() {
             "{uid}: {out}"
         );
     }
-    let out = ok(&tasks(&url, &["show", id, "--json"]));
+    let out = ok(&tasks(url, &["show", id, "--json"]));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
         v["task"],
@@ -484,7 +520,7 @@ async fn tasks_list_and_show_match_the_rest_api() {
     );
     assert_eq!(v["instances"].as_array().unwrap().len(), 3);
 
-    let out = tasks(&url, &["show", "999999"]);
+    let out = tasks(url, &["show", "999999"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("404 Not Found: task 999999 not found"),
@@ -496,28 +532,22 @@ async fn tasks_list_and_show_match_the_rest_api() {
 #[tokio::test]
 async fn tasks_cancel_reschedule_and_delete_a_waiting_task() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = write_config(tmp.path(), free_port(), &closed_window());
-    let data = tmp.path().join("data");
-    let (study_uid, files) = study(&tmp.path().join("src"), 2, 32);
-    import(&data, &files).await;
-    let port = free_port();
-    let _serve = start_serve(&cfg, &data, port, &[], &[]).await;
-    let url = format!("http://127.0.0.1:{port}");
-    let base = format!("{url}/dcm4chee-arc");
+    let f = fixture(tmp.path(), &closed_window(), 2, false, &[]).await;
+    let (study_uid, url, base) = (&f.study_uid, &f.url, &f.base);
     let status = |id: String| {
         let base = base.clone();
         async move { get_json(&format!("{base}/monitor/export/{id}")).await.1["status"].clone() }
     };
 
-    let id = trigger(&base, "StowExporter", &study_uid).await;
+    let id = trigger(base, "StowExporter", study_uid).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(status(id.clone()).await, "SCHEDULED", "held by the window");
 
-    let out = ok(&tasks(&url, &["cancel", &id]));
+    let out = ok(&tasks(url, &["cancel", &id]));
     assert_eq!(out, format!("task {id}: CANCELED\n"));
     assert_eq!(status(id.clone()).await, "CANCELED");
     // Again: the API's 409 and its message, and a failure exit.
-    let out = tasks(&url, &["cancel", &id]);
+    let out = tasks(url, &["cancel", &id]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stderr).trim(),
@@ -528,7 +558,7 @@ async fn tasks_cancel_reschedule_and_delete_a_waiting_task() {
     let due = (chrono::Local::now() + chrono::Duration::days(1))
         .format("%Y%m%d%H%M%S")
         .to_string();
-    let out = ok(&tasks(&url, &["reschedule", &id, "--scheduled-time", &due]));
+    let out = ok(&tasks(url, &["reschedule", &id, "--scheduled-time", &due]));
     assert!(
         out.starts_with(&format!(
             "task {id}: SCHEDULED (exporter StowExporter, due "
@@ -548,7 +578,7 @@ async fn tasks_cancel_reschedule_and_delete_a_waiting_task() {
     );
     // With a task ID, --exporter names the exporter it goes to.
     let out = ok(&tasks(
-        &url,
+        url,
         &[
             "reschedule",
             &id,
@@ -569,7 +599,7 @@ async fn tasks_cancel_reschedule_and_delete_a_waiting_task() {
     );
     // --to-exporter says the same, here back to StowExporter.
     ok(&tasks(
-        &url,
+        url,
         &[
             "reschedule",
             &id,
@@ -584,13 +614,13 @@ async fn tasks_cancel_reschedule_and_delete_a_waiting_task() {
         (&t["ExporterID"], &t["queue"]),
         (&"StowExporter".into(), &"Export1".into())
     );
-    let out = tasks(&url, &["reschedule", &id, "--scheduled-time", "tomorrow"]);
+    let out = tasks(url, &["reschedule", &id, "--scheduled-time", "tomorrow"]);
     assert_eq!(out.status.code(), Some(2), "refused by the parser");
 
     // Bulk forms select by filters.
-    let second = trigger(&base, "StowExporter", &study_uid).await;
+    let second = trigger(base, "StowExporter", study_uid).await;
     let out = ok(&tasks(
-        &url,
+        url,
         &[
             "cancel",
             "--status",
@@ -602,18 +632,18 @@ async fn tasks_cancel_reschedule_and_delete_a_waiting_task() {
     assert_eq!(out, "canceled 2 tasks\n");
     assert_eq!(status(id.clone()).await, "CANCELED");
     assert_eq!(status(second.clone()).await, "CANCELED");
-    let out = tasks(&url, &["cancel", "--status", "COMPLETED"]);
+    let out = tasks(url, &["cancel", "--status", "COMPLETED"]);
     assert!(
         text(&out.stderr).contains("400 Bad Request: status: COMPLETED tasks have ended"),
         "{}",
         text(&out.stderr)
     );
     let out = ok(&tasks(
-        &url,
+        url,
         &[
             "reschedule",
             "--study",
-            &study_uid,
+            study_uid,
             "--scheduled-time",
             &due,
             "--json",
@@ -626,26 +656,26 @@ async fn tasks_cancel_reschedule_and_delete_a_waiting_task() {
     assert_eq!(status(second.clone()).await, "SCHEDULED");
 
     // Delete one, then the rest; without a filter, --all is required.
-    let out = ok(&tasks(&url, &["delete", &id]));
+    let out = ok(&tasks(url, &["delete", &id]));
     assert_eq!(out, format!("task {id}: deleted\n"));
     assert_eq!(
         get_json(&format!("{base}/monitor/export/{id}")).await.0,
         404
     );
-    let out = tasks(&url, &["delete"]);
+    let out = tasks(url, &["delete"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("--all"), "{}", text(&out.stderr));
     assert_eq!(
         get_json(&format!("{base}/monitor/export/{second}")).await.0,
         200
     );
-    let out = ok(&tasks(&url, &["delete", "--all"]));
+    let out = ok(&tasks(url, &["delete", "--all"]));
     assert_eq!(out, "deleted 1 task\n");
     assert_eq!(
         get_json(&format!("{base}/monitor/export")).await.1,
         serde_json::json!([])
     );
-    let out = tasks(&url, &["delete", &id, "--status", "SCHEDULED"]);
+    let out = tasks(url, &["delete", &id, "--status", "SCHEDULED"]);
     assert!(
         text(&out.stderr).contains("not both"),
         "{}",
@@ -657,23 +687,20 @@ async fn tasks_cancel_reschedule_and_delete_a_waiting_task() {
 async fn tasks_needs_the_token_and_never_prints_it() {
     const TOKEN: &str = "t0ken-Very-S3cret";
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = write_config(tmp.path(), free_port(), "");
-    let data = tmp.path().join("data");
-    let port = free_port();
-    let _serve = start_serve(
-        &cfg,
-        &data,
-        port,
-        &[],
+    let f = fixture(
+        tmp.path(),
+        "",
+        0,
+        false,
         &[("STOW_EXPORTER_API_TOKEN", TOKEN)],
     )
     .await;
-    let url = format!("http://127.0.0.1:{port}");
+    let url = &f.url;
     let no_leak = |out: &std::process::Output| {
         assert!(!text(&out.stdout).contains(TOKEN) && !text(&out.stderr).contains(TOKEN));
     };
 
-    let out = tasks(&url, &["list"]);
+    let out = tasks(url, &["list"]);
     no_leak(&out);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
@@ -686,7 +713,7 @@ async fn tasks_needs_the_token_and_never_prints_it() {
     let file = tmp.path().join("token");
     std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
     let out = tasks(
-        &url,
+        url,
         &["list", "--json", "--api-token-file", file.to_str().unwrap()],
     );
     no_leak(&out);
@@ -695,7 +722,7 @@ async fn tasks_needs_the_token_and_never_prints_it() {
     let out = bin()
         .args(["tasks", "list"])
         .env("STOW_EXPORTER_API_TOKEN", TOKEN)
-        .env("STOW_EXPORTER_URL", &url)
+        .env("STOW_EXPORTER_URL", url)
         .output()
         .unwrap();
     no_leak(&out);
@@ -703,7 +730,7 @@ async fn tasks_needs_the_token_and_never_prints_it() {
 
     let wrong = tmp.path().join("wrong");
     std::fs::write(&wrong, "not-the-token").unwrap();
-    let out = tasks(&url, &["list", "--api-token-file", wrong.to_str().unwrap()]);
+    let out = tasks(url, &["list", "--api-token-file", wrong.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("was refused"),
@@ -729,27 +756,14 @@ async fn tasks_needs_the_token_and_never_prints_it() {
 #[tokio::test]
 async fn export_wait_exits_with_the_outcome() {
     let tmp = tempfile::tempdir().unwrap();
-    let rport = free_port();
-    let cfg = write_config(tmp.path(), rport, "");
-    let data = tmp.path().join("data");
-    let (study_uid, files) = study(&tmp.path().join("src"), 5, 32);
-    import(&data, &files).await;
-    let port = free_port();
-    let received = tmp.path().join("received");
-    let _serve = start_serve(
-        &cfg,
-        &data,
-        port,
-        &["--stowrsd".as_ref(), received.as_os_str()],
-        &[],
-    )
-    .await;
+    let f = fixture(tmp.path(), "", 5, true, &[]).await;
+    let (cfg, data, study_uid, files) = (&f.cfg, &f.data, &f.study_uid, &f.files);
     let out = bin()
         .args(["export", "--config"])
-        .arg(&cfg)
+        .arg(cfg)
         .arg("--data")
-        .arg(&data)
-        .args(["--exporter", "STOWRSD", "--study", &study_uid, "--wait"])
+        .arg(data)
+        .args(["--exporter", "STOWRSD", "--study", study_uid, "--wait"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -764,14 +778,15 @@ async fn export_wait_exits_with_the_outcome() {
         text(&out.stderr)
     );
     let (_, rest) = get_json(&format!(
-        "http://127.0.0.1:{port}/dcm4chee-arc/monitor/export/{}",
+        "{}/monitor/export/{}",
+        f.base,
         t["taskID"].as_str().unwrap()
     ))
     .await;
     assert_eq!(rest, t);
-    for f in &files {
-        let got = received.join(format!("{}.dcm", sop_uid(f)));
-        assert_eq!(std::fs::read(f).unwrap(), std::fs::read(&got).unwrap());
+    for file in files {
+        let got = f.received.join(format!("{}.dcm", sop_uid(file)));
+        assert_eq!(std::fs::read(file).unwrap(), std::fs::read(&got).unwrap());
     }
 }
 
@@ -783,19 +798,15 @@ async fn export_wait_fails_with_the_destination_and_times_out() {
     let no_retries = format!(
         "dn: {EXPORT_QUEUE_DN}\nchangetype: modify\nreplace: dcmMaxRetries\ndcmMaxRetries: 0\n-\n\n"
     );
-    let cfg = write_config(tmp.path(), free_port(), &(no_retries + &closed_window()));
-    let data = tmp.path().join("data");
-    let (study_uid, files) = study(&tmp.path().join("src"), 2, 32);
-    import(&data, &files).await;
-    let port = free_port();
-    let _serve = start_serve(&cfg, &data, port, &[], &[]).await;
+    let f = fixture(tmp.path(), &(no_retries + &closed_window()), 2, false, &[]).await;
+    let (cfg, data, study_uid) = (&f.cfg, &f.data, &f.study_uid);
     let export = |exporter: &str, extra: &[&str]| {
         bin()
             .args(["export", "--config"])
-            .arg(&cfg)
+            .arg(cfg)
             .arg("--data")
-            .arg(&data)
-            .args(["--exporter", exporter, "--study", &study_uid, "--wait"])
+            .arg(data)
+            .args(["--exporter", exporter, "--study", study_uid, "--wait"])
             .args(extra)
             .output()
             .unwrap()
@@ -821,10 +832,7 @@ async fn export_wait_fails_with_the_destination_and_times_out() {
         )),
         "{err}"
     );
-    let (_, rest) = get_json(&format!(
-        "http://127.0.0.1:{port}/dcm4chee-arc/monitor/export/{id}"
-    ))
-    .await;
+    let (_, rest) = get_json(&format!("{}/monitor/export/{id}", f.base)).await;
     assert_eq!(rest["status"], "SCHEDULED");
 
     // --timeout only means something with --wait.

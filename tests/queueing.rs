@@ -209,11 +209,6 @@ const STOW_EXPORTER_DN: &str = "dcmExporterID=StowExporter,dicomDeviceName=dcm4c
 const EXPORT1_QUEUE_DN: &str = "dcmQueueName=Export1,dicomDeviceName=dcm4chee-arc,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org";
 
 /// An hour of the day that is certainly not now (12 hours away).
-fn closed_hour() -> u32 {
-    use chrono::Timelike;
-    (chrono::Local::now().hour() + 12) % 24
-}
-
 fn add_attr(dn: &str, attr: &str, value: &str) -> String {
     format!("dn: {dn}\nchangetype: modify\nadd: {attr}\n{attr}: {value}\n-\n\n")
 }
@@ -243,15 +238,7 @@ async fn tasks_wait_outside_their_windows_and_run_when_a_reload_opens_them() {
     );
     assert!(rcv.seen().is_empty());
     // GET /export shows each exporter's window and when it next opens.
-    let exporters: serde_json::Value = svc
-        .http
-        .get(svc.url("/export"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let exporters: serde_json::Value = svc.get_json("/export").await;
     let by_id = |id: &str| {
         exporters
             .as_array()

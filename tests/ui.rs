@@ -328,12 +328,6 @@ fn row(id: &str, inner: &str) -> String {
     format!("#tasks tr.task[data-task-id=\"{id}\"] {inner}")
 }
 
-/// An hour of the day that is certainly not now.
-fn closed_hour() -> u32 {
-    use chrono::Timelike;
-    (chrono::Local::now().hour() + 12) % 24
-}
-
 /// Polls the REST API until task `id` has `status`.
 async fn wait_rest_status(svc: &Service, id: &str, status: &str) -> Value {
     let start = Instant::now();
@@ -395,15 +389,7 @@ async fn the_page_lists_expands_cancels_and_reschedules_tasks() {
         .collect();
     sops.sort();
     assert_eq!(sops.len(), 3);
-    let exporters: Vec<Value> = svc
-        .http
-        .get(svc.url("/export"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let exporters: Vec<Value> = svc.get_json("/export").await;
 
     let b = Browser::start().await;
     // Without the trailing slash: the redirect must bring the page.

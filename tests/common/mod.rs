@@ -448,6 +448,13 @@ pub async fn flaky(
     (port, times)
 }
 
+/// An hour of the day (local time) that is certainly not now: a
+/// `dcmSchedule: hour=<it>` window is closed for the whole test.
+pub fn closed_hour() -> u32 {
+    use chrono::Timelike;
+    (chrono::Local::now().hour() + 12) % 24
+}
+
 /// Every file under `dir`, recursively.
 pub fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
