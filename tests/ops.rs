@@ -763,3 +763,70 @@ async fn sigterm_stops_at_the_deadline_and_the_task_resumes_after_restart() {
         "{log}"
     );
 }
+
+/// Kills the child by its PID when dropped, so a failed assertion leaves
+/// no service behind.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn bound_off_loopback_every_unauthenticated_call_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write_config(tmp.path(), free_port(), "");
+    let token = tmp.path().join("token");
+    std::fs::write(&token, "off-l00pback-token\n").unwrap();
+    let port = free_port();
+    // Listening on every interface; the test itself talks over loopback only.
+    let _serve = Killed(
+        bin()
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .arg("--data")
+            .arg(tmp.path().join("data"))
+            .args(["--listen", &format!("0.0.0.0:{port}")])
+            .arg("--api-token-file")
+            .arg(&token)
+            .env_remove("STOW_EXPORTER_API_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_up(port, Duration::from_secs(20)).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    for (method, path) in stow_exporter::api::routes() {
+        let path = path
+            .replace("{AET}", AET)
+            .replace("{ExporterID}", "STOWRSD")
+            .replace("{taskID}", "1")
+            .replace("{StudyInstanceUID}", "1.2.3")
+            .replace("{SeriesInstanceUID}", "1.2.3.4")
+            .replace("{SOPInstanceUID}", "1.2.3.4.5");
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let r = http
+            .request(method.clone(), format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap();
+        let open = path == "/dcm4chee-arc/health/live" || path.starts_with("/dcm4chee-arc/ui2");
+        if open {
+            assert_ne!(r.status(), 401, "{method} {path} needs no token");
+        } else {
+            assert_eq!(r.status(), 401, "{method} {path} without the token");
+        }
+    }
+    let r = http
+        .get(format!("{base}/dcm4chee-arc/ctrl/status"))
+        .bearer_auth("off-l00pback-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "with the token");
+}
