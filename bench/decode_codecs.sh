@@ -46,8 +46,11 @@
 # (mktemp -d) is removed on exit.
 # Environment: BENCH_TMPDIR (parent of the work dir, default /tmp),
 # BENCH_KEEP=1 (keep the work dir), CARGO_TARGET_DIR (as cargo),
+# BENCH_BIN (a stow-exporter binary to measure instead of building one),
 # CT_COUNT (default 3), CT_FRAMES (16), RGB_COUNT (4), RGB_FRAMES (4),
-# TARGET_S (seconds per timed run, default 1.0), LOAD_MAX (cores other
+# ONLY (comma-separated codec names, e.g. ONLY=jpeg-lossless-sv1,rle-ct:
+# only those folders are made and measured; default all), TARGET_S
+# (seconds per timed run, default 1.0), LOAD_MAX (cores other
 # processes may use during a measurement before it is repeated, default
 # 0.25) and RETRIES (repeated measurements per run at most, default 15).
 set -Eeuo pipefail
@@ -164,12 +167,19 @@ load_since() {
 passes_for() { awk -v t="$1" -v g="$TARGET_S" 'BEGIN {n = int(g / (t > 0.001 ? t : 0.001) + 0.999); printf "%d", n < 1 ? 1 : n}'; }
 
 # ------------------------------------------------------------------ build
-say "building the release binary (cargo skips this when up to date)"
-(cd "$ROOT" && cargo build --release --bin stow-exporter) || die "cargo build --release failed"
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-[[ $TARGET == /* ]] || TARGET=$ROOT/$TARGET
-BIN=$TARGET/release/stow-exporter
-[[ -x $BIN ]] || die "$BIN not found after the build"
+if [[ -n ${BENCH_BIN:-} ]]; then
+    # A binary built elsewhere (e.g. a copy of an earlier build, to compare)
+    BIN=$(realpath "$BENCH_BIN") || die "BENCH_BIN=$BENCH_BIN not found"
+    [[ -x $BIN ]] || die "BENCH_BIN=$BENCH_BIN is not executable"
+    say "using $BIN (BENCH_BIN; not building)"
+else
+    say "building the release binary (cargo skips this when up to date)"
+    (cd "$ROOT" && cargo build --release --bin stow-exporter) || die "cargo build --release failed"
+    TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+    [[ $TARGET == /* ]] || TARGET=$ROOT/$TARGET
+    BIN=$TARGET/release/stow-exporter
+    [[ -x $BIN ]] || die "$BIN not found after the build"
+fi
 "$BIN" transcode --help >/dev/null 2>&1 || die "$BIN has no 'transcode' command"
 export RUST_LOG=warn
 export NO_COLOR=1
@@ -352,6 +362,19 @@ CODECS=(
     "j2k-lossless ct 1.2.840.10008.1.2.4.90 opj_decompress 1"
     "j2k-lossy ct 1.2.840.10008.1.2.4.91 opj_decompress 0"
 )
+# ONLY=a,b: keep those codecs (in the order above).
+if [[ -n ${ONLY:-} ]]; then
+    kept=()
+    for spec in "${CODECS[@]}"; do
+        if [[ ,$ONLY, == *",${spec%% *},"* ]]; then kept+=("$spec"); fi
+    done
+    for want in ${ONLY//,/ }; do
+        printf '%s\n' "${CODECS[@]}" | grep -q "^$want " || die "ONLY: no codec named '$want'"
+    done
+    CODECS=("${kept[@]}")
+fi
+# wanted NAME: whether the codec NAME is measured in this run.
+wanted() { printf '%s\n' "${CODECS[@]}" | grep -q "^$1 "; }
 
 # compress_all TOOL OPTIONS SET DEST: TOOL [OPTIONS] in out, P files at a time.
 compress_all() {
@@ -368,16 +391,17 @@ compress_all() {
 
 say "compressing with dcmtk (dcmcjpeg, dcmcjpls, dcmcrle) and OpenJPEG (opj_compress)"
 t=$(now)
-compress_all dcmcjpeg +eb rgb "$WORK/codec/jpeg-baseline-rgb"
-compress_all dcmcjpeg "+ee +rm" ct "$WORK/codec/jpeg-extended-12bit"
-compress_all dcmcjpeg +e1 ct "$WORK/codec/jpeg-lossless-sv1"
-compress_all dcmcjpls +el ct "$WORK/codec/jpeg-ls-lossless"
-compress_all dcmcjpls +en ct "$WORK/codec/jpeg-ls-near-lossless"
-compress_all dcmcrle "" ct "$WORK/codec/rle-ct"
-compress_all dcmcrle "" rgb "$WORK/codec/rle-rgb"
+wanted jpeg-baseline-rgb && compress_all dcmcjpeg +eb rgb "$WORK/codec/jpeg-baseline-rgb"
+wanted jpeg-extended-12bit && compress_all dcmcjpeg "+ee +rm" ct "$WORK/codec/jpeg-extended-12bit"
+wanted jpeg-lossless-sv1 && compress_all dcmcjpeg +e1 ct "$WORK/codec/jpeg-lossless-sv1"
+wanted jpeg-ls-lossless && compress_all dcmcjpls +el ct "$WORK/codec/jpeg-ls-lossless"
+wanted jpeg-ls-near-lossless && compress_all dcmcjpls +en ct "$WORK/codec/jpeg-ls-near-lossless"
+wanted rle-ct && compress_all dcmcrle "" ct "$WORK/codec/rle-ct"
+wanted rle-rgb && compress_all dcmcrle "" rgb "$WORK/codec/rle-rgb"
 
 # JPEG 2000: opj_compress on the raw samples (lossless: reversible 5/3, the
 # default; lossy: irreversible 9/7 at 10:1), then wrapped by pydicom.
+if wanted j2k-lossless || wanted j2k-lossy; then
 mkdir -p "$WORK/j2k-lossless" "$WORK/j2k-lossy"
 : >"$WORK/j2k.list"
 for f in "$WORK/src/ct-raw"/*.rawl; do
@@ -421,7 +445,6 @@ for kind, ts, lossy in (("j2k-lossless", "1.2.840.10008.1.2.4.90", False),
             ds.LossyImageCompressionMethod = "ISO_15444_1"
         ds.save_as(os.path.join(dest, name), enforce_file_format=True)
 PY
-say "compressed in $(sub "$(now)" "$t") s"
 
 # The codestreams opj_decompress reads, extracted from the DICOM files (the
 # same bytes stow-exporter decodes).
@@ -442,6 +465,8 @@ for kind in ("j2k-lossless", "j2k-lossy"):
             with open(os.path.join(dest, f"{name[:-4]}-{n}.j2k"), "wb") as f:
                 f.write(fr)
 PY
+fi
+say "compressed in $(sub "$(now)" "$t") s"
 
 # Per folder: files, decoded pixel bytes (from the headers), syntax check,
 # compressed bytes.

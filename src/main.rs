@@ -20,6 +20,12 @@ use stow_exporter::schedule::Zone;
 use stow_exporter::stowrsd::{self, StowrsdOptions};
 use stow_exporter::task::TaskRequest;
 
+/// mimalloc keeps freed large buffers (files, decoded pixels) for reuse
+/// instead of returning them with munmap, which serialised parallel
+/// transcodes on the kernel's mm lock (bench/README.md, Decompression).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "stow-exporter",

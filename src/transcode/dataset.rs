@@ -45,6 +45,9 @@ pub enum DatasetError {
     Inflate(String),
     #[error("sequences nested deeper than {MAX_DEPTH} levels")]
     TooDeep,
+    /// The pixel data could not be decoded (the decoder's message).
+    #[error("{0}")]
+    Pixels(String),
 }
 
 /// How a data set is encoded.

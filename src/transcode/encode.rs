@@ -47,6 +47,15 @@ impl Changes {
     }
 }
 
+/// A new pixel data value.
+pub enum PixelValue<'a> {
+    /// These bytes.
+    Bytes(&'a [u8]),
+    /// This many bytes, which the function appends to the output (the
+    /// decoder, writing straight into the file being built).
+    Decode(u64, &'a mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>),
+}
+
 /// Writes preamble, file meta (with the new transfer syntax and group
 /// length) and the data set in `target` encoding, with `changes` applied
 /// and `pixel_data` (VR and value) in place of the source's pixel data.
@@ -55,7 +64,7 @@ pub fn write_file(
     target_ts: &str,
     target: Encoding,
     changes: &Changes,
-    pixel_data: Option<([u8; 2], &[u8])>,
+    mut pixel_data: Option<([u8; 2], PixelValue<'_>)>,
     out: &mut Vec<u8>,
 ) -> Result<(), DatasetError> {
     out.extend_from_slice(parts.prefix);
@@ -72,11 +81,28 @@ pub fn write_file(
             continue;
         }
         if e.tag == PIXEL_DATA
-            && let Some((vr, v)) = pixel_data
+            && let Some((vr, v)) = pixel_data.take()
         {
-            write_header(out, e.tag, Some(vr), v.len() as u32, target);
-            out.extend_from_slice(v);
-            if v.len() % 2 == 1 {
+            let len = match v {
+                PixelValue::Bytes(v) => {
+                    write_header(out, e.tag, Some(vr), v.len() as u32, target);
+                    out.extend_from_slice(v);
+                    v.len()
+                }
+                PixelValue::Decode(len, decode) => {
+                    write_header(out, e.tag, Some(vr), len as u32, target);
+                    let before = out.len();
+                    decode(out).map_err(DatasetError::Pixels)?;
+                    let got = out.len() - before;
+                    if got as u64 != len {
+                        return Err(DatasetError::Pixels(format!(
+                            "decoded {got} bytes, {len} expected"
+                        )));
+                    }
+                    got
+                }
+            };
+            if len % 2 == 1 {
                 out.push(0);
             }
             continue;

@@ -1,17 +1,19 @@
 //! JPEG (ISO 10918) frames: baseline and extended sequential DCT, 8 and
 //! 12 bits, and the lossless process.
 //!
-//! 8-bit DCT and lossless go through `jpeg-decoder`; 12-bit DCT, which it
-//! refuses, through our own decoder ([`super::jpeg12`]). Unlike dicom-rs'
-//! adapter, the colour transform is chosen here from the JPEG markers *and*
-//! the DICOM Photometric Interpretation: an RGB image coded without a
-//! colour transform and without an Adobe marker is not mistaken for YCbCr.
+//! 8-bit DCT goes through `jpeg-decoder`; 12-bit DCT, which it refuses,
+//! through our own decoder ([`super::jpeg12`]); lossless through our fast
+//! path ([`super::jpegll`]) when it takes the stream, else `jpeg-decoder`.
+//! Unlike dicom-rs' adapter, the colour transform is chosen here from the
+//! JPEG markers *and* the DICOM Photometric Interpretation: an RGB image
+//! coded without a colour transform and without an Adobe marker is not
+//! mistaken for YCbCr.
 
 use std::io::Cursor;
 
 use jpeg_decoder::{ColorTransform, Decoder};
 
-use super::jpeg12;
+use super::{jpeg12, jpegll};
 
 /// What the markers before the first scan say.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -100,6 +102,9 @@ pub fn decode_frame(
     let lossless = matches!(m.sof, 0xC3 | 0xC7 | 0xCB | 0xCF);
     if !lossless && m.precision > 8 {
         return decode_12(data, &m, photometric, bits_allocated, max_bytes, dst);
+    }
+    if lossless && jpegll::decode(data, bits_allocated, max_bytes, dst).is_some() {
+        return Ok(());
     }
     let mut d = Decoder::new(Cursor::new(data));
     d.set_max_decoding_buffer_size(max_bytes);

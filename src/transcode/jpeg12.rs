@@ -113,32 +113,32 @@ const MAX_SAMPLING: u8 = 4;
 // ---------------------------------------------------------------------------
 // Huffman tables
 
-const LOOKAHEAD: u32 = 9;
+pub(super) const LOOKAHEAD: u32 = 9;
 
 /// A DHT table as transmitted (counts per code length and the symbols).
 #[derive(Clone)]
-struct RawHuffman {
-    counts: [u8; 16],
-    values: [u8; 256],
+pub(super) struct RawHuffman {
+    pub(super) counts: [u8; 16],
+    pub(super) values: [u8; 256],
 }
 
 /// The derived decoding tables (`jpeg_make_d_derived_tbl`) plus a lookahead table.
-struct HuffTable {
+pub(super) struct HuffTable {
     /// Indexed by the next `LOOKAHEAD` bits: `(code length << 8) | symbol`, or 0
     /// when the code is longer than `LOOKAHEAD` bits.
-    lookup: [u16; 1 << LOOKAHEAD],
+    pub(super) lookup: [u16; 1 << LOOKAHEAD],
     /// For AC tables, indexed like `lookup`: when the code and its magnitude bits
     /// both fit in the lookahead, `value << 16 | run << 8 | total bits`, else 0.
     fast_ac: [i32; 1 << LOOKAHEAD],
     /// Largest code of each length, -1 when there is none; `maxcode[17]` is a sentinel.
-    maxcode: [i32; 18],
+    pub(super) maxcode: [i32; 18],
     /// Index in `values` of the first symbol of each length, minus its code.
-    valoffset: [i32; 18],
-    values: [u8; 256],
+    pub(super) valoffset: [i32; 18],
+    pub(super) values: [u8; 256],
 }
 
 impl HuffTable {
-    fn build(raw: &RawHuffman) -> Result<Box<HuffTable>, JpegError> {
+    pub(super) fn build(raw: &RawHuffman) -> Result<Box<HuffTable>, JpegError> {
         let bad = || invalid("bogus Huffman table definition");
         let mut sizes = [0u8; 257];
         let mut codes = [0u32; 257];
@@ -216,19 +216,19 @@ impl HuffTable {
 // ---------------------------------------------------------------------------
 // Bit reader for entropy-coded segments
 
-struct BitReader<'a> {
+pub(super) struct BitReader<'a> {
     data: &'a [u8],
     /// Next byte to read; once `stopped` by a marker, the position of that marker's 0xFF.
-    pos: usize,
+    pub(super) pos: usize,
     /// Bits, MSB first.
-    acc: u64,
-    nbits: u32,
+    pub(super) acc: u64,
+    pub(super) nbits: u32,
     /// A marker or the end of the data was reached: only zero bits are fed from now on.
-    stopped: bool,
+    pub(super) stopped: bool,
     /// `stopped` because the data ran out.
-    eof: bool,
+    pub(super) eof: bool,
     /// The code of the marker at `pos` when `stopped && !eof`.
-    marker: u8,
+    pub(super) marker: u8,
     /// Fake zero bits at the low end of `acc`.
     fake: u32,
     /// Some fake bits were consumed (libjpeg's `insufficient_data` condition).
@@ -236,7 +236,7 @@ struct BitReader<'a> {
 }
 
 impl<'a> BitReader<'a> {
-    fn new(data: &'a [u8], pos: usize) -> Self {
+    pub(super) fn new(data: &'a [u8], pos: usize) -> Self {
         BitReader {
             data,
             pos,
@@ -252,7 +252,7 @@ impl<'a> BitReader<'a> {
 
     /// Fills the accumulator to at least 57 bits.
     #[inline]
-    fn refill(&mut self) {
+    pub(super) fn refill(&mut self) {
         if self.nbits < self.fake {
             self.overrun = true;
             self.fake = self.nbits;
@@ -330,7 +330,7 @@ impl<'a> BitReader<'a> {
 
     /// Whether fake zero bits have been consumed since the last `discard`.
     #[inline]
-    fn overran(&mut self) -> bool {
+    pub(super) fn overran(&mut self) -> bool {
         if self.nbits < self.fake {
             self.overrun = true;
             self.fake = self.nbits;
@@ -339,7 +339,7 @@ impl<'a> BitReader<'a> {
     }
 
     /// Throws away the buffered bits (at a restart marker).
-    fn discard(&mut self) {
+    pub(super) fn discard(&mut self) {
         self.acc = 0;
         self.nbits = 0;
         self.fake = 0;
@@ -347,7 +347,7 @@ impl<'a> BitReader<'a> {
     }
 
     #[inline(always)]
-    fn consume(&mut self, n: u32) {
+    pub(super) fn consume(&mut self, n: u32) {
         self.acc <<= n;
         self.nbits -= n;
     }
@@ -1039,7 +1039,7 @@ impl<'a> Decoder<'a> {
 
 /// libjpeg's `next_marker` from `pos`: returns the marker code and the position
 /// of its (last) 0xFF byte.
-fn find_marker(data: &[u8], mut pos: usize) -> Option<(u8, usize)> {
+pub(super) fn find_marker(data: &[u8], mut pos: usize) -> Option<(u8, usize)> {
     loop {
         while *data.get(pos)? != 0xFF {
             pos += 1;
@@ -1057,7 +1057,10 @@ fn find_marker(data: &[u8], mut pos: usize) -> Option<(u8, usize)> {
 
 /// Reads the restart marker expected after a restart interval (libjpeg's
 /// `read_restart_marker` with the default `jpeg_resync_to_restart`).
-fn read_restart_marker(br: &mut BitReader<'_>, next_rst: &mut u8) -> Result<(), JpegError> {
+pub(super) fn read_restart_marker(
+    br: &mut BitReader<'_>,
+    next_rst: &mut u8,
+) -> Result<(), JpegError> {
     if !br.stopped {
         let (code, pos) = find_marker(br.data, br.pos).ok_or(JpegError::Truncated)?;
         br.marker = code;

@@ -15,6 +15,7 @@ mod dataset;
 mod encode;
 mod jpeg;
 mod jpeg12;
+mod jpegll;
 mod pixels;
 mod rle;
 
@@ -28,7 +29,7 @@ use dataset::{
     DatasetError, Element, Encoding, PIXEL_DATA, TS_DEFLATED, TS_EXPLICIT_BE, TS_EXPLICIT_LE,
     TS_IMPLICIT_LE, elements, fragments, split,
 };
-use encode::{Changes, write_file};
+use encode::{Changes, PixelValue, write_file};
 pub use pixels::ImageInfo;
 
 use crate::config::transfer_syntax_name;
@@ -185,6 +186,9 @@ pub fn transcode(
     let mut changes = Changes::default();
     let decoded;
     let mut pixel_data = None;
+    // Compressed pixel data is decoded straight into the output file.
+    let mut decode_fn;
+    let mut decoded_len = 0u64;
     match &sc.pixel {
         Some(px) if !native_source && px.undefined() => {
             let info = &sc.info;
@@ -199,13 +203,15 @@ pub fn transcode(
             let frags: Vec<&[u8]> = ranges.iter().map(|r| &ds[r.clone()]).collect();
             let fam = pixels::family(&uid);
             let frames = pixels::frames(info, fam, &bot, &frags).map_err(|e| fail(&uid, e))?;
-            decoded = pixels::decode(&uid, info, &frames, max).map_err(|e| fail(&uid, e))?;
+            decoded_len = pixels::checked_len(info, max).map_err(|e| fail(&uid, e))?;
+            let ts = uid.as_str();
+            decode_fn = move |out: &mut Vec<u8>| pixels::decode_into(ts, info, &frames, max, out);
             let vr = if info.bits_allocated > 8 {
                 *b"OW"
             } else {
                 *b"OB"
             };
-            pixel_data = Some((vr, &decoded[..]));
+            pixel_data = Some((vr, PixelValue::Decode(decoded_len, &mut decode_fn)));
             if info.samples > 1 {
                 if info.photometric.starts_with("YBR") {
                     changes.set_text(Tag(0x0028, 0x0004), b"CS", "RGB");
@@ -249,7 +255,7 @@ pub fn transcode(
             } else {
                 *b"OB"
             };
-            pixel_data = Some((vr, &decoded[..]));
+            pixel_data = Some((vr, PixelValue::Bytes(&decoded[..])));
         }
         Some(px)
             if parts.encoding == Encoding::ImplicitLE
@@ -261,11 +267,16 @@ pub fn transcode(
             } else {
                 *b"OB"
             };
-            pixel_data = Some((vr, &ds[px.value.clone()]));
+            pixel_data = Some((vr, PixelValue::Bytes(&ds[px.value.clone()])));
         }
         _ => {}
     }
-    let mut out = Vec::with_capacity(file.len() + pixel_data.map_or(0, |(_, p)| p.len()));
+    let new_pixels = match &pixel_data {
+        Some((_, PixelValue::Bytes(p))) => p.len() as u64,
+        Some((_, PixelValue::Decode(len, _))) => *len,
+        None => 0,
+    };
+    let mut out = Vec::with_capacity(file.len() + new_pixels as usize);
     write_file(
         &parts,
         target.uid(),
@@ -275,11 +286,7 @@ pub fn transcode(
         &mut out,
     )
     .map_err(|e| fail(&uid, e.to_string()))?;
-    let decoded_pixel_bytes = if native_source {
-        0
-    } else {
-        pixel_data.map_or(0, |(_, p)| p.len() as u64)
-    };
+    let decoded_pixel_bytes = if native_source { 0 } else { decoded_len };
     Ok(Transcoded {
         data: out,
         decoded_pixel_bytes,

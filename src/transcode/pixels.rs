@@ -131,14 +131,8 @@ pub fn frames<'a>(
     ))
 }
 
-/// Decodes every frame; the result is native pixel data, samples
-/// interleaved, little endian.
-pub fn decode(
-    ts: &str,
-    info: &ImageInfo,
-    frames: &[Cow<'_, [u8]>],
-    max_bytes: usize,
-) -> Result<Vec<u8>, String> {
+/// The native size of the pixel data, if it is within `max_bytes`.
+pub fn checked_len(info: &ImageInfo, max_bytes: usize) -> Result<u64, String> {
     let total = info.native_len();
     if total > max_bytes as u64 {
         return Err(format!(
@@ -150,27 +144,67 @@ pub fn decode(
             info.bits_allocated
         ));
     }
+    Ok(total)
+}
+
+/// Decodes every frame; the result is native pixel data, samples
+/// interleaved, little endian.
+#[cfg(test)]
+pub fn decode(
+    ts: &str,
+    info: &ImageInfo,
+    frames: &[Cow<'_, [u8]>],
+    max_bytes: usize,
+) -> Result<Vec<u8>, String> {
+    let mut dst = Vec::new();
+    decode_into(ts, info, frames, max_bytes, &mut dst)?;
+    Ok(dst)
+}
+
+/// Decodes every frame and appends the native pixel data (samples
+/// interleaved, little endian) to `out`, which the caller has sized.
+pub fn decode_into(
+    ts: &str,
+    info: &ImageInfo,
+    frames: &[Cow<'_, [u8]>],
+    max_bytes: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let total = checked_len(info, max_bytes)?;
     let frame_len = info.frame_len();
-    let mut dst = Vec::with_capacity(total as usize);
+    let start = out.len();
+    out.reserve(total as usize);
+    decode_frames(ts, info, frames, max_bytes, frame_len, out)?;
+    if out.len() - start != total as usize {
+        return Err(format!(
+            "decoded {} bytes, {total} expected",
+            out.len() - start
+        ));
+    }
+    Ok(())
+}
+
+fn decode_frames(
+    ts: &str,
+    info: &ImageInfo,
+    frames: &[Cow<'_, [u8]>],
+    max_bytes: usize,
+    frame_len: usize,
+    dst: &mut Vec<u8>,
+) -> Result<(), String> {
     match family(ts) {
         Family::Rle => {
             let pixels = usize::from(info.rows) * usize::from(info.cols);
             for (i, f) in frames.iter().enumerate() {
-                rle::decode_frame(f, pixels, info.samples, info.bits_allocated, &mut dst)
+                rle::decode_frame(f, pixels, info.samples, info.bits_allocated, dst)
                     .map_err(|e| format!("frame {}: {e}", i + 1))?;
             }
         }
         Family::Jpeg => {
             for (i, f) in frames.iter().enumerate() {
                 let before = dst.len();
-                jpeg::decode_frame(
-                    f,
-                    &info.photometric,
-                    info.bits_allocated,
-                    max_bytes,
-                    &mut dst,
-                )
-                .map_err(|e| format!("frame {}: {e}", i + 1))?;
+                jpeg::decode_frame(f, &info.photometric, info.bits_allocated, max_bytes, dst)
+                    .map_err(|e| format!("frame {}: {e}", i + 1))?;
                 check_size(dst.len() - before, frame_len, i)?;
             }
         }
@@ -183,16 +217,13 @@ pub fn decode(
             for i in 0..frames.len() {
                 let before = dst.len();
                 reader
-                    .decode_frame(&obj, i as u32, &mut dst)
+                    .decode_frame(&obj, i as u32, dst)
                     .map_err(|e| format!("frame {}: {}", i + 1, chain(&e)))?;
                 check_size(dst.len() - before, frame_len, i)?;
             }
         }
     }
-    if dst.len() != total as usize {
-        return Err(format!("decoded {} bytes, {total} expected", dst.len()));
-    }
-    Ok(dst)
+    Ok(())
 }
 
 fn check_size(got: usize, want: usize, frame: usize) -> Result<(), String> {
