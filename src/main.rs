@@ -606,8 +606,12 @@ async fn transcode_files(
         Some(n) => Transcoder::new(n, Limits::default()),
         None => Transcoder::per_core(Limits::default()),
     };
+    // The Transcoder decodes at most `jobs` objects at once; twice as many
+    // are handed to it so that a decoder that finishes finds the next
+    // object already read and waiting, as on the export path, where more
+    // requests wait for a decode slot than there are slots.
     let parallel =
-        jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        2 * jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let started = std::time::Instant::now();
     let work = (0..repeat.max(1)).flat_map(|round| files.iter().map(move |f| (round, f.clone())));
     let mut results = stream::iter(work)
@@ -627,6 +631,7 @@ async fn transcode_files(
     while let Some((round, file, r, took)) = results.next().await {
         let mut line = serde_json::json!({
             "file": file.display().to_string(),
+            // Includes the wait for a decode slot.
             "ms": took.as_secs_f64() * 1000.0,
         });
         match r {
