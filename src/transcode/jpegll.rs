@@ -413,15 +413,28 @@ mod tests {
     use super::*;
     use crate::transcode::{dataset, pixels, scan};
 
-    /// Every lossless JPEG frame of pydicom's test files (when
-    /// STOW_TEST_PYDICOM_FILES names them) takes the fast path and gives
-    /// the same samples as jpeg-decoder.
+    /// Every lossless JPEG frame of pydicom's test files takes the fast
+    /// path and gives the same samples as jpeg-decoder.
+    /// pydicom's bundled test files: STOW_TEST_PYDICOM_FILES, else asked of
+    /// python3. A test that cannot find them fails (a skip is not a pass).
+    fn pydicom_files() -> std::path::PathBuf {
+        if let Some(dir) = std::env::var_os("STOW_TEST_PYDICOM_FILES") {
+            return dir.into();
+        }
+        let out = std::process::Command::new("python3")
+            .args(["-c", "import pydicom, os; print(os.path.join(os.path.dirname(pydicom.__file__), 'data', 'test_files'))"])
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "pydicom is not installed: run scripts/test.sh, which installs the test dependencies"
+        );
+        String::from_utf8(out.stdout).unwrap().trim().into()
+    }
+
     #[test]
     fn pydicom_lossless_frames_take_the_fast_path_and_match_jpeg_decoder() {
-        let Some(dir) = std::env::var_os("STOW_TEST_PYDICOM_FILES") else {
-            eprintln!("STOW_TEST_PYDICOM_FILES is not set: skipped");
-            return;
-        };
+        let dir = pydicom_files();
         let mut checked = 0;
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
@@ -482,16 +495,12 @@ mod tests {
     /// takes every stream and gives dcmdjpeg's (libjpeg's) samples.
     #[test]
     fn predictors_and_point_transforms_match_dcmdjpeg() {
-        let Some(dir) = std::env::var_os("STOW_TEST_PYDICOM_FILES") else {
-            eprintln!("STOW_TEST_PYDICOM_FILES is not set: skipped");
-            return;
-        };
+        let dir = pydicom_files();
         let ok = |c: &mut std::process::Command| c.status().is_ok_and(|s| s.success());
-        if !ok(std::process::Command::new("dcmcjpeg").arg("--version")) {
-            eprintln!("dcmcjpeg is not installed: skipped");
-            return;
-        }
-        let dir = std::path::PathBuf::from(dir);
+        assert!(
+            ok(std::process::Command::new("dcmcjpeg").arg("--version")),
+            "dcmcjpeg (dcmtk) is not installed: run scripts/test.sh, which installs it"
+        );
         let tmp = tempfile::tempdir().unwrap();
         let rgb = tmp.path().join("rgb.dcm");
         let run = |tool: &str, args: &[&str], from: &std::path::Path, to: &std::path::Path| {
