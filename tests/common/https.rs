@@ -15,7 +15,6 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use stow_exporter::stowrsd::{self, StowrsdOptions};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
 
 /// A certificate and its key, as PEM files.
@@ -261,7 +260,7 @@ pub struct HttpsReceiver {
     pub dir: PathBuf,
     /// Why handshakes failed, as the server saw it.
     pub failures: Arc<Mutex<Vec<String>>>,
-    stop: Option<oneshot::Sender<()>>,
+    _server: super::ServerGuard,
 }
 
 impl HttpsReceiver {
@@ -281,20 +280,11 @@ impl HttpsReceiver {
         let app = stowrsd::router(StowrsdOptions {
             store_dir: Some(dir.to_path_buf()),
         });
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await
-                .unwrap();
-        });
         HttpsReceiver {
             addr,
             dir: dir.to_path_buf(),
             failures,
-            stop: Some(tx),
+            _server: super::serve_until_dropped(listener, app),
         }
     }
 
@@ -304,20 +294,6 @@ impl HttpsReceiver {
 
     /// Files stored so far.
     pub fn stored(&self) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(&self.dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "dcm"))
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for HttpsReceiver {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
+        super::stored_in(&self.dir)
     }
 }

@@ -94,7 +94,48 @@ pub struct Receiver {
     pub dir: PathBuf,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub max_in_flight: Arc<AtomicUsize>,
-    stop: Option<oneshot::Sender<()>>,
+    _server: ServerGuard,
+}
+
+/// Stops a server started by [`serve_until_dropped`] when dropped.
+pub struct ServerGuard(Option<oneshot::Sender<()>>);
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Serves `app` on `listener` (plain TCP or TLS) in the background until
+/// the returned guard is dropped.
+pub fn serve_until_dropped<L>(listener: L, app: axum::Router) -> ServerGuard
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    ServerGuard(Some(tx))
+}
+
+/// The `*.dcm` files in `dir`, sorted: what a stowrsd stored there.
+pub fn stored_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "dcm"))
+        .collect();
+    v.sort();
+    v
 }
 
 impl Receiver {
@@ -146,21 +187,12 @@ impl Receiver {
         .layer(middleware::from_fn(observe));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await
-                .unwrap();
-        });
         Receiver {
             addr,
             dir: dir.to_path_buf(),
             seen,
             max_in_flight,
-            stop: Some(tx),
+            _server: serve_until_dropped(listener, app),
         }
     }
 
@@ -170,21 +202,7 @@ impl Receiver {
 
     /// Files stored so far, by name.
     pub fn stored(&self) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(&self.dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "dcm"))
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
+        stored_in(&self.dir)
     }
 }
 
