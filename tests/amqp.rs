@@ -26,27 +26,16 @@ async fn start(cfg: &Path, data: &Path) -> Service {
 
 /// Waits until the listing for `query` has `n` tasks, all ended.
 async fn wait_listed(svc: &Service, query: &str, n: usize) -> Vec<Value> {
-    let start = Instant::now();
-    loop {
+    eventually(Duration::from_secs(30), || async {
         let l = svc.list(query).await;
-        let done = l
-            .iter()
-            .filter(|t| {
-                matches!(
-                    t["status"].as_str(),
-                    Some("COMPLETED" | "WARNING" | "FAILED" | "CANCELED")
-                )
-            })
-            .count();
+        let done = l.iter().filter(|t| ended(t)).count();
         if done >= n {
-            return l;
+            Ok(l)
+        } else {
+            Err(format!("{query}: {done} of {n} tasks ended: {l:?}"))
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{query}: {done} of {n} tasks ended: {l:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -593,18 +582,15 @@ async fn export_later(svc: &Service, exporter: &str, study_uid: &str, seconds: i
 
 /// Polls the task until `cond` holds for it.
 async fn wait_task(svc: &Service, id: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    loop {
+    eventually(Duration::from_secs(15), || async {
         let t = svc.task(id).await;
         if cond(&t) {
-            return t;
+            Ok(t)
+        } else {
+            Err(format!("never {what}: {t}"))
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "never {what}: {t}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test]

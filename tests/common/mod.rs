@@ -330,25 +330,45 @@ impl Service {
     }
 }
 
-/// Polls `GET {base}/monitor/export/{id}` until the status is final.
-pub async fn wait_done(http: &reqwest::Client, base: &str, id: &str, limit: Duration) -> Value {
+/// Calls `probe` every 50 ms until it gives `Ok`; after `limit` the test
+/// fails with the last `Err`, which says what was still missing.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
     let start = Instant::now();
     loop {
-        if let Ok(r) = http.get(format!("{base}/monitor/export/{id}")).send().await
-            && let Ok(t) = r.json::<Value>().await
-            && matches!(
-                t["status"].as_str(),
-                Some("COMPLETED" | "WARNING" | "FAILED" | "CANCELED")
-            )
-        {
-            return t;
+        match probe().await {
+            Ok(v) => return v,
+            Err(why) => assert!(start.elapsed() < limit, "after {limit:?}: {why}"),
         }
-        assert!(
-            start.elapsed() < limit,
-            "task {id} not done within {limit:?}"
-        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Whether a task JSON has a final status.
+pub fn ended(t: &Value) -> bool {
+    matches!(
+        t["status"].as_str(),
+        Some("COMPLETED" | "WARNING" | "FAILED" | "CANCELED")
+    )
+}
+
+/// Polls `GET {base}/monitor/export/{id}` until the status is final.
+pub async fn wait_done(http: &reqwest::Client, base: &str, id: &str, limit: Duration) -> Value {
+    eventually(limit, || async {
+        let t = match http.get(format!("{base}/monitor/export/{id}")).send().await {
+            Ok(r) => r.json::<Value>().await.map_err(|e| e.to_string())?,
+            Err(e) => return Err(format!("task {id}: {e}")),
+        };
+        if ended(&t) {
+            Ok(t)
+        } else {
+            Err(format!("task {id} not done: {t}"))
+        }
+    })
+    .await
 }
 
 /// Waits until a `serve` on `port` answers its status endpoint.
