@@ -1,5 +1,8 @@
 # Builds stow-exporter. Run on its own, the image serves the embedded
-# defaults (configuration from /app/ldif, data in /data, built-in receiver);
+# defaults (configuration from /app/ldif, data in /data, built-in receiver).
+# Its control API listens on 0.0.0.0, so it needs a bearer token: give
+# -e STOW_EXPORTER_API_TOKEN=... (or mount a file and --api-token-file);
+# without one it refuses to start, naming the options.
 # docker-compose.yml runs it against OpenLDAP, Orthanc and RabbitMQ instead
 # (see docker/README.md). Not built on the development machines, which have
 # no Docker engine.
