@@ -806,3 +806,299 @@ async fn the_page_asks_for_the_token_and_then_lists_the_tasks() {
     b.quit().await;
     svc.stop().await;
 }
+
+const STOWRSD_DN: &str = "dcmExporterID=STOWRSD,dicomDeviceName=dcm4chee-arc,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org";
+
+/// The task IDs on the page, in order.
+const IDS: &str =
+    "return Array.from(document.querySelectorAll('#tasks tr.task')).map(r => r.dataset.taskId);";
+
+/// Null until the page lists exactly `ids` (in any order).
+fn listed_exactly(ids: &[String]) -> String {
+    format!(
+        "const want = {};
+         const got = Array.from(document.querySelectorAll('#tasks tr.task')).map(r => r.dataset.taskId);
+         return got.length === want.length && want.every(id => got.includes(id)) ? true : null;",
+        serde_json::to_string(ids).unwrap()
+    )
+}
+
+/// Sets the Status filter as a choice in the list would (its change
+/// applies the filters).
+async fn choose_status(b: &Browser, status: &str) {
+    b.js_with(
+        "const s = document.getElementById('f-status');
+         s.value = arguments[0];
+         s.dispatchEvent(new Event('change'));",
+        json!([status]),
+    )
+    .await;
+}
+
+/// Fills the four time inputs (datetime-local values, '' for none) and
+/// applies the filters.
+async fn time_filters(b: &Browser, created: (&str, &str), updated: (&str, &str)) {
+    b.js_with(
+        "const ids = ['f-created-from', 'f-created-to', 'f-updated-from', 'f-updated-to'];
+         ids.forEach((id, i) => { document.getElementById(id).value = arguments[0][i]; });
+         return ids.map(id => document.getElementById(id).value);",
+        json!([[created.0, created.1, updated.0, updated.1]]),
+    )
+    .await;
+    b.click("#filters button[type=submit]").await;
+}
+
+/// The API's bound of a datetime-local value: its digits, with `seconds`.
+fn bound(v: &str, seconds: &str) -> String {
+    if v.is_empty() {
+        return String::new();
+    }
+    let digits: String = v.chars().filter(char::is_ascii_digit).collect();
+    format!("{digits}{seconds}")
+}
+
+/// Clicks a bulk action, checks its confirmation names the count the REST
+/// API gives for `query`, and confirms. Returns that count.
+async fn bulk(b: &Browser, svc: &Service, action: &str, query: &str) -> u64 {
+    b.click(&format!("#bulk-{action}")).await;
+    let asked = b
+        .wait_js(
+            &format!("the confirmation of {action} matching"),
+            &format!(
+                "const c = document.getElementById('confirm');
+                 return !c.hidden && c.dataset.action === {} ?
+                     [Number(c.dataset.count), document.getElementById('confirm-text').textContent,
+                      document.getElementById('confirm-yes').textContent] : null;",
+                js_str(action)
+            ),
+        )
+        .await;
+    let n = svc
+        .get_json::<Value>(&format!("/monitor/export/count?{query}"))
+        .await["count"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(asked[0], json!(n), "{asked}");
+    let tasks = format!("{n} tasks");
+    assert!(
+        asked[1].as_str().unwrap().contains(&tasks) && asked[2].as_str().unwrap().contains(&tasks),
+        "{asked}"
+    );
+    b.click("#confirm-yes").await;
+    n
+}
+
+/// Null until the notice reads `text`.
+fn notice_is(text: &str) -> String {
+    format!(
+        "const n = document.getElementById('notice');
+         return !n.hidden && document.getElementById('notice-text').textContent === {} ? true : null;",
+        js_str(text)
+    )
+}
+
+#[tokio::test]
+async fn the_page_deletes_tasks_filters_by_time_and_acts_on_all_matching() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rcv = Receiver::start(&tmp.path().join("received"), Duration::ZERO).await;
+    // Both exporters' windows closed: every task stays SCHEDULED.
+    let mut extra = String::new();
+    for dn in [STOW_EXPORTER_DN, STOWRSD_DN] {
+        extra.push_str(&format!(
+            "dn: {dn}\nchangetype: modify\nadd: dcmSchedule\ndcmSchedule: hour={} dayOfWeek=*\n-\n\n",
+            closed_hour()
+        ));
+    }
+    let cfg = write_config(tmp.path(), rcv.addr.port(), &extra);
+    let (study_uid, files) = study(&tmp.path().join("src"), 1, 32);
+    let data = tmp.path().join("data");
+    import(&data, &files).await;
+    let svc = Service::start(&cfg, &data).await;
+
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let t = svc.export_study("StowExporter", &study_uid).await;
+        held.push(t["taskID"].as_str().unwrap().to_string());
+    }
+    // Matches the status filter below but not the exporter: never touched.
+    let other = svc.export_study("STOWRSD", &study_uid).await;
+    let other = other["taskID"].as_str().unwrap().to_string();
+    for id in held.iter().chain([&other]) {
+        assert_eq!(svc.task(id).await["status"], "SCHEDULED", "task {id}");
+    }
+    let other_before = svc.task(&other).await;
+    let untouched = || async {
+        let now = svc.task(&other).await;
+        assert_eq!(now["status"], "SCHEDULED", "{now}");
+        assert_eq!(now["updatedTime"], other_before["updatedTime"], "{now}");
+    };
+
+    let b = Browser::start().await;
+    b.goto(&svc.url("/ui2/")).await;
+    b.wait_js("five task rows", &rows_script(5)).await;
+
+    // Delete: the first click only asks, in the button; the second deletes.
+    let gone = held.remove(0);
+    let del = row(&gone, "button.delete");
+    let enabled = "const b = document.querySelector(arguments[0]); return b ? !b.disabled : null;";
+    assert_eq!(b.js_with(enabled, json!([del])).await, true);
+    b.click(&del).await;
+    b.wait_js(
+        "the delete confirmation",
+        &format!(
+            "const b = document.querySelector({});
+             return b && b.textContent === 'Confirm?' ? true : null;",
+            js_str(&del)
+        ),
+    )
+    .await;
+    b.screenshot(&screenshot_path("ui-screenshot-delete.png"))
+        .await;
+    let path = format!("/monitor/export/{gone}");
+    assert_eq!(svc.call(reqwest::Method::GET, &path).await, 200);
+    b.click(&del).await;
+    b.wait_js(
+        "the deleted notice",
+        &notice_is(&format!("Task {gone} deleted.")),
+    )
+    .await;
+    assert_eq!(svc.call(reqwest::Method::GET, &path).await, 404);
+    let mut left = held.clone();
+    left.push(other.clone());
+    b.wait_js("the rows without the deleted task", &listed_exactly(&left))
+        .await;
+
+    // Time ranges, in the same local time the API reads them in (browser
+    // and service share this machine's zone). A day long ago: nothing.
+    let none = "return document.querySelectorAll('#tasks tr.task').length === 0
+                    && !document.getElementById('tasks-empty').hidden ? true : null;";
+    time_filters(&b, ("2000-01-01T00:00", "2000-01-02T00:00"), ("", "")).await;
+    b.wait_js("no rows for a range in 2000", none).await;
+    assert!(
+        svc.list("createdTime=20000101000000-20000102000059")
+            .await
+            .is_empty()
+    );
+    // An hour either side of now: all of them, as the API lists them.
+    let around = b
+        .js("const p = (n) => String(n).padStart(2, '0');
+             const f = (d) => `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
+             return [f(new Date(Date.now() - 3600e3)), f(new Date(Date.now() + 3600e3))];")
+        .await;
+    let (from, to) = (around[0].as_str().unwrap(), around[1].as_str().unwrap());
+    time_filters(&b, (from, to), ("", "")).await;
+    b.wait_js("the rows created around now", &listed_exactly(&left))
+        .await;
+    let param = format!("{}-{}", bound(from, "00"), bound(to, "59"));
+    let mut api: Vec<String> = svc
+        .list(&format!("createdTime={param}"))
+        .await
+        .iter()
+        .map(|t| t["taskID"].as_str().unwrap().to_string())
+        .collect();
+    let mut page: Vec<String> = serde_json::from_value(b.js(IDS).await).unwrap();
+    api.sort();
+    page.sort();
+    assert_eq!(page, api, "createdTime={param}");
+    // A range that ends before it starts is refused on the page.
+    time_filters(&b, (to, from), ("", "")).await;
+    b.wait_js(
+        "the backwards-range notice",
+        &notice_is("Created: the start is after the end."),
+    )
+    .await;
+    assert_eq!(b.js(IDS).await.as_array().unwrap().len(), left.len());
+    // Updated from an hour ahead on (the end left open): nothing.
+    time_filters(&b, (from, to), (to, "")).await;
+    b.wait_js("no rows updated from an hour ahead", none).await;
+    assert!(
+        svc.list(&format!(
+            "createdTime={param}&updatedTime={}-",
+            bound(to, "00")
+        ))
+        .await
+        .is_empty()
+    );
+    b.click("#f-clear").await;
+    b.wait_js("all rows after Clear", &listed_exactly(&left))
+        .await;
+
+    // Bulk cancel needs a status; without one it is offered disabled.
+    b.type_into("#f-exporter", "StowExporter").await;
+    b.click("#filters button[type=submit]").await;
+    b.wait_js("the StowExporter rows", &listed_exactly(&held))
+        .await;
+    assert_eq!(b.js_with(enabled, json!(["#bulk-cancel"])).await, false);
+    assert_eq!(b.js_with(enabled, json!(["#bulk-reschedule"])).await, true);
+
+    // Cancel matching: every held StowExporter task, not the other one.
+    choose_status(&b, "SCHEDULED").await;
+    b.wait_js(
+        "the cancel button offered",
+        "return document.getElementById('bulk-cancel').disabled ? null : true;",
+    )
+    .await;
+    let scheduled = "ExporterID=StowExporter&status=SCHEDULED";
+    assert_eq!(bulk(&b, &svc, "cancel", scheduled).await, 3);
+    for id in &held {
+        wait_rest_status(&svc, id, "CANCELED").await;
+    }
+    b.wait_js("the canceled notice", &notice_is("3 tasks canceled."))
+        .await;
+    b.wait_js("no SCHEDULED rows left", none).await;
+    untouched().await;
+
+    // Reschedule matching: the canceled ones are SCHEDULED again.
+    choose_status(&b, "CANCELED").await;
+    b.wait_js("the canceled rows", &listed_exactly(&held)).await;
+    assert_eq!(b.js_with(enabled, json!(["#bulk-cancel"])).await, false);
+    let canceled = "ExporterID=StowExporter&status=CANCELED";
+    // A screenshot with the confirmation open, for a person to look at.
+    b.click("#bulk-reschedule").await;
+    b.wait_js(
+        "the confirmation",
+        "return document.getElementById('confirm').hidden ? null : true;",
+    )
+    .await;
+    b.screenshot(&screenshot_path("ui-screenshot-bulk.png"))
+        .await;
+    b.click("#confirm-no").await;
+    assert_eq!(bulk(&b, &svc, "reschedule", canceled).await, 3);
+    for id in &held {
+        wait_rest_status(&svc, id, "SCHEDULED").await;
+    }
+    b.wait_js("the rescheduled notice", &notice_is("3 tasks rescheduled."))
+        .await;
+    untouched().await;
+
+    // Delete matching: gone from the API; the other task stays.
+    choose_status(&b, "SCHEDULED").await;
+    b.wait_js("the scheduled rows", &listed_exactly(&held))
+        .await;
+    assert_eq!(bulk(&b, &svc, "delete", scheduled).await, 3);
+    b.wait_js("the deleted notice", &notice_is("3 tasks deleted."))
+        .await;
+    assert!(svc.list(scheduled).await.is_empty());
+    b.wait_js("no rows after the delete", none).await;
+    untouched().await;
+    b.click("#f-clear").await;
+    b.wait_js(
+        "only the other task",
+        &listed_exactly(std::slice::from_ref(&other)),
+    )
+    .await;
+
+    let console = b.console().await;
+    let bad: Vec<&String> = console
+        .iter()
+        .filter(|m| {
+            m.contains("Uncaught")
+                || m.contains("Content Security Policy")
+                || m.contains("TypeError")
+        })
+        .collect();
+    assert!(bad.is_empty(), "console: {bad:#?}");
+
+    b.quit().await;
+    svc.stop().await;
+}

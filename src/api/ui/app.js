@@ -291,7 +291,9 @@
   const state = {
     offset: 0,
     limit: 50,
-    filters: { exporters: [], study: '', status: '', batch: '' },
+    filters: { exporters: [], study: '', status: '', batch: '', created: '', updated: '' },
+    count: null, // of the listed filter, from the last refresh
+    bulkBusy: false,
     expanded: new Set(),
     rows: new Map(), // taskID -> row parts, reused across refreshes
     seq: 0,
@@ -304,7 +306,35 @@
     if (f.study) q.set('StudyInstanceUID', f.study);
     if (f.status) q.set('status', f.status);
     if (f.batch) q.set('batchID', f.batch);
+    if (f.created) q.set('createdTime', f.created);
+    if (f.updated) q.set('updatedTime', f.updated);
     return q;
+  }
+
+  // A datetime-local value (yyyy-MM-ddTHH:mm[:ss]) as the API's
+  // yyyyMMddHHmmss, the wall-clock digits as entered. An end without
+  // seconds takes :59, so the minute shown is included; '' when unset.
+  function rangeBound(v, end) {
+    const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2}))?/.exec(v || '');
+    if (!m) return '';
+    return m[1] + m[2] + m[3] + m[4] + m[5] + (m[6] ?? (end ? '59' : '00'));
+  }
+
+  // The name of a range whose start is after its end, else ''.
+  function rangeBackwards() {
+    for (const [prefix, name] of [['f-created', 'Created'], ['f-updated', 'Updated']]) {
+      const from = rangeBound($(prefix + '-from').value, false);
+      const to = rangeBound($(prefix + '-to').value, true);
+      if (from && to && from > to) return name;
+    }
+    return '';
+  }
+
+  // from-to, from- or -to; '' when neither end is set.
+  function rangeParam(prefix) {
+    const from = rangeBound($(prefix + '-from').value, false);
+    const to = rangeBound($(prefix + '-to').value, true);
+    return from || to ? `${from}-${to}` : '';
   }
 
   function readFilters() {
@@ -313,6 +343,8 @@
       study: $('f-study').value.trim(),
       status: $('f-status').value,
       batch: $('f-batch').value.trim(),
+      created: rangeParam('f-created'),
+      updated: rangeParam('f-updated'),
     };
     state.limit = Number($('page-size').value) || 50;
     state.offset = 0;
@@ -335,14 +367,15 @@
     cells.status.append(cells.badge);
     const cancel = el('button', { type: 'button', class: 'act cancel', title: 'Cancel the task' }, 'Cancel');
     const reschedule = el('button', { type: 'button', class: 'act reschedule', title: 'Schedule the task again, now' }, 'Reschedule');
-    tr.append(el('td', { class: 'actions' }, cancel, reschedule));
+    const del = el('button', { type: 'button', class: 'act delete', title: 'Delete the task' }, 'Delete');
+    tr.append(el('td', { class: 'actions' }, cancel, reschedule, del));
 
     const meta = el('dl', { class: 'meta' });
     const instances = el('div', { class: 'instances' }, el('p', { class: 'note' }, 'Loading instances…'));
     const detail = el('tr', { class: 'detail', dataset: { taskId: id } },
       el('td', { colspan: '16' }, el('div', { class: 'detail-box' }, meta, instances)));
 
-    const row = { id, tr, detail, cells, toggle, meta, instances, cancel, reschedule, busy: false, task: null, instancesOf: null, loading: false };
+    const row = { id, tr, detail, cells, toggle, meta, instances, cancel, reschedule, del, armed: null, busy: false, task: null, instancesOf: null, loading: false };
     toggle.addEventListener('click', () => toggleRow(id));
     tr.addEventListener('click', (ev) => {
       // Buttons act on their own; selecting text is not a click on the row.
@@ -351,6 +384,7 @@
     });
     cancel.addEventListener('click', () => act(row, 'cancel'));
     reschedule.addEventListener('click', () => act(row, 'reschedule'));
+    del.addEventListener('click', () => deleteClicked(row));
     return row;
   }
 
@@ -402,6 +436,68 @@
     row.cancel.title = ended ? `The task has ended (${status})` : 'Cancel the task';
     row.reschedule.disabled = row.busy || status === 'IN PROCESS';
     row.reschedule.title = status === 'IN PROCESS' ? 'The task is running' : 'Schedule the task again, now';
+    row.del.disabled = row.busy || status === 'IN PROCESS';
+    if (row.del.disabled) disarm(row);
+    row.del.title = status === 'IN PROCESS' ? 'The task is running; cancel it first'
+      : row.armed ? 'Click again to delete the task and its results' : 'Delete the task';
+  }
+
+  // ---- Delete, with a second click to confirm ------------------------------
+
+  const CONFIRM_MS = 4000;
+
+  function disarm(row) {
+    if (!row.armed) return;
+    clearTimeout(row.armed);
+    row.armed = null;
+    row.del.classList.remove('armed');
+    setText(row.del, 'Delete');
+  }
+
+  // The first click turns the button into "Confirm?" for a few
+  // seconds; a second click within them deletes.
+  function deleteClicked(row) {
+    if (!row.armed) {
+      row.armed = setTimeout(() => {
+        disarm(row);
+        setActions(row);
+      }, CONFIRM_MS);
+      row.del.classList.add('armed');
+      setText(row.del, 'Confirm?');
+      setActions(row);
+      return;
+    }
+    disarm(row);
+    deleteTask(row);
+  }
+
+  function forget(row) {
+    disarm(row);
+    row.tr.remove();
+    row.detail.remove();
+    state.rows.delete(row.id);
+    state.expanded.delete(row.id);
+  }
+
+  async function deleteTask(row) {
+    const id = row.id;
+    row.busy = true;
+    setActions(row);
+    try {
+      const r = await api(`${API}/monitor/export/${encodeURIComponent(id)}`, { method: 'DELETE' });
+      if (r.ok || r.status === 404) {
+        forget(row);
+        showNotice(`Task ${id} deleted.`, 'info');
+      } else {
+        showNotice(`Task ${id}: ${await errorText(r)}`, 'error');
+      }
+      await refreshTasks();
+    } catch (e) {
+      reportFailure('Delete', e);
+    } finally {
+      row.busy = false;
+      setActions(row);
+    }
   }
 
   function renderMeta(row) {
@@ -544,6 +640,8 @@
     setText($('page-info'), count === null ? `${from}–${to}` : `${from}–${to} of ${count}`);
     $('page-prev').disabled = state.offset === 0;
     $('page-next').disabled = count === null ? tasks.length < state.limit : to >= count;
+    state.count = count;
+    updateBulk();
     setText($('tasks-updated'), 'Updated ' + fmtTime(new Date().toISOString()));
   }
 
@@ -574,6 +672,113 @@
       return refreshTasks();
     }
     renderTasks(Array.isArray(tasks) ? tasks : [], typeof count === 'number' ? count : null);
+  }
+
+  // ---- Bulk actions on every task matching the listed filter --------------
+
+  const BULK = {
+    cancel: { verb: 'Cancel', done: 'canceled', method: 'POST', path: '/monitor/export/cancel',
+      why: 'they had ended or were gone' },
+    reschedule: { verb: 'Reschedule', done: 'rescheduled', method: 'POST', path: '/monitor/export/reschedule',
+      why: 'in process, or gone' },
+    delete: { verb: 'Delete', done: 'deleted', method: 'DELETE', path: '/monitor/export',
+      why: 'in process' },
+  };
+  // The API cancels in bulk only by one of these statuses.
+  const CANCELABLE = ['SCHEDULED', 'SCHEDULED FOR RETRY', 'IN PROCESS'];
+
+  const tasksWord = (n) => (n === 1 ? '1 task' : `${n} tasks`);
+
+  // The applied filter in words, for the confirmation.
+  function describeFilter(q) {
+    const parts = [];
+    for (const [k, v] of q) parts.push(`${k}=${v}`);
+    return parts.length ? 'matching ' + parts.join(', ') : '(no filter: all tasks)';
+  }
+
+  // Offers the bulk actions the API would take for the listed filter.
+  function updateBulk() {
+    const none = state.count === 0;
+    const status = state.filters.status;
+    for (const [action, b] of Object.entries(BULK)) {
+      const button = $('bulk-' + action);
+      let why = none ? 'No tasks match the filter' : '';
+      if (!why && action === 'cancel' && !CANCELABLE.includes(status)) {
+        why = status
+          ? `${status} tasks have ended and cannot be canceled`
+          : 'Choose a Status first (SCHEDULED, SCHEDULED FOR RETRY or IN PROCESS): the API cancels in bulk only by status';
+      }
+      button.disabled = Boolean(why) || state.bulkBusy === true;
+      button.title = why || `${b.verb} every task matching the filter (after a confirmation)`;
+    }
+    const cancelWhy = !none && !CANCELABLE.includes(status) ? $('bulk-cancel').title : '';
+    setText($('bulk-note'), cancelWhy && !status ? 'Cancel needs a Status filter.' : '');
+  }
+
+  let confirmAction = null;
+
+  function hideConfirm() {
+    confirmAction = null;
+    $('confirm').hidden = true;
+  }
+
+  function showConfirm(text, yes, data, action) {
+    const c = $('confirm');
+    setText($('confirm-text'), text);
+    setText($('confirm-yes'), yes);
+    c.dataset.action = data.action;
+    c.dataset.count = String(data.count);
+    confirmAction = action;
+    c.hidden = false;
+    $('confirm-no').focus();
+  }
+
+  // Counts what the filter matches now, then asks.
+  async function askBulk(action) {
+    const b = BULK[action];
+    const q = filterQuery();
+    hideConfirm();
+    const r = await api(`${API}/monitor/export/count?${q}`);
+    if (!r.ok) {
+      showNotice(`${b.verb} matching: ${await errorText(r)}`, 'error');
+      return;
+    }
+    const n = (await r.json()).count;
+    if (!n) {
+      showNotice('No tasks match the filter.', 'info');
+      return;
+    }
+    const note = action === 'delete' ? ' Tasks in process are kept. This cannot be undone.' : '';
+    showConfirm(`${b.verb} ${tasksWord(n)} ${describeFilter(q)}?${note}`, `${b.verb} ${tasksWord(n)}`,
+      { action, count: n }, () => runBulk(action, q));
+  }
+
+  async function runBulk(action, q) {
+    const b = BULK[action];
+    state.bulkBusy = true;
+    updateBulk();
+    try {
+      const r = await api(`${API}${b.path}?${q}`, { method: b.method });
+      if (r.status === 200 || r.status === 202 || r.status === 409) {
+        const j = await r.json();
+        const count = Number(j.count) || 0;
+        const failed = Number(j.failed) || 0;
+        if (!failed) {
+          showNotice(`${tasksWord(count)} ${b.done}.`, 'info');
+        } else {
+          const done = count ? `${tasksWord(count)} ${b.done}; ` : '';
+          showNotice(`${done}${failed} of ${count + failed} could not be ${b.done} (${b.why}).`, count ? 'warn' : 'error');
+        }
+      } else {
+        showNotice(`${b.verb} matching: ${await errorText(r)}`, 'error');
+      }
+      await refreshTasks();
+    } catch (e) {
+      reportFailure(`${b.verb} matching`, e);
+    } finally {
+      state.bulkBusy = false;
+      updateBulk();
+    }
   }
 
   // ---- Wiring ------------------------------------------------------------
@@ -617,14 +822,24 @@
     });
     $('filters').addEventListener('submit', (ev) => {
       ev.preventDefault();
+      // What the confirmation counted is no longer what is listed.
+      hideConfirm();
+      const backwards = rangeBackwards();
+      if (backwards) {
+        showNotice(`${backwards}: the start is after the end.`, 'error');
+        return;
+      }
+      if (noticeKind === 'error' && /: the start is after the end\.$/.test($('notice-text').textContent)) hideNotice();
       readFilters();
+      updateBulk();
       refreshTasks().catch((e) => reportFailure('Tasks', e));
     });
     for (const id of ['f-status', 'page-size']) {
       $(id).addEventListener('change', () => $('filters').requestSubmit());
     }
     $('f-clear').addEventListener('click', () => {
-      for (const id of ['f-exporter', 'f-study', 'f-batch']) $(id).value = '';
+      for (const id of ['f-exporter', 'f-study', 'f-batch', 'f-created-from', 'f-created-to',
+        'f-updated-from', 'f-updated-to']) $(id).value = '';
       $('f-status').value = '';
       $('filters').requestSubmit();
     });
@@ -637,6 +852,34 @@
       refreshTasks().catch((e) => reportFailure('Tasks', e));
     });
     $('notice-close').addEventListener('click', hideNotice);
+    for (const action of Object.keys(BULK)) {
+      $('bulk-' + action).addEventListener('click', () => {
+        askBulk(action).catch((e) => reportFailure(`${BULK[action].verb} matching`, e));
+      });
+    }
+    $('confirm-yes').addEventListener('click', () => {
+      const run = confirmAction;
+      hideConfirm();
+      if (run) run();
+    });
+    $('confirm-no').addEventListener('click', hideConfirm);
+    document.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Escape' && !$('confirm').hidden) hideConfirm();
+    });
+    // The service reads these times as its own local time (it cannot know
+    // the browser's zone); the list shows times in the browser's zone.
+    let zone = '';
+    try {
+      zone = Intl.DateTimeFormat().resolvedOptions().timeZone || '';
+    } catch (e) {
+      // no Intl: leave the zone out
+    }
+    for (const [id, param] of [['f-created', 'createdTime'], ['f-updated', 'updatedTime']]) {
+      $(id).title = `${param} range: the service reads these times in its own local time zone, ` +
+        `as entered (not converted from this browser's${zone ? ' ' + zone : ''}; the same when both run on one machine). ` +
+        'Either end may stay empty; the end minute is included.';
+    }
+    updateBulk();
     state.limit = Number($('page-size').value) || 50;
 
     every(TASKS_EVERY_MS, 'Tasks', refreshTasks);
