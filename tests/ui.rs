@@ -879,7 +879,11 @@ async fn bulk(b: &Browser, svc: &Service, action: &str, query: &str) -> u64 {
         .as_u64()
         .unwrap();
     assert_eq!(asked[0], json!(n), "{asked}");
-    let tasks = format!("{n} tasks");
+    let tasks = if n == 1 {
+        "1 task".to_string()
+    } else {
+        format!("{n} tasks")
+    };
     assert!(
         asked[1].as_str().unwrap().contains(&tasks) && asked[2].as_str().unwrap().contains(&tasks),
         "{asked}"
@@ -1098,6 +1102,105 @@ async fn the_page_deletes_tasks_filters_by_time_and_acts_on_all_matching() {
         })
         .collect();
     assert!(bad.is_empty(), "console: {bad:#?}");
+
+    b.quit().await;
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn a_task_in_process_is_not_deleted_but_canceled_by_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A slow receiver: the task of three instances stays IN PROCESS while
+    // the page looks (a cancel stops it before its next instance).
+    let rcv = Receiver::start(&tmp.path().join("received"), Duration::from_secs(8)).await;
+    // StowExporter's window closed: its task waits, and can be deleted.
+    let cfg = write_config(
+        tmp.path(),
+        rcv.addr.port(),
+        &format!(
+            "dn: {STOW_EXPORTER_DN}\nchangetype: modify\nadd: dcmSchedule\ndcmSchedule: hour={} dayOfWeek=*\n-\n\n",
+            closed_hour()
+        ),
+    );
+    let (study_uid, files) = study(&tmp.path().join("src"), 3, 32);
+    let data = tmp.path().join("data");
+    import(&data, &files).await;
+    let svc = Service::start(&cfg, &data).await;
+    let id = svc.export_study("STOWRSD", &study_uid).await;
+    let id = id["taskID"].as_str().unwrap().to_string();
+    wait_rest_status(&svc, &id, "IN PROCESS").await;
+    let waiting = svc.export_study("StowExporter", &study_uid).await;
+    let waiting = waiting["taskID"].as_str().unwrap().to_string();
+
+    let b = Browser::start().await;
+    b.goto(&svc.url("/ui2/")).await;
+    b.wait_js("the running task", &status_is(&id, "IN PROCESS"))
+        .await;
+    // Delete is not offered while the task runs; the API would refuse it.
+    let del = b
+        .js_with(
+            "const b = document.querySelector(arguments[0]); return [b.disabled, b.title];",
+            json!([row(&id, "button.delete")]),
+        )
+        .await;
+    assert_eq!(del[0], true, "{del}");
+    assert!(del[1].as_str().unwrap().contains("running"), "{del}");
+    let path = format!("/monitor/export/{id}");
+    assert_eq!(svc.call(reqwest::Method::DELETE, &path).await, 409);
+
+    // Delete matching deletes the waiting task, keeps the running one,
+    // and says so.
+    b.wait_js("both rows", &rows_script(2)).await;
+    assert_eq!(bulk(&b, &svc, "delete", "").await, 2);
+    b.wait_js(
+        "the partly-deleted notice",
+        &notice_is(
+            "1 task deleted; 1 of 2 could not be deleted (in process, or changed meanwhile).",
+        ),
+    )
+    .await;
+    assert_eq!(
+        svc.call(reqwest::Method::GET, &format!("/monitor/export/{waiting}"))
+            .await,
+        404
+    );
+    assert_eq!(svc.task(&id).await["status"], "IN PROCESS");
+    b.wait_js(
+        "the running row alone",
+        &listed_exactly(std::slice::from_ref(&id)),
+    )
+    .await;
+
+    // With the IN PROCESS filter, Delete matching is not offered.
+    choose_status(&b, "IN PROCESS").await;
+    b.wait_js(
+        "the IN PROCESS filter",
+        "return document.getElementById('bulk-cancel').disabled ? null : true;",
+    )
+    .await;
+    let enabled = "const b = document.querySelector(arguments[0]); return b ? !b.disabled : null;";
+    assert_eq!(b.js_with(enabled, json!(["#bulk-delete"])).await, false);
+    let running = "status=IN+PROCESS";
+
+    // Cancel matching stops it.
+    assert_eq!(bulk(&b, &svc, "cancel", running).await, 1);
+    b.wait_js("the canceled notice", &notice_is("1 task canceled."))
+        .await;
+    let start = Instant::now();
+    loop {
+        let t = svc.task(&id).await;
+        if t["status"] == "CANCELED" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(45),
+            "never CANCELED: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    b.click("#f-clear").await;
+    b.wait_js("the canceled row", &status_is(&id, "CANCELED"))
+        .await;
 
     b.quit().await;
     svc.stop().await;

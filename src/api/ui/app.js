@@ -682,7 +682,7 @@
     reschedule: { verb: 'Reschedule', done: 'rescheduled', method: 'POST', path: '/monitor/export/reschedule',
       why: 'in process, or gone' },
     delete: { verb: 'Delete', done: 'deleted', method: 'DELETE', path: '/monitor/export',
-      why: 'in process' },
+      why: 'in process, or changed meanwhile' },
   };
   // The API cancels in bulk only by one of these statuses.
   const CANCELABLE = ['SCHEDULED', 'SCHEDULED FOR RETRY', 'IN PROCESS'];
@@ -703,6 +703,9 @@
     for (const [action, b] of Object.entries(BULK)) {
       const button = $('bulk-' + action);
       let why = none ? 'No tasks match the filter' : '';
+      if (!why && action === 'delete' && status === 'IN PROCESS') {
+        why = 'Tasks in process cannot be deleted; cancel them first';
+      }
       if (!why && action === 'cancel' && !CANCELABLE.includes(status)) {
         why = status
           ? `${status} tasks have ended and cannot be canceled`
@@ -750,10 +753,13 @@
     }
     const note = action === 'delete' ? ' Tasks in process are kept. This cannot be undone.' : '';
     showConfirm(`${b.verb} ${tasksWord(n)} ${describeFilter(q)}?${note}`, `${b.verb} ${tasksWord(n)}`,
-      { action, count: n }, () => runBulk(action, q));
+      { action, count: n }, () => runBulk(action, q, n));
   }
 
-  async function runBulk(action, q) {
+  // `asked`: the count confirmed. DELETE answers only how many it deleted
+  // (tasks in process stay), so the rest of what was asked is reported as
+  // not deleted.
+  async function runBulk(action, q, asked) {
     const b = BULK[action];
     state.bulkBusy = true;
     updateBulk();
@@ -762,7 +768,8 @@
       if (r.status === 200 || r.status === 202 || r.status === 409) {
         const j = await r.json();
         const count = Number(j.count) || 0;
-        const failed = Number(j.failed) || 0;
+        let failed = Number(j.failed) || 0;
+        if (action === 'delete' && r.status === 200 && count < asked) failed = asked - count;
         if (!failed) {
           showNotice(`${tasksWord(count)} ${b.done}.`, 'info');
         } else {
