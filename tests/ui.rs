@@ -341,6 +341,20 @@ async fn wait_rest_status(svc: &Service, id: &str, status: &str) -> Value {
     }
 }
 
+/// No script errors and nothing the content security policy blocked.
+async fn assert_no_script_errors(b: &Browser) {
+    let console = b.console().await;
+    let bad: Vec<&String> = console
+        .iter()
+        .filter(|m| {
+            m.contains("Uncaught")
+                || m.contains("Content Security Policy")
+                || m.contains("TypeError")
+        })
+        .collect();
+    assert!(bad.is_empty(), "console: {bad:#?}");
+}
+
 #[tokio::test]
 async fn the_page_lists_expands_cancels_and_reschedules_tasks() {
     let tmp = tempfile::tempdir().unwrap();
@@ -592,16 +606,7 @@ async fn the_page_lists_expands_cancels_and_reschedules_tasks() {
     );
 
     // No script errors and nothing the content security policy blocked.
-    let console = b.console().await;
-    let bad: Vec<&String> = console
-        .iter()
-        .filter(|m| {
-            m.contains("Uncaught")
-                || m.contains("Content Security Policy")
-                || m.contains("TypeError")
-        })
-        .collect();
-    assert!(bad.is_empty(), "console: {bad:#?}");
+    assert_no_script_errors(&b).await;
 
     // The completed task expanded, for a person to look at.
     b.screenshot(&screenshot_path("ui-screenshot.png")).await;
@@ -1092,16 +1097,7 @@ async fn the_page_deletes_tasks_filters_by_time_and_acts_on_all_matching() {
     )
     .await;
 
-    let console = b.console().await;
-    let bad: Vec<&String> = console
-        .iter()
-        .filter(|m| {
-            m.contains("Uncaught")
-                || m.contains("Content Security Policy")
-                || m.contains("TypeError")
-        })
-        .collect();
-    assert!(bad.is_empty(), "console: {bad:#?}");
+    assert_no_script_errors(&b).await;
 
     b.quit().await;
     svc.stop().await;
@@ -1201,6 +1197,7 @@ async fn a_task_in_process_is_not_deleted_but_canceled_by_status() {
     b.click("#f-clear").await;
     b.wait_js("the canceled row", &status_is(&id, "CANCELED"))
         .await;
+    assert_no_script_errors(&b).await;
 
     b.quit().await;
     svc.stop().await;
