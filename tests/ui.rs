@@ -1150,9 +1150,7 @@ async fn a_task_in_process_is_not_deleted_but_canceled_by_status() {
     assert_eq!(bulk(&b, &svc, "delete", "").await, 2);
     b.wait_js(
         "the partly-deleted notice",
-        &notice_is(
-            "1 task deleted; 1 of 2 could not be deleted (in process, or changed meanwhile).",
-        ),
+        &notice_is("1 task deleted; 1 of 2 could not be deleted (in process: cancel them first)."),
     )
     .await;
     assert_eq!(

@@ -507,12 +507,14 @@ pub(super) async fn delete(
 pub(super) async fn delete_matching(
     State(s): State<ApiState>,
     q: Query<Vec<(String, String)>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let p = Params::new(q);
     p.only(FILTERS)?;
-    let n = s.queue.delete_matching(task_filter(&p, false)?).await?;
-    tracing::info!(count = n, "tasks deleted");
-    Ok(Json(json!({ "count": n })))
+    // Tasks IN PROCESS are kept, and counted as failed like the other bulk
+    // forms count what they could not change.
+    let (count, failed) = s.queue.delete_matching(task_filter(&p, false)?).await?;
+    tracing::info!(count, failed, "tasks deleted");
+    Ok(bulk_answer(count, failed))
 }
 
 /// `StudyDate`: `YYYYMMDD`, or a range `from-to`, `from-`, `-to`.

@@ -702,7 +702,7 @@ impl TaskQueue for AmqpQueue {
         self.records.delete(task_id)
     }
 
-    fn delete_matching(&self, filter: TaskFilter) -> BoxFuture<'_, Result<u64, QueueError>> {
+    fn delete_matching(&self, filter: TaskFilter) -> BoxFuture<'_, Result<(u64, u64), QueueError>> {
         self.records.delete_matching(filter)
     }
 

@@ -867,7 +867,7 @@ impl TaskQueue for EmbeddedQueue {
         .boxed()
     }
 
-    fn delete_matching(&self, filter: TaskFilter) -> BoxFuture<'_, Result<u64, QueueError>> {
+    fn delete_matching(&self, filter: TaskFilter) -> BoxFuture<'_, Result<(u64, u64), QueueError>> {
         async move {
             let n = self
                 .db
@@ -889,11 +889,18 @@ impl TaskQueue for EmbeddedQueue {
                         &format!("DELETE FROM task WHERE pk IN ({chosen})"),
                         rusqlite::params_from_iter(args.iter()),
                     )?;
+                    // What is left of the match is what was IN PROCESS.
+                    args.pop();
+                    let kept: i64 = tx.query_row(
+                        &format!("SELECT COUNT(*) FROM task{where_}"),
+                        rusqlite::params_from_iter(args.iter()),
+                        |r| r.get(0),
+                    )?;
                     tx.commit()?;
-                    Ok(n)
+                    Ok((n as u64, kept as u64))
                 })
                 .await?;
-            Ok(n as u64)
+            Ok(n)
         }
         .boxed()
     }

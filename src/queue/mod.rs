@@ -374,9 +374,10 @@ pub trait TaskQueue: Send + Sync {
     /// [`QueueError::Conflict`] for a task IN PROCESS (cancel it first).
     fn delete<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<(), QueueError>>;
 
-    /// Deletes the records matching `filter` except those IN PROCESS;
-    /// returns how many were deleted.
-    fn delete_matching(&self, filter: TaskFilter) -> BoxFuture<'_, Result<u64, QueueError>>;
+    /// Deletes the records matching `filter` except those IN PROCESS, in
+    /// one transaction; returns how many were deleted and how many matching
+    /// ones were kept because they are IN PROCESS.
+    fn delete_matching(&self, filter: TaskFilter) -> BoxFuture<'_, Result<(u64, u64), QueueError>>;
 
     /// Per-batch summaries of the tasks matching `filter` that have a
     /// batch ID, the most recently updated batch first.

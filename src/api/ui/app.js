@@ -682,7 +682,7 @@
     reschedule: { verb: 'Reschedule', done: 'rescheduled', method: 'POST', path: '/monitor/export/reschedule',
       why: 'in process, or gone' },
     delete: { verb: 'Delete', done: 'deleted', method: 'DELETE', path: '/monitor/export',
-      why: 'in process, or changed meanwhile' },
+      why: 'in process: cancel them first' },
   };
   // The API cancels in bulk only by one of these statuses.
   const CANCELABLE = ['SCHEDULED', 'SCHEDULED FOR RETRY', 'IN PROCESS'];
@@ -753,13 +753,12 @@
     }
     const note = action === 'delete' ? ' Tasks in process are kept. This cannot be undone.' : '';
     showConfirm(`${b.verb} ${tasksWord(n)} ${describeFilter(q)}?${note}`, `${b.verb} ${tasksWord(n)}`,
-      { action, count: n }, () => runBulk(action, q, n));
+      { action, count: n }, () => runBulk(action, q));
   }
 
-  // `asked`: the count confirmed. DELETE answers only how many it deleted
-  // (tasks in process stay), so the rest of what was asked is reported as
-  // not deleted.
-  async function runBulk(action, q, asked) {
+  // Every bulk form answers 200 {count}, 202 {count, failed} or 409
+  // {failed}; failed counts the matching tasks it could not change.
+  async function runBulk(action, q) {
     const b = BULK[action];
     state.bulkBusy = true;
     updateBulk();
@@ -768,8 +767,7 @@
       if (r.status === 200 || r.status === 202 || r.status === 409) {
         const j = await r.json();
         const count = Number(j.count) || 0;
-        let failed = Number(j.failed) || 0;
-        if (action === 'delete' && r.status === 200 && count < asked) failed = asked - count;
+        const failed = Number(j.failed) || 0;
         if (!failed) {
           showNotice(`${tasksWord(count)} ${b.done}.`, 'info');
         } else {
