@@ -173,7 +173,7 @@ pub fn routes() -> Vec<(&'static str, String)> {
 }
 
 /// Where dcm4chee-arc's REST API lives, and so ours.
-const BASE: &str = "/dcm4chee-arc";
+pub(crate) const BASE: &str = "/dcm4chee-arc";
 
 /// The router under `/dcm4chee-arc`.
 pub fn router(state: ApiState) -> Router {

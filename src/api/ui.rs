@@ -44,7 +44,7 @@ pub fn router() -> Router {
     for (method, path) in UI_ROUTES {
         // Every route is a GET (axum answers HEAD with it).
         assert_eq!(*method, "GET", "UI_ROUTES: {method} {path}");
-        let full = format!("/dcm4chee-arc{path}");
+        let full = format!("{}{path}", super::BASE);
         let handler = match *path {
             "/ui2" => get(redirect),
             "/ui2/" => get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
