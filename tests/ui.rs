@@ -862,6 +862,18 @@ fn bound(v: &str, seconds: &str) -> String {
     format!("{digits}{seconds}")
 }
 
+/// The same bound in UTC with a trailing Z, as the page sends it (the
+/// browser runs in this machine's zone).
+fn bound_utc(v: &str, seconds: &str) -> String {
+    use chrono::TimeZone;
+    let local = chrono::NaiveDateTime::parse_from_str(&bound(v, seconds), "%Y%m%d%H%M%S").unwrap();
+    let t = chrono::Local
+        .from_local_datetime(&local)
+        .earliest()
+        .unwrap();
+    format!("{}Z", t.with_timezone(&chrono::Utc).format("%Y%m%d%H%M%S"))
+}
+
 /// Clicks a bulk action, checks its confirmation names the count the REST
 /// API gives for `query`, and confirms. Returns that count.
 async fn bulk(b: &Browser, svc: &Service, action: &str, query: &str) -> u64 {
@@ -977,8 +989,8 @@ async fn the_page_deletes_tasks_filters_by_time_and_acts_on_all_matching() {
     b.wait_js("the rows without the deleted task", &listed_exactly(&left))
         .await;
 
-    // Time ranges, in the same local time the API reads them in (browser
-    // and service share this machine's zone). A day long ago: nothing.
+    // Time ranges, entered in the browser's time (this machine's zone);
+    // the page sends them in UTC. A day long ago: nothing.
     let none = "return document.querySelectorAll('#tasks tr.task').length === 0
                     && !document.getElementById('tasks-empty').hidden ? true : null;";
     time_filters(&b, ("2000-01-01T00:00", "2000-01-02T00:00"), ("", "")).await;
@@ -1009,6 +1021,16 @@ async fn the_page_deletes_tasks_filters_by_time_and_acts_on_all_matching() {
     api.sort();
     page.sort();
     assert_eq!(page, api, "createdTime={param}");
+    // The page sends the range in UTC: the API lists the same for it.
+    let utc = format!("{}-{}", bound_utc(from, "00"), bound_utc(to, "59"));
+    let mut api_utc: Vec<String> = svc
+        .list(&format!("createdTime={utc}"))
+        .await
+        .iter()
+        .map(|t| t["taskID"].as_str().unwrap().to_string())
+        .collect();
+    api_utc.sort();
+    assert_eq!(page, api_utc, "createdTime={utc}");
     // A range that ends before it starts is refused on the page.
     time_filters(&b, (to, from), ("", "")).await;
     b.wait_js(

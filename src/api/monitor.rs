@@ -89,14 +89,23 @@ const FILTERS: &[&str] = &[
 /// A start and an end (exclusive).
 type Span = (DateTime<Utc>, DateTime<Utc>);
 
-/// One bound of a time range, local time of the service: `yyyyMMdd` (a
-/// whole day) or `yyyyMMddHHmmss` (a whole second). Returns the start of
-/// that span and its end (exclusive).
+/// One bound of a time range: `yyyyMMdd` (a whole day) or
+/// `yyyyMMddHHmmss` (a whole second), in the service's local time as
+/// dcm4chee reads them, or in UTC with a trailing `Z` (what the web page
+/// sends, so that a browser in another time zone filters exactly).
+/// Returns the start of that span and its end (exclusive).
 fn parse_bound(v: &str) -> Option<Span> {
+    let (v, utc) = match v.strip_suffix('Z') {
+        Some(digits) => (digits, true),
+        None => (v, false),
+    };
     if !v.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let local = |n: NaiveDateTime| {
+        if utc {
+            return Some(n.and_utc());
+        }
         chrono::Local
             .from_local_datetime(&n)
             .earliest()
@@ -122,7 +131,7 @@ pub(super) fn parse_range(name: &str, v: &str) -> Result<TimeRange, ApiError> {
     let err = || {
         bad(format!(
             "{name}: {v:?} is not a date (yyyyMMdd) or date-time (yyyyMMddHHmmss), \
-             nor a range of them (from-to, from-, -to)"
+             local time or UTC with a trailing Z, nor a range of them (from-to, from-, -to)"
         ))
     };
     let bound = |s: &str| -> Result<Option<Span>, ApiError> {
@@ -647,9 +656,16 @@ mod tests {
         assert_eq!(r.to.unwrap() - r.from.unwrap(), Duration::seconds(1));
         assert!(parse_range("x", "20261127-").unwrap().to.is_none());
         assert!(parse_range("x", "-20261127").unwrap().from.is_none());
+        // A trailing Z: UTC, whatever the service's zone.
+        let r = parse_range("x", "20261127100000Z-20261127Z").unwrap();
+        assert_eq!(r.from.unwrap().to_rfc3339(), "2026-11-27T10:00:00+00:00");
+        assert_eq!(r.to.unwrap().to_rfc3339(), "2026-11-28T00:00:00+00:00");
         for bad in [
             "",
             "-",
+            "Z",
+            "20261127ZZ",
+            "2026112Z",
             "2026-11-27",
             "20261128-20261127",
             "2026112",

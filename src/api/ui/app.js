@@ -311,13 +311,18 @@
     return q;
   }
 
-  // A datetime-local value (yyyy-MM-ddTHH:mm[:ss]) as the API's
-  // yyyyMMddHHmmss, the wall-clock digits as entered. An end without
-  // seconds takes :59, so the minute shown is included; '' when unset.
+  // A datetime-local value (yyyy-MM-ddTHH:mm[:ss], this browser's time)
+  // as the API's yyyyMMddHHmmssZ, in UTC, so that the service filters
+  // exactly whatever its own time zone. An end without seconds takes :59,
+  // so the minute shown is included; '' when unset.
   function rangeBound(v, end) {
     const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2}))?/.exec(v || '');
     if (!m) return '';
-    return m[1] + m[2] + m[3] + m[4] + m[5] + (m[6] ?? (end ? '59' : '00'));
+    const sec = m[6] ?? (end ? '59' : '00');
+    const d = new Date(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +sec);
+    if (Number.isNaN(d.getTime())) return '';
+    return String(d.getUTCFullYear()).padStart(4, '0') + pad(d.getUTCMonth() + 1) + pad(d.getUTCDate()) +
+      pad(d.getUTCHours()) + pad(d.getUTCMinutes()) + pad(d.getUTCSeconds()) + 'Z';
   }
 
   // The name of a range whose start is after its end, else ''.
@@ -871,8 +876,8 @@
     document.addEventListener('keydown', (ev) => {
       if (ev.key === 'Escape' && !$('confirm').hidden) hideConfirm();
     });
-    // The service reads these times as its own local time (it cannot know
-    // the browser's zone); the list shows times in the browser's zone.
+    // The times are this browser's, as the list shows them; the page sends
+    // them in UTC, so the service's own time zone does not matter.
     let zone = '';
     try {
       zone = Intl.DateTimeFormat().resolvedOptions().timeZone || '';
@@ -880,8 +885,7 @@
       // no Intl: leave the zone out
     }
     for (const [id, param] of [['f-created', 'createdTime'], ['f-updated', 'updatedTime']]) {
-      $(id).title = `${param} range: the service reads these times in its own local time zone, ` +
-        `as entered (not converted from this browser's${zone ? ' ' + zone : ''}; the same when both run on one machine). ` +
+      $(id).title = `${param} range, in this browser's time${zone ? ' (' + zone + ')' : ''} like the list. ` +
         'Either end may stay empty; the end minute is included.';
     }
     updateBulk();
