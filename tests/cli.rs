@@ -404,13 +404,6 @@ const EXPORT_QUEUE_DN: &str = "dcmQueueName=Export,dicomDeviceName=dcm4chee-arc,
 
 /// StowExporter's dcmSchedule window is an hour 12 hours away: its tasks
 /// stay SCHEDULED.
-fn closed_window() -> String {
-    let hour = closed_hour();
-    format!(
-        "dn: {STOW_EXPORTER_DN}\nchangetype: modify\nadd: dcmSchedule\ndcmSchedule: hour={hour} dayOfWeek=*\n-\n\n"
-    )
-}
-
 #[tokio::test]
 async fn tasks_list_and_show_match_the_rest_api() {
     let tmp = tempfile::tempdir().unwrap();
@@ -532,7 +525,7 @@ async fn tasks_list_and_show_match_the_rest_api() {
 #[tokio::test]
 async fn tasks_cancel_reschedule_and_delete_a_waiting_task() {
     let tmp = tempfile::tempdir().unwrap();
-    let f = fixture(tmp.path(), &closed_window(), 2, false, &[]).await;
+    let f = fixture(tmp.path(), &closed_window(STOW_EXPORTER_DN), 2, false, &[]).await;
     let (study_uid, url, base) = (&f.study_uid, &f.url, &f.base);
     let status = |id: String| {
         let base = base.clone();
@@ -798,7 +791,14 @@ async fn export_wait_fails_with_the_destination_and_times_out() {
     let no_retries = format!(
         "dn: {EXPORT_QUEUE_DN}\nchangetype: modify\nreplace: dcmMaxRetries\ndcmMaxRetries: 0\n-\n\n"
     );
-    let f = fixture(tmp.path(), &(no_retries + &closed_window()), 2, false, &[]).await;
+    let f = fixture(
+        tmp.path(),
+        &(no_retries + &closed_window(STOW_EXPORTER_DN)),
+        2,
+        false,
+        &[],
+    )
+    .await;
     let (cfg, data, study_uid) = (&f.cfg, &f.data, &f.study_uid);
     let export = |exporter: &str, extra: &[&str]| {
         bin()

@@ -364,10 +364,7 @@ async fn the_page_lists_expands_cancels_and_reschedules_tasks() {
     let cfg = write_config(
         tmp.path(),
         rcv.addr.port(),
-        &format!(
-            "dn: {STOW_EXPORTER_DN}\nchangetype: modify\nadd: dcmSchedule\ndcmSchedule: hour={} dayOfWeek=*\n-\n\n",
-            closed_hour()
-        ),
+        &closed_window(STOW_EXPORTER_DN),
     );
     // 256×256: big enough that a few instances read as more than 0 MB/s.
     let (study_uid, files) = study(&tmp.path().join("src"), 3, 256);
@@ -923,13 +920,7 @@ async fn the_page_deletes_tasks_filters_by_time_and_acts_on_all_matching() {
     let tmp = tempfile::tempdir().unwrap();
     let rcv = Receiver::start(&tmp.path().join("received"), Duration::ZERO).await;
     // Both exporters' windows closed: every task stays SCHEDULED.
-    let mut extra = String::new();
-    for dn in [STOW_EXPORTER_DN, STOWRSD_DN] {
-        extra.push_str(&format!(
-            "dn: {dn}\nchangetype: modify\nadd: dcmSchedule\ndcmSchedule: hour={} dayOfWeek=*\n-\n\n",
-            closed_hour()
-        ));
-    }
+    let extra = closed_window(STOW_EXPORTER_DN) + &closed_window(STOWRSD_DN);
     let cfg = write_config(tmp.path(), rcv.addr.port(), &extra);
     let (study_uid, files) = study(&tmp.path().join("src"), 1, 32);
     let data = tmp.path().join("data");
@@ -1135,10 +1126,7 @@ async fn a_task_in_process_is_not_deleted_but_canceled_by_status() {
     let cfg = write_config(
         tmp.path(),
         rcv.addr.port(),
-        &format!(
-            "dn: {STOW_EXPORTER_DN}\nchangetype: modify\nadd: dcmSchedule\ndcmSchedule: hour={} dayOfWeek=*\n-\n\n",
-            closed_hour()
-        ),
+        &closed_window(STOW_EXPORTER_DN),
     );
     let (study_uid, files) = study(&tmp.path().join("src"), 3, 32);
     let data = tmp.path().join("data");

@@ -493,6 +493,15 @@ pub fn closed_hour() -> u32 {
     (chrono::Local::now().hour() + 12) % 24
 }
 
+/// LDIF closing the `dcmSchedule` window of the entry `dn` (an exporter or
+/// a queue) for the whole test: its tasks stay SCHEDULED.
+pub fn closed_window(dn: &str) -> String {
+    format!(
+        "dn: {dn}\nchangetype: modify\nadd: dcmSchedule\ndcmSchedule: hour={} dayOfWeek=*\n-\n\n",
+        closed_hour()
+    )
+}
+
 /// Every file under `dir`, recursively.
 pub fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

@@ -11,7 +11,6 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::oneshot;
 
 /// The realm the server answers for.
 pub const REALM: &str = "test";
@@ -81,7 +80,7 @@ struct Shared {
 pub struct TokenServer {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
-    stop: Option<oneshot::Sender<()>>,
+    _server: super::ServerGuard,
 }
 
 impl TokenServer {
@@ -107,19 +106,10 @@ impl TokenServer {
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await
-                .unwrap();
-        });
         TokenServer {
             addr,
             shared,
-            stop: Some(tx),
+            _server: super::serve_until_dropped(listener, app),
         }
     }
 
@@ -171,14 +161,6 @@ impl TokenServer {
     /// The tokens issued, for [`require_bearer`].
     pub fn tokens(&self) -> Arc<ValidTokens> {
         self.shared.valid.clone()
-    }
-}
-
-impl Drop for TokenServer {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
     }
 }
 
