@@ -49,6 +49,10 @@ struct Browser {
     base: String,
     session: Option<String>,
     http: reqwest::Client,
+    /// TMPDIR of chromedriver and Chromium: what Chromium leaves behind
+    /// (profile, scoped dirs, shared memory files) goes when this drops,
+    /// after the processes (fields drop after `Drop::drop`).
+    _tmp: tempfile::TempDir,
 }
 
 impl Browser {
@@ -60,10 +64,12 @@ impl Browser {
             panic!("chromedriver is not on PATH; the web page test needs it ({INSTALL_HINT})")
         });
         let port = free_port();
+        let tmp = tempfile::tempdir().unwrap();
         let driver = {
             use std::os::unix::process::CommandExt;
             Command::new(&chromedriver)
                 .arg(format!("--port={port}"))
+                .env("TMPDIR", tmp.path())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -78,6 +84,7 @@ impl Browser {
             base: format!("http://127.0.0.1:{port}"),
             session: None,
             http: reqwest::Client::new(),
+            _tmp: tmp,
         };
         let start = Instant::now();
         loop {
