@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::amqp::*;
@@ -247,36 +247,21 @@ async fn broker_restart_during_200_tasks_loses_nothing() {
     drop(broker);
 }
 
-/// A real `serve` process, killed (SIGKILL) when dropped.
-struct Serve(Child);
-
-impl Serve {
-    fn start(cfg: &Path, data: &Path, port: u16, queue: &str) -> Serve {
-        Serve(
-            Command::new(env!("CARGO_BIN_EXE_stow-exporter"))
-                .args(["serve", "--config"])
-                .arg(cfg)
-                .arg("--data")
-                .arg(data)
-                .args(["--listen", &format!("127.0.0.1:{port}")])
-                .args(["--queue", queue])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    }
-
-    fn kill(&mut self) {
-        let _ = self.0.kill(); // SIGKILL
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// A real `serve` process on `queue`, killed (SIGKILL) when dropped.
+fn start_serve(cfg: &Path, data: &Path, port: u16, queue: &str) -> KillOnDrop {
+    KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_stow-exporter"))
+            .args(["serve", "--config"])
+            .arg(cfg)
+            .arg("--data")
+            .arg(data)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--queue", queue])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,7 +278,7 @@ async fn sigkill_mid_task_is_redelivered_and_completes() {
     let (_conn, ch) = client(&url).await;
 
     let port = free_ports::<1>()[0];
-    let mut first = Serve::start(&cfg, &data, port, &url);
+    let mut first = start_serve(&cfg, &data, port, &url);
     wait_up(port, Duration::from_secs(30)).await;
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_stow-exporter"))
         .args(["export", "--config"])
@@ -325,7 +310,7 @@ async fn sigkill_mid_task_is_redelivered_and_completes() {
     let before = rcv.stored().len();
     assert!(before < 20, "killed mid-task ({before} of 20 arrived)");
 
-    let _second = Serve::start(&cfg, &data, port, &url);
+    let _second = start_serve(&cfg, &data, port, &url);
     wait_up(port, Duration::from_secs(30)).await;
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}/dcm4chee-arc");

@@ -263,17 +263,6 @@ async fn embedded_default_with_builtin_receiver_and_clean_sigterm() {
 // ---------------------------------------------------------------------------
 // `tasks` (a client of the control API) and `export --wait`.
 
-/// A `serve` process, killed by its PID when dropped (also when a test
-/// fails half-way).
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `serve` on `port` with `extra` arguments and `env`; waits until it answers.
 async fn start_serve(
     cfg: &Path,
@@ -281,7 +270,7 @@ async fn start_serve(
     port: u16,
     extra: &[&std::ffi::OsStr],
     env: &[(&str, &str)],
-) -> Running {
+) -> KillOnDrop {
     let mut c = bin();
     c.args(["serve", "--config"])
         .arg(cfg)
@@ -295,7 +284,7 @@ async fn start_serve(
     for (k, v) in env {
         c.env(k, v);
     }
-    let running = Running(c.spawn().unwrap());
+    let running = KillOnDrop(c.spawn().unwrap());
     wait_up(port, Duration::from_secs(20)).await;
     running
 }
@@ -312,7 +301,7 @@ struct Fixture {
     received: PathBuf,
     url: String,
     base: String,
-    _serve: Running,
+    _serve: KillOnDrop,
 }
 
 async fn fixture(

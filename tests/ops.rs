@@ -347,17 +347,15 @@ async fn metrics_count_real_exports_and_health_checks() {
     );
 
     // Health.
-    let r = http
-        .get(format!("{base}/dcm4chee-arc/health/live"))
-        .send()
-        .await
-        .unwrap();
+    let health = |check: &str| {
+        let r = http
+            .get(format!("{base}/dcm4chee-arc/health/{check}"))
+            .send();
+        async move { r.await.unwrap() }
+    };
+    let r = health("live").await;
     assert_eq!(r.status(), 200);
-    let r = http
-        .get(format!("{base}/dcm4chee-arc/health/ready"))
-        .send()
-        .await
-        .unwrap();
+    let r = health("ready").await;
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
     for c in ["config", "queue", "storage"] {
@@ -367,11 +365,7 @@ async fn metrics_count_real_exports_and_health_checks() {
     // would not do: the tests may run as root).
     std::fs::rename(data.join("storage"), data.join("storage.away")).unwrap();
     std::fs::write(data.join("storage"), "not a folder").unwrap();
-    let r = http
-        .get(format!("{base}/dcm4chee-arc/health/ready"))
-        .send()
-        .await
-        .unwrap();
+    let r = health("ready").await;
     assert_eq!(r.status(), 503);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["checks"]["storage"]["status"], "DOWN", "{body}");
@@ -383,19 +377,11 @@ async fn metrics_count_real_exports_and_health_checks() {
             .starts_with("not ready: storage:"),
         "{body}"
     );
-    let r = http
-        .get(format!("{base}/dcm4chee-arc/health/live"))
-        .send()
-        .await
-        .unwrap();
+    let r = health("live").await;
     assert_eq!(r.status(), 200, "live stays up");
     std::fs::remove_file(data.join("storage")).unwrap();
     std::fs::rename(data.join("storage.away"), data.join("storage")).unwrap();
-    let r = http
-        .get(format!("{base}/dcm4chee-arc/health/ready"))
-        .send()
-        .await
-        .unwrap();
+    let r = health("ready").await;
     assert_eq!(r.status(), 200);
     svc.stop().await;
 }
@@ -764,17 +750,6 @@ async fn sigterm_stops_at_the_deadline_and_the_task_resumes_after_restart() {
     );
 }
 
-/// Kills the child by its PID when dropped, so a failed assertion leaves
-/// no service behind.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn bound_off_loopback_every_unauthenticated_call_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
@@ -783,7 +758,7 @@ async fn bound_off_loopback_every_unauthenticated_call_is_refused() {
     std::fs::write(&token, "off-l00pback-token\n").unwrap();
     let port = free_port();
     // Listening on every interface; the test itself talks over loopback only.
-    let _serve = Killed(
+    let _serve = KillOnDrop(
         bin()
             .args(["serve", "--config"])
             .arg(&cfg)

@@ -486,6 +486,23 @@ pub async fn flaky(
     (port, times)
 }
 
+/// A child process (a `serve`, say) killed (SIGKILL) and reaped by its PID
+/// when dropped, also when a test fails half-way.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl KillOnDrop {
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// An hour of the day (local time) that is certainly not now: a
 /// `dcmSchedule: hour=<it>` window is closed for the whole test.
 pub fn closed_hour() -> u32 {
