@@ -278,13 +278,17 @@ impl Application {
         }
         tracing::info!(addr = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "control API listening");
         let token = self.api_token.map(Arc::new);
+        // The token guards the control API, metrics and readiness; liveness
+        // and the page's static files (which hold no data; the page sends
+        // the token with its own requests) are merged outside the layer.
         let app = api::router(self.state)
             .merge(ops::router(self.ops.clone()))
-            .merge(api::ui::router())
             .layer(axum::middleware::from_fn_with_state(
                 token,
                 ops::require_token,
-            ));
+            ))
+            .merge(ops::public_router())
+            .merge(api::ui::router());
         let stop2 = stop.clone();
         let server = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move { stop2.cancelled().await });

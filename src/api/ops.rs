@@ -7,8 +7,9 @@
 //!   failing one.
 //!
 //! Access ([`require_token`]): with a bearer token configured, every
-//! request except `health/live` needs `Authorization: Bearer <token>`
-//! (compared in constant time). The API listens on loopback unless told
+//! route of [`router`] and of the control API needs `Authorization: Bearer
+//! <token>` (compared in constant time); only [`public_router`]'s
+//! `health/live` and the web page's static files go without. The API listens on loopback unless told
 //! otherwise, and [`check_listen`] refuses any other address without a
 //! token, so reload, export and task changes never run unauthenticated
 //! off loopback.
@@ -59,13 +60,19 @@ pub struct OpsState {
     pub broker: Option<Arc<BrokerProbe>>,
 }
 
-/// The router of `/metrics` and the health endpoints.
+/// The router of `/metrics` and readiness: behind the token, like the
+/// control API.
 pub fn router(state: OpsState) -> Router {
     Router::new()
         .route(METRICS_PATH, get(metrics))
-        .route(LIVE_PATH, get(live))
         .route(READY_PATH, get(ready))
         .with_state(state)
+}
+
+/// Liveness, which never needs the token: an orchestrator probes it
+/// without credentials, and it tells nothing but that the process serves.
+pub fn public_router() -> Router {
+    Router::new().route(LIVE_PATH, get(live))
 }
 
 /// Whether `addr` is a loopback address (127.0.0.0/8 or ::1).
@@ -122,7 +129,9 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// Middleware: with a token, every request but `health/live` must carry it.
+/// Middleware: with a token, every request must carry it. It wraps the
+/// protected routers only (see `app`), so what needs no token is not routed
+/// through it at all.
 pub async fn require_token(
     State(token): State<Option<Arc<Secret>>>,
     req: Request,
@@ -131,9 +140,6 @@ pub async fn require_token(
     let Some(token) = token else {
         return next.run(req).await;
     };
-    if req.uri().path() == LIVE_PATH || is_ui_asset(req.uri().path()) {
-        return next.run(req).await;
-    }
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -157,14 +163,6 @@ pub async fn require_token(
             r
         }
     }
-}
-
-/// The web page's static files hold no data: a browser loads them without
-/// a token, and the page then sends the token with each API request.
-fn is_ui_asset(path: &str) -> bool {
-    let prefix = crate::api::ui::UI_PREFIX;
-    path.strip_prefix(prefix)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 async fn live() -> Json<Value> {

@@ -13,8 +13,9 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 
-/// Paths the page is served from: static files, no data in them, so they
-/// are exempt from the control API's token (the page's own requests carry it).
+/// Where the page is served: static files with no data in them, so they
+/// are served without the control API's token (the page's own requests
+/// carry it).
 pub const UI_PREFIX: &str = "/dcm4chee-arc/ui2";
 
 /// (method, path) of the page's routes, paths relative to `/dcm4chee-arc`
