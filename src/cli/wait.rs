@@ -103,8 +103,8 @@ pub async fn wait_for_task(
         }
         if !bar.is_hidden() {
             // Results are recorded per instance as the run goes; the
-            // record's counts only at its end. Read them only for the bar.
-            let done = queue.instance_results(task_id).await.map_err(err)?.len() as u64;
+            // record's counts only at its end. Counted only for the bar.
+            let done = queue.instance_result_count(task_id).await.map_err(err)?;
             bar.set_position(done);
             bar.set_message(status_note(&task));
         }

@@ -589,6 +589,13 @@ impl TaskQueue for AmqpQueue {
         self.records.instance_results(task_id)
     }
 
+    fn instance_result_count<'a>(
+        &'a self,
+        task_id: &'a str,
+    ) -> BoxFuture<'a, Result<u64, QueueError>> {
+        self.records.instance_result_count(task_id)
+    }
+
     fn finish<'a>(
         &'a self,
         task_id: &'a str,

@@ -632,6 +632,27 @@ impl TaskQueue for EmbeddedQueue {
         .boxed()
     }
 
+    fn instance_result_count<'a>(
+        &'a self,
+        task_id: &'a str,
+    ) -> BoxFuture<'a, Result<u64, QueueError>> {
+        async move {
+            let pk = task_pk(task_id)?;
+            let n: i64 = self
+                .db
+                .call(move |c| {
+                    c.query_row(
+                        "SELECT COUNT(*) FROM task_instance WHERE task_pk = ?1",
+                        [pk],
+                        |r| r.get(0),
+                    )
+                })
+                .await?;
+            Ok(n as u64)
+        }
+        .boxed()
+    }
+
     fn instance_results<'a>(
         &'a self,
         task_id: &'a str,
@@ -1051,6 +1072,10 @@ mod tests {
         );
         let done = q.instance_results(&again.task_id).await.unwrap();
         assert_eq!(done["9"].status, InstanceStatus::Completed);
+        assert_eq!(
+            q.instance_result_count(&again.task_id).await.unwrap(),
+            done.len() as u64
+        );
 
         let fin = q
             .finish(

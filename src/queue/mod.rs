@@ -330,6 +330,13 @@ pub trait TaskQueue: Send + Sync {
         task_id: &'a str,
     ) -> BoxFuture<'a, Result<HashMap<String, InstanceResult>, QueueError>>;
 
+    /// How many instance results are recorded so far for a task: progress
+    /// while it runs (the record's counts are written at its end).
+    fn instance_result_count<'a>(
+        &'a self,
+        task_id: &'a str,
+    ) -> BoxFuture<'a, Result<u64, QueueError>>;
+
     /// Records the outcome of a task taken by `next`. With `retry_at`, the
     /// task goes to SCHEDULED FOR RETRY and is due again at that time.
     fn finish<'a>(
