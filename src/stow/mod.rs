@@ -138,9 +138,15 @@ impl StowClient {
         // dcm4chee's precedence: an OAuth2 client, then bearer-token, then
         // basic-auth.
         let auth = if let Some(kc) = &web_app.keycloak {
-            Auth::Tokens(oauth::TokenSource::new(kc).map_err(|e| ClientError::Token {
-                web_app: web_app.name.clone(),
-                reason: e.to_string(),
+            let transport = oauth::TokenTransport {
+                tls: tls.clone(),
+                allow_insecure_url: props.allow_insecure_token_url,
+            };
+            Auth::Tokens(oauth::TokenSource::new(kc, &transport).map_err(|e| {
+                ClientError::Token {
+                    web_app: web_app.name.clone(),
+                    reason: e.to_string(),
+                }
             })?)
         } else if let Some(token) = &props.bearer_token {
             let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
@@ -243,9 +249,10 @@ impl StowClient {
             Auth::Tokens(tokens) => tokens.header().await.map(Some).map_err(|e| {
                 // A refused client is refused again; an unreachable token
                 // endpoint may be back by the next attempt.
-                let retry = match e.status() {
-                    Some(s) if (400..500).contains(&s) => Retry::No,
-                    _ => Retry::Yes,
+                let retry = if e.is_worth_retrying() {
+                    Retry::Yes
+                } else {
+                    Retry::No
                 };
                 (format!("cannot get an access token: {e}"), retry)
             }),
