@@ -88,7 +88,7 @@ mod tests {
     /// password.
     #[test]
     fn property_no_password_survives() {
-        let mut rng = StdRng::seed_from_u64(0x5eed_12);
+        let mut rng = StdRng::seed_from_u64(0x5EED);
         // Always with a scheme, as every URL masked here has one (without,
         // `user://x@h` is ambiguous: scheme `user`, or password `//x`).
         let schemes = ["amqp://", "amqps://", "https://", "http://", "h2c+x-y.z://"];
