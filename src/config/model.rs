@@ -132,6 +132,9 @@ pub struct WebAppProps {
     pub basic_auth: Option<Secret>,
     pub allow_any_hostname: bool,
     pub disable_trust_manager: bool,
+    /// Not dcm4chee's: `allow-insecure-token-url=true` lets the OAuth2
+    /// client send its secret to a plain `http://` token URL of another host.
+    pub allow_insecure_token_url: bool,
     /// Not dcm4chee's: `transfer-syntax-parameter=true` puts the part's
     /// transfer syntax in its Content-Type, for servers that want it.
     pub transfer_syntax_parameter: bool,
@@ -152,6 +155,7 @@ impl Default for WebAppProps {
             basic_auth: None,
             allow_any_hostname: false,
             disable_trust_manager: false,
+            allow_insecure_token_url: false,
             transfer_syntax_parameter: false,
             max_instances_per_request: 1,
             max_bytes_per_request: None,
@@ -950,6 +954,7 @@ impl Builder<'_> {
                 "chunked" => p.chunked = bool_prop(self),
                 "allow-any-hostname" => p.allow_any_hostname = bool_prop(self),
                 "disable-trust-manager" => p.disable_trust_manager = bool_prop(self),
+                "allow-insecure-token-url" => p.allow_insecure_token_url = bool_prop(self),
                 "transfer-syntax-parameter" => p.transfer_syntax_parameter = bool_prop(self),
                 "max-instances-per-request" => match value.trim().parse::<usize>() {
                     Ok(n) if (1..=MAX_INSTANCES_PER_REQUEST).contains(&n) => {
