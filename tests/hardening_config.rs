@@ -640,7 +640,7 @@ async fn malformed_secret_properties_are_named_without_their_value() {
         ),
         format!("error: {DCM4CHEE_WEBAPP_DN}: dcmProperty: value #1 starts with basic-auth"),
         format!(
-            "error: {kc}: dcmURI: \"htps://***@keycloak.example\" is not an http:// or https:// URL"
+            "error: {kc}: dcmURI: \"htps://admin:****@keycloak.example\" is not an http:// or https:// URL"
         ),
     ] {
         assert!(all.contains(&want), "missing {want:?} in:\n{all}");

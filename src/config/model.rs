@@ -1106,16 +1106,11 @@ fn clip(v: &str) -> String {
     }
 }
 
-/// A URI with anything before its last `@` (the userinfo, which may hold a
-/// password with any character in it, even `/` or `@`) replaced by `***`.
+/// A URI with its user information masked ([`crate::redact::mask_url`]:
+/// everything up to the last `@`, so a password with any character in it
+/// never shows).
 pub(crate) fn redact_userinfo(u: &str) -> String {
-    let Some(at) = u.rfind('@') else {
-        return u.to_string();
-    };
-    match u.find("://").map(|i| i + 3) {
-        Some(start) if start <= at => format!("{}***{}", &u[..start], &u[at..]),
-        _ => format!("***{}", &u[at..]),
-    }
+    crate::redact::mask_url(u)
 }
 
 /// Transfer syntax keywords as dcm4che names them (`UID.forName`), with the
