@@ -12,6 +12,13 @@
 //! is refused, with both sizes in the reason, before anything is
 //! allocated for it.
 //!
+//! A JPEG frame header may declare 0 lines and give the height later, in a
+//! DNL marker after the first scan. None of the decoders here decodes such
+//! a stream, so it is refused at the header with a reason of its own,
+//! rather than passed on with a size nobody checked. JPEG 2000 tiles are
+//! bounded too: OpenJPEG keeps coding parameters for every tile declared
+//! in SIZ ([`J2K_TILE_PARAMS_BYTES`]).
+//!
 //! Everything here is a pure function over `&[u8]` that reads at most the
 //! header and never allocates from a declared number, so it can be fed
 //! arbitrary bytes (the fuzz targets call [`read_header`] and

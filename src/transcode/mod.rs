@@ -96,7 +96,9 @@ pub struct TranscodeError {
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// The most bytes one object may take: its file, and separately its
-    /// decoded pixel data or inflated data set.
+    /// decoded pixel data or inflated data set. Times the decode jobs, it
+    /// is also the budget of memory converted objects hold (see
+    /// [`Transcoder`]).
     pub max_object_bytes: u64,
 }
 

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Hostile compressed DICOM objects for the decompression-bound tests.
 
-Usage: make_bombs.py OUTDIR
+Usage: make_bombs.py OUTDIR [PREFIX ...]
+
+Makes the objects whose names start with one of the PREFIXes (all of them
+without).
 
 Each object is a valid DICOM file whose compressed pixel data is a valid
 codestream, but the codestream and the DICOM attributes disagree, or the
@@ -14,6 +17,8 @@ trusting decoder expands to hundreds of MB.
   j2k_bomb.dcm        JPEG 2000 (OpenJPEG's encoding of a uniform image, SIZ and
                       tile size raised; all packets empty): 8000 x 8000, DICOM 64 x 64
   jp2_bomb.dcm        the same codestream in a JP2 file (pylibjpeg-openjpeg's)
+  j2k_tiles_bomb.dcm  JPEG 2000 of 255 x 257 (as the DICOM says) in 65535 tiles of
+                      1 x 1, whose coding parameters take about 450 MB in OpenJPEG
   jpeg_bomb.dcm       baseline JPEG (two bits a block: DC difference 0, EOB):
                       10000 x 10000, DICOM 16 x 16
   rle_late_bomb.dcm   RLE, 12 frames of 4096 x 4096 x 8 bits, frame 12's header
@@ -134,6 +139,16 @@ def jpeg_ls_uniform(width, height):
 
 # --- JPEG 2000 -------------------------------------------------------------
 
+def j2k_tiles(width, height):
+    """The uniform codestream of j2k_uniform with SIZ set to width x height
+    in tiles of 1 x 1: as many tiles as JPEG 2000 allows (65535 for
+    255 x 257), each with its coding parameters in the decoder."""
+    data = bytearray(j2k_uniform(64, 0))
+    for field, v in ((8, width), (12, height), (24, 1), (28, 1)):
+        struct.pack_into(">I", data, field, v)
+    return bytes(data)
+
+
 def j2k_uniform(size, codec_format):
     """OpenJPEG's lossless encoding of a uniform 64 x 64 mid-grey image,
     with SIZ (and the single tile) raised to size x size.
@@ -205,36 +220,50 @@ def good(out, n, name, cmd):
     return dst
 
 
-def main(out):
-    os.makedirs(out, exist_ok=True)
-    made = {}
+def recipes():
+    """File name to a function making it (it returns the path)."""
+    r = {}
 
     def put(name, ds, frames):
-        path = os.path.join(out, name)
-        save(ds, frames, path)
-        made[name] = path
+        def make(out):
+            path = os.path.join(out, name)
+            save(ds(), frames(), path)
+            return path
+        r[name] = make
 
-    put("jpeg_ls_bomb.dcm", dataset(1, JPEG_LS, 16, 16), [jpeg_ls_uniform(16000, 16000)])
-    put("j2k_bomb.dcm", dataset(2, J2K, 64, 64), [j2k_uniform(8000, 0)])
-    put("jp2_bomb.dcm", dataset(3, J2K, 64, 64), [j2k_uniform(8000, 1)])
-    put("jpeg_bomb.dcm", dataset(4, JPEG_BASELINE, 16, 16), [jpeg_uniform(10000, 10000)])
+    put("jpeg_ls_bomb.dcm", lambda: dataset(1, JPEG_LS, 16, 16),
+        lambda: [jpeg_ls_uniform(16000, 16000)])
+    put("j2k_bomb.dcm", lambda: dataset(2, J2K, 64, 64), lambda: [j2k_uniform(8000, 0)])
+    put("jp2_bomb.dcm", lambda: dataset(3, J2K, 64, 64), lambda: [j2k_uniform(8000, 1)])
+    put("j2k_tiles_bomb.dcm", lambda: dataset(11, J2K, 257, 255), lambda: [j2k_tiles(255, 257)])
+    put("jpeg_bomb.dcm", lambda: dataset(4, JPEG_BASELINE, 16, 16),
+        lambda: [jpeg_uniform(10000, 10000)])
     side = 4096
-    frames = [rle_zeros(side * side)] * 11 + [rle_zeros(side * side, segments=3)]
-    put("rle_late_bomb.dcm", dataset(5, RLE, side, side, frames=len(frames)), frames)
-    put("frames_2_31.dcm", dataset(6, RLE, 16, 16, frames="2147483648"), [rle_zeros(256)])
+    put("rle_late_bomb.dcm", lambda: dataset(5, RLE, side, side, frames=12),
+        lambda: [rle_zeros(side * side)] * 11 + [rle_zeros(side * side, segments=3)])
+    put("frames_2_31.dcm", lambda: dataset(6, RLE, 16, 16, frames="2147483648"),
+        lambda: [rle_zeros(256)])
     put("frames_overflow.dcm",
-        dataset(7, RLE, 65535, 65535, bits=16, samples=3, frames="4294967295"),
-        [rle_zeros(256, segments=6)])
-    made["good_jpeg_ls.dcm"] = good(out, 8, "good_jpeg_ls.dcm", ["dcmcjpls", "+el"])
-    made["good_rle.dcm"] = good(out, 9, "good_rle.dcm", ["dcmcrle"])
-    made["good_jpeg.dcm"] = good(out, 10, "good_jpeg.dcm", ["dcmcjpeg", "+eb"])
+        lambda: dataset(7, RLE, 65535, 65535, bits=16, samples=3, frames="4294967295"),
+        lambda: [rle_zeros(256, segments=6)])
+    for n, name, cmd in [(8, "good_jpeg_ls.dcm", ["dcmcjpls", "+el"]),
+                         (9, "good_rle.dcm", ["dcmcrle"]),
+                         (10, "good_jpeg.dcm", ["dcmcjpeg", "+eb"])]:
+        r[name] = lambda out, n=n, name=name, cmd=cmd: good(out, n, name, cmd)
     for k in range(1, 11):
-        put(f"uniform_rle_{k:02}.dcm", dataset(100 + k, RLE, 512, 512), [rle_zeros(512 * 512)])
-    for name, path in sorted(made.items()):
-        print(name, path)
+        put(f"uniform_rle_{k:02}.dcm", lambda k=k: dataset(100 + k, RLE, 512, 512),
+            lambda: [rle_zeros(512 * 512)])
+    return r
+
+
+def main(out, wanted):
+    os.makedirs(out, exist_ok=True)
+    for name, make in sorted(recipes().items()):
+        if not wanted or any(name.startswith(w) for w in wanted):
+            print(name, make(out))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) < 2:
         sys.exit(__doc__)
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2:])
