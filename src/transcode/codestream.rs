@@ -809,6 +809,44 @@ mod tests {
     }
 
     #[test]
+    fn mutated_headers_are_errors_or_headers_never_panics() {
+        // A small deterministic fuzz until the cargo-fuzz target runs:
+        // every byte of real-looking headers replaced, and every cut.
+        let mut jp2 = JP2_SIGNATURE.to_vec();
+        jp2.extend([0, 0, 0, 0]);
+        jp2.extend(b"jp2c");
+        jp2.extend(siz(16, 16, 4, &[7, 7, 7]));
+        let seeds: [(TransferSyntaxKind, Vec<u8>); 5] = [
+            (TransferSyntaxKind::Jpeg, jpeg(0xC0, 8, 16, 16, 3)),
+            (TransferSyntaxKind::JpegLs, jpeg(0xF7, 8, 16, 16, 1)),
+            (TransferSyntaxKind::Jpeg2000, siz(16, 16, 4, &[7, 7, 7])),
+            (TransferSyntaxKind::Jpeg2000, jp2),
+            (TransferSyntaxKind::Rle, {
+                let mut f = vec![0u8; 70];
+                f[0] = 3;
+                f
+            }),
+        ];
+        let g = geometry(16, 16, 3, 8);
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        for (kind, seed) in &seeds {
+            for cut in 0..=seed.len() {
+                let _ = check_frame(*kind, &seed[..cut], &g);
+            }
+            for i in 0..seed.len() {
+                for _ in 0..16 {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let mut m = seed.clone();
+                    m[i] = state as u8;
+                    let _ = check_frame(*kind, &m, &g);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn rle_segments_and_offsets() {
         let mut f = vec![0u8; 80];
         f[0] = 2;

@@ -629,6 +629,32 @@ mod tests {
     }
 
     #[test]
+    fn a_file_whose_attributes_are_not_in_the_prefix_is_planned_for_the_worst() {
+        let limits = Limits {
+            max_object_bytes: 1000,
+        };
+        let worst = plan_from_prefix(b"not dicom", 50, limits);
+        assert_eq!(worst.outgoing_bytes, 50);
+        assert_eq!(worst.reserve_bytes, 2 * 50 + 2 * 1000);
+        // A JPEG file cut inside an element that precedes group 0028.
+        let mut f = vec![0u8; 128];
+        f.extend(b"DICM");
+        let ts = b"1.2.840.10008.1.2.4.50";
+        f.extend([0x02, 0x00, 0x10, 0x00, b'U', b'I']);
+        f.extend((ts.len() as u16).to_le_bytes());
+        f.extend(ts);
+        f.extend([0x08, 0x00, 0x00, 0x11, b'O', b'B', 0, 0]);
+        f.extend(100_000u32.to_le_bytes());
+        f.extend([0u8; 16]);
+        assert_eq!(plan_from_prefix(&f, 200_000, limits), {
+            let mut w = worst;
+            w.outgoing_bytes = 200_000;
+            w.reserve_bytes = 2 * 200_000 + 2 * 1000;
+            w
+        });
+    }
+
+    #[test]
     fn garbage_is_an_error_naming_the_cause() {
         let err = transcode(
             b"not dicom",
