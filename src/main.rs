@@ -167,7 +167,9 @@ enum Command {
         #[arg(long, value_name = "N")]
         transcode_jobs: Option<usize>,
         /// The largest object that is decompressed: its file, and its
-        /// decoded pixel data, each at most this many MiB.
+        /// decoded pixel data, each at most this many MiB. Converted
+        /// objects waiting for or in their requests hold at most this
+        /// times the transcode jobs in all.
         #[arg(long, value_name = "MIB", default_value_t = 1024)]
         transcode_max_mib: u64,
         /// PEM file of CA certificates trusted for https web applications
