@@ -28,6 +28,8 @@
 //! - [`api`]: the control REST API with dcm4chee's paths.
 //! - [`app`]: wires it all together for `serve`.
 //! - [`redact`]: masking credentials in URLs for messages.
+//! - [`shortage`]: recognising a shortage of descriptors or memory in an
+//!   error (retryable, never a final FAILED).
 //! - [`cli`]: client commands of the binary: `tasks` over the control API,
 //!   `export --wait`.
 
@@ -42,6 +44,7 @@ pub mod metrics;
 pub mod queue;
 pub mod redact;
 pub mod schedule;
+pub mod shortage;
 pub mod stow;
 pub mod stowrsd;
 pub mod synth;

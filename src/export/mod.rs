@@ -616,8 +616,13 @@ async fn prepare(
             sop_iuid: inst.sop_iuid.clone(),
             status: InstanceStatus::Failed,
             reason: Some(e.to_string()),
-            // Decoding the same file again gives the same error.
-            retry: Retry::No,
+            // Decoding the same file again gives the same error, unless
+            // the file could not be read for want of descriptors or memory.
+            retry: if e.shortage.is_some() {
+                Retry::Yes
+            } else {
+                Retry::No
+            },
         }),
     }
 }

@@ -11,7 +11,6 @@ pub mod body;
 pub mod multipart;
 pub mod oauth;
 pub mod response;
-pub mod shortage;
 pub mod tls;
 
 use std::time::Duration;
@@ -416,7 +415,7 @@ fn file_problem(inst: &StoredInstance, len: std::io::Result<u64>) -> Option<Inst
             format!("stored file {} is gone", inst.path.display()),
             Retry::No,
         ),
-        Err(e) => match shortage::Shortage::of_io(&e) {
+        Err(e) => match crate::shortage::Shortage::of_io(&e) {
             Some(short) => (
                 InstanceStatus::Failed,
                 format!(
@@ -476,7 +475,7 @@ fn transport_reason(e: &reqwest::Error) -> String {
         }
         src = cause.source();
     }
-    if let Some(short) = shortage::Shortage::in_chain(e) {
+    if let Some(short) = crate::shortage::Shortage::in_chain(e) {
         s = format!("{short}: {s}");
     }
     // The URL is in the task already; keep the message free of it.

@@ -90,6 +90,9 @@ pub struct TranscodeError {
     pub name: String,
     pub target: &'static str,
     pub cause: String,
+    /// Reading the stored file met a shortage of descriptors or memory:
+    /// the same conversion succeeds later, unlike every other cause.
+    pub shortage: Option<crate::shortage::Shortage>,
 }
 
 /// Limits on one object.
@@ -203,6 +206,7 @@ pub fn transcode(
         name: transfer_syntax_name(uid).to_string(),
         target: transfer_syntax_name(target.uid()),
         cause,
+        shortage: None,
     };
     let parts = split(file, max).map_err(|e| fail(&uid, e.to_string()))?;
     uid.clone_from(&parts.transfer_syntax);
@@ -555,34 +559,43 @@ impl Transcoder {
         stored_ts: &str,
         target: Target,
     ) -> Result<Transcoded, TranscodeError> {
-        let fail = |cause: String| TranscodeError {
+        let fail = |cause: String, shortage: Option<crate::shortage::Shortage>| TranscodeError {
             uid: stored_ts.to_string(),
             name: transfer_syntax_name(stored_ts).to_string(),
             target: transfer_syntax_name(target.uid()),
             cause,
+            shortage,
         };
         let _permit = self
             .permits
             .acquire()
             .await
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(e.to_string(), None))?;
         let limits = self.limits;
         let (metrics, ts) = (self.metrics.clone(), stored_ts.to_string());
+        // An I/O error keeps its shortage (EMFILE, ENOMEM...), which makes
+        // the instance worth retrying.
+        let io = |what: String, e: std::io::Error| {
+            (format!("{what}: {e}"), crate::shortage::Shortage::of_io(&e))
+        };
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let r = (|| {
                 use std::io::Read;
-                let mut f = std::fs::File::open(&path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                let len = f.metadata().map_err(|e| e.to_string())?.len();
+                let read = || format!("cannot read {}", path.display());
+                let mut f = std::fs::File::open(&path).map_err(|e| io(read(), e))?;
+                let len = f.metadata().map_err(|e| io(read(), e))?.len();
                 if len > limits.max_object_bytes {
-                    return Err(format!(
-                        "the file is {len} bytes, over the limit of {} for decompression",
-                        limits.max_object_bytes
+                    return Err((
+                        format!(
+                            "the file is {len} bytes, over the limit of {} for decompression",
+                            limits.max_object_bytes
+                        ),
+                        None,
                     ));
                 }
                 let mut buf = Vec::with_capacity(len as usize);
-                f.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+                f.read_to_end(&mut buf).map_err(|e| io(read(), e))?;
                 Ok(transcode(&buf, target, limits))
             })();
             if let Some(m) = metrics {
@@ -591,8 +604,8 @@ impl Transcoder {
             r
         })
         .await
-        .map_err(|e| fail(format!("decoder crashed: {e}")))?
-        .map_err(fail)?
+        .map_err(|e| fail(format!("decoder crashed: {e}"), None))?
+        .map_err(|(cause, shortage)| fail(cause, shortage))?
     }
 }
 
