@@ -8,7 +8,9 @@
 //! back. The name is given with `link(2)`, which never replaces an existing
 //! file: two requests carrying the same SOP Instance UID at the same time
 //! cannot overwrite each other, and the loser compares its bytes with the
-//! winner's.
+//! winner's. The store directory must therefore be on a file system with
+//! hard links (any POSIX one: ext4, XFS, btrfs, tmpfs, NFS); on one without
+//! (FAT, some SMB mounts) every instance fails with 0x0110.
 
 use std::fs;
 use std::io::{self, Read};
