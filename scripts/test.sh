@@ -31,6 +31,8 @@ command -v opj_decompress >/dev/null 2>&1 || need_apt+=(libopenjp2-tools)
 # Headless Chromium and its WebDriver drive the web page test (tests/ui.rs).
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
+# strace shows that stowrsd fsyncs before it answers (tests/hardening_stowrsd.rs).
+command -v strace >/dev/null 2>&1 || need_apt+=(strace)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   # No default slapd database: the tests run private instances.

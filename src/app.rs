@@ -45,6 +45,9 @@ pub struct Settings {
     pub stowrsd_dir: Option<PathBuf>,
     /// Where the in-process receiver listens; default: the `stowrsd` web app's address.
     pub stowrsd_bind: Option<String>,
+    /// The in-process receiver's limits, overwrite rule and token (its
+    /// `store_dir` is `stowrsd_dir`).
+    pub stowrsd_options: StowrsdOptions,
     /// How often an unreachable configuration source is retried at start-up.
     pub startup_retries: u32,
     /// Reload automatically when the source changes, polling at this interval.
@@ -73,6 +76,7 @@ impl std::fmt::Debug for Settings {
             .field("listen", &self.listen)
             .field("stowrsd_dir", &self.stowrsd_dir)
             .field("stowrsd_bind", &self.stowrsd_bind)
+            .field("stowrsd_options", &self.stowrsd_options)
             .field("startup_retries", &self.startup_retries)
             .field("watch", &self.watch)
             .field("zone", &self.zone)
@@ -155,12 +159,25 @@ impl Application {
                         addr: addr.clone(),
                         source,
                     })?;
-                Some((
-                    l,
-                    StowrsdOptions {
-                        store_dir: Some(dir.clone()),
-                    },
-                ))
+                let opts = StowrsdOptions {
+                    store_dir: Some(dir.clone()),
+                    ..settings.stowrsd_options.clone()
+                };
+                // Never open to the network without a token.
+                let bound = l.local_addr().map_err(|source| AppError::Bind {
+                    addr: addr.clone(),
+                    source,
+                })?;
+                stowrsd::access::check_listen(
+                    &bound,
+                    opts.token.as_ref(),
+                    stowrsd::access::TokenOption::Serve,
+                )
+                .map_err(|e| AppError::Bind {
+                    addr: addr.clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, e),
+                })?;
+                Some((l, opts))
             }
         };
         let listener =

@@ -142,6 +142,10 @@ enum Command {
         /// Override the built-in receiver's address.
         #[arg(long, value_name = "ADDR", requires = "stowrsd")]
         stowrsd_bind: Option<String>,
+        /// The built-in receiver's limits, overwrite rule and token: the
+        /// options of `stowrsd` with a `stowrsd-` prefix.
+        #[command(flatten)]
+        stowrsd_limits: ServeReceiverArgs,
         /// Reload automatically when the configuration source changes,
         /// checking every SECONDS (at most 86400).
         #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=MAX_WATCH_SECONDS))]
@@ -198,6 +202,8 @@ enum Command {
     },
     /// Run only the built-in STOW-RS receiver.
     Stowrsd {
+        /// Address to listen on. Off loopback a bearer token is required
+        /// (--token-file).
         #[arg(long, default_value = "127.0.0.1:18080")]
         bind: String,
         /// Store each instance as DIR/<SOPInstanceUID>.dcm.
@@ -206,6 +212,8 @@ enum Command {
         /// Read and acknowledge, but store nothing.
         #[arg(long)]
         ignore: bool,
+        #[command(flatten)]
+        limits: ReceiverArgs,
     },
     /// Import DICOM files and folders into the archive.
     Import {
@@ -283,6 +291,109 @@ enum Command {
     },
 }
 
+/// The receiver's limits, overwrite rule and token as `stowrsd` takes them.
+#[derive(clap::Args, Clone)]
+struct ReceiverArgs {
+    /// Most parts (instances) one request may hold; a request with more is
+    /// answered 413 and not read further.
+    #[arg(long, value_name = "N", default_value_t = stowrsd::limits::DEFAULT_MAX_PARTS)]
+    max_parts: usize,
+    /// Most bytes one request body may hold (such as 500MB or 16GiB);
+    /// a larger one is answered 413 and not read further.
+    #[arg(long, value_name = "SIZE", default_value_t = stowrsd::limits::DEFAULT_MAX_REQUEST_BYTES, value_parser = size_arg)]
+    max_request_bytes: u64,
+    /// Most bytes one part (one instance) may hold; a larger part ends the
+    /// request with 413.
+    #[arg(long, value_name = "SIZE", default_value_t = stowrsd::limits::DEFAULT_MAX_PART_BYTES, value_parser = size_arg)]
+    max_part_bytes: u64,
+    /// Free space kept on the store's file system: below it instances fail
+    /// with 0xA700 (out of resources) instead of being stored; 0 turns the
+    /// check off.
+    #[arg(long, value_name = "SIZE", default_value_t = stowrsd::disk::DEFAULT_MIN_FREE_DISK, value_parser = size_arg)]
+    min_free_disk: u64,
+    /// Replace an instance already stored. By default it is kept: the same
+    /// bytes again count as stored, other bytes fail with 0x0111
+    /// (duplicate SOP instance).
+    #[arg(long)]
+    overwrite: bool,
+    /// File holding the bearer token every sender must give (default: the
+    /// environment variable STOW_EXPORTER_STOWRSD_TOKEN). Required when
+    /// --bind is not a loopback address.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+/// The in-process receiver's limits, overwrite rule and token for `serve`
+/// (the `stowrsd` options with a `stowrsd-` prefix).
+#[derive(clap::Args, Clone)]
+struct ServeReceiverArgs {
+    /// Most parts one request to the built-in receiver may hold.
+    #[arg(long, value_name = "N", default_value_t = stowrsd::limits::DEFAULT_MAX_PARTS)]
+    stowrsd_max_parts: usize,
+    /// Most bytes one request body to the built-in receiver may hold.
+    #[arg(long, value_name = "SIZE", default_value_t = stowrsd::limits::DEFAULT_MAX_REQUEST_BYTES, value_parser = size_arg)]
+    stowrsd_max_request_bytes: u64,
+    /// Most bytes one part sent to the built-in receiver may hold.
+    #[arg(long, value_name = "SIZE", default_value_t = stowrsd::limits::DEFAULT_MAX_PART_BYTES, value_parser = size_arg)]
+    stowrsd_max_part_bytes: u64,
+    /// Free space the built-in receiver keeps on its store's file system
+    /// (0: no check).
+    #[arg(long, value_name = "SIZE", default_value_t = stowrsd::disk::DEFAULT_MIN_FREE_DISK, value_parser = size_arg)]
+    stowrsd_min_free_disk: u64,
+    /// The built-in receiver replaces instances it already holds.
+    #[arg(long)]
+    stowrsd_overwrite: bool,
+    /// File holding the built-in receiver's bearer token (default: the
+    /// environment variable STOW_EXPORTER_STOWRSD_TOKEN); not the control
+    /// API's token. Required when the receiver's address is not a loopback
+    /// address.
+    #[arg(long, value_name = "FILE")]
+    stowrsd_token_file: Option<PathBuf>,
+}
+
+/// A size option that is not one.
+#[derive(Debug, thiserror::Error)]
+#[error("expected a size such as 1073741824, 500MB or 2GiB, got {0:?}")]
+struct SizeArgError(String);
+
+fn size_arg(v: &str) -> Result<u64, SizeArgError> {
+    stow_exporter::config::model::parse_size(v).ok_or_else(|| SizeArgError(v.to_string()))
+}
+
+impl ReceiverArgs {
+    async fn options(&self, store_dir: Option<PathBuf>) -> Result<StowrsdOptions, BoxError> {
+        use stowrsd::access::{TokenOption, load_token};
+        Ok(StowrsdOptions {
+            store_dir,
+            limits: stowrsd::limits::Limits {
+                max_parts: self.max_parts,
+                max_request_bytes: self.max_request_bytes,
+                max_part_bytes: self.max_part_bytes,
+            },
+            min_free_disk: self.min_free_disk,
+            overwrite: self.overwrite,
+            token: load_token(self.token_file.as_deref(), TokenOption::Stowrsd).await?,
+        })
+    }
+}
+
+impl ServeReceiverArgs {
+    async fn options(&self) -> Result<StowrsdOptions, BoxError> {
+        use stowrsd::access::{TokenOption, load_token};
+        Ok(StowrsdOptions {
+            store_dir: None,
+            limits: stowrsd::limits::Limits {
+                max_parts: self.stowrsd_max_parts,
+                max_request_bytes: self.stowrsd_max_request_bytes,
+                max_part_bytes: self.stowrsd_max_part_bytes,
+            },
+            min_free_disk: self.stowrsd_min_free_disk,
+            overwrite: self.stowrsd_overwrite,
+            token: load_token(self.stowrsd_token_file.as_deref(), TokenOption::Serve).await?,
+        })
+    }
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         // OpenJPEG reports every tile it decodes at info (through jpeg2k).
@@ -325,6 +436,7 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
             listen,
             stowrsd,
             stowrsd_bind,
+            stowrsd_limits,
             watch,
             time_zone,
             queue,
@@ -350,6 +462,12 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
             if let Some(w) = cleartext_warning(&source) {
                 tracing::warn!("{w}");
             }
+            // Only read when the receiver runs: the variable may be set for
+            // a separate `stowrsd` on the same machine.
+            let stowrsd_options = match &stowrsd {
+                Some(_) => stowrsd_limits.options().await?,
+                None => StowrsdOptions::default(),
+            };
             let app = Application::build(Settings {
                 config: source,
                 device_name: config.device_name,
@@ -357,6 +475,7 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
                 listen,
                 stowrsd_dir: stowrsd,
                 stowrsd_bind,
+                stowrsd_options,
                 // About five minutes of backoff before giving up.
                 startup_retries: 14,
                 watch: watch.filter(|s| *s > 0).map(std::time::Duration::from_secs),
@@ -374,22 +493,39 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
             app.run_until_stopped(shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Stowrsd { bind, dir, ignore } => {
+        Command::Stowrsd {
+            bind,
+            dir,
+            ignore,
+            limits,
+        } => {
+            // A bad token fails before anything is bound.
+            let opts = limits.options(dir.clone()).await?;
             let listener = tokio::net::TcpListener::bind(&bind)
                 .await
                 .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
+            let addr = listener.local_addr()?;
+            stowrsd::access::check_listen(
+                &addr,
+                opts.token.as_ref(),
+                stowrsd::access::TokenOption::Stowrsd,
+            )?;
             if let Some(d) = &dir {
                 tokio::fs::create_dir_all(d)
                     .await
                     .map_err(|e| format!("{}: {e}", d.display()))?;
             }
-            tracing::info!(addr = %listener.local_addr()?, store = ?dir, ignore, "stowrsd listening");
-            stowrsd::serve(
-                listener,
-                StowrsdOptions { store_dir: dir },
-                shutdown_signal(),
-            )
-            .await?;
+            tracing::info!(
+                %addr,
+                store = ?dir,
+                ignore,
+                limits = ?opts.limits,
+                min_free_disk = opts.min_free_disk,
+                overwrite = opts.overwrite,
+                token = opts.token.is_some(),
+                "stowrsd listening"
+            );
+            stowrsd::serve(listener, opts, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Import { data, paths } => import(&data, &paths).await,

@@ -148,6 +148,7 @@ async fn answering(dir: &Path, status: u16, retry_after: Option<&'static str>) -
     };
     let app = stowrsd::router(StowrsdOptions {
         store_dir: Some(dir.to_path_buf()),
+        ..Default::default()
     })
     .layer(middleware::from_fn(layer));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -535,6 +535,7 @@ async fn guarded_receiver(dir: &std::path::Path, valid: Arc<ValidTokens>, delay:
     let app = require_bearer(
         stowrsd::router(StowrsdOptions {
             store_dir: Some(dir.to_path_buf()),
+            ..Default::default()
         }),
         valid,
     )

@@ -72,6 +72,7 @@ async fn start(fault: Fault, dir: &std::path::Path) -> std::net::SocketAddr {
     };
     let app = stowrsd::router(StowrsdOptions {
         store_dir: Some(dir.to_path_buf()),
+        ..Default::default()
     })
     .layer(middleware::from_fn(layer));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -45,6 +45,7 @@ async fn receiver(dir: &Path, valid: Arc<ValidTokens>) -> u16 {
     };
     let app = stowrsd::router(StowrsdOptions {
         store_dir: Some(dir.to_path_buf()),
+        ..Default::default()
     })
     .layer(axum::middleware::from_fn(guard));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -24,9 +24,25 @@
 //! UID names the stored file.
 //!
 //! With a store directory, each part is streamed to `.<random>.part` there
-//! and renamed to `<SOPInstanceUID>.dcm` (replacing an existing file) once
-//! the part ended cleanly, byte for byte as received. Without one
-//! (`--ignore`) the bytes are discarded after the meta information is read.
+//! and, once the part ended cleanly, fsynced and given the name
+//! `<SOPInstanceUID>.dcm`, byte for byte as received; the directory is
+//! fsynced before the reply ([`store`]). An instance already stored is
+//! kept: the same bytes again count as stored (a sender retrying after a
+//! lost reply gets its success), other bytes fail with 0x0111 (duplicate
+//! SOP instance), unless `--overwrite` says to replace it. Without a store
+//! directory (`--ignore`) the bytes are discarded after the meta
+//! information is read.
+//!
+//! # Limits and access
+//!
+//! A request holds at most [`Limits::max_parts`] parts,
+//! [`Limits::max_request_bytes`] bytes and [`Limits::max_part_bytes`] bytes
+//! per part ([`limits`]); the first one crossed ends the request there: the
+//! rest of the body is not read, and the connection is closed. A part is
+//! not stored while the store's file system has less than
+//! [`StowrsdOptions::min_free_disk`] bytes free ([`disk`]). With a token,
+//! every request needs `Authorization: Bearer <token>`; off loopback a
+//! token is required ([`access`]).
 //!
 //! # Response
 //!
@@ -46,13 +62,21 @@
 //! | close delimiter but no part              | 400 (text/plain) |
 //! | framing error / truncated body, nothing stored | 400 (text/plain) |
 //! | framing error / truncated body after some instances were stored | 400 with the DICOM body listing them (the interrupted part as failed, 0x0110) and a `Warning: 299` header with the reason |
+//! | over a limit, nothing stored             | 413 (text/plain naming the limit and its option), `Connection: close` |
+//! | over a limit after some instances were stored | 202 with the DICOM body listing them, the part that crossed the limit (or, when none did, one item without UIDs for the unread rest) failed with 0xA700, a `Warning: 299` header naming the limit, `Connection: close` |
+//! | no or wrong bearer token (when one is set) | 401 |
 //!
 //! Failure reasons: 0xC000 (cannot understand) for a part that is not
 //! `application/dicom`, not a Part 10 file, has broken meta information or
 //! invalid UIDs; 0x0110 (processing failure) for I/O errors while storing
 //! (and a part cut off by the end of the body); 0xA700 (out of resources)
-//! when the disk is full.
+//! when the disk is full, the free-disk reserve is reached or a limit cut
+//! the part off; 0x0111 (duplicate SOP instance) for other bytes under the
+//! name of an instance already stored.
 
+pub mod access;
+pub mod disk;
+pub mod limits;
 pub mod meta;
 pub mod multipart;
 pub mod response;
@@ -68,24 +92,47 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::header::{ACCEPT, ALLOW, CONTENT_TYPE, WARNING};
+use axum::http::header::{ACCEPT, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, WARNING};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt;
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 
+use self::disk::{DiskError, DiskGuard};
+use self::limits::{BodyError, Bounded, LimitExceeded, Limits};
 use self::meta::{FileMeta, Progress};
 use self::multipart::{Event, MultipartError, MultipartReader, PartHeaders};
 use self::response::{FailedSop, Format, ReferencedSop, StowResponse, failure_reason};
-use self::store::TempFile;
+use self::store::{Committed, TempFile};
+use crate::config::Secret;
 
 /// Options of the receiver.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StowrsdOptions {
     /// Where to store received instances as `<dir>/<SOPInstanceUID>.dcm`,
     /// byte for byte; None = discard (--ignore).
     pub store_dir: Option<PathBuf>,
+    /// Bounds of one request.
+    pub limits: Limits,
+    /// Bytes that stay free on the store's file system; 0 checks nothing.
+    pub min_free_disk: u64,
+    /// Replace an instance already stored instead of keeping it.
+    pub overwrite: bool,
+    /// When set, every request needs `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
+}
+
+impl Default for StowrsdOptions {
+    fn default() -> Self {
+        StowrsdOptions {
+            store_dir: None,
+            limits: Limits::default(),
+            min_free_disk: disk::DEFAULT_MIN_FREE_DISK,
+            overwrite: false,
+            token: None,
+        }
+    }
 }
 
 /// Request-level errors, each mapped to an HTTP status with a plain-text
@@ -106,6 +153,8 @@ pub enum StowrsdError {
     Multipart(#[from] MultipartError),
     #[error("reading the request body failed: {0}")]
     Body(String),
+    #[error(transparent)]
+    TooLarge(#[from] LimitExceeded),
 }
 
 impl StowrsdError {
@@ -118,7 +167,14 @@ impl StowrsdError {
             StowrsdError::BadRequest(_) | StowrsdError::Multipart(_) | StowrsdError::Body(_) => {
                 StatusCode::BAD_REQUEST
             }
+            StowrsdError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         }
+    }
+
+    /// Whether the rest of the body was left unread: the connection cannot
+    /// serve another request and is closed after the reply.
+    fn closes(&self) -> bool {
+        matches!(self, StowrsdError::TooLarge(_))
     }
 }
 
@@ -135,6 +191,10 @@ impl IntoResponse for StowrsdError {
             resp.headers_mut()
                 .insert(ALLOW, HeaderValue::from_static(ALLOWED));
         }
+        if self.closes() {
+            resp.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
         resp
     }
 }
@@ -147,15 +207,29 @@ const MAX_EPILOGUE: usize = 64 * 1024;
 
 #[derive(Debug)]
 struct Shared {
-    store_dir: Option<PathBuf>,
+    store_dir: Option<Arc<Path>>,
+    limits: Limits,
+    min_free_disk: u64,
+    overwrite: bool,
 }
 
 /// The receiver as an axum Router (a fallback handler, so that any path
-/// prefix works).
+/// prefix works), behind the token check when there is a token.
 pub fn router(opts: StowrsdOptions) -> Router {
-    Router::new().fallback(handle).with_state(Arc::new(Shared {
-        store_dir: opts.store_dir,
-    }))
+    let token = opts.token.map(Arc::new);
+    let router = Router::new().fallback(handle).with_state(Arc::new(Shared {
+        store_dir: opts.store_dir.map(Arc::from),
+        limits: opts.limits,
+        min_free_disk: opts.min_free_disk,
+        overwrite: opts.overwrite,
+    }));
+    match token {
+        None => router,
+        Some(t) => router.layer(axum::middleware::from_fn_with_state(
+            Some(t),
+            crate::api::ops::require_token,
+        )),
+    }
 }
 
 /// Serves until `shutdown` resolves.
@@ -193,28 +267,61 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             return e.into_response();
         }
     };
-    let mut reader = match MultipartReader::new(req.into_body().into_data_stream(), &boundary) {
+    let max = shared.limits.max_request_bytes;
+    if let Some(declared) = content_length(req.headers())
+        && declared > max
+    {
+        // Refused before a byte is read (a client that sent
+        // `Expect: 100-continue` does not even send the body).
+        let e = StowrsdError::from(LimitExceeded::DeclaredRequestBytes { declared, max });
+        tracing::warn!(path, status = e.status().as_u16(), error = %e, "STOW-RS request refused");
+        return e.into_response();
+    }
+    let body = Bounded::new(req.into_body().into_data_stream(), max);
+    let mut reader = match MultipartReader::new(body, &boundary) {
         Ok(r) => r,
         Err(e) => return StowrsdError::from(e).into_response(),
     };
-    let received = receive(shared.store_dir.as_deref(), &mut reader).await;
+    let received = receive(&shared, &mut reader).await;
     if received.error.is_none() {
         reader.drain(MAX_EPILOGUE).await;
     }
     let resp = respond(&received, format);
-    tracing::info!(
-        path,
-        study = study.as_deref().unwrap_or(""),
-        parts = received.parts,
-        stored = received.response.referenced.len(),
-        failed = received.response.failed.len(),
-        bytes = received.bytes,
-        status = resp.status().as_u16(),
-        error = received.error.as_ref().map(|e| e.to_string()),
-        elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
-        "STOW-RS request"
-    );
+    let error = received.error.as_ref().map(|e| e.to_string());
+    macro_rules! log {
+        ($level:ident) => {
+            tracing::$level!(
+                path,
+                study = study.as_deref().unwrap_or(""),
+                parts = received.parts,
+                stored = received.response.referenced.len(),
+                failed = received.response.failed.len(),
+                bytes = received.bytes,
+                status = resp.status().as_u16(),
+                error,
+                elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+                "STOW-RS request"
+            )
+        };
+    }
+    // A limit is hit by a misconfigured or hostile sender: worth a warning.
+    if received.error.as_ref().is_some_and(StowrsdError::closes) {
+        log!(warn);
+    } else {
+        log!(info);
+    }
     resp
+}
+
+/// The declared body length, when there is a valid one.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// `Some(study UID or None)` when `path` ends in `/studies` or
@@ -345,32 +452,108 @@ struct Received {
     response: StowResponse,
     parts: usize,
     bytes: u64,
-    /// Framing or body error that ended the request early.
+    /// Framing or body error, or the limit, that ended the request early.
     error: Option<StowrsdError>,
 }
 
-async fn receive<S, E>(store_dir: Option<&Path>, reader: &mut MultipartReader<S>) -> Received
+/// Where and how the parts of one request are stored.
+struct Ctx<'a> {
+    store_dir: Option<&'a Path>,
+    overwrite: bool,
+    disk: Option<DiskGuard>,
+    /// The reserve was reported for this request (once, not per part).
+    disk_logged: bool,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(shared: &'a Shared) -> Ctx<'a> {
+        Ctx {
+            store_dir: shared.store_dir.as_deref(),
+            overwrite: shared.overwrite,
+            disk: shared
+                .store_dir
+                .as_ref()
+                .map(|d| DiskGuard::new(d.clone(), shared.min_free_disk)),
+            disk_logged: false,
+        }
+    }
+
+    /// Counts `written` bytes of `meta`'s instance against the free-disk
+    /// reserve: the failure to report when storing must stop.
+    async fn admit(&mut self, meta: &FileMeta, written: u64) -> Result<(), FailedSop> {
+        let Some(disk) = self.disk.as_mut() else {
+            return Ok(());
+        };
+        let Err(e) = disk.check(written).await else {
+            return Ok(());
+        };
+        if !self.disk_logged {
+            self.disk_logged = true;
+            tracing::warn!(sop_instance_uid = %meta.sop_instance_uid, error = %e, "not storing: free-disk reserve");
+        }
+        Err(failed(
+            meta,
+            match e {
+                DiskError::Low { .. } => failure_reason::OUT_OF_RESOURCES,
+                DiskError::Stat { .. } => failure_reason::PROCESSING_FAILURE,
+            },
+        ))
+    }
+}
+
+async fn receive<S, E>(shared: &Shared, reader: &mut MultipartReader<S>) -> Received
 where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    S: Stream<Item = Result<Bytes, BodyError<E>>> + Unpin,
     E: std::fmt::Display,
 {
+    let limits = shared.limits;
+    let mut ctx = Ctx::new(shared);
     let mut received = Received::default();
     let mut current: Option<Part> = None;
+    let mut part_bytes = 0u64;
+    // Whether the request ended inside a part (which then has its item).
+    let mut cut_off = false;
     loop {
         match reader.next().await {
             Ok(Some(Event::PartStart(headers))) => {
+                if received.parts >= limits.max_parts {
+                    received.error = Some(
+                        LimitExceeded::Parts {
+                            max: limits.max_parts,
+                        }
+                        .into(),
+                    );
+                    break;
+                }
                 received.parts += 1;
+                part_bytes = 0;
                 current = Some(Part::start(&headers));
             }
             Ok(Some(Event::PartData(data))) => {
                 received.bytes += data.len() as u64;
+                part_bytes += data.len() as u64;
+                if part_bytes > limits.max_part_bytes {
+                    if let Some(part) = current.take() {
+                        let f = part.interrupt(failure_reason::OUT_OF_RESOURCES).await;
+                        received.response.failed.push(f);
+                        cut_off = true;
+                    }
+                    received.error = Some(
+                        LimitExceeded::PartBytes {
+                            part: received.parts,
+                            max: limits.max_part_bytes,
+                        }
+                        .into(),
+                    );
+                    break;
+                }
                 if let Some(part) = current.as_mut() {
-                    part.data(data, store_dir).await;
+                    part.data(data, &mut ctx).await;
                 }
             }
             Ok(Some(Event::PartEnd)) => {
                 if let Some(part) = current.take() {
-                    match part.finish(store_dir).await {
+                    match part.finish(&mut ctx).await {
                         Ok(stored) => received.response.referenced.push(stored),
                         Err(failed) => received.response.failed.push(failed),
                     }
@@ -378,16 +561,37 @@ where
             }
             Ok(Some(Event::End)) | Ok(None) => break,
             Err(e) => {
-                if let Some(part) = current.take() {
-                    received.response.failed.push(part.interrupt().await);
-                }
-                received.error = Some(match e {
+                let error = match e {
                     multipart::ReadError::Multipart(m) => StowrsdError::Multipart(m),
-                    multipart::ReadError::Stream(s) => StowrsdError::Body(s.to_string()),
-                });
+                    multipart::ReadError::Stream(BodyError::TooLarge(l)) => {
+                        StowrsdError::TooLarge(l)
+                    }
+                    multipart::ReadError::Stream(BodyError::Read(s)) => {
+                        StowrsdError::Body(s.to_string())
+                    }
+                };
+                let reason = if error.closes() {
+                    failure_reason::OUT_OF_RESOURCES
+                } else {
+                    failure_reason::PROCESSING_FAILURE
+                };
+                if let Some(part) = current.take() {
+                    received.response.failed.push(part.interrupt(reason).await);
+                    cut_off = true;
+                }
+                received.error = Some(error);
                 break;
             }
         }
+    }
+    if received.error.as_ref().is_some_and(StowrsdError::closes) && !cut_off {
+        // Stopped between parts: what was not read is one failure
+        // without UIDs, so the reply does not pass for complete.
+        received.response.failed.push(FailedSop {
+            sop_class_uid: None,
+            sop_instance_uid: None,
+            reason: failure_reason::OUT_OF_RESOURCES,
+        });
     }
     received
 }
@@ -406,18 +610,30 @@ fn respond(received: &Received, format: Format) -> Response {
             .into_response(),
         Some(e) if body.referenced.is_empty() => {
             // Nothing was stored: a plain error.
-            (
+            let mut resp = (
                 e.status(),
                 [(CONTENT_TYPE, "text/plain; charset=utf-8")],
                 format!("{e}\n"),
             )
-                .into_response()
+                .into_response();
+            if e.closes() {
+                resp.headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            resp
         }
         Some(e) => {
             // Some instances are stored: tell which, with the error as a
-            // warning.
+            // warning. Over a limit the status is 202 (some stored, some
+            // not), so that a client that trusts the status as well as the
+            // body (ours does) counts the stored ones as stored.
+            let status = if e.closes() {
+                StatusCode::ACCEPTED
+            } else {
+                e.status()
+            };
             let mut resp = (
-                e.status(),
+                status,
                 [(CONTENT_TYPE, format.content_type())],
                 body.render(format),
             )
@@ -435,6 +651,10 @@ fn respond(received: &Received, format: Format) -> Response {
                 .collect();
             if let Ok(v) = HeaderValue::from_str(&format!("299 stowrsd \"{text}\"")) {
                 resp.headers_mut().insert(WARNING, v);
+            }
+            if e.closes() {
+                resp.headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
             }
             resp
         }
@@ -475,7 +695,7 @@ impl Part {
         }
     }
 
-    async fn data(&mut self, data: Bytes, store_dir: Option<&Path>) {
+    async fn data(&mut self, data: Bytes, ctx: &mut Ctx<'_>) {
         match self {
             Part::Meta { pieces, head, need } => {
                 pieces.push(data.clone());
@@ -495,7 +715,7 @@ impl Part {
                         }
                         Ok(Progress::Done(m)) => {
                             let pieces = std::mem::take(pieces);
-                            *self = Part::begin(m, pieces, store_dir).await;
+                            *self = Part::begin(m, pieces, ctx).await;
                             return;
                         }
                         Err(e) => {
@@ -510,10 +730,15 @@ impl Part {
                 meta,
                 file: file @ Some(_),
             } => {
-                if let Some(f) = file.as_mut()
-                    && let Err(e) = f.write(&data).await
-                {
-                    let failed = io_failure(meta, &e);
+                let written = match file.as_mut() {
+                    Some(f) => f.write(&data).await.map_err(|e| io_failure(meta, &e)),
+                    None => Ok(()),
+                };
+                let admitted = match written {
+                    Ok(()) => ctx.admit(meta, data.len() as u64).await,
+                    Err(f) => Err(f),
+                };
+                if let Err(failed) = admitted {
                     if let Some(f) = file.take() {
                         f.abort().await;
                     }
@@ -525,19 +750,31 @@ impl Part {
     }
 
     /// Meta complete: open the temporary file and write what was held back.
-    async fn begin(meta: FileMeta, pieces: Vec<Bytes>, store_dir: Option<&Path>) -> Part {
-        let Some(dir) = store_dir else {
+    async fn begin(meta: FileMeta, pieces: Vec<Bytes>, ctx: &mut Ctx<'_>) -> Part {
+        let Some(dir) = ctx.store_dir else {
             return Part::Writing { meta, file: None };
         };
         let mut file = match TempFile::create(dir).await {
             Ok(f) => f,
             Err(e) => return Part::Failed(io_failure(&meta, &e)),
         };
+        // Checked once the (empty) file exists: creating it creates the
+        // store directory, whose file system is the one to look at.
+        if let Err(f) = ctx.admit(&meta, 0).await {
+            file.abort().await;
+            return Part::Failed(f);
+        }
+        let mut written = 0u64;
         for piece in &pieces {
             if let Err(e) = file.write(piece).await {
                 file.abort().await;
                 return Part::Failed(io_failure(&meta, &e));
             }
+            written += piece.len() as u64;
+        }
+        if let Err(f) = ctx.admit(&meta, written).await {
+            file.abort().await;
+            return Part::Failed(f);
         }
         Part::Writing {
             meta,
@@ -546,10 +783,10 @@ impl Part {
     }
 
     /// The part ended cleanly.
-    async fn finish(self, store_dir: Option<&Path>) -> Result<ReferencedSop, FailedSop> {
+    async fn finish(self, ctx: &mut Ctx<'_>) -> Result<ReferencedSop, FailedSop> {
         let part = match self {
             Part::Meta { pieces, head, .. } => match meta::parse(&head, true) {
-                Ok(Progress::Done(m)) => Part::begin(m, pieces, store_dir).await,
+                Ok(Progress::Done(m)) => Part::begin(m, pieces, ctx).await,
                 Ok(Progress::NeedMore(_)) => Part::Failed(cannot_understand()),
                 Err(e) => {
                     tracing::debug!(error = %e, "part rejected");
@@ -560,10 +797,21 @@ impl Part {
         };
         match part {
             Part::Writing { meta, file } => {
-                if let (Some(file), Some(dir)) = (file, store_dir) {
+                if let (Some(file), Some(dir)) = (file, ctx.store_dir) {
                     let dest = dir.join(format!("{}.dcm", meta.sop_instance_uid));
-                    if let Err(e) = file.commit(&dest).await {
-                        return Err(io_failure(&meta, &e));
+                    match file.commit(&dest, ctx.overwrite).await {
+                        Ok(Committed::Stored) => {}
+                        Ok(Committed::AlreadyIdentical) => {
+                            tracing::info!(sop_instance_uid = %meta.sop_instance_uid, "instance already stored with the same bytes: kept");
+                        }
+                        Ok(Committed::AlreadyDifferent) => {
+                            tracing::warn!(
+                                sop_instance_uid = %meta.sop_instance_uid,
+                                "instance already stored with other bytes: kept, the received one dropped (--overwrite replaces it)"
+                            );
+                            return Err(failed(&meta, failure_reason::DUPLICATE_SOP_INSTANCE));
+                        }
+                        Err(e) => return Err(io_failure(&meta, &e)),
                     }
                 }
                 Ok(ReferencedSop {
@@ -576,13 +824,14 @@ impl Part {
         }
     }
 
-    /// The body ended (or broke) inside this part.
-    async fn interrupt(self) -> FailedSop {
+    /// The body ended, broke or ran into a limit inside this part: it
+    /// fails with `reason`, unless it had already failed for its own.
+    async fn interrupt(self, reason: u16) -> FailedSop {
         match self {
             Part::Meta { .. } => FailedSop {
                 sop_class_uid: None,
                 sop_instance_uid: None,
-                reason: failure_reason::PROCESSING_FAILURE,
+                reason,
             },
             Part::Writing { meta, file } => {
                 if let Some(f) = file {
@@ -591,7 +840,7 @@ impl Part {
                 FailedSop {
                     sop_class_uid: Some(meta.sop_class_uid),
                     sop_instance_uid: Some(meta.sop_instance_uid),
-                    reason: failure_reason::PROCESSING_FAILURE,
+                    reason,
                 }
             }
             Part::Failed(f) => f,
@@ -607,15 +856,23 @@ fn cannot_understand() -> FailedSop {
     }
 }
 
-fn io_failure(meta: &FileMeta, e: &io::Error) -> FailedSop {
-    tracing::warn!(sop_instance_uid = %meta.sop_instance_uid, error = %e, "storing instance failed");
+/// `meta`'s instance failed with `reason`.
+fn failed(meta: &FileMeta, reason: u16) -> FailedSop {
     FailedSop {
         sop_class_uid: Some(meta.sop_class_uid.clone()),
         sop_instance_uid: Some(meta.sop_instance_uid.clone()),
-        reason: if e.kind() == io::ErrorKind::StorageFull {
+        reason,
+    }
+}
+
+fn io_failure(meta: &FileMeta, e: &io::Error) -> FailedSop {
+    tracing::warn!(sop_instance_uid = %meta.sop_instance_uid, error = %e, "storing instance failed");
+    failed(
+        meta,
+        if e.kind() == io::ErrorKind::StorageFull {
             failure_reason::OUT_OF_RESOURCES
         } else {
             failure_reason::PROCESSING_FAILURE
         },
-    }
+    )
 }

@@ -14,7 +14,11 @@ pub mod failure_reason {
     /// Processing failure (PS3.4 C.4.2.1.4): storing the part failed
     /// (I/O error), or the body ended inside the part.
     pub const PROCESSING_FAILURE: u16 = 0x0110;
-    /// Refused: out of resources (disk full).
+    /// Duplicate SOP instance (PS3.4 C.4.2.1.4): other bytes came under
+    /// the name of an instance already stored, which is kept.
+    pub const DUPLICATE_SOP_INSTANCE: u16 = 0x0111;
+    /// Refused: out of resources: the disk is full, the free-disk reserve
+    /// is reached, or a limit of the request cut the part off.
     pub const OUT_OF_RESOURCES: u16 = 0xA700;
     /// Error: cannot understand — the part is not `application/dicom`, not a
     /// DICOM Part 10 file, has broken file meta information or invalid UIDs.

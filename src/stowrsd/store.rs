@@ -1,7 +1,19 @@
-//! Writing a received part to a temporary file, renamed into place when
-//! the part is complete.
+//! Writing a received part to a temporary file and committing it durably
+//! under its final name, without replacing an instance already stored
+//! (unless told to).
+//!
+//! A commit is acknowledged only once it would survive a power loss: the
+//! file's data is fsynced before it gets its name, and the directory is
+//! fsynced after, so a 200 never names an instance that a crash could take
+//! back. The name is given with `link(2)`, which never replaces an existing
+//! file: two requests carrying the same SOP Instance UID at the same time
+//! cannot overwrite each other, and the loser compares its bytes with the
+//! winner's. The store directory must therefore be on a file system with
+//! hard links (any POSIX one: ext4, XFS, btrfs, tmpfs, NFS); on one without
+//! (FAT, some SMB mounts) every instance fails with 0x0110.
 
-use std::io;
+use std::fs;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use tokio::fs::{File, OpenOptions};
@@ -10,6 +22,25 @@ use tokio::io::{AsyncWriteExt, BufWriter};
 /// Write buffer per part: coalesces the body's small chunks into large
 /// blocking writes.
 const WRITE_BUFFER: usize = 256 * 1024;
+
+/// Read buffer per file when a duplicate is compared with the stored
+/// instance (two of them at a time, on a blocking thread).
+const COMPARE_BUFFER: usize = 256 * 1024;
+
+/// What a commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// The instance is stored under its name (new, or replacing the old
+    /// one when overwriting was asked for).
+    Stored,
+    /// An instance of that name was already stored with the very same
+    /// bytes: it is kept, and the re-sent copy is dropped. A client that
+    /// sends again after a lost reply gets a success.
+    AlreadyIdentical,
+    /// An instance of that name was already stored with other bytes: it is
+    /// kept, and the received copy is dropped.
+    AlreadyDifferent,
+}
 
 /// A `.<random>.part` file in the store directory. Removed when dropped
 /// unless committed.
@@ -57,22 +88,47 @@ impl TempFile {
         }
     }
 
-    /// Flushes, closes and renames the file to `dest` (replacing it). The
-    /// temporary file is removed if that fails.
-    pub async fn commit(mut self, dest: &Path) -> io::Result<()> {
+    /// Flushes and fsyncs the file, gives it the name `dest` and fsyncs the
+    /// directory. Without `overwrite` an existing `dest` is kept and the
+    /// received bytes are compared with it. The temporary file is gone
+    /// afterwards, whatever happened.
+    pub async fn commit(mut self, dest: &Path, overwrite: bool) -> io::Result<Committed> {
         let Some((path, mut w)) = self.inner.take() else {
             return Err(io::Error::other("temporary file already closed"));
         };
-        let result = async {
-            w.flush().await?;
+        if let Err(e) = w.flush().await {
             drop(w);
-            tokio::fs::rename(&path, dest).await
-        }
-        .await;
-        if result.is_err() {
             let _ = tokio::fs::remove_file(&path).await;
+            return Err(e);
         }
-        result
+        let file = w.into_inner().into_std().await;
+        let dest = dest.to_owned();
+        // fsync, link and compare block: all on one blocking thread, in order.
+        let job = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || {
+                let result = commit_blocking(file, &path, &dest, overwrite);
+                // Gone in every case: renamed or linked (and its name
+                // dropped), or not wanted.
+                if let Err(e) = fs::remove_file(&path)
+                    && e.kind() != io::ErrorKind::NotFound
+                {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove a temporary file");
+                }
+                result
+            })
+        };
+        match job.await {
+            Ok(result) => result,
+            Err(e) => {
+                // The blocking task panicked or was cancelled: the file is
+                // not known to be stored, and must not stay behind.
+                let _ = tokio::fs::remove_file(&path).await;
+                Err(io::Error::other(format!(
+                    "storing the instance failed: {e}"
+                )))
+            }
+        }
     }
 
     /// Closes and removes the file.
@@ -94,6 +150,83 @@ impl Drop for TempFile {
     }
 }
 
+/// The blocking part of [`TempFile::commit`]; the caller removes `tmp`
+/// where this did not.
+fn commit_blocking(
+    file: std::fs::File,
+    tmp: &Path,
+    dest: &Path,
+    overwrite: bool,
+) -> io::Result<Committed> {
+    // Data first: a name must never point at bytes still in the page cache.
+    file.sync_all()?;
+    drop(file);
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let committed = if overwrite {
+        fs::rename(tmp, dest)?;
+        Committed::Stored
+    } else {
+        // link(2) fails with EEXIST instead of replacing: the atomic
+        // "create this name unless it exists" that rename(2) lacks.
+        match fs::hard_link(tmp, dest) {
+            Ok(()) => {
+                // Dropped before the directory is synced, so that a crash
+                // leaves no second name behind.
+                fs::remove_file(tmp)?;
+                Committed::Stored
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if same_content(tmp, dest)? {
+                    // What the client is told is stored must be durable,
+                    // even if an earlier, interrupted run put it there.
+                    fs::File::open(dest)?.sync_all()?;
+                    Committed::AlreadyIdentical
+                } else {
+                    return Ok(Committed::AlreadyDifferent);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    // The new name lives in the directory: persist it before anyone is
+    // told.
+    fs::File::open(dir)?.sync_all()?;
+    Ok(committed)
+}
+
+/// Whether files `a` and `b` hold the same bytes (sizes first).
+fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
+    let (mut fa, mut fb) = (fs::File::open(a)?, fs::File::open(b)?);
+    if fa.metadata()?.len() != fb.metadata()?.len() {
+        return Ok(false);
+    }
+    let (mut ba, mut bb) = (vec![0u8; COMPARE_BUFFER], vec![0u8; COMPARE_BUFFER]);
+    loop {
+        let n = read_full(&mut fa, &mut ba)?;
+        let m = read_full(&mut fb, &mut bb)?;
+        if n != m || ba[..n] != bb[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Reads until `buf` is full or the file ends; the bytes read.
+fn read_full(f: &mut fs::File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +240,12 @@ mod tests {
         v
     }
 
+    async fn temp_with(dir: &Path, data: &[u8]) -> TempFile {
+        let mut f = TempFile::create(dir).await.unwrap();
+        f.write(data).await.unwrap();
+        f
+    }
+
     #[tokio::test]
     async fn commit_abort_drop() {
         let tmp = tempfile::tempdir().unwrap();
@@ -116,15 +255,10 @@ mod tests {
         f.write(&vec![b'x'; 300_000]).await.unwrap();
         assert_eq!(entries(&dir).len(), 1);
         assert!(entries(&dir)[0].ends_with(".part"));
-        f.commit(&dir.join("a.dcm")).await.unwrap();
+        let dest = dir.join("a.dcm");
+        assert_eq!(f.commit(&dest, false).await.unwrap(), Committed::Stored);
         assert_eq!(entries(&dir), vec!["a.dcm"]);
-        assert_eq!(std::fs::read(dir.join("a.dcm")).unwrap().len(), 300_006);
-
-        // Replaces an existing file.
-        let mut f = TempFile::create(&dir).await.unwrap();
-        f.write(b"new").await.unwrap();
-        f.commit(&dir.join("a.dcm")).await.unwrap();
-        assert_eq!(std::fs::read(dir.join("a.dcm")).unwrap(), b"new");
+        assert_eq!(std::fs::read(&dest).unwrap().len(), 300_006);
 
         let mut f = TempFile::create(&dir).await.unwrap();
         f.write(b"gone").await.unwrap();
@@ -132,5 +266,43 @@ mod tests {
         let f = TempFile::create(&dir).await.unwrap();
         drop(f);
         assert_eq!(entries(&dir), vec!["a.dcm"]);
+    }
+
+    #[tokio::test]
+    async fn an_existing_instance_is_kept_unless_overwriting() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let dest = dir.join("a.dcm");
+        let old = vec![7u8; 600_000];
+        temp_with(dir, &old)
+            .await
+            .commit(&dest, false)
+            .await
+            .unwrap();
+
+        // The same bytes again: kept, reported as already there.
+        let f = temp_with(dir, &old).await;
+        assert_eq!(
+            f.commit(&dest, false).await.unwrap(),
+            Committed::AlreadyIdentical
+        );
+        // Other bytes (same size, and another size): kept too.
+        let mut other = old.clone();
+        other[599_999] = 8;
+        for data in [other.as_slice(), b"new".as_slice()] {
+            let f = temp_with(dir, data).await;
+            assert_eq!(
+                f.commit(&dest, false).await.unwrap(),
+                Committed::AlreadyDifferent
+            );
+            assert_eq!(std::fs::read(&dest).unwrap(), old);
+        }
+        assert_eq!(entries(dir), vec!["a.dcm"]);
+
+        // Overwriting replaces it.
+        let f = temp_with(dir, b"new").await;
+        assert_eq!(f.commit(&dest, true).await.unwrap(), Committed::Stored);
+        assert_eq!(std::fs::read(&dest).unwrap(), b"new");
+        assert_eq!(entries(dir), vec!["a.dcm"]);
     }
 }

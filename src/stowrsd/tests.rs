@@ -17,7 +17,11 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, StowrsdOptions { store_dir }, async move {
+        let opts = StowrsdOptions {
+            store_dir,
+            ..Default::default()
+        };
+        let task = tokio::spawn(serve(listener, opts, async move {
             let _ = rx.await;
         }));
         Server {

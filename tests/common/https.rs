@@ -296,6 +296,7 @@ impl HttpsReceiver {
         };
         let app = stowrsd::router(StowrsdOptions {
             store_dir: Some(dir.to_path_buf()),
+            ..Default::default()
         });
         HttpsReceiver {
             addr,

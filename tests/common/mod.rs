@@ -208,6 +208,7 @@ impl Receiver {
         };
         let app = stowrsd::router(StowrsdOptions {
             store_dir: Some(dir.to_path_buf()),
+            ..Default::default()
         })
         .layer(middleware::from_fn(observe));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -259,6 +260,7 @@ impl Service {
             listen: "127.0.0.1:0".parse().unwrap(),
             stowrsd_dir: None,
             stowrsd_bind: None,
+            stowrsd_options: Default::default(),
             startup_retries: 0,
             watch: None,
             zone: Default::default(),
@@ -504,6 +506,7 @@ pub async fn flaky(
     };
     let app = stowrsd::router(StowrsdOptions {
         store_dir: Some(dir.to_path_buf()),
+        ..Default::default()
     })
     .layer(middleware::from_fn(layer));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
