@@ -299,6 +299,7 @@ async fn token_endpoint_uses_the_services_tls_settings() {
     let app = require_bearer(
         stow_exporter::stowrsd::router(stow_exporter::stowrsd::StowrsdOptions {
             store_dir: Some(tmp.path().join("received")),
+            ..Default::default()
         }),
         server.tokens(),
     );
