@@ -9,7 +9,10 @@
 #
 # See bench/README.md. Everything runs on 127.0.0.1; every process the script
 # starts is stopped by its PID on exit; the work dir (mktemp -d) is removed.
-# Environment: BENCH_TMPDIR (parent of the work dir, default /tmp),
+# Environment: BENCH_DURABILITY=1 (also run serve with
+# --sqlite-synchronous normal in every repetition, next to the default full:
+# what the durable task store costs; bench/hostile.sh sets it),
+# BENCH_TMPDIR (parent of the work dir, default /tmp),
 # BENCH_KEEP=1 (keep the work dir with its logs, for debugging),
 # CARGO_TARGET_DIR (as cargo), RUST_LOG (log level of serve and import,
 # default info; the receiver always logs at info: its log is checked).
@@ -26,11 +29,8 @@ STOWRSD_WEBAPP_DN='dcmWebAppName=stowrsd,dicomDeviceName=stowrsd,cn=Devices,cn=D
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-die() {
-    echo "error: $*" >&2
-    exit 1
-}
-say() { echo "== $*" >&2; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 [[ $N =~ ^[1-9][0-9]*$ ]] || die "N must be a positive integer (got '$N'); usage: $0 [N=2000] [REPS=3]"
 [[ $REPS =~ ^[1-9][0-9]*$ ]] || die "REPS must be a positive integer (got '$REPS'); usage: $0 [N=2000] [REPS=3]"
@@ -47,65 +47,6 @@ if [[ $(printf '%s\n' 7.66.0 "$CURL_VERSION" | sort -V | head -n1) != 7.66.0 ]] 
     die "curl $CURL_VERSION does not support -Z/--parallel-max (needs >= 7.66.0)"
 fi
 
-# ---------------------------------------------------------------- cleanup
-PIDS=()
-WORK=""
-
-stop_pid() {
-    local pid=$1 watchdog
-    if kill -0 "$pid" 2>/dev/null; then
-        kill "$pid" 2>/dev/null || true
-        # SIGKILL if it has not exited within 15 s.
-        (sleep 15 && kill -KILL "$pid" 2>/dev/null) >/dev/null 2>&1 &
-        watchdog=$!
-        wait "$pid" 2>/dev/null || true
-        kill "$watchdog" 2>/dev/null || true
-        wait "$watchdog" 2>/dev/null || true
-    else
-        wait "$pid" 2>/dev/null || true
-    fi
-    local keep=() p
-    for p in ${PIDS[@]+"${PIDS[@]}"}; do
-        [[ $p == "$pid" ]] || keep+=("$p")
-    done
-    PIDS=(${keep[@]+"${keep[@]}"})
-}
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM ERR
-    local p
-    for p in ${PIDS[@]+"${PIDS[@]}"}; do
-        stop_pid "$p"
-    done
-    if [[ -n $WORK && -d $WORK ]]; then
-        if [[ ${BENCH_KEEP:-0} == 1 ]]; then
-            echo "kept the work dir $WORK (BENCH_KEEP=1)" >&2
-        else
-            rm -rf -- "$WORK"
-        fi
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'echo "error: line $LINENO: \"$BASH_COMMAND\" failed" >&2' ERR
-
-# Starts "$@" in the background with output appended to $1's log; sets BG_PID.
-start_bg() {
-    local log=$1
-    shift
-    "$@" >>"$log" 2>&1 &
-    BG_PID=$!
-    PIDS+=("$BG_PID")
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-now() { date +%s.%N; }
 # CPU time (user+system, clock ticks) of a process.
 cpu_ticks() {
     local stat
@@ -127,15 +68,10 @@ others() { # before after ours_ticks
     echo "other processes $(ticks_to_s $((b1 - b0 - s1 + s0 - $3))) s, steal $(ticks_to_s $((s1 - s0))) s"
 }
 ticks_to_s() { awk -v t="$1" -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", t / hz}'; }
-sub() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a - b}'; }
 
 # Sum of the sizes of the *.dcm files in a folder.
 dir_bytes() { find "$1" -maxdepth 1 -name '*.dcm' -printf '%s\n' | awk '{s += $1} END {printf "%d", s}'; }
 
-log_tail() {
-    echo "--- last lines of $1:" >&2
-    tail -n 20 "$1" >&2 || true
-}
 
 # ------------------------------------------------------------------ build
 say "building release binaries (cargo skips this when up to date)"
@@ -304,15 +240,22 @@ receiver_check() { # what mark count bytes
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
 
-# ours LABEL DATA STUDY COUNT BYTES REP
+# ours LABEL DATA STUDY COUNT BYTES REP [SYNCHRONOUS]: SYNCHRONOUS is the
+# task store's --sqlite-synchronous (default: serve's own, full); a run
+# with one is recorded as kind ours-SYNCHRONOUS.
 ours() {
-    local label=$1 data=$2 study=$3 count=$4 bytes=$5 rep=$6
+    local label=$1 data=$2 study=$3 count=$4 bytes=$5 rep=$6 sync=${7:-}
+    local kind=ours extra=()
+    if [[ -n $sync ]]; then
+        kind=ours-$sync
+        extra=(--sqlite-synchronous "$sync")
+    fi
     local port api pid log code body task status completed json t0 t_poll wall pet t_end
     local s0 r0 s1 r1 hwm deadline mark m0 m1
     port=$(free_port)
     api="http://127.0.0.1:$port/dcm4chee-arc"
     log="$LOGS/serve-$label-$rep.log"
-    start_bg "$log" "$BIN" serve --config "$CFG" --data "$data" --listen "127.0.0.1:$port"
+    start_bg "$log" "$BIN" serve --config "$CFG" --data "$data" --listen "127.0.0.1:$port" ${extra[@]+"${extra[@]}"}
     pid=$BG_PID
     for _ in $(seq 1 300); do
         kill -0 "$pid" 2>/dev/null || { log_tail "$log"; die "serve exited at start"; }
@@ -378,9 +321,9 @@ ours() {
     if [[ $json =~ \"processingStartTime\":\"([^\"]+)\" ]] && pst=$(date -d "${BASH_REMATCH[1]}" +%s.%N 2>/dev/null); then
         start_s=$(sub "$pst" "$t0")
     fi
-    printf 'ours\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$rep" "$count" "$bytes" "$wall" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$label" "$rep" "$count" "$bytes" "$wall" \
         "$(ticks_to_s $((s1 - s0)))" "$(ticks_to_s $((r1 - r0)))" "$hwm" >>"$RESULTS"
-    say "rep $rep ours set $label: $wall s, $(awk -v n="$count" -v w="$wall" 'BEGIN {printf "%.1f", n / w}') instances/s," \
+    say "rep $rep $kind set $label: $wall s, $(awk -v n="$count" -v w="$wall" 'BEGIN {printf "%.1f", n / w}') instances/s," \
         "serve CPU $(ticks_to_s $((s1 - s0))) s, stowrsd CPU $(ticks_to_s $((r1 - r0))) s, peak RSS $(awk -v k="$hwm" 'BEGIN {printf "%.1f", k * 1024 / 1e6}') MB (task started at +$start_s s); $(others "$m0" "$m1" $((s1 - s0 + r1 - r0)))"
 }
 
@@ -426,6 +369,16 @@ for rep in $(seq 1 "$REPS"); do
     fi
     # RSS flatness (and throughput) with twice the instances.
     ours 2N "$WORK/data-2n" "$STUDY_2N" "$N2" "$BYTES_2N" "$rep"
+    # The durable task store (full, the default) against normal, in turn.
+    if [[ ${BENCH_DURABILITY:-0} == 1 ]]; then
+        if ((rep % 2)); then
+            ours N "$WORK/data-n" "$STUDY_N" "$N" "$BYTES_N" "$rep" normal
+            ours N "$WORK/data-n" "$STUDY_N" "$N" "$BYTES_N" "$rep" full
+        else
+            ours N "$WORK/data-n" "$STUDY_N" "$N" "$BYTES_N" "$rep" full
+            ours N "$WORK/data-n" "$STUDY_N" "$N" "$BYTES_N" "$rep" normal
+        fi
+    fi
 done
 
 stop_pid "$RPID"
@@ -471,6 +424,8 @@ rows_out = (
     ("curl -Z --upload-file (streamed)", "curl-stream", "N"),
     ("stow-exporter serve", "ours", "N"),
     ("stow-exporter serve", "ours", "2N"),
+    ("stow-exporter serve --sqlite-synchronous full", "ours-full", "N"),
+    ("stow-exporter serve --sqlite-synchronous normal", "ours-normal", "N"),
 )
 for name, kind, label in rows_out:
     rs = pick(kind, label)
@@ -485,6 +440,13 @@ for name, kind, label in rows_out:
         f"| {vs_ref} | {vs_stream} | {s['cpu']:.2f} | {s['rcpu']:.2f} | {rss} |"
     )
 print("\n".join(lines))
+full, normal = pick("ours-full", "N"), pick("ours-normal", "N")
+if full and normal:
+    f, n = summary(full), summary(normal)
+    loss = 1 - f["ips"] / n["ips"]
+    print()
+    print(f"durability: full {f['ips']:.1f} instances/s, normal {n['ips']:.1f} instances/s: "
+          f"{loss * 100:.1f}% slower with full (target < 15%): {'PASS' if loss < 0.15 else 'FAIL'}")
 ours_n, ours_2n = pick("ours", "N"), pick("ours", "2N")
 if ours_n and ours_2n:
     a, b = summary(ours_n), summary(ours_2n)
