@@ -353,7 +353,9 @@ impl SiteGuard {
     /// Whether `origin` is the page of the address the request was sent to
     /// (`host`, `port` from `Host`, the port by default that of the
     /// origin's scheme), or of a name given with `--allowed-host` (a
-    /// reverse proxy may rewrite `Host`).
+    /// reverse proxy may rewrite `Host`). The scheme (http or https) is not
+    /// compared: a TLS proxy in front changes it, and a page served from
+    /// this host and port can only be this service's.
     fn origin_matches(&self, origin: &str, host: &str, port: Option<u16>) -> bool {
         let Some((scheme, authority)) = origin.split_once("://") else {
             return false; // "null" among others
@@ -679,6 +681,12 @@ mod tests {
             ),
             Ok(())
         );
+        // The scheme is not compared: a TLS proxy in front changes it, and
+        // a page on this host and port can only be this service's.
+        assert_eq!(
+            ok(Method::POST, &[host, ("origin", "https://127.0.0.1:8080")]),
+            Ok(())
+        );
         // Default ports, and a name allowed for a reverse proxy.
         assert_eq!(
             ok(
@@ -705,7 +713,6 @@ mod tests {
             ("https://evil.example", None),
             ("http://localhost:8080", None),
             ("http://127.0.0.1:8081", None),
-            ("https://127.0.0.1:8080", None),
             ("null", None),
             ("file://", None),
             ("http://127.0.0.1:8080", Some("cross-site")),
