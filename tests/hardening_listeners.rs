@@ -439,34 +439,41 @@ async fn another_web_page_cannot_change_anything_without_a_token() {
 }
 
 #[tokio::test]
-async fn the_own_page_and_clients_without_origin_are_served() {
+async fn only_the_own_page_and_clients_without_origin_may_change_tasks() {
     let tmp = tempfile::tempdir().unwrap();
     let (svc, _) = start(tmp.path(), &closed_window(STOW_EXPORTER_DN), |a| a).await;
     let port = svc.addr.port();
     let post = reqwest::Method::POST;
     let cancel = |id: &str| format!("/monitor/export/{id}/cancel");
-
-    // curl-like: no Origin.
-    let id = held_task(&svc).await;
-    assert_eq!(request(&svc, post.clone(), &cancel(&id), &[]).await.0, 204);
-    // The page, as the browser sends its requests.
     let own = format!("http://127.0.0.1:{port}");
-    let id = held_task(&svc).await;
-    let headers = [("origin", own.as_str()), ("sec-fetch-site", "same-origin")];
-    assert_eq!(
-        request(&svc, post.clone(), &cancel(&id), &headers).await.0,
-        204
-    );
-    // Reached as localhost, with the matching Origin.
     let host = format!("localhost:{port}");
     let origin = format!("http://localhost:{port}");
-    let id = held_task(&svc).await;
-    let headers = [("host", host.as_str()), ("origin", origin.as_str())];
-    assert_eq!(
-        request(&svc, post.clone(), &cancel(&id), &headers).await.0,
-        204
-    );
-    assert_eq!(svc.task(&id).await["status"], "CANCELED");
+    for (who, headers) in [
+        // curl-like: no Origin.
+        ("a client without Origin", vec![]),
+        // The page, as the browser sends its requests.
+        (
+            "the page",
+            vec![("origin", own.as_str()), ("sec-fetch-site", "same-origin")],
+        ),
+        // The page reached as localhost.
+        (
+            "the page as localhost",
+            vec![("host", host.as_str()), ("origin", origin.as_str())],
+        ),
+    ] {
+        let id = held_task(&svc).await;
+        // The same request from another page first: refused, no change.
+        let mut foreign = headers.clone();
+        foreign.retain(|(k, _)| *k != "origin" && *k != "sec-fetch-site");
+        foreign.push(("origin", EVIL_ORIGIN));
+        let (st, v) = request(&svc, post.clone(), &cancel(&id), &foreign).await;
+        assert_eq!(st, 403, "{who}, but from another page: {v}");
+        assert_eq!(svc.task(&id).await["status"], "SCHEDULED", "{who}");
+        let (st, v) = request(&svc, post.clone(), &cancel(&id), &headers).await;
+        assert_eq!(st, 204, "{who}: {v}");
+        assert_eq!(svc.task(&id).await["status"], "CANCELED", "{who}");
+    }
     svc.stop().await;
 }
 
@@ -566,7 +573,10 @@ async fn serve_takes_allowed_host_and_the_listener_options() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("--allowed-host"), "{err}");
+    assert!(
+        err.contains("--allowed-host") && err.contains("expected a host name"),
+        "{err}"
+    );
 
     let _serve = KillOnDrop(run(&[
         "--allowed-host",

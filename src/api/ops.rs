@@ -369,7 +369,7 @@ impl SiteGuard {
             return false;
         };
         let same = o_host == host && o_port.unwrap_or(default_port) == port.unwrap_or(default_port);
-        same || self.names.iter().any(|n| *n == o_host)
+        same || self.names.contains(&o_host)
     }
 }
 
