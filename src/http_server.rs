@@ -713,6 +713,27 @@ mod tests {
     }
 
     #[test]
+    fn connection_limits_fit_the_open_file_limit() {
+        let asked = ListenerLimits {
+            max_connections: usize::MAX / 4,
+            ..ListenerLimits::default()
+        };
+        let fitted = fit_descriptor_limit(asked, 2);
+        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        if let Some(soft) = soft {
+            let budget = soft.saturating_sub(DESCRIPTOR_RESERVE) / 2;
+            assert_eq!(fitted.max_connections as u64, budget.max(1));
+        }
+        assert_eq!(fitted.header_timeout, asked.header_timeout);
+        // A limit that fits is kept.
+        let small = ListenerLimits {
+            max_connections: 10,
+            ..asked
+        };
+        assert_eq!(fit_descriptor_limit(small, 2), small);
+    }
+
+    #[test]
     fn a_connection_expires_by_its_phase() {
         let l = ListenerLimits {
             header_timeout: Duration::from_secs(30),
