@@ -3,6 +3,9 @@
 //!
 //! [`Application::build`] binds every listener first, so tests can ask for
 //! port 0 and read the real addresses before [`Application::run_until_stopped`].
+//! Both listeners are served by [`crate::http_server`] with the same
+//! [`ListenerLimits`] (each its own connection count); the control API is
+//! guarded by its token, or without one by [`ops::SiteGuard`].
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,6 +21,7 @@ use crate::api::{self, ApiState};
 use crate::archive::Archive;
 use crate::config::{ConfigSource, LoadError, Secret, Snapshot};
 use crate::export::{Executor, SharedSnapshot, Workers};
+use crate::http_server::{self, ListenerLimits};
 use crate::metrics::Metrics;
 use crate::queue::{AmqpQueue, EmbeddedQueue, QueueError, TaskQueue};
 use crate::schedule::Zone;
@@ -122,6 +126,11 @@ pub struct Application {
     /// Required from every client (but `health/live`) when set.
     api_token: Option<Secret>,
     shutdown_timeout: Duration,
+    /// Timeouts and connection limit of each listener.
+    limits: ListenerLimits,
+    /// Host names of the control API besides localhost and its address
+    /// (`--allowed-host`), as [`ops::parse_allowed_host`] gives them.
+    allowed_hosts: Vec<String>,
 }
 
 impl Application {
@@ -244,6 +253,8 @@ impl Application {
             ops,
             api_token: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            limits: ListenerLimits::default(),
+            allowed_hosts: Vec::new(),
         })
     }
 
@@ -259,6 +270,22 @@ impl Application {
     /// before their remaining instances are left for the next start.
     pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Application {
         self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Header and idle timeouts and the connection limit of the control
+    /// API and of the in-process receiver (each counts its own connections).
+    pub fn with_listener_limits(mut self, limits: ListenerLimits) -> Application {
+        self.limits = limits;
+        self
+    }
+
+    /// Names under which clients reach the control API, besides localhost,
+    /// loopback addresses and its listen address (`--allowed-host`, e.g.
+    /// behind a reverse proxy); without a token, requests with another
+    /// `Host` are refused. Values as [`ops::parse_allowed_host`] gives them.
+    pub fn with_allowed_hosts(mut self, names: Vec<String>) -> Application {
+        self.allowed_hosts = names;
         self
     }
 
@@ -280,12 +307,19 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
-        ops::check_listen(&self.local_addr(), self.api_token.as_ref()).map_err(AppError::Access)?;
+        let api_addr = self.local_addr();
+        ops::check_listen(&api_addr, self.api_token.as_ref()).map_err(AppError::Access)?;
         let stop = CancellationToken::new();
+        let limits = self.limits;
         let receiver = self.stowrsd.map(|(l, opts)| {
             let stop = stop.clone();
             tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "built-in STOW-RS receiver listening");
-            tokio::spawn(async move { stowrsd::serve(l, opts, async move { stop.cancelled().await }).await })
+            tokio::spawn(async move {
+                http_server::serve(l, stowrsd::router(opts), &limits, async move {
+                    stop.cancelled().await
+                })
+                .await
+            })
         });
         self.workers.ensure_started();
         if let Some(every) = self.watch {
@@ -294,22 +328,40 @@ impl Application {
             tokio::spawn(async move { watch(state, every, stop).await });
         }
         tracing::info!(addr = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "control API listening");
+        let guard = Arc::new(ops::SiteGuard::new(
+            api_addr,
+            &self.allowed_hosts,
+            self.api_token.is_some(),
+        ));
         let token = self.api_token.map(Arc::new);
-        // The token guards the control API, metrics and readiness; liveness
-        // and the page's static files (which hold no data; the page sends
-        // the token with its own requests) are merged outside the layer.
+        // The token guards the control API, metrics and readiness; the
+        // page's static files (which hold no data; the page sends the token
+        // with its own requests) are merged outside that layer. Without a
+        // token the site guard covers both, so that no other web page can
+        // drive or read the API; liveness is merged outside both.
         let app = api::router(self.state)
             .merge(ops::router(self.ops.clone()))
             .layer(axum::middleware::from_fn_with_state(
                 token,
                 ops::require_token,
             ))
-            .merge(ops::public_router())
-            .merge(api::ui::router());
+            .merge(api::ui::router())
+            .layer(axum::middleware::from_fn_with_state(
+                guard,
+                ops::require_same_site,
+            ))
+            .merge(ops::public_router());
         let stop2 = stop.clone();
-        let server = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move { stop2.cancelled().await });
-        let server = tokio::spawn(async move { server.await });
+        let listener = self.listener;
+        let server = tokio::spawn(async move {
+            http_server::serve(
+                listener,
+                app,
+                &limits,
+                async move { stop2.cancelled().await },
+            )
+            .await
+        });
 
         shutdown.await;
         tracing::info!(timeout = ?self.shutdown_timeout, "shutting down: no new tasks; waiting for running ones");

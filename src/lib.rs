@@ -26,6 +26,8 @@
 //! - [`schedule`]: `dcmSchedule` windows (dcm4chee's grammar).
 //! - [`stowrsd`]: the built-in STOW-RS receiver.
 //! - [`api`]: the control REST API with dcm4chee's paths.
+//! - [`http_server`]: the accept loop both listeners share: header and idle
+//!   timeouts, a connection limit, graceful shutdown.
 //! - [`app`]: wires it all together for `serve`.
 //! - [`redact`]: masking credentials in URLs for messages.
 //! - [`shortage`]: recognising a shortage of descriptors or memory in an
@@ -40,6 +42,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod export;
+pub mod http_server;
 pub mod metrics;
 pub mod queue;
 pub mod redact;

@@ -15,6 +15,7 @@ use stow_exporter::cli::wait;
 use stow_exporter::config::ldap::DEFAULT_BASE_DN;
 use stow_exporter::config::{ConfigSource, DEFAULT_DEVICE_NAME, LdapSource, Secret};
 use stow_exporter::export::SharedSnapshot;
+use stow_exporter::http_server;
 use stow_exporter::queue::{AmqpQueue, EmbeddedQueue, NewTask, TaskQueue};
 use stow_exporter::schedule::Zone;
 use stow_exporter::stowrsd::{self, StowrsdOptions};
@@ -110,6 +111,41 @@ impl ConfigArgs {
     }
 }
 
+/// Slow, idle and too many clients, for every HTTP listener of a command.
+#[derive(clap::Args, Clone)]
+struct ListenerArgs {
+    /// Seconds a client may take to send a request's headers; then it gets
+    /// 408 and the connection closes.
+    #[arg(long, value_name = "SECONDS", default_value_t = http_server::DEFAULT_HEADER_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    header_timeout: u64,
+    /// Seconds a connection may wait for its client: between requests, in
+    /// the middle of a request body (the request then fails), or for the
+    /// client to read a response. Then the connection closes.
+    #[arg(long, value_name = "SECONDS", default_value_t = http_server::DEFAULT_IDLE_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    idle_timeout: u64,
+    /// Connections served at once per listener; more wait until one closes.
+    /// Lowered at start, with a warning, to fit the open-file limit.
+    #[arg(long, value_name = "N", default_value_t = http_server::DEFAULT_MAX_CONNECTIONS as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+}
+
+impl ListenerArgs {
+    /// The limits, fitted to the open-file limit for `listeners` listeners.
+    fn limits(&self, listeners: usize) -> http_server::ListenerLimits {
+        http_server::fit_descriptor_limit(
+            http_server::ListenerLimits {
+                header_timeout: std::time::Duration::from_secs(self.header_timeout),
+                idle_timeout: std::time::Duration::from_secs(self.idle_timeout),
+                max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            },
+            listeners,
+        )
+    }
+}
+
 /// The warning for a password that would cross the network in clear text
 /// (see `LdapSource::cleartext_password_warning`).
 fn cleartext_warning(source: &ConfigSource) -> Option<String> {
@@ -123,6 +159,9 @@ fn cleartext_warning(source: &ConfigSource) -> Option<String> {
 /// timer arithmetic stays far from overflow).
 const MAX_WATCH_SECONDS: u64 = 86_400;
 
+// Parsed once at start-up and matched once: the size of `serve`'s variant
+// (its many options) costs nothing, and boxing would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the service: workers for every queue and the control API.
@@ -199,6 +238,16 @@ enum Command {
         /// go back to SCHEDULED).
         #[arg(long, value_name = "SECONDS", default_value_t = 30)]
         shutdown_timeout: u64,
+        /// A name under which clients reach the control API besides
+        /// localhost, loopback addresses and the --listen address
+        /// (repeatable; e.g. behind a reverse proxy). Without a token,
+        /// requests addressed to any other name are refused (DNS rebinding),
+        /// and so are state-changing requests from web pages of other origins.
+        #[arg(long, value_name = "NAME", value_parser = stow_exporter::api::ops::parse_allowed_host)]
+        allowed_host: Vec<String>,
+        /// Limits of the control API and of the in-process receiver.
+        #[command(flatten)]
+        listener: ListenerArgs,
     },
     /// Run only the built-in STOW-RS receiver.
     Stowrsd {
@@ -214,6 +263,8 @@ enum Command {
         ignore: bool,
         #[command(flatten)]
         limits: ReceiverArgs,
+        #[command(flatten)]
+        listener: ListenerArgs,
     },
     /// Import DICOM files and folders into the archive.
     Import {
@@ -447,6 +498,8 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
             tls_client_key,
             api_token_file,
             shutdown_timeout,
+            allowed_host,
+            listener,
         } => {
             // Refused before anything is bound or loaded.
             let api_token = stow_exporter::api::ops::load_token(api_token_file.as_deref())?;
@@ -489,7 +542,10 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
             })
             .await?
             .with_api_token(api_token)
-            .with_shutdown_timeout(std::time::Duration::from_secs(shutdown_timeout));
+            .with_shutdown_timeout(std::time::Duration::from_secs(shutdown_timeout))
+            .with_allowed_hosts(allowed_host);
+            let listeners = 1 + usize::from(app.stowrsd_addr().is_some());
+            let app = app.with_listener_limits(listener.limits(listeners));
             app.run_until_stopped(shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -498,6 +554,7 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
             dir,
             ignore,
             limits,
+            listener: listener_args,
         } => {
             // A bad token fails before anything is bound.
             let opts = limits.options(dir.clone()).await?;
@@ -525,7 +582,13 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
                 token = opts.token.is_some(),
                 "stowrsd listening"
             );
-            stowrsd::serve(listener, opts, shutdown_signal()).await?;
+            http_server::serve(
+                listener,
+                stowrsd::router(opts),
+                &listener_args.limits(1),
+                shutdown_signal(),
+            )
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Import { data, paths } => import(&data, &paths).await,

@@ -13,9 +13,24 @@
 //! otherwise, and [`check_listen`] refuses any other address without a
 //! token, so reload, export and task changes never run unauthenticated
 //! off loopback.
+//!
+//! Without a token, loopback is not enough: any web page the operator
+//! opens can send requests to it, directly or by DNS rebinding (a name of
+//! the attacker's that resolves to 127.0.0.1). So [`require_same_site`]
+//! ([`SiteGuard`]) answers only requests whose `Host` names this service
+//! (`localhost`, a loopback address, the listen address, or a name given
+//! with `--allowed-host`), and takes state-changing ones (any method but
+//! GET, HEAD, OPTIONS, TRACE) only from the service's own page (`Origin`
+//! equal to the address the request was sent to, or an allowed name) or
+//! from clients that send no `Origin` (curl, the CLI), never with
+//! `Sec-Fetch-Site` saying another site sent it. Browsers always send
+//! `Origin` with such requests and cannot forge `Host`, `Origin` or
+//! `Sec-Fetch-Site`. Refusals are 403 with an `errorMessage` saying why;
+//! `health/live` is never refused. A token makes these checks moot (a page
+//! cannot send it) and they are off then.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +38,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -161,6 +176,218 @@ pub async fn require_token(
                 HeaderValue::from_static("Bearer realm=\"stow-exporter\""),
             );
             r
+        }
+    }
+}
+
+/// The longest client-supplied `Host` or `Origin` quoted in a refusal
+/// (the log and the reply); longer values are cut.
+const MAX_QUOTED: usize = 200;
+
+/// Why [`SiteGuard`] refused a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SiteRefusal {
+    #[error(
+        "the request has no Host header; without an API token the control API answers only \
+         requests addressed to one of its names"
+    )]
+    NoHost,
+    #[error(
+        "Host {0:?} is not a name of this service; without an API token the control API answers \
+         only requests addressed to localhost, a loopback address, its listen address or a name \
+         given with --allowed-host (this refuses DNS rebinding)"
+    )]
+    ForeignHost(String),
+    #[error(
+        "cross-site request refused: Origin {origin:?} is not this service's page ({expected}); \
+         without an API token the control API takes {method} requests only from its own page or \
+         from clients that send no Origin (curl, the CLI)"
+    )]
+    CrossOrigin {
+        origin: String,
+        expected: String,
+        method: Method,
+    },
+    #[error(
+        "cross-site request refused: Sec-Fetch-Site: {site}; without an API token the control \
+         API takes {method} requests only from its own page or from clients that are not browsers"
+    )]
+    CrossSite { site: String, method: Method },
+}
+
+/// A value given with `--allowed-host` that is not a host name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "--allowed-host {0:?}: expected a host name or IP address without scheme, port or path, \
+     e.g. exporter.example.org"
+)]
+pub struct AllowedHostError(String);
+
+/// Parses a `--allowed-host` value: a host name or IP address, kept
+/// lower-case without a trailing dot (IPv6 with or without brackets).
+pub fn parse_allowed_host(value: &str) -> Result<String, AllowedHostError> {
+    let bad = || AllowedHostError(value.to_string());
+    let bare = value.strip_prefix('[').and_then(|v| v.strip_suffix(']'));
+    if let Some(ip) = bare
+        .or(Some(value))
+        .and_then(|v| v.parse::<Ipv6Addr>().ok())
+    {
+        return Ok(ip.to_string());
+    }
+    match split_host_port(value) {
+        Some((host, None)) => Ok(host),
+        _ => Err(bad()),
+    }
+}
+
+/// `host[:port]` of a `Host` header or an origin's authority: the host
+/// lower-case, without brackets or a trailing dot; `None` when malformed.
+fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
+    let port = |p: &str| -> Option<Option<u16>> {
+        match p {
+            "" => Some(None),
+            p => Some(Some(p.strip_prefix(':')?.parse().ok()?)),
+        }
+    };
+    if let Some(rest) = s.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']')?;
+        let ip: Ipv6Addr = ip.parse().ok()?;
+        return Some((ip.to_string(), port(after)?));
+    }
+    let (host, p) = match s.rsplit_once(':') {
+        Some((h, p)) => (h, port(&format!(":{p}"))?),
+        None => (s, None),
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let valid = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+    valid.then(|| (host.to_ascii_lowercase(), p))
+}
+
+/// `value` cut to [`MAX_QUOTED`] characters, for a refusal.
+fn quoted(value: &str) -> String {
+    value.chars().take(MAX_QUOTED).collect()
+}
+
+/// Methods that change nothing: only these may come from another site.
+fn is_safe(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// The control API's defence, without a token, against other web pages
+/// and DNS rebinding (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct SiteGuard {
+    /// Off when a token is configured: a page cannot send it.
+    enabled: bool,
+    listen: IpAddr,
+    /// From `--allowed-host`, as [`parse_allowed_host`] gives them.
+    names: Vec<String>,
+}
+
+impl SiteGuard {
+    /// The guard of a control API listening on `listen`; `names` from
+    /// `--allowed-host`; off when `token_configured`.
+    pub fn new(listen: SocketAddr, names: &[String], token_configured: bool) -> SiteGuard {
+        SiteGuard {
+            enabled: !token_configured,
+            listen: listen.ip(),
+            names: names.to_vec(),
+        }
+    }
+
+    /// Whether `host` (as [`split_host_port`] gives it) names this service.
+    fn is_own_name(&self, host: &str) -> bool {
+        if let Ok(ip) = host.parse::<IpAddr>()
+            && (ip.is_loopback() || ip == self.listen)
+        {
+            return true;
+        }
+        host == "localhost" || self.names.iter().any(|n| n == host)
+    }
+
+    /// Checks one request; `Err` says why it is refused.
+    pub fn check(&self, method: &Method, headers: &HeaderMap) -> Result<(), SiteRefusal> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let host_value = headers
+            .get(header::HOST)
+            .ok_or(SiteRefusal::NoHost)?
+            .to_str()
+            .map_err(|_| SiteRefusal::ForeignHost("(not text)".into()))?;
+        let (host, port) = split_host_port(host_value)
+            .filter(|(h, _)| self.is_own_name(h))
+            .ok_or_else(|| SiteRefusal::ForeignHost(quoted(host_value)))?;
+        if is_safe(method) {
+            return Ok(());
+        }
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let origin = origin.to_str().unwrap_or("(not text)");
+            if !self.origin_matches(origin, &host, port) {
+                return Err(SiteRefusal::CrossOrigin {
+                    origin: quoted(origin),
+                    expected: format!("http://{}", quoted(host_value)),
+                    method: method.clone(),
+                });
+            }
+        }
+        if let Some(site) = headers.get("sec-fetch-site") {
+            let site = site.to_str().unwrap_or("(not text)");
+            // "none": the user's own action (typed address, bookmark).
+            if !site.eq_ignore_ascii_case("same-origin") && !site.eq_ignore_ascii_case("none") {
+                return Err(SiteRefusal::CrossSite {
+                    site: quoted(site),
+                    method: method.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `origin` is the page of the address the request was sent to
+    /// (`host`, `port` from `Host`, the port by default that of the
+    /// origin's scheme), or of a name given with `--allowed-host` (a
+    /// reverse proxy may rewrite `Host`). The scheme (http or https) is not
+    /// compared: a TLS proxy in front changes it, and a page served from
+    /// this host and port can only be this service's.
+    fn origin_matches(&self, origin: &str, host: &str, port: Option<u16>) -> bool {
+        let Some((scheme, authority)) = origin.split_once("://") else {
+            return false; // "null" among others
+        };
+        let default_port = match scheme.to_ascii_lowercase().as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => return false,
+        };
+        let Some((o_host, o_port)) = split_host_port(authority) else {
+            return false;
+        };
+        let same = o_host == host && o_port.unwrap_or(default_port) == port.unwrap_or(default_port);
+        same || self.names.contains(&o_host)
+    }
+}
+
+/// Middleware: [`SiteGuard::check`], refusing with 403 and the reason.
+pub async fn require_same_site(
+    State(guard): State<Arc<SiteGuard>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match guard.check(req.method(), req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => {
+            tracing::warn!(method = %req.method(), path = %req.uri().path(), reason = %e, "control API request refused");
+            (
+                StatusCode::FORBIDDEN,
+                Json(json!({"errorMessage": e.to_string()})),
+            )
+                .into_response()
         }
     }
 }
@@ -381,6 +608,159 @@ mod tests {
                 "{e}"
             );
             assert!(check_listen(&a, Some(&token)).is_ok());
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn only_the_services_own_names_are_answered() {
+        let listen: SocketAddr = "127.0.0.2:8080".parse().unwrap();
+        let g = SiteGuard::new(listen, &["exporter.example".into()], false);
+        let get = Method::GET;
+        for host in [
+            "127.0.0.1:8080",
+            "127.0.0.2:8080",
+            "127.9.9.9",
+            "localhost:8080",
+            "LOCALHOST:8080",
+            "localhost.:9999",
+            "[::1]:8080",
+            "exporter.example",
+            "Exporter.Example:443",
+        ] {
+            assert_eq!(g.check(&get, &headers(&[("host", host)])), Ok(()), "{host}");
+        }
+        for host in [
+            "evil.example:8080",
+            "localhost.evil.example",
+            "10.0.0.1:8080",
+            "[::2]:8080",
+            "::1",
+            "localhost:",
+            "localhost:http",
+            "user@localhost",
+            "",
+        ] {
+            assert!(
+                matches!(
+                    g.check(&get, &headers(&[("host", host)])),
+                    Err(SiteRefusal::ForeignHost(_))
+                ),
+                "{host}"
+            );
+        }
+        assert_eq!(g.check(&get, &HeaderMap::new()), Err(SiteRefusal::NoHost));
+    }
+
+    #[test]
+    fn state_changes_come_only_from_the_own_origin_or_no_origin() {
+        let listen: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let g = SiteGuard::new(listen, &["exporter.example".into()], false);
+        let ok = |m: Method, h: &[(&'static str, &str)]| g.check(&m, &headers(h));
+        let host = ("host", "127.0.0.1:8080");
+        assert_eq!(ok(Method::POST, &[host]), Ok(()));
+        assert_eq!(
+            ok(Method::POST, &[host, ("origin", "http://127.0.0.1:8080")]),
+            Ok(())
+        );
+        assert_eq!(
+            ok(
+                Method::DELETE,
+                &[
+                    host,
+                    ("origin", "http://127.0.0.1:8080"),
+                    ("sec-fetch-site", "same-origin")
+                ]
+            ),
+            Ok(())
+        );
+        // The scheme is not compared: a TLS proxy in front changes it, and
+        // a page on this host and port can only be this service's.
+        assert_eq!(
+            ok(Method::POST, &[host, ("origin", "https://127.0.0.1:8080")]),
+            Ok(())
+        );
+        // Default ports, and a name allowed for a reverse proxy.
+        assert_eq!(
+            ok(
+                Method::POST,
+                &[("host", "localhost"), ("origin", "http://localhost")]
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            ok(
+                Method::POST,
+                &[("host", "localhost:80"), ("origin", "http://localhost")]
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            ok(
+                Method::POST,
+                &[host, ("origin", "https://exporter.example")]
+            ),
+            Ok(())
+        );
+        for (origin, site) in [
+            ("https://evil.example", None),
+            ("http://localhost:8080", None),
+            ("http://127.0.0.1:8081", None),
+            ("null", None),
+            ("file://", None),
+            ("http://127.0.0.1:8080", Some("cross-site")),
+            ("http://127.0.0.1:8080", Some("same-site")),
+        ] {
+            let mut h = vec![host, ("origin", origin)];
+            if let Some(s) = site {
+                h.push(("sec-fetch-site", s));
+            }
+            for m in [Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
+                assert!(ok(m.clone(), &h).is_err(), "{m} {h:?}");
+            }
+            // Reads from another page are the browser's to block; only the
+            // Host matters for them.
+            assert_eq!(ok(Method::GET, &h), Ok(()), "{h:?}");
+        }
+        assert!(matches!(
+            ok(Method::POST, &[host, ("sec-fetch-site", "cross-site")]),
+            Err(SiteRefusal::CrossSite { .. })
+        ));
+        let e = ok(Method::POST, &[host, ("origin", "https://evil.example")]).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("https://evil.example") && text.contains("POST"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_token_turns_the_site_checks_off() {
+        let listen: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let g = SiteGuard::new(listen, &[], true);
+        let h = headers(&[("host", "evil.example"), ("origin", "https://evil.example")]);
+        assert_eq!(g.check(&Method::POST, &h), Ok(()));
+    }
+
+    #[test]
+    fn allowed_host_values_are_names() {
+        assert_eq!(
+            parse_allowed_host("Exporter.Example."),
+            Ok("exporter.example".into())
+        );
+        assert_eq!(parse_allowed_host("10.1.2.3"), Ok("10.1.2.3".into()));
+        assert_eq!(parse_allowed_host("[FE80::1]"), Ok("fe80::1".into()));
+        assert_eq!(parse_allowed_host("fe80::1"), Ok("fe80::1".into()));
+        for bad in ["", "http://x", "x:8080", "x/y", "a b", "*"] {
+            let e = parse_allowed_host(bad).unwrap_err().to_string();
+            assert!(e.contains("--allowed-host"), "{e}");
         }
     }
 

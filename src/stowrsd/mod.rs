@@ -95,7 +95,6 @@ use axum::extract::{Request, State};
 use axum::http::header::{ACCEPT, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, WARNING};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt;
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 
@@ -238,12 +237,11 @@ pub async fn serve(
     opts: StowrsdOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router(opts))
-        .with_graceful_shutdown(shutdown)
-        .await
+    // The shared accept loop with its default limits (header and idle
+    // timeouts, connection limit); `serve` and `stowrsd` call
+    // `http_server::serve` with `router` themselves to apply their options.
+    let limits = crate::http_server::ListenerLimits::default();
+    crate::http_server::serve(listener, router(opts), &limits, shutdown).await
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {

@@ -276,6 +276,11 @@ impl Service {
         let app = Application::build(settings)
             .await
             .expect("application builds");
+        Service::start_app(app, &data)
+    }
+
+    /// Runs an Application the test built and adjusted (`with_*`).
+    pub fn start_app(app: Application, data: &Path) -> Service {
         let addr = app.local_addr();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(async move {
