@@ -102,6 +102,35 @@ impl ConfigArgs {
     }
 }
 
+/// How `serve` keeps and hands out tasks.
+#[derive(clap::Args)]
+struct QueueArgs {
+    /// How often a task may be handed out without an outcome (each of those
+    /// runs ended with the process: a crash, kill -9, out of memory) before
+    /// it is given up: FAILED with that reason, and over AMQP its message
+    /// moved to <queue>.dlq.
+    #[arg(long, value_name = "N", default_value_t = stow_exporter::queue::DEFAULT_MAX_DELIVERIES,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_deliveries: u32,
+    /// How the task store waits for the disk. full (default): a recorded
+    /// outcome, an accepted task and an AMQP acknowledgement that follows
+    /// one survive an OS crash or power loss. normal: faster with many
+    /// small tasks, but an OS crash may lose the last recorded outcomes
+    /// (those tasks run again); a crash of the process alone loses nothing.
+    #[arg(long, value_name = "full|normal", default_value = "full")]
+    sqlite_synchronous: stow_exporter::db::Synchronous,
+}
+
+impl QueueArgs {
+    fn options(&self) -> stow_exporter::queue::QueueOptions {
+        stow_exporter::queue::QueueOptions {
+            max_deliveries: self.max_deliveries,
+            synchronous: self.sqlite_synchronous,
+            export_hook: None,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the service: workers for every queue and the control API.
@@ -172,6 +201,8 @@ enum Command {
         /// go back to SCHEDULED).
         #[arg(long, value_name = "SECONDS", default_value_t = 30)]
         shutdown_timeout: u64,
+        #[command(flatten)]
+        queue_args: QueueArgs,
     },
     /// Run only the built-in STOW-RS receiver.
     Stowrsd {
@@ -312,6 +343,7 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
             tls_client_key,
             api_token_file,
             shutdown_timeout,
+            queue_args,
         } => {
             // Refused before anything is bound or loaded.
             let api_token = stow_exporter::api::ops::load_token(api_token_file.as_deref())?;
@@ -340,6 +372,7 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
                     max_object_bytes: transcode_max_mib.saturating_mul(1 << 20),
                 },
                 tls,
+                queue_options: queue_args.options(),
             })
             .await?
             .with_api_token(api_token)
