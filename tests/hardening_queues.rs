@@ -67,6 +67,18 @@ struct Dead {
 /// poll, like `eventually`).
 async fn dead_letters(ch: &Channel, queue: &str, n: usize) -> Vec<Dead> {
     let dlq = format!("{queue}.dlq");
+    // Declared as the service declares it, so that looking does not fail
+    // (and close the channel) before the service's worker declared it.
+    ch.queue_declare(
+        dlq.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     let start = std::time::Instant::now();
     let mut got = Vec::new();
     loop {
