@@ -112,11 +112,13 @@ struct QueueArgs {
     #[arg(long, value_name = "N", default_value_t = stow_exporter::queue::DEFAULT_MAX_DELIVERIES,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_deliveries: u32,
-    /// How the task store waits for the disk. full (default): a recorded
-    /// outcome, an accepted task and an AMQP acknowledgement that follows
-    /// one survive an OS crash or power loss. normal: faster with many
-    /// small tasks, but an OS crash may lose the last recorded outcomes
-    /// (those tasks run again); a crash of the process alone loses nothing.
+    /// How the task store waits for the disk. full (default): a task
+    /// accepted (202), a recorded outcome and an AMQP acknowledgement that
+    /// follows one survive an OS crash or power loss. normal: faster with
+    /// many small tasks, but an OS crash or power loss may lose the last
+    /// commits: tasks accepted just before (embedded queue), recorded
+    /// outcomes (those tasks run again; over AMQP their records may stay
+    /// SCHEDULED). A crash of the process alone loses nothing.
     #[arg(long, value_name = "full|normal", default_value = "full")]
     sqlite_synchronous: stow_exporter::db::Synchronous,
 }
