@@ -27,6 +27,7 @@
 //! - [`stowrsd`]: the built-in STOW-RS receiver.
 //! - [`api`]: the control REST API with dcm4chee's paths.
 //! - [`app`]: wires it all together for `serve`.
+//! - [`redact`]: masking credentials in URLs for messages.
 //! - [`cli`]: client commands of the binary: `tasks` over the control API,
 //!   `export --wait`.
 
@@ -39,6 +40,7 @@ pub mod db;
 pub mod export;
 pub mod metrics;
 pub mod queue;
+pub mod redact;
 pub mod schedule;
 pub mod stow;
 pub mod stowrsd;

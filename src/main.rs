@@ -49,8 +49,8 @@ enum LogFormat {
 #[derive(clap::Args, Clone)]
 struct ConfigArgs {
     /// Configuration source: an LDIF file, a folder of *.ldif files
-    /// (applied in name order), or an LDAP directory (ldap://host:port or
-    /// ldaps://host:port).
+    /// (applied in name order), or an LDAP directory (ldap://host:port,
+    /// ldaps://host:port, or ldapi://<percent-encoded socket path>).
     #[arg(long, default_value = "ldif", value_name = "PATH|URL")]
     config: String,
     /// dicomDeviceName of the archive device whose exporters this service runs.
@@ -59,13 +59,15 @@ struct ConfigArgs {
     /// Base DN of the DICOM configuration in the directory.
     #[arg(long, default_value = DEFAULT_BASE_DN, value_name = "DN")]
     ldap_base_dn: String,
-    /// DN to bind as (simple bind); anonymous when absent.
+    /// DN to bind as (simple bind); anonymous when absent. A bind DN needs
+    /// a password (--ldap-password-file or LDAP_BIND_PASSWORD); without one
+    /// the start is refused rather than binding anonymously.
     #[arg(long, value_name = "DN")]
     ldap_bind_dn: Option<String>,
     /// File holding the bind password. Without it the password comes from
     /// the environment variable LDAP_BIND_PASSWORD (never from the command
     /// line, where other users could read it).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", requires = "ldap_bind_dn")]
     ldap_password_file: Option<PathBuf>,
     /// Upgrade an ldap:// connection with StartTLS.
     #[arg(long)]
@@ -79,7 +81,10 @@ struct ConfigArgs {
 impl ConfigArgs {
     async fn source(&self) -> Result<ConfigSource, BoxError> {
         let lower = self.config.to_ascii_lowercase();
-        if !(lower.starts_with("ldap://") || lower.starts_with("ldaps://")) {
+        if !["ldap://", "ldaps://", "ldapi://"]
+            .iter()
+            .any(|s| lower.starts_with(s))
+        {
             return Ok(ConfigSource::Ldif(PathBuf::from(&self.config)));
         }
         let password = match &self.ldap_password_file {
@@ -98,6 +103,9 @@ impl ConfigArgs {
         l.password = password.map(Secret::new);
         l.starttls = self.ldap_starttls;
         l.ca_file = self.ldap_ca_file.clone();
+        // A bind DN without a password is refused here, before anything
+        // starts, instead of becoming an anonymous bind.
+        l.check()?;
         Ok(ConfigSource::Ldap(l))
     }
 }
@@ -133,6 +141,19 @@ impl QueueArgs {
     }
 }
 
+/// The warning for a password that would cross the network in clear text
+/// (see `LdapSource::cleartext_password_warning`).
+fn cleartext_warning(source: &ConfigSource) -> Option<String> {
+    match source {
+        ConfigSource::Ldap(l) => l.cleartext_password_warning(),
+        ConfigSource::Ldif(_) => None,
+    }
+}
+
+/// Longest `--watch` interval: a day (a longer one is a typo, and the
+/// timer arithmetic stays far from overflow).
+const MAX_WATCH_SECONDS: u64 = 86_400;
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the service: workers for every queue and the control API.
@@ -153,8 +174,8 @@ enum Command {
         #[arg(long, value_name = "ADDR", requires = "stowrsd")]
         stowrsd_bind: Option<String>,
         /// Reload automatically when the configuration source changes,
-        /// checking every SECONDS.
-        #[arg(long, value_name = "SECONDS")]
+        /// checking every SECONDS (at most 86400).
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=MAX_WATCH_SECONDS))]
         watch: Option<u64>,
         /// Time zone of the dcmSchedule windows: an IANA name such as
         /// Europe/Vienna, or "local" for the machine's local time.
@@ -177,7 +198,9 @@ enum Command {
         #[arg(long, value_name = "N")]
         transcode_jobs: Option<usize>,
         /// The largest object that is decompressed: its file, and its
-        /// decoded pixel data, each at most this many MiB.
+        /// decoded pixel data, each at most this many MiB. Converted
+        /// objects waiting for or in their requests hold at most this
+        /// times the transcode jobs in all.
         #[arg(long, value_name = "MIB", default_value_t = 1024)]
         transcode_max_mib: u64,
         /// PEM file of CA certificates trusted for https web applications
@@ -357,8 +380,12 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
             };
             // A wrong path fails at start, not in every task.
             tls.check()?;
+            let source = config.source().await?;
+            if let Some(w) = cleartext_warning(&source) {
+                tracing::warn!("{w}");
+            }
             let app = Application::build(Settings {
-                config: config.source().await?,
+                config: source,
                 device_name: config.device_name,
                 data_dir: data,
                 listen,
@@ -413,7 +440,11 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
             wait,
             timeout,
         } => {
-            let snapshot = config.source().await?.load(&config.device_name).await?;
+            let source = config.source().await?;
+            if let Some(w) = cleartext_warning(&source) {
+                tracing::warn!("{w}");
+            }
+            let snapshot = source.load(&config.device_name).await?;
             let ex = snapshot.exporter(&exporter).ok_or_else(|| {
                 format!("no STOW-RS exporter {exporter:?} in {}", snapshot.source)
             })?;
@@ -478,6 +509,11 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
         } => transcode_files(&to, out, jobs, repeat, paths).await,
         Command::CheckConfig { config } => {
             let source = config.source().await?;
+            // Before loading: a directory that does not answer still gets
+            // the warning.
+            if let Some(w) = cleartext_warning(&source) {
+                println!("warning: {w}");
+            }
             match source.load(&config.device_name).await {
                 Ok(s) => {
                     println!(

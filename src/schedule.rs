@@ -30,6 +30,11 @@
 //! first occurrence, and an hour whose `HH:00` falls into a gap but whose
 //! rest exists (Lord Howe's half-hour shift, Gaza's 00:01 -> 01:01) opens
 //! where the gap ends instead of being skipped.
+//!
+//! Any text is either an error naming the value or a valid window: values
+//! are bounded in length ([`MAX_SCHEDULE_VALUE_LEN`]) and number
+//! ([`MAX_SCHEDULE_VALUES`]), numbers are range-checked before any shift,
+//! and the walk uses checked time arithmetic.
 
 use std::fmt;
 use std::str::FromStr;
@@ -50,6 +55,16 @@ const HORIZON_DAYS: i64 = 15;
 /// Upper bound on walk steps: one per local hour plus one per offset change,
 /// with plenty of slack; guards against a pathological `TimeZone` impl.
 const MAX_STEPS: usize = 4 * 24 * HORIZON_DAYS as usize;
+
+/// Longest `dcmSchedule` value accepted, in bytes. The longest meaningful
+/// value (every hour and day listed one by one) is about 100 bytes; the
+/// bound keeps error messages, which repeat the value, short.
+pub const MAX_SCHEDULE_VALUE_LEN: usize = 256;
+
+/// Most `dcmSchedule` values on one entry: every one is evaluated on each
+/// step of [`Schedule::next_open`], and 168 values (one per hour of the
+/// week) already express any window.
+pub const MAX_SCHEDULE_VALUES: usize = 168;
 
 /// One `dcmSchedule` value: a set of hours of the day and days of the week.
 ///
@@ -95,6 +110,22 @@ impl FromStr for ScheduleExpr {
     type Err = ScheduleError;
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
+        if value.len() > MAX_SCHEDULE_VALUE_LEN {
+            // Only the start of the value goes into the message.
+            let end = value
+                .char_indices()
+                .map(|(i, _)| i)
+                .take_while(|i| *i <= 40)
+                .last()
+                .unwrap_or(0);
+            return Err(ScheduleError {
+                value: format!("{}...", &value[..end]),
+                reason: format!(
+                    "{} bytes long; a schedule has at most {MAX_SCHEDULE_VALUE_LEN}",
+                    value.len()
+                ),
+            });
+        }
         let err = |reason: String| ScheduleError {
             value: value.to_owned(),
             reason,
@@ -231,6 +262,12 @@ impl Schedule {
     /// Parses every value; the first invalid one is the error. No values
     /// gives the always-open schedule.
     pub fn parse_all<S: AsRef<str>>(values: &[S]) -> Result<Schedule, ScheduleError> {
+        if values.len() > MAX_SCHEDULE_VALUES {
+            return Err(ScheduleError {
+                value: format!("{} values", values.len()),
+                reason: format!("an entry has at most {MAX_SCHEDULE_VALUES} dcmSchedule values"),
+            });
+        }
         let mut exprs = Vec::with_capacity(values.len());
         for v in values {
             exprs.push(v.as_ref().parse()?);
@@ -307,7 +344,12 @@ impl Schedule {
     /// may land mid-hour). The walk visits exactly those instants, in order,
     /// so it never skips an open stretch and never returns a time outside it.
     fn walk<Tz: TimeZone>(&self, now: DateTime<Tz>, want_open: bool) -> Option<DateTime<Tz>> {
-        let limit = now.clone() + TimeDelta::days(HORIZON_DAYS);
+        // Checked: `now` may be any instant a caller passes, up to the end
+        // of chrono's range; near it the horizon is cut there.
+        let limit = now
+            .clone()
+            .checked_add_signed(TimeDelta::days(HORIZON_DAYS))
+            .unwrap_or_else(|| now.clone());
         let mut t = now;
         for _ in 0..MAX_STEPS {
             let local = t.naive_local();
@@ -1107,5 +1149,95 @@ mod tests {
         let next = s.next_open(now).unwrap();
         assert_eq!(next.naive_local(), naive(2026, 10, 4, 2, 30, 0));
         assert!(s.is_open(next) && !s.is_open(next - TimeDelta::nanoseconds(1)));
+    }
+
+    // ---- hostile values ----
+
+    #[test]
+    fn long_values_and_too_many_values_are_bounded_errors() {
+        let long = format!("hour={}", "1,".repeat(100_000));
+        let e = err(&long);
+        assert!(e.reason.contains("at most 256"), "{e}");
+        assert!(e.to_string().len() < 200, "the message stays short: {e}");
+        let many: Vec<String> = (0..=MAX_SCHEDULE_VALUES).map(|_| "hour=1".into()).collect();
+        let e = Schedule::parse_all(&many).unwrap_err();
+        assert!(e.reason.contains("at most 168"), "{e}");
+        assert!(Schedule::parse_all(&many[1..]).is_ok());
+    }
+
+    #[test]
+    fn odd_values_are_errors_or_windows() {
+        for s in [
+            "hour=\u{661}",
+            "hour=\u{ff11}",
+            "hour=1\u{3000}dayOfWeek=1",
+            "h\u{e9}ur=1",
+            "hour=4294967296",
+            "hour=23-0,5-4",
+        ] {
+            if let Ok(e) = s.parse::<ScheduleExpr>() {
+                assert_ne!(e.hours_mask() & ALL_HOURS, 0, "{s:?}");
+            }
+        }
+        assert!(
+            "hour=\u{ff11}".parse::<ScheduleExpr>().is_err(),
+            "full-width digits are not digits"
+        );
+    }
+
+    #[test]
+    fn instants_at_the_end_of_time_do_not_panic() {
+        let s = sched(&["hour=3"]);
+        let end = DateTime::<Utc>::MAX_UTC;
+        assert_eq!(s.next_open(end), None);
+        assert_eq!(s.next_close(end), Some(end).filter(|e| !s.is_open(*e)));
+        let start = DateTime::<Utc>::MIN_UTC;
+        assert!(s.next_open(start).is_some());
+    }
+
+    /// Random values from the grammar's pieces (a reproducible xorshift):
+    /// each is an error or a window whose `next_open` lies inside it.
+    #[test]
+    fn generated_values_never_panic_and_open_inside_their_window() {
+        let pieces = [
+            "hour",
+            "dayOfWeek",
+            "=",
+            "*",
+            ",",
+            "-",
+            " ",
+            "0",
+            "1",
+            "6",
+            "7",
+            "18",
+            "23",
+            "24",
+            "99",
+            "4294967296",
+            "\t",
+            "\u{e9}",
+            "x",
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let now = utc(2026, 3, 2, 10, 30, 0);
+        for _ in 0..20_000 {
+            let n = 1 + next() % 12;
+            let v: String = (0..n)
+                .map(|_| pieces[(next() % pieces.len() as u64) as usize])
+                .collect();
+            let Ok(s) = Schedule::parse_all(&[v.as_str()]) else {
+                continue;
+            };
+            let at = s.next_open(now).expect("a valid value opens within a week");
+            assert!(at >= now && s.is_open(at), "{v:?}: {at}");
+        }
     }
 }

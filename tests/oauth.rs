@@ -16,7 +16,7 @@ use std::time::Duration;
 use common::*;
 use stow_exporter::config::model::{Grant, KeycloakClient};
 use stow_exporter::config::{ConfigSource, DEFAULT_DEVICE_NAME, LoadError, Snapshot};
-use stow_exporter::stow::oauth::{TokenError, TokenSource};
+use stow_exporter::stow::oauth::{TokenError, TokenSource, TokenTransport};
 use token_server::{TokenServer, ValidTokens, require_bearer};
 
 #[path = "common/token_server.rs"]
@@ -235,7 +235,7 @@ async fn token_is_fetched_reused_and_refreshed_before_expiry() {
     let server = TokenServer::start(CLIENT_ID, SECRET, 2).await;
     let c = client_from(&keycloak_ldif(&kc_attrs(&server, SECRET), CLIENT_ID)).await;
     assert_eq!(c.token_url, server.url());
-    let src = TokenSource::new(&c).unwrap();
+    let src = TokenSource::new(&c, &TokenTransport::default()).unwrap();
     let valid = server.tokens();
     let bearer = |h: &reqwest::header::HeaderValue| {
         h.to_str()
@@ -289,7 +289,11 @@ async fn generic_token_url_and_password_grant_get_tokens() {
         CLIENT_ID,
     ))
     .await;
-    TokenSource::new(&c).unwrap().header().await.unwrap();
+    TokenSource::new(&c, &TokenTransport::default())
+        .unwrap()
+        .header()
+        .await
+        .unwrap();
     assert_eq!(server.issued(), 1);
 
     server.set_user("exporter", "p@ss word");
@@ -301,7 +305,11 @@ async fn generic_token_url_and_password_grant_get_tokens() {
         CLIENT_ID,
     ))
     .await;
-    TokenSource::new(&c).unwrap().header().await.unwrap();
+    TokenSource::new(&c, &TokenTransport::default())
+        .unwrap()
+        .header()
+        .await
+        .unwrap();
     assert_eq!(server.issued(), 2);
 }
 
@@ -310,7 +318,7 @@ async fn refused_credentials_name_url_and_status_never_the_secret() {
     let server = TokenServer::start(CLIENT_ID, SECRET, 2).await;
     let wrong = "wr0ng-s3cr3t";
     let c = client_from(&keycloak_ldif(&kc_attrs(&server, wrong), CLIENT_ID)).await;
-    let src = TokenSource::new(&c).unwrap();
+    let src = TokenSource::new(&c, &TokenTransport::default()).unwrap();
     let e = src.header().await.unwrap_err();
     assert!(matches!(e, TokenError::Status { status: 401, .. }), "{e:?}");
     let msg = e.to_string();
@@ -337,7 +345,11 @@ async fn refused_credentials_name_url_and_status_never_the_secret() {
         CLIENT_ID,
     ))
     .await;
-    let e = TokenSource::new(&c).unwrap().header().await.unwrap_err();
+    let e = TokenSource::new(&c, &TokenTransport::default())
+        .unwrap()
+        .header()
+        .await
+        .unwrap_err();
     assert_eq!(e.status(), Some(404));
     assert!(e.to_string().contains("/realms/nope/"), "{e}");
 }
@@ -347,7 +359,7 @@ async fn concurrent_callers_on_an_empty_cache_share_one_fetch() {
     let server = TokenServer::start(CLIENT_ID, SECRET, 60).await;
     server.set_delay(Duration::from_millis(200));
     let c = client_from(&keycloak_ldif(&kc_attrs(&server, SECRET), CLIENT_ID)).await;
-    let src = TokenSource::new(&c).unwrap();
+    let src = TokenSource::new(&c, &TokenTransport::default()).unwrap();
     let tasks: Vec<_> = (0..10)
         .map(|_| {
             let src = src.clone();
@@ -396,7 +408,7 @@ async fn require_bearer_refuses_unknown_and_expired_tokens() {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let c = client_from(&keycloak_ldif(&kc_attrs(&server, SECRET), CLIENT_ID)).await;
-    let src = TokenSource::new(&c).unwrap();
+    let src = TokenSource::new(&c, &TokenTransport::default()).unwrap();
     let http = reqwest::Client::new();
     let post = |h: Option<reqwest::header::HeaderValue>| {
         let mut r = http.post(&url);

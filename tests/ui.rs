@@ -1126,9 +1126,10 @@ async fn the_page_deletes_tasks_filters_by_time_and_acts_on_all_matching() {
 #[tokio::test]
 async fn a_task_in_process_is_not_deleted_but_canceled_by_status() {
     let tmp = tempfile::tempdir().unwrap();
-    // A slow receiver: the task of three instances stays IN PROCESS while
-    // the page looks (a cancel stops it before its next instance).
-    let rcv = Receiver::start(&tmp.path().join("received"), Duration::from_secs(8)).await;
+    // A receiver holding every request until released: the task of three
+    // instances stays IN PROCESS while the page looks, however slow the
+    // machine (a cancel stops it before its next instance).
+    let rcv = Receiver::start_held(&tmp.path().join("received")).await;
     // StowExporter's window closed: its task waits, and can be deleted.
     let cfg = write_config(
         tmp.path(),
@@ -1197,6 +1198,8 @@ async fn a_task_in_process_is_not_deleted_but_canceled_by_status() {
     assert_eq!(bulk(&b, &svc, "cancel", running).await, 1);
     b.wait_js("the canceled notice", &notice_is("1 task canceled."))
         .await;
+    // The request in flight ends; no further instance is sent.
+    rcv.release();
     let start = Instant::now();
     loop {
         let t = svc.task(&id).await;

@@ -240,16 +240,17 @@ pub const CSV_COLUMNS: &[&str] = &[
     "missing",
 ];
 
+/// The first characters that make a spreadsheet read a cell as a formula
+/// (OWASP, "CSV Injection"): `=`, `+`, `-`, `@`, and a tab or carriage
+/// return, after which some spreadsheets look again.
+const FORMULA_TRIGGERS: &[char] = &['=', '+', '-', '@', '\t', '\r'];
+
 /// RFC 4180: a header line, then one line per task; a field with the
-/// delimiter, a quote or a line break is quoted, quotes doubled.
+/// delimiter, a quote or a line break is quoted, quotes doubled. A text
+/// field that a spreadsheet would run as a formula (a batchID or a
+/// destination's error message starting with `=`, say) is neutralised as
+/// OWASP recommends: a `'` in front, and quoted.
 fn to_csv(tasks: &[ExportTask], delimiter: char) -> String {
-    let field = |s: &str| {
-        if s.contains([delimiter, '"', '\n', '\r']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_string()
-        }
-    };
     let sep = delimiter.to_string();
     let mut out = CSV_COLUMNS.join(&sep);
     out.push_str("\r\n");
@@ -259,14 +260,28 @@ fn to_csv(tasks: &[ExportTask], delimiter: char) -> String {
             .iter()
             .map(|c| match &v[*c] {
                 Value::Null => String::new(),
-                Value::String(s) => field(s),
-                other => field(&other.to_string()),
+                Value::String(s) => csv_field(s, delimiter, true),
+                // Numbers (counts, never negative): no formula.
+                other => csv_field(&other.to_string(), delimiter, false),
             })
             .collect();
         out.push_str(&line.join(&sep));
         out.push_str("\r\n");
     }
     out
+}
+
+/// One CSV field: quoted when it holds the delimiter, a quote or a line
+/// break; a `text` starting with a [`FORMULA_TRIGGERS`] character gets a
+/// `'` in front and is quoted.
+fn csv_field(s: &str, delimiter: char, text: bool) -> String {
+    let formula = text && s.starts_with(FORMULA_TRIGGERS);
+    if formula || s.contains([delimiter, '"', '\n', '\r']) {
+        let lead = if formula { "'" } else { "" };
+        format!("\"{lead}{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }
 
 /// JSON, or CSV (`text/csv`, `;delimiter=semicolon` for semicolons), by the
@@ -673,6 +688,22 @@ mod tests {
         ] {
             assert!(parse_range("x", bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn formulas_are_neutralised() {
+        for s in ["=1+2", "+1", "-1", "@SUM(A1)", "\tx", "\rx"] {
+            assert_eq!(csv_field(s, ',', true), format!("\"'{s}\""));
+        }
+        assert_eq!(
+            csv_field("=HYPERLINK(\"x\")", ';', true),
+            "\"'=HYPERLINK(\"\"x\"\")\""
+        );
+        assert_eq!(csv_field("a,b", ',', true), "\"a,b\"");
+        assert_eq!(csv_field("a;b", ',', true), "a;b");
+        assert_eq!(csv_field("plain", ',', true), "plain");
+        // Not text: a number is left alone.
+        assert_eq!(csv_field("-1", ',', false), "-1");
     }
 
     #[test]

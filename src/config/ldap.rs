@@ -7,6 +7,11 @@
 //! [`Directory`] the LDIF reader builds, so validation is shared. Search
 //! references are filtered out (ldap3 panics on them otherwise), attribute
 //! names are matched case-insensitively downstream.
+//!
+//! Binding: a bind DN needs a password (an empty one would be an anonymous
+//! bind under RFC 4513 5.1.2, silently reading as nobody); a password sent
+//! over plain `ldap://` to another host without StartTLS is named by
+//! [`LdapSource::cleartext_password_warning`].
 
 use std::collections::hash_map::DefaultHasher;
 use std::fmt;
@@ -49,6 +54,13 @@ pub enum LdapError {
     },
     #[error("cannot read {path}: {reason}")]
     File { path: PathBuf, reason: String },
+    /// A bind DN without a password: refused instead of binding
+    /// anonymously.
+    #[error(
+        "LDAP bind DN {bind_dn} has no password: give it in a file with --ldap-password-file FILE \
+         or in the environment variable LDAP_BIND_PASSWORD (an empty password would be an anonymous bind)"
+    )]
+    MissingPassword { bind_dn: String },
 }
 
 impl LdapError {
@@ -108,6 +120,39 @@ impl LdapSource {
         }
     }
 
+    /// Refuses settings that would not bind as configured: a bind DN
+    /// without a password (or with an empty one).
+    pub fn check(&self) -> Result<(), LdapError> {
+        match &self.bind_dn {
+            Some(dn) if self.password.as_ref().is_none_or(|p| p.expose().is_empty()) => {
+                Err(LdapError::MissingPassword {
+                    bind_dn: dn.clone(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A warning when a simple bind would send the password in clear text
+    /// over the network: an `ldap://` URL without StartTLS to a host other
+    /// than this one. Loopback (`localhost`, 127.0.0.0/8, `::1`) is exempt:
+    /// the password does not leave the machine, and that is how a local
+    /// slapd or an stunnel/ssh tunnel is reached. `ldaps://` and `ldapi://`
+    /// (a local socket) are never warned about.
+    pub fn cleartext_password_warning(&self) -> Option<String> {
+        let dn = self.bind_dn.as_ref()?;
+        let lower = self.url.to_ascii_lowercase();
+        let rest = lower.strip_prefix("ldap://")?;
+        if self.starttls || is_loopback_host(url_host(rest)) {
+            return None;
+        }
+        Some(format!(
+            "the password of bind DN {dn} goes to {} in clear text (ldap:// without StartTLS): \
+             use ldaps:// or --ldap-starttls",
+            self.url
+        ))
+    }
+
     fn devices_dn(&self) -> String {
         format!("cn=Devices,cn=DICOM Configuration,{}", self.base_dn)
     }
@@ -161,6 +206,7 @@ impl LdapSource {
 
     /// Connects and binds.
     async fn connect(&self) -> Result<Ldap, LdapError> {
+        self.check()?;
         let mut settings = LdapConnSettings::new()
             .set_conn_timeout(self.connect_timeout)
             .set_starttls(self.starttls);
@@ -172,6 +218,7 @@ impl LdapSource {
             .map_err(|e| self.unreachable(e))?;
         ldap3::drive!(conn);
         if let Some(dn) = &self.bind_dn {
+            // Never empty: `check` refused that above.
             let pw = self.password.as_ref().map(Secret::expose).unwrap_or("");
             ldap.with_timeout(OP_TIMEOUT)
                 .simple_bind(dn, pw)
@@ -257,5 +304,98 @@ impl LdapSource {
             .map_err(|e| self.refused("search", format!("{e} (base {base})")))?;
         let _ = ldap.unbind().await;
         Ok(entries)
+    }
+}
+
+/// The host of an LDAP URL after its `scheme://` (`[::1]`, `host:port`).
+fn url_host(rest: &str) -> &str {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or("");
+    }
+    authority.split(':').next().unwrap_or("")
+}
+
+/// `localhost` or a loopback IP address.
+fn is_loopback_host(host: &str) -> bool {
+    host.trim_end_matches('.').eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(url: &str, dn: Option<&str>, pw: Option<&str>) -> LdapSource {
+        let mut l = LdapSource::new(url);
+        l.bind_dn = dn.map(str::to_string);
+        l.password = pw.map(Secret::new);
+        l
+    }
+
+    #[test]
+    fn a_bind_dn_needs_a_password() {
+        for pw in [None, Some("")] {
+            let e = source("ldap://h", Some("cn=admin"), pw)
+                .check()
+                .unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.contains("cn=admin")
+                    && text.contains("--ldap-password-file")
+                    && text.contains("LDAP_BIND_PASSWORD"),
+                "{text}"
+            );
+            assert!(!e.is_unreachable());
+        }
+        assert!(
+            source("ldap://h", Some("cn=admin"), Some("pw"))
+                .check()
+                .is_ok()
+        );
+        assert!(
+            source("ldap://h", None, None).check().is_ok(),
+            "anonymous on purpose"
+        );
+    }
+
+    #[test]
+    fn cleartext_warning_for_plain_ldap_to_another_host() {
+        let warn = |url: &str, starttls: bool| {
+            let mut l = source(url, Some("cn=admin"), Some("s3cret"));
+            l.starttls = starttls;
+            l.cleartext_password_warning()
+        };
+        for url in [
+            "ldap://ldap.example.org",
+            "LDAP://10.0.0.5:389",
+            "ldap://[2001:db8::1]:389/",
+            "ldap://localhost.example.org",
+            "ldap://",
+        ] {
+            let w = warn(url, false).unwrap_or_else(|| panic!("{url}: no warning"));
+            assert!(w.contains("cn=admin") && w.contains("clear text"), "{w}");
+            assert!(!w.contains("s3cret"));
+        }
+        for (url, starttls) in [
+            ("ldap://ldap.example.org", true),
+            ("ldaps://ldap.example.org", false),
+            ("ldapi://%2Fvar%2Frun%2Fldapi", false),
+            ("ldap://127.0.0.1:1389", false),
+            ("ldap://127.3.4.5", false),
+            ("ldap://[::1]:389", false),
+            ("ldap://LOCALHOST:389/", false),
+        ] {
+            assert_eq!(warn(url, starttls), None, "{url}");
+        }
+        let anon = source("ldap://ldap.example.org", None, None);
+        assert_eq!(
+            anon.cleartext_password_warning(),
+            None,
+            "no password to send"
+        );
     }
 }

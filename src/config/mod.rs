@@ -3,6 +3,12 @@
 //! [`ConfigSource`] reads raw entries ([`entry::Directory`]) from LDIF files
 //! (the same files an administrator imports with `ldapadd`); [`Snapshot::build`]
 //! validates them. Loading is async and never blocks the runtime.
+//!
+//! The parsers of untrusted text are public and total (an error, never a
+//! panic, for any input), for fuzzing: [`ldif::parse`],
+//! [`model::parse_iso_duration`], [`crate::schedule::Schedule::parse_all`],
+//! and [`snapshot_from_ldif`] for the whole path from LDIF text to a
+//! validated snapshot.
 
 pub mod entry;
 pub mod ldap;
@@ -157,15 +163,30 @@ async fn read_ldif(path: &Path) -> Result<Directory, LoadError> {
                 path: file.clone(),
                 source,
             })?;
-        let name = file.display().to_string();
-        let records = ldif::parse(&text).map_err(|e| LoadError::Ldif {
-            file: name.clone(),
-            line: e.line,
-            message: e.message,
-        })?;
-        for r in &records {
-            dir.apply(r, &name)?;
-        }
+        apply_ldif(&mut dir, &text, &file.display().to_string())?;
     }
     Ok(dir)
+}
+
+/// Parses the LDIF `text` (named `name` in errors) and applies its records
+/// to `dir`, as `ldapadd`/`ldapmodify` would.
+pub fn apply_ldif(dir: &mut Directory, text: &str, name: &str) -> Result<(), LoadError> {
+    let records = ldif::parse(text).map_err(|e| LoadError::Ldif {
+        file: name.to_string(),
+        line: e.line,
+        message: e.message,
+    })?;
+    for r in &records {
+        dir.apply(r, name)?;
+    }
+    Ok(())
+}
+
+/// The whole configuration path on one LDIF text, without I/O: parse,
+/// apply, validate for the archive device `device_name`. Any input gives a
+/// snapshot or an error, never a panic (a fuzzing entry point).
+pub fn snapshot_from_ldif(text: &str, device_name: &str) -> Result<Snapshot, LoadError> {
+    let mut dir = Directory::new();
+    apply_ldif(&mut dir, text, "<ldif>")?;
+    Snapshot::build(&dir, device_name, "<ldif>").map_err(LoadError::Invalid)
 }

@@ -15,6 +15,61 @@ use serde::Serialize;
 use super::entry::{Directory, Dn, RawEntry};
 use crate::schedule::Schedule;
 
+/// Longest `dcmRetryDelay` and `dcmMaxRetryDelay` accepted: one year
+/// (`P365D`). Nobody waits longer than that for a retry, and every retry
+/// time is at most this far in the future (the retry policy saturates at
+/// it), so adding it to the current time can never overflow.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(365 * 86_400);
+
+/// Largest `dcmMaxRetries`: at the shortest sensible delays this is months
+/// of retrying; more is a typo.
+pub const MAX_RETRIES: u32 = 100_000;
+
+/// Largest `dcmRetryDelayMultiplier`, in percent (dcm4chee's unit): each
+/// retry waits at most 100 times longer than the one before.
+pub const MAX_RETRY_DELAY_MULTIPLIER: u32 = 10_000;
+
+/// Largest `dcmMaxTasksParallel`: tasks of one queue running at once, each
+/// with up to [`MAX_CONCURRENCY`] requests.
+pub const MAX_TASKS_PARALLEL: u32 = 256;
+
+/// Largest `concurrency` web app property: requests in flight per task.
+pub const MAX_CONCURRENCY: usize = 256;
+
+/// Largest `max-instances-per-request`: a page of the index holds 500
+/// matches, and a batch never spans two.
+pub const MAX_INSTANCES_PER_REQUEST: usize = 500;
+
+/// Largest `max-bytes-per-request` (4 GiB): a batch is held while its
+/// request is sent, so the bound keeps one request's memory finite.
+pub const MAX_BYTES_PER_REQUEST: u64 = 4 << 30;
+
+/// Longest `dcmTCPConnectTimeout` / `dcmResponseTimeout` of a connection
+/// (one day, in dcm4chee's milliseconds): longer is a typo, and timer
+/// arithmetic on it must not overflow.
+pub const MAX_CONNECTION_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+/// At most this many characters of a configured value are repeated in an
+/// error message, so a huge value cannot make a huge message.
+const MAX_SHOWN_VALUE: usize = 80;
+
+/// `dcmProperty` keys whose values are secrets: never repeated in a message.
+pub const SECRET_PROPERTIES: &[&str] = &["bearer-token", "basic-auth"];
+
+/// Every `dcmProperty` key of a web app this service reads.
+pub const KNOWN_PROPERTIES: &[&str] = &[
+    "chunked",
+    "allow-any-hostname",
+    "disable-trust-manager",
+    "transfer-syntax-parameter",
+    "max-instances-per-request",
+    "max-bytes-per-request",
+    "concurrency",
+    "transfer-syntax",
+    "bearer-token",
+    "basic-auth",
+];
+
 /// One validation problem, naming the entry and the attribute.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ConfigError {
@@ -77,6 +132,9 @@ pub struct WebAppProps {
     pub basic_auth: Option<Secret>,
     pub allow_any_hostname: bool,
     pub disable_trust_manager: bool,
+    /// Not dcm4chee's: `allow-insecure-token-url=true` lets the OAuth2
+    /// client send its secret to a plain `http://` token URL of another host.
+    pub allow_insecure_token_url: bool,
     /// Not dcm4chee's: `transfer-syntax-parameter=true` puts the part's
     /// transfer syntax in its Content-Type, for servers that want it.
     pub transfer_syntax_parameter: bool,
@@ -97,6 +155,7 @@ impl Default for WebAppProps {
             basic_auth: None,
             allow_any_hostname: false,
             disable_trust_manager: false,
+            allow_insecure_token_url: false,
             transfer_syntax_parameter: false,
             max_instances_per_request: 1,
             max_bytes_per_request: None,
@@ -295,9 +354,21 @@ impl Builder<'_> {
             .collect();
 
         let mut queues = BTreeMap::new();
+        // Queues with errors of their own: an exporter naming one is not
+        // told that the queue does not exist, and its web app is still
+        // checked, so one pass reports every problem.
+        let mut broken_queues = BTreeSet::new();
         for e in children.iter().filter(|e| e.has_class("dcmQueue")) {
-            if let Some(q) = self.queue(e) {
-                queues.insert(q.name.clone(), q);
+            match self.queue(e) {
+                Some(q) => {
+                    queues.insert(q.name.clone(), q);
+                }
+                None => {
+                    if let Some(name) = e.first("dcmQueueName").or(e.dn.rdn().value("dcmQueueName"))
+                    {
+                        broken_queues.insert(name.to_string());
+                    }
+                }
             }
         }
 
@@ -318,14 +389,16 @@ impl Builder<'_> {
             };
             let (scheme, rest) = uri.split_once(':').unwrap_or(("", uri));
             if !(scheme.eq_ignore_ascii_case("stow") || scheme.eq_ignore_ascii_case("stowrs")) {
+                let uri = redact_userinfo(uri);
                 self.warnings.push(format!(
-                    "{}: exporter {id} has dcmURI {uri}: not a STOW-RS exporter, skipped",
-                    e.dn
+                    "{}: exporter {id} has dcmURI {}: not a STOW-RS exporter, skipped",
+                    e.dn,
+                    clip(&uri)
                 ));
                 skipped.push(SkippedExporter {
                     id: id.to_string(),
                     dn: e.dn.to_string(),
-                    uri: uri.to_string(),
+                    uri,
                 });
                 continue;
             }
@@ -334,7 +407,10 @@ impl Builder<'_> {
                 self.error(
                     e,
                     Some("dcmURI"),
-                    format!("{uri:?} is not stow:<dcmWebAppName>"),
+                    format!(
+                        "{} is not stow:<dcmWebAppName>",
+                        shown(&redact_userinfo(uri))
+                    ),
                 );
                 continue;
             }
@@ -343,15 +419,16 @@ impl Builder<'_> {
                     self.error(e, Some("dcmQueueName"), "missing");
                     continue;
                 }
+                Some(q) if broken_queues.contains(q) => None,
                 Some(q) if !queues.contains_key(q) => {
                     self.error(
                         e,
                         Some("dcmQueueName"),
-                        format!("no dcmQueue {q:?} on device {device_name}"),
+                        format!("no dcmQueue {} on device {device_name}", shown(q)),
                     );
                     continue;
                 }
-                Some(q) => q.to_string(),
+                Some(q) => Some(q.to_string()),
             };
             let ae_title = e.first("dicomAETitle").map(str::to_string);
             if let Some(aet) = &ae_title
@@ -360,7 +437,7 @@ impl Builder<'_> {
                 self.error(
                     e,
                     Some("dicomAETitle"),
-                    format!("{aet:?} is not an AE title of device {device_name}"),
+                    format!("{} is not an AE title of device {device_name}", shown(aet)),
                 );
                 continue;
             }
@@ -373,6 +450,9 @@ impl Builder<'_> {
                 }
             }
             let Some(schedule) = self.schedule(e) else {
+                continue;
+            };
+            let Some(queue) = queue else {
                 continue;
             };
             exporters.insert(
@@ -420,13 +500,18 @@ impl Builder<'_> {
             name,
             dn: e.dn.to_string(),
             description: e.first("dicomDescription").map(str::to_string),
-            max_tasks_parallel: self.int(e, "dcmMaxTasksParallel", 1, 1),
-            max_retries: self.int(e, "dcmMaxRetries", 0, 0),
+            max_tasks_parallel: self.int(e, "dcmMaxTasksParallel", 1, 1..=MAX_TASKS_PARALLEL),
+            max_retries: self.int(e, "dcmMaxRetries", 0, 0..=MAX_RETRIES),
             retry_delay: self
-                .duration(e, "dcmRetryDelay")
+                .duration(e, "dcmRetryDelay", MAX_RETRY_DELAY)
                 .unwrap_or(Duration::from_secs(60)),
-            retry_delay_multiplier: self.int(e, "dcmRetryDelayMultiplier", 100, 1),
-            max_retry_delay: self.duration(e, "dcmMaxRetryDelay"),
+            retry_delay_multiplier: self.int(
+                e,
+                "dcmRetryDelayMultiplier",
+                100,
+                1..=MAX_RETRY_DELAY_MULTIPLIER,
+            ),
+            max_retry_delay: self.duration(e, "dcmMaxRetryDelay", MAX_RETRY_DELAY),
             retry_on_warning: self.boolean(e, "dcmRetryOnWarning", false),
             installed: self.boolean(e, "dicomInstalled", true),
             schedule: self.schedule(e).unwrap_or_default(),
@@ -445,13 +530,29 @@ impl Builder<'_> {
         }
     }
 
-    fn int(&mut self, e: &RawEntry, attr: &str, default: u32, min: u32) -> u32 {
+    /// An integer attribute within `range`; `default` when absent.
+    fn int(
+        &mut self,
+        e: &RawEntry,
+        attr: &str,
+        default: u32,
+        range: std::ops::RangeInclusive<u32>,
+    ) -> u32 {
         match e.first(attr) {
             None => default,
             Some(v) => match v.trim().parse::<u32>() {
-                Ok(n) if n >= min => n,
+                Ok(n) if range.contains(&n) => n,
                 _ => {
-                    self.error(e, Some(attr), format!("{v:?} is not an integer >= {min}"));
+                    self.error(
+                        e,
+                        Some(attr),
+                        format!(
+                            "{} is not an integer from {} to {}",
+                            shown(v),
+                            range.start(),
+                            range.end()
+                        ),
+                    );
                     default
                 }
             },
@@ -464,26 +565,29 @@ impl Builder<'_> {
             Some(v) => match parse_ldap_bool(v) {
                 Some(b) => b,
                 None => {
-                    self.error(e, Some(attr), format!("{v:?} is not TRUE or FALSE"));
+                    self.error(e, Some(attr), format!("{} is not TRUE or FALSE", shown(v)));
                     default
                 }
             },
         }
     }
 
-    fn duration(&mut self, e: &RawEntry, attr: &str) -> Option<Duration> {
+    /// An ISO-8601 duration attribute of at most `max`.
+    fn duration(&mut self, e: &RawEntry, attr: &str, max: Duration) -> Option<Duration> {
         let v = e.first(attr)?;
-        match parse_iso_duration(v) {
-            Some(d) => Some(d),
-            None => {
-                self.error(
-                    e,
-                    Some(attr),
-                    format!("{v:?} is not an ISO-8601 duration like PT30S"),
-                );
-                None
+        let message = match parse_iso_duration(v) {
+            Ok(d) if d <= max => return Some(d),
+            Ok(_) | Err(DurationError::TooLong) => format!(
+                "{} is longer than {}, the longest accepted",
+                shown(v),
+                format_iso_duration(max)
+            ),
+            Err(DurationError::Syntax) => {
+                format!("{} is not an ISO-8601 duration like PT30S", shown(v))
             }
-        }
+        };
+        self.error(e, Some(attr), message);
+        None
     }
 
     /// Resolves the web app `name` referenced by `exporter`.
@@ -562,7 +666,7 @@ impl Builder<'_> {
                 self.error(
                     w,
                     Some("dicomNetworkConnectionReference"),
-                    format!("{r:?} is not a valid DN"),
+                    format!("{} is not a valid DN", shown(r)),
                 );
                 continue;
             };
@@ -611,7 +715,10 @@ impl Builder<'_> {
                 self.error(
                     c,
                     Some("dicomPort"),
-                    format!("{:?} is not a TCP port", c.first("dicomPort").unwrap_or("")),
+                    format!(
+                        "{} is not a TCP port",
+                        shown(c.first("dicomPort").unwrap_or(""))
+                    ),
                 );
                 None
             }
@@ -631,14 +738,18 @@ impl Builder<'_> {
         }
         let ms = |b: &mut Self, attr: &str| -> Option<Duration> {
             let v = c.first(attr)?;
+            let max = MAX_CONNECTION_TIMEOUT.as_millis();
             match v.trim().parse::<u64>() {
                 Ok(0) => None,
-                Ok(n) => Some(Duration::from_millis(n)),
-                Err(_) => {
+                Ok(n) if u128::from(n) <= max => Some(Duration::from_millis(n)),
+                _ => {
                     b.error(
                         c,
                         Some(attr),
-                        format!("{v:?} is not a number of milliseconds"),
+                        format!(
+                            "{} is not a number of milliseconds from 0 to {max}",
+                            shown(v)
+                        ),
                     );
                     None
                 }
@@ -724,7 +835,10 @@ impl Builder<'_> {
                 self.error(
                     k,
                     Some("dcmURI"),
-                    format!("{u:?} is not an http:// or https:// URL"),
+                    format!(
+                        "{} is not an http:// or https:// URL",
+                        shown(&redact_userinfo(u))
+                    ),
                 );
                 None
             }
@@ -779,7 +893,10 @@ impl Builder<'_> {
                 self.error(
                     k,
                     Some("dcmKeycloakGrantType"),
-                    format!("{other:?} is not supported (client_credentials or password)"),
+                    format!(
+                        "{} is not supported (client_credentials or password)",
+                        shown(other)
+                    ),
                 );
                 None
             }
@@ -811,11 +928,16 @@ impl Builder<'_> {
 
     fn props(&mut self, w: &RawEntry) -> WebAppProps {
         let mut p = WebAppProps::default();
-        for raw in w.values("dcmProperty").to_vec() {
+        for (i, raw) in w.values("dcmProperty").to_vec().iter().enumerate() {
             let Some((key, value)) = raw.split_once('=') else {
-                self.error(w, Some("dcmProperty"), format!("{raw:?} is not name=value"));
+                let message = malformed_property(raw, i + 1);
+                self.error(w, Some("dcmProperty"), message);
                 continue;
             };
+            let key = key.trim();
+            // Only non-secret keys reach the messages below with their
+            // value, and then shortened.
+            let shown_value = clip(value);
             let bool_prop = |b: &mut Self| match value.trim().to_ascii_lowercase().as_str() {
                 "true" => true,
                 "false" => false,
@@ -823,40 +945,49 @@ impl Builder<'_> {
                     b.error(
                         w,
                         Some("dcmProperty"),
-                        format!("{key}={value}: expected true or false"),
+                        format!("{key}={shown_value}: expected true or false"),
                     );
                     false
                 }
             };
-            match key.trim() {
+            match key {
                 "chunked" => p.chunked = bool_prop(self),
                 "allow-any-hostname" => p.allow_any_hostname = bool_prop(self),
                 "disable-trust-manager" => p.disable_trust_manager = bool_prop(self),
+                "allow-insecure-token-url" => p.allow_insecure_token_url = bool_prop(self),
                 "transfer-syntax-parameter" => p.transfer_syntax_parameter = bool_prop(self),
                 "max-instances-per-request" => match value.trim().parse::<usize>() {
-                    // A page of the index holds 500 matches; a batch never
-                    // spans two.
-                    Ok(n) if (1..=500).contains(&n) => p.max_instances_per_request = n,
+                    Ok(n) if (1..=MAX_INSTANCES_PER_REQUEST).contains(&n) => {
+                        p.max_instances_per_request = n
+                    }
                     _ => self.error(
                         w,
                         Some("dcmProperty"),
-                        format!("max-instances-per-request={value}: expected an integer from 1 to 500"),
+                        format!(
+                            "max-instances-per-request={shown_value}: expected an integer from 1 to {MAX_INSTANCES_PER_REQUEST}"
+                        ),
                     ),
                 },
                 "max-bytes-per-request" => match parse_size(value) {
-                    Some(n) if n > 0 => p.max_bytes_per_request = Some(n),
+                    Some(n) if n > 0 && n <= MAX_BYTES_PER_REQUEST => {
+                        p.max_bytes_per_request = Some(n)
+                    }
                     _ => self.error(
                         w,
                         Some("dcmProperty"),
-                        format!("max-bytes-per-request={value}: expected a size such as 50000000, 500MB or 2GiB"),
+                        format!(
+                            "max-bytes-per-request={shown_value}: expected a size from 1 byte to 4GiB, such as 50000000, 500MB or 2GiB"
+                        ),
                     ),
                 },
                 "concurrency" => match value.trim().parse::<usize>() {
-                    Ok(n) if (1..=256).contains(&n) => p.concurrency = n,
+                    Ok(n) if (1..=MAX_CONCURRENCY).contains(&n) => p.concurrency = n,
                     _ => self.error(
                         w,
                         Some("dcmProperty"),
-                        format!("concurrency={value}: expected an integer from 1 to 256"),
+                        format!(
+                            "concurrency={shown_value}: expected an integer from 1 to {MAX_CONCURRENCY}"
+                        ),
                     ),
                 },
                 "transfer-syntax" => {
@@ -873,34 +1004,113 @@ impl Builder<'_> {
                                 w,
                                 Some("dcmProperty"),
                                 format!(
-                                    "transfer-syntax={value}: {item:?} is neither a transfer syntax UID nor a keyword such as ExplicitVRLittleEndian"
+                                    "transfer-syntax={shown_value}: {} is neither a transfer syntax UID nor a keyword such as ExplicitVRLittleEndian",
+                                    shown(item)
                                 ),
                             ),
                         }
                     }
                     p.transfer_syntax = uids;
                 }
-                "bearer-token" => p.bearer_token = Some(Secret::new(value)),
-                "basic-auth" => {
-                    if !value.contains(':') {
-                        // The value is a secret: name the key, never echo it.
+                // The values below are secrets: messages name the key,
+                // never the value.
+                "bearer-token" => {
+                    if value.trim().is_empty() {
                         self.error(
                             w,
                             Some("dcmProperty"),
-                            "basic-auth=...: expected user:password",
+                            "bearer-token=...: the token is empty",
+                        );
+                    } else {
+                        p.bearer_token = Some(Secret::new(value));
+                    }
+                }
+                "basic-auth" => {
+                    if !value.contains(':') {
+                        self.error(
+                            w,
+                            Some("dcmProperty"),
+                            "basic-auth=...: expected user:password (the value is not shown)",
                         );
                     } else {
                         p.basic_auth = Some(Secret::new(value));
                     }
                 }
-                other => self.warnings.push(format!(
+                // A pasted base64 secret ends in `=` padding and reads as
+                // a key with an empty value: such a key is not repeated.
+                other if looks_like_key(other) && !value.trim_matches('=').trim().is_empty() => {
+                    self.warnings.push(format!(
                     "{}: dcmProperty: unknown key {other:?} ignored",
                     w.dn
+                ))
+                }
+                _ => self.warnings.push(format!(
+                    "{}: dcmProperty: value #{} ignored: not a known property=value (not shown, it may hold a secret)",
+                    w.dn,
+                    i + 1
                 )),
             }
         }
         p
     }
+}
+
+/// The message for a `dcmProperty` value without `=`. Such a value may be a
+/// secret written with the wrong separator (`bearer-token:xyz`) or pasted
+/// alone, so it is repeated only when it starts with a known property name
+/// that holds no secret.
+fn malformed_property(raw: &str, position: usize) -> String {
+    let lead = raw
+        .trim_start()
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        .next()
+        .unwrap_or("");
+    match KNOWN_PROPERTIES
+        .iter()
+        .find(|k| k.eq_ignore_ascii_case(lead))
+    {
+        Some(k) if !SECRET_PROPERTIES.contains(k) => format!("{} is not name=value", shown(raw)),
+        Some(k) => format!(
+            "value #{position} starts with {k} but is not {k}=<value> (the value is not shown: it holds a secret)"
+        ),
+        None => format!(
+            "value #{position} ({} characters) is not name=value (not shown: it names no known property and may hold a secret)",
+            raw.chars().count()
+        ),
+    }
+}
+
+/// Whether `k` looks like a property name (and not like a pasted secret):
+/// a letter, then letters, digits, `-`, `_` or `.`, at most 64 characters.
+fn looks_like_key(k: &str) -> bool {
+    k.len() <= 64
+        && k.starts_with(|c: char| c.is_ascii_alphabetic())
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// A configured value for a message: quoted, and shortened to
+/// [`MAX_SHOWN_VALUE`] characters.
+pub(crate) fn shown(v: &str) -> String {
+    match v.char_indices().nth(MAX_SHOWN_VALUE) {
+        Some((end, _)) => format!("{:?}... ({} bytes)", &v[..end], v.len()),
+        None => format!("{v:?}"),
+    }
+}
+
+/// The same, unquoted (after `key=` in a message).
+fn clip(v: &str) -> String {
+    match v.char_indices().nth(MAX_SHOWN_VALUE) {
+        Some((end, _)) => format!("{}... ({} bytes)", &v[..end], v.len()),
+        None => v.to_string(),
+    }
+}
+
+/// A URI with its user information masked ([`crate::redact::mask_url`]:
+/// everything up to the last `@`, so a password with any character in it
+/// never shows).
+pub(crate) fn redact_userinfo(u: &str) -> String {
+    crate::redact::mask_url(u)
 }
 
 /// Transfer syntax keywords as dcm4che names them (`UID.forName`), with the
@@ -1025,38 +1235,114 @@ pub fn parse_ldap_bool(v: &str) -> Option<bool> {
     }
 }
 
-/// Parses the ISO-8601 durations dcm4chee uses: `PnDTnHnMnS` (any subset,
-/// seconds may be fractional), and `PnW`.
-pub fn parse_iso_duration(v: &str) -> Option<Duration> {
+/// Why a value is not a duration [`parse_iso_duration`] accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("not an ISO-8601 duration like PT30S")]
+    Syntax,
+    /// Well-formed, but longer than a [`Duration`] holds (about 584 billion
+    /// years); callers apply their own, much lower, limits.
+    #[error("too long")]
+    TooLong,
+}
+
+/// Parses the ISO-8601 durations dcm4chee uses: `PnDTnHnMnS` (any subset),
+/// and `PnW`. Any component may have a fraction (`PT0.5S`, `P1.5D`); digits
+/// past nanoseconds are ignored. Exact integer arithmetic, checked at every
+/// step: no input panics or wraps.
+pub fn parse_iso_duration(v: &str) -> Result<Duration, DurationError> {
+    const NANOS: u128 = 1_000_000_000;
+    /// Fraction digits kept: enough for nanoseconds of a week.
+    const FRACTION_DIGITS: u32 = 18;
     let s = v.trim();
-    let rest = s.strip_prefix('P').or_else(|| s.strip_prefix('p'))?;
-    if rest.is_empty() {
-        return None;
-    }
-    let mut secs = 0f64;
+    let rest = s
+        .strip_prefix('P')
+        .or_else(|| s.strip_prefix('p'))
+        .ok_or(DurationError::Syntax)?;
+    let mut total: u128 = 0;
     let mut in_time = false;
-    let mut num = String::new();
-    let mut any = false;
+    // A component seen at all, and one after `T` (ISO: `T` needs one).
+    let (mut any, mut any_time) = (false, false);
+    let (mut int, mut frac, mut frac_len) = (0u128, 0u128, 0u32);
+    let (mut digits, mut dot) = (false, false);
     for c in rest.chars() {
         match c.to_ascii_uppercase() {
-            'T' if !in_time && num.is_empty() => in_time = true,
-            d if d.is_ascii_digit() || d == '.' => num.push(d),
+            'T' if !in_time && !digits && !dot => in_time = true,
+            d @ '0'..='9' => {
+                let d = u128::from(d as u8 - b'0');
+                digits = true;
+                if dot {
+                    if frac_len < FRACTION_DIGITS {
+                        frac = frac * 10 + d;
+                        frac_len += 1;
+                    }
+                } else {
+                    int = int
+                        .checked_mul(10)
+                        .and_then(|n| n.checked_add(d))
+                        .ok_or(DurationError::TooLong)?;
+                }
+            }
+            '.' | ',' if !dot => dot = true,
             unit => {
-                let n: f64 = num.parse().ok()?;
-                num.clear();
-                any = true;
-                secs += n * match (in_time, unit) {
-                    (false, 'W') => 604_800.0,
-                    (false, 'D') => 86_400.0,
-                    (true, 'H') => 3_600.0,
-                    (true, 'M') => 60.0,
-                    (true, 'S') => 1.0,
-                    _ => return None,
+                let secs: u128 = match (in_time, unit) {
+                    (false, 'W') => 604_800,
+                    (false, 'D') => 86_400,
+                    (true, 'H') => 3_600,
+                    (true, 'M') => 60,
+                    (true, 'S') => 1,
+                    _ => return Err(DurationError::Syntax),
                 };
+                if !digits {
+                    return Err(DurationError::Syntax);
+                }
+                // frac < 10^18, so frac * secs * 1e9 < 6.1e32: no overflow.
+                let part = int
+                    .checked_mul(secs * NANOS)
+                    .and_then(|n| n.checked_add(frac * secs * NANOS / 10u128.pow(frac_len)))
+                    .ok_or(DurationError::TooLong)?;
+                total = total.checked_add(part).ok_or(DurationError::TooLong)?;
+                any = true;
+                any_time = in_time;
+                (int, frac, frac_len, digits, dot) = (0, 0, 0, false, false);
             }
         }
     }
-    (any && num.is_empty()).then(|| Duration::from_secs_f64(secs))
+    if !any || digits || dot || (in_time && !any_time) {
+        return Err(DurationError::Syntax);
+    }
+    let secs = u64::try_from(total / NANOS).map_err(|_| DurationError::TooLong)?;
+    // The remainder is below 1e9.
+    Ok(Duration::new(secs, (total % NANOS) as u32))
+}
+
+/// `d` as an ISO-8601 duration (`P365D`, `PT10M`, `P1DT0.5S`), for messages.
+pub fn format_iso_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (h, m, s) = (rest / 3_600, rest % 3_600 / 60, rest % 60);
+    let mut out = String::from("P");
+    if days > 0 {
+        out.push_str(&format!("{days}D"));
+    }
+    if h > 0 || m > 0 || s > 0 || d.subsec_nanos() > 0 || days == 0 {
+        out.push('T');
+        if h > 0 {
+            out.push_str(&format!("{h}H"));
+        }
+        if m > 0 {
+            out.push_str(&format!("{m}M"));
+        }
+        if s > 0 || d.subsec_nanos() > 0 || (h == 0 && m == 0) {
+            if d.subsec_nanos() > 0 {
+                let frac = format!("{:09}", d.subsec_nanos());
+                out.push_str(&format!("{s}.{}S", frac.trim_end_matches('0')));
+            } else {
+                out.push_str(&format!("{s}S"));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -1065,17 +1351,134 @@ mod tests {
 
     #[test]
     fn iso_durations() {
-        assert_eq!(parse_iso_duration("PT30S"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_iso_duration("PT10M"), Some(Duration::from_secs(600)));
-        assert_eq!(parse_iso_duration("P1D"), Some(Duration::from_secs(86_400)));
+        assert_eq!(parse_iso_duration("PT30S"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_iso_duration("PT10M"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_iso_duration("P1D"), Ok(Duration::from_secs(86_400)));
         assert_eq!(
             parse_iso_duration("P1DT1H0.5S"),
-            Some(Duration::from_secs_f64(90_000.5))
+            Ok(Duration::from_secs_f64(90_000.5))
         );
-        assert_eq!(parse_iso_duration("PT"), None);
-        assert_eq!(parse_iso_duration("30S"), None);
-        assert_eq!(parse_iso_duration("P1H"), None);
-        assert_eq!(parse_iso_duration("PT5"), None);
+        assert_eq!(
+            parse_iso_duration("P1.5D"),
+            Ok(Duration::from_secs(129_600))
+        );
+        assert_eq!(
+            parse_iso_duration("PT0,25S"),
+            Ok(Duration::from_millis(250))
+        );
+        assert_eq!(
+            parse_iso_duration("P2W"),
+            Ok(Duration::from_secs(1_209_600))
+        );
+        for bad in [
+            "PT", "P", "30S", "P1H", "PT5", "P.D", "PT1.2.3S", "PT1S.", "PTT1S", "P1DT", "-PT1S",
+            "PT-1S", "PT1e3S",
+        ] {
+            assert_eq!(parse_iso_duration(bad), Err(DurationError::Syntax), "{bad}");
+        }
+    }
+
+    #[test]
+    fn huge_durations_are_errors_not_panics() {
+        // 8.64e19 s: more than a u64 of seconds (from_secs_f64 panicked).
+        assert_eq!(
+            parse_iso_duration("P999999999999999D"),
+            Err(DurationError::TooLong)
+        );
+        assert_eq!(
+            parse_iso_duration(&format!("PT{}S", "9".repeat(400))),
+            Err(DurationError::TooLong)
+        );
+        assert_eq!(
+            parse_iso_duration("PT9999999999999999S"),
+            Ok(Duration::from_secs(9_999_999_999_999_999))
+        );
+        assert_eq!(
+            parse_iso_duration(&format!("PT0.{}1S", "0".repeat(100))),
+            Ok(Duration::ZERO),
+            "digits past nanoseconds are ignored"
+        );
+        assert_eq!(
+            parse_iso_duration(&format!("PT{}S", u64::MAX)),
+            Ok(Duration::from_secs(u64::MAX))
+        );
+        assert_eq!(
+            parse_iso_duration(&format!("PT{}.999999999S", u64::MAX)),
+            Ok(Duration::MAX)
+        );
+        assert_eq!(
+            parse_iso_duration(&format!("PT{}S1S", u64::MAX)),
+            Err(DurationError::TooLong)
+        );
+    }
+
+    #[test]
+    fn durations_format_back() {
+        for (d, s) in [
+            (MAX_RETRY_DELAY, "P365D"),
+            (Duration::from_secs(600), "PT10M"),
+            (Duration::ZERO, "PT0S"),
+            (Duration::from_millis(86_400_500), "P1DT0.5S"),
+            (Duration::from_secs(3_661), "PT1H1M1S"),
+        ] {
+            assert_eq!(format_iso_duration(d), s);
+            assert_eq!(parse_iso_duration(s), Ok(d));
+        }
+    }
+
+    /// A simple generator (xorshift), so the loops below are reproducible.
+    pub(crate) struct Gen(u64);
+
+    impl Gen {
+        pub(crate) fn new(seed: u64) -> Gen {
+            Gen(seed | 1)
+        }
+        pub(crate) fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        pub(crate) fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+            from[(self.next() % from.len() as u64) as usize]
+        }
+    }
+
+    #[test]
+    fn generated_durations_never_panic_and_agree_with_their_format() {
+        let pieces = [
+            "P",
+            "T",
+            "1",
+            "0",
+            "9",
+            "99999999999",
+            "18446744073709551615",
+            ".",
+            ",",
+            "5",
+            "W",
+            "D",
+            "H",
+            "M",
+            "S",
+            "p",
+            "t",
+            "s",
+            " ",
+            "\u{e9}",
+            "-",
+            "+",
+            "e",
+        ];
+        let mut g = Gen::new(0x5eed);
+        for _ in 0..20_000 {
+            let n = 1 + g.next() % 10;
+            let v: String = (0..n).map(|_| g.pick(&pieces)).collect();
+            if let Ok(d) = parse_iso_duration(&v) {
+                assert_eq!(parse_iso_duration(&format_iso_duration(d)), Ok(d), "{v}");
+            }
+        }
     }
 
     #[test]

@@ -42,9 +42,9 @@ const PAGE_SIZE: usize = 500;
 
 /// One instance's part of a task.
 enum Work {
-    /// To be sent in one request: each as stored, or converted to the
-    /// target syntax.
-    Send(Vec<(StoredInstance, Option<Target>)>),
+    /// To be sent in one request (or more, when decoded sizes exceed the
+    /// byte limit): each as stored, or converted to the target syntax.
+    Send(Request),
     /// Stored by an earlier, interrupted run of the same task.
     Resumed(InstanceResult),
     /// Not attempted: the task was canceled before their turn.
@@ -406,13 +406,28 @@ impl Executor {
 }
 
 /// Packs instances into requests of at most `max-instances-per-request`
-/// instances and `max-bytes-per-request` bytes (stored sizes); an instance
-/// larger than the byte limit goes alone.
+/// instances and `max-bytes-per-request` bytes by their stored sizes; an
+/// instance larger than the byte limit goes alone. [`send`] packs again by
+/// what actually goes out, where a decompressed instance counts its
+/// decoded size.
 struct Batch {
     max_instances: usize,
     max_bytes: u64,
     items: Vec<(StoredInstance, Option<Target>)>,
     bytes: u64,
+}
+
+/// Instances to send, each as stored or converted, and the byte limit of
+/// one request.
+struct Request {
+    items: Vec<(StoredInstance, Option<Target>)>,
+    max_bytes: u64,
+}
+
+impl Request {
+    fn len(&self) -> usize {
+        self.items.len()
+    }
 }
 
 impl Batch {
@@ -431,53 +446,150 @@ impl Batch {
             && (self.items.len() >= self.max_instances
                 || self.bytes.saturating_add(inst.size) > self.max_bytes);
         let done = if full { self.take() } else { None };
-        self.bytes += inst.size;
+        self.bytes = self.bytes.saturating_add(inst.size);
         self.items.push((inst, target));
         done
     }
 
     fn take(&mut self) -> Option<Work> {
         self.bytes = 0;
-        (!self.items.is_empty()).then(|| Work::Send(std::mem::take(&mut self.items)))
+        (!self.items.is_empty()).then(|| {
+            Work::Send(Request {
+                items: std::mem::take(&mut self.items),
+                max_bytes: self.max_bytes,
+            })
+        })
     }
 }
 
-/// Sends one request's instances, each converted first when the
-/// destination does not take its stored syntax. An instance that cannot be
-/// converted fails with the reason; the others still go.
+/// One instance of a request and what converting it will take.
+struct Planned {
+    inst: StoredInstance,
+    target: Option<Target>,
+    plan: transcode::Plan,
+}
+
+/// Splits `items` in order into runs of at most `max` by `size` (an item
+/// larger than `max` goes alone) and, when `cost` is given, at most
+/// `budget` by cost.
+fn pack<T>(
+    items: Vec<T>,
+    max: u64,
+    size: impl Fn(&T) -> u64,
+    cost: impl Fn(&T) -> u64,
+    budget: u64,
+) -> Vec<Vec<T>> {
+    let mut runs = Vec::new();
+    let mut run: Vec<T> = Vec::new();
+    let (mut bytes, mut spent) = (0u64, 0u64);
+    for item in items {
+        let (n, c) = (size(&item), cost(&item));
+        if !run.is_empty() && (bytes.saturating_add(n) > max || spent.saturating_add(c) > budget) {
+            runs.push(std::mem::take(&mut run));
+            (bytes, spent) = (0, 0);
+        }
+        bytes = bytes.saturating_add(n);
+        spent = spent.saturating_add(c);
+        run.push(item);
+    }
+    if !run.is_empty() {
+        runs.push(run);
+    }
+    runs
+}
+
+/// Sends one batch's instances, each converted first when the destination
+/// does not take its stored syntax. An instance that cannot be converted
+/// fails with the reason; the others still go.
+///
+/// Decoded data counts against the request's byte limit, and is held
+/// within the transcoder's memory budget: each instance's decoded size is
+/// planned from its header before anything is decoded; the instances are
+/// grouped so that a group's planned size stays within the byte limit and
+/// its memory within the budget; a group reserves its memory in one piece
+/// (see [`Transcoder`]), is decoded, and is sent in requests packed by
+/// the actual sizes, the reservation held until the last of them has
+/// ended. So what converted objects hold across all concurrent requests
+/// stays within `--transcode-max-mib` x `--transcode-jobs`.
 async fn send(
     client: &StowClient,
     transcoder: &Transcoder,
-    batch: Vec<(StoredInstance, Option<Target>)>,
+    batch: Request,
     dest: &Arc<crate::metrics::Destination>,
 ) -> Vec<InstanceResult> {
-    let prepared = futures_util::future::join_all(
-        batch
-            .into_iter()
-            .map(|(inst, target)| prepare(transcoder, inst, target)),
-    )
-    .await;
-    let (outgoing, mut results): (Vec<_>, Vec<_>) = prepared.into_iter().partition(Result::is_ok);
-    let outgoing: Vec<Outgoing> = outgoing.into_iter().filter_map(Result::ok).collect();
-    let mut results: Vec<InstanceResult> = results.drain(..).filter_map(Result::err).collect();
-    let not_sent = results.len();
-    if !outgoing.is_empty() {
-        let sizes: HashMap<String, u64> = outgoing
+    let max_bytes = batch.max_bytes;
+    let planned =
+        futures_util::future::join_all(batch.items.into_iter().map(|(inst, target)| async move {
+            let plan = match target {
+                Some(_) => transcoder.plan(&inst.path, inst.size).await,
+                // Read from its file as the request goes out.
+                None => transcode::Plan {
+                    outgoing_bytes: inst.size,
+                    reserve_bytes: 0,
+                },
+            };
+            Planned { inst, target, plan }
+        }))
+        .await;
+    let groups = pack(
+        planned,
+        max_bytes,
+        |p| p.plan.outgoing_bytes,
+        |p| p.plan.reserve_bytes,
+        transcoder.memory_capacity(),
+    );
+    let mut results = Vec::new();
+    for group in groups {
+        let need = group
             .iter()
-            .map(|o| {
-                let n = o
-                    .converted
-                    .as_ref()
-                    .map_or(o.inst.size, |c| c.data.len() as u64);
-                (o.inst.sop_iuid.clone(), n)
-            })
-            .collect();
-        let stored = crate::metrics::for_destination(dest.clone(), client.store(outgoing)).await;
-        dest.results(&stored, |sop| sizes.get(sop).copied().unwrap_or(0));
-        results.extend(stored);
+            .map(|p| p.plan.reserve_bytes)
+            .fold(0u64, u64::saturating_add);
+        let _held = transcoder.reserve(need).await;
+        let prepared = futures_util::future::join_all(
+            group
+                .into_iter()
+                .map(|p| prepare(transcoder, p.inst, p.target)),
+        )
+        .await;
+        let mut outgoing = Vec::new();
+        let mut failed = Vec::new();
+        for r in prepared {
+            match r {
+                Ok(o) => outgoing.push(o),
+                Err(r) => failed.push(r),
+            }
+        }
+        dest.results(&failed, |_| 0);
+        results.extend(failed);
+        // A planned size may fall short (elements after the pixel data);
+        // the actual sizes decide what goes in one request.
+        for request in pack(outgoing, max_bytes, outgoing_len, |_| 0, 0) {
+            results.extend(post(client, request, dest).await);
+        }
     }
-    dest.results(&results[..results.len().min(not_sent)], |_| 0);
     results
+}
+
+/// The bytes an instance puts in a request.
+fn outgoing_len(o: &Outgoing) -> u64 {
+    o.converted
+        .as_ref()
+        .map_or(o.inst.size, |c| c.data.len() as u64)
+}
+
+/// One request, counted into the destination's metrics.
+async fn post(
+    client: &StowClient,
+    outgoing: Vec<Outgoing>,
+    dest: &Arc<crate::metrics::Destination>,
+) -> Vec<InstanceResult> {
+    let sizes: HashMap<String, u64> = outgoing
+        .iter()
+        .map(|o| (o.inst.sop_iuid.clone(), outgoing_len(o)))
+        .collect();
+    let stored = crate::metrics::for_destination(dest.clone(), client.store(outgoing)).await;
+    dest.results(&stored, |sop| sizes.get(sop).copied().unwrap_or(0));
+    stored
 }
 
 /// An instance ready to go: as stored, or converted to `target`.

@@ -5,28 +5,37 @@
 //! `dcmRetryDelay × (dcmRetryDelayMultiplier/100)^(n-1)`, capped at
 //! `dcmMaxRetryDelay`, as long as n ≤ `dcmMaxRetries`; after that the task
 //! keeps its final status and stays visible.
+//!
+//! Every delay saturates at [`MAX_RETRY_DELAY`] (one year), whatever the
+//! queue says or the task's failure count is: the caller adds it to the
+//! current time, which therefore can never overflow.
 
 use std::time::Duration;
 
 use crate::config::QueueDesc;
+use crate::config::model::MAX_RETRY_DELAY;
 use crate::queue::{Outcome, Retry};
 use crate::task::Status;
 
-/// The delay before retry number `n` (1-based).
+/// The delay before retry number `n` (1-based), at most
+/// `dcmMaxRetryDelay` and never more than [`MAX_RETRY_DELAY`].
 pub fn delay(q: &QueueDesc, n: u32) -> Duration {
-    let mut d = q.retry_delay.as_millis();
-    let cap = q.max_retry_delay.map(|m| m.as_millis());
+    let cap = q
+        .max_retry_delay
+        .map_or(MAX_RETRY_DELAY, |m| m.min(MAX_RETRY_DELAY))
+        .as_millis();
+    let mut d = q.retry_delay.as_millis().min(cap);
     for _ in 2..=n {
-        d = d.saturating_mul(u128::from(q.retry_delay_multiplier)) / 100;
-        if let Some(c) = cap
-            && d >= c
-        {
+        let next = d.saturating_mul(u128::from(q.retry_delay_multiplier)) / 100;
+        // At the cap, or at a fixed point (0, or a multiplier of 100 %), it
+        // stays there: no need to count up to a huge `n`.
+        if next >= cap || next == d {
+            d = next.min(cap);
             break;
         }
+        d = next;
     }
-    if let Some(c) = cap {
-        d = d.min(c);
-    }
+    // d <= cap <= one year of milliseconds, far below u64::MAX.
     Duration::from_millis(u64::try_from(d).unwrap_or(u64::MAX))
 }
 
@@ -34,21 +43,25 @@ pub fn delay(q: &QueueDesc, n: u32) -> Duration {
 /// is to run again, if at all. Unlike dcm4chee, a run whose failures are
 /// all of the kind that would fail again (4xx, a rejected or undecodable
 /// object) is not retried, and a server's `Retry-After` lengthens the wait.
+///
+/// The wait is at most [`MAX_RETRY_DELAY`], so `now + wait` is always a
+/// representable time.
 pub fn next_attempt(q: &QueueDesc, outcome: &Outcome, failures: u32) -> Option<Duration> {
     let by_status = match outcome.status {
         Status::Failed => true,
         Status::Warning => q.retry_on_warning,
         _ => false,
     };
-    let n = failures + 1;
+    let n = failures.saturating_add(1);
     if !by_status || n > q.max_retries {
         return None;
     }
-    match outcome.retry {
-        Retry::No => None,
-        Retry::Yes => Some(delay(q, n)),
-        Retry::After(d) => Some(delay(q, n).max(d)),
-    }
+    let wait = match outcome.retry {
+        Retry::No => return None,
+        Retry::Yes => delay(q, n),
+        Retry::After(d) => delay(q, n).max(d),
+    };
+    Some(wait.min(MAX_RETRY_DELAY))
 }
 
 #[cfg(test)]
@@ -153,5 +166,35 @@ mod tests {
         assert_eq!(delay(&q, 1), Duration::from_millis(200));
         assert_eq!(delay(&q, 2), Duration::from_millis(600));
         assert!(delay(&q, 50) > Duration::from_secs(1_000_000));
+        assert_eq!(delay(&q, 50), MAX_RETRY_DELAY, "saturates at one year");
+    }
+
+    #[test]
+    fn retry_times_saturate_and_can_be_added_to_now() {
+        // Far beyond what the configuration accepts (a QueueDesc built in
+        // code): the largest delay, multiplier and failure count.
+        let mut q = queue(u32::MAX, u64::MAX / 4, u32::MAX, None);
+        q.retry_delay = Duration::MAX;
+        for failures in [0, 1, 2, 10, 1000, u32::MAX - 1, u32::MAX] {
+            for retry in [Retry::Yes, Retry::After(Duration::MAX)] {
+                let Some(d) = next_attempt(&q, &outcome(Status::Failed, retry), failures) else {
+                    assert!(failures >= u32::MAX - 1, "{failures}");
+                    continue;
+                };
+                assert!(d <= MAX_RETRY_DELAY, "{failures}: {d:?}");
+                // What the worker does with it.
+                let at = chrono::Utc::now()
+                    + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+                assert!(at > chrono::Utc::now());
+            }
+        }
+        // A configured maximum below the cap applies; one above it does not.
+        q.max_retry_delay = Some(Duration::from_secs(600));
+        assert_eq!(delay(&q, 7), Duration::from_secs(600));
+        q.max_retry_delay = Some(Duration::MAX);
+        assert_eq!(delay(&q, 7), MAX_RETRY_DELAY);
+        // A shrinking multiplier reaches zero and stays there, quickly.
+        let q = queue(u32::MAX, 1, 1, None);
+        assert_eq!(delay(&q, u32::MAX), Duration::ZERO);
     }
 }

@@ -88,22 +88,10 @@ const MAX_REASON_CHARS: usize = 1024;
 /// cut to this many characters (UIDs are at most 64).
 const MAX_UID_CHARS: usize = 64;
 
-/// `amqp://user:****@host/vhost`: the URL with its password masked, for logs.
+/// `amqp://user:****@host/vhost`: the URL with its password masked, for
+/// logs; any character in the password, see [`crate::redact::mask_url`].
 pub fn mask_url(uri: &str) -> String {
-    let Some((scheme, rest)) = uri.split_once("://") else {
-        return uri.to_string();
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:****@{host}{path}")
-        }
-        None => uri.to_string(),
-    }
+    crate::redact::mask_url(uri)
 }
 
 /// A random (version 4) UUID, as a message ID.

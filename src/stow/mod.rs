@@ -4,11 +4,14 @@
 //! from the web app's settings. [`StowClient::store`] POSTs one request to
 //! `<service URL>/studies` and classifies each instance from the response
 //! ([`response::classify`]). Files are streamed from storage; nothing here
-//! reads a whole object into memory.
+//! reads a whole object into memory, and nothing the destination answers
+//! is kept beyond [`MAX_REPLY_BYTES`].
 
+pub mod body;
 pub mod multipart;
 pub mod oauth;
 pub mod response;
+pub mod shortage;
 pub mod tls;
 
 use std::time::Duration;
@@ -27,9 +30,13 @@ use response::Exchange;
 /// The media type asked for in `Accept`.
 pub const ACCEPT_JSON: &str = "application/dicom+json";
 
-/// A response body larger than this is not read further: STOW-RS
-/// responses are small, an endless one must not exhaust memory.
-const MAX_RESPONSE_BODY: usize = 16 * 1024 * 1024;
+/// A reply body larger than this is not read: the request's instances
+/// are then not confirmed as stored ([`response::Exchange::TooLarge`]). A
+/// STOW-RS reply names each instance of the request in an item of well
+/// under 1 KiB, so even the largest batch (`max-instances-per-request=500`)
+/// stays far below it; a larger reply is broken or hostile, and must not
+/// cost memory in proportion to its size.
+pub const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
 
 /// Why a client could not be built for a web app.
 #[derive(Debug, thiserror::Error)]
@@ -131,9 +138,15 @@ impl StowClient {
         // dcm4chee's precedence: an OAuth2 client, then bearer-token, then
         // basic-auth.
         let auth = if let Some(kc) = &web_app.keycloak {
-            Auth::Tokens(oauth::TokenSource::new(kc).map_err(|e| ClientError::Token {
-                web_app: web_app.name.clone(),
-                reason: e.to_string(),
+            let transport = oauth::TokenTransport {
+                tls: tls.clone(),
+                allow_insecure_url: props.allow_insecure_token_url,
+            };
+            Auth::Tokens(oauth::TokenSource::new(kc, &transport).map_err(|e| {
+                ClientError::Token {
+                    web_app: web_app.name.clone(),
+                    reason: e.to_string(),
+                }
             })?)
         } else if let Some(token) = &props.bearer_token {
             let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
@@ -236,9 +249,10 @@ impl StowClient {
             Auth::Tokens(tokens) => tokens.header().await.map(Some).map_err(|e| {
                 // A refused client is refused again; an unreachable token
                 // endpoint may be back by the next attempt.
-                let retry = match e.status() {
-                    Some(s) if (400..500).contains(&s) => Retry::No,
-                    _ => Retry::Yes,
+                let retry = if e.is_worth_retrying() {
+                    Retry::Yes
+                } else {
+                    Retry::No
                 };
                 (format!("cannot get an access token: {e}"), retry)
             }),
@@ -302,18 +316,28 @@ impl StowClient {
         };
         let content_type = header(CONTENT_TYPE);
         let retry_after = header(RETRY_AFTER).and_then(|v| parse_retry_after(&v));
-        Posted::Results(match read_limited(resp).await {
+        let reason = status.canonical_reason().unwrap_or("");
+        Posted::Results(match body::read_limited(resp, MAX_REPLY_BYTES).await {
             Ok(body) => response::classify(
                 sent,
                 Exchange::Answered {
                     status: status.as_u16(),
-                    reason: status.canonical_reason().unwrap_or(""),
+                    reason,
                     content_type: content_type.as_deref(),
                     retry_after,
                     body: &body,
                 },
             ),
-            Err(e) => response::classify(
+            Err(body::ReadError::TooLarge { limit, .. }) => response::classify(
+                sent,
+                Exchange::TooLarge {
+                    status: status.as_u16(),
+                    reason,
+                    retry_after,
+                    limit,
+                },
+            ),
+            Err(body::ReadError::Transport(e)) => response::classify(
                 sent,
                 Exchange::Transport(format!(
                     "HTTP {status}: reading the response failed: {}",
@@ -372,9 +396,11 @@ pub async fn check_stored(inst: &StoredInstance) -> Result<(), InstanceResult> {
 }
 
 /// The result for an instance whose stored file cannot go as indexed:
-/// gone (MISSING), unreadable or of another size (FAILED).
+/// gone (MISSING), unreadable or of another size (FAILED). A shortage of
+/// descriptors or memory on this host is worth retrying; the rest would
+/// fail the same way again.
 fn file_problem(inst: &StoredInstance, len: std::io::Result<u64>) -> Option<InstanceResult> {
-    let (status, reason) = match len {
+    let (status, reason, retry) = match len {
         Ok(len) if len == inst.size => return None,
         Ok(len) => (
             InstanceStatus::Failed,
@@ -383,21 +409,34 @@ fn file_problem(inst: &StoredInstance, len: std::io::Result<u64>) -> Option<Inst
                 inst.path.display(),
                 inst.size
             ),
+            Retry::No,
         ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
             InstanceStatus::Missing,
             format!("stored file {} is gone", inst.path.display()),
+            Retry::No,
         ),
-        Err(e) => (
-            InstanceStatus::Failed,
-            format!("cannot read {}: {e}", inst.path.display()),
-        ),
+        Err(e) => match shortage::Shortage::of_io(&e) {
+            Some(short) => (
+                InstanceStatus::Failed,
+                format!(
+                    "cannot read {}: {short}: not sent, worth another attempt",
+                    inst.path.display()
+                ),
+                Retry::Yes,
+            ),
+            None => (
+                InstanceStatus::Failed,
+                format!("cannot read {}: {e}", inst.path.display()),
+                Retry::No,
+            ),
+        },
     };
     Some(InstanceResult {
         sop_iuid: inst.sop_iuid.clone(),
         status,
         reason: Some(reason),
-        retry: Retry::No,
+        retry,
     })
 }
 
@@ -417,20 +456,9 @@ fn parse_retry_after(v: &str) -> Option<Duration> {
     Some(d.min(Duration::from_secs(3600)))
 }
 
-async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
-        let room = MAX_RESPONSE_BODY.saturating_sub(body.len());
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if room <= chunk.len() {
-            break;
-        }
-    }
-    Ok(body)
-}
-
 /// A one-line reason with the underlying cause (reqwest's Display alone
-/// says only "error sending request").
+/// says only "error sending request"), led by the shortage of descriptors
+/// or memory on this host when that is the cause.
 fn transport_reason(e: &reqwest::Error) -> String {
     let mut s = if e.is_timeout() {
         "timeout".to_string()
@@ -447,6 +475,9 @@ fn transport_reason(e: &reqwest::Error) -> String {
             s.push_str(&c);
         }
         src = cause.source();
+    }
+    if let Some(short) = shortage::Shortage::in_chain(e) {
+        s = format!("{short}: {s}");
     }
     // The URL is in the task already; keep the message free of it.
     s

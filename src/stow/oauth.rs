@@ -22,12 +22,31 @@
 //! Neither the token nor the client secret or password is ever logged or
 //! put into an error: headers are marked sensitive, and an error response
 //! of the token endpoint is shown truncated with any echoed secret masked.
+//!
+//! # Where the secret may go
+//!
+//! The token request carries the client secret (or a user's password), so
+//! the endpoint is held to more than a STOW destination:
+//!
+//! - TLS is the web app's: the system's roots plus `--tls-ca-file`, the
+//!   client certificate, and the Keycloak client's `dcmTLSAllowAnyHostname`
+//!   (skips the host name check only: the chain must still lead to a
+//!   trusted CA) and `dcmTLSDisableTrustManager` (no certificate check at
+//!   all), with the meanings they have for STOW ([`super::tls`]).
+//! - A plain `http://` token URL is refused unless its host is this one
+//!   (`localhost` or a loopback address: the form never leaves the host)
+//!   or the web app says `allow-insecure-token-url=true`.
+//! - Redirects are not followed: a 307 or 308 would send the form, secret
+//!   and all, to wherever the `Location` points. A 3xx is an error naming
+//!   the status and the host it pointed to.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue, LOCATION};
 
+use super::body::{self, ReadError};
+use super::tls::{self, TlsSettings};
 use crate::config::Secret;
 use crate::config::model::{Grant, KeycloakClient};
 
@@ -39,8 +58,11 @@ const MARGIN_FRACTION: u32 = 10;
 /// The lifetime assumed when the response has no `expires_in` (it is
 /// optional in RFC 6749).
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(60);
-/// A token response larger than this is not read further.
-const MAX_RESPONSE_BODY: usize = 1024 * 1024;
+/// A token reply larger than this is refused unread: a token response
+/// (Keycloak's, with a signed JWT of many claims) is a few KiB.
+pub const MAX_TOKEN_REPLY_BYTES: usize = 1024 * 1024;
+/// How much of a redirect's `Location` host is shown.
+const MAX_LOCATION_CHARS: usize = 100;
 /// How much of an error response is shown.
 const MAX_ERROR_BODY: usize = 512;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,6 +86,21 @@ pub enum TokenError {
     },
     #[error("token endpoint {url}: invalid token response: {reason}")]
     Response { url: String, reason: String },
+    #[error(
+        "token endpoint {url}: plain http:// would send the client secret unencrypted to another host: use https://, or set dcmProperty allow-insecure-token-url=true on the web application to allow it"
+    )]
+    InsecureUrl { url: String },
+    #[error(
+        "token endpoint {url} answered HTTP {status} redirecting to {location}: redirects are not followed, the request carries the client secret; configure the token URL itself"
+    )]
+    Redirect {
+        url: String,
+        status: u16,
+        /// The host (and port) of the `Location`, never its path or query.
+        location: String,
+    },
+    #[error("token endpoint {url}: the reply exceeds the limit of {limit} bytes")]
+    TooLarge { url: String, limit: usize },
 }
 
 impl TokenError {
@@ -74,6 +111,31 @@ impl TokenError {
             _ => None,
         }
     }
+
+    /// Whether asking again later may succeed: not for a refused client
+    /// (4xx), a configuration the service refuses (an insecure URL, a
+    /// redirect), and not for a broken configuration; yes for an endpoint
+    /// that is unreachable, failing or answering nonsense, which may pass.
+    pub fn is_worth_retrying(&self) -> bool {
+        match self {
+            TokenError::Config { .. } | TokenError::InsecureUrl { .. } => false,
+            TokenError::Redirect { .. } => false,
+            TokenError::Status { status, .. } => !(400..500).contains(status),
+            TokenError::Transport { .. }
+            | TokenError::Response { .. }
+            | TokenError::TooLarge { .. } => true,
+        }
+    }
+}
+
+/// How the token endpoint may be reached: `serve`'s TLS settings
+/// (`--tls-ca-file`, `--tls-client-cert`, `--tls-client-key`) and whether a
+/// plain `http://` token URL to another host is allowed (the web app's
+/// `allow-insecure-token-url=true`).
+#[derive(Debug, Clone, Default)]
+pub struct TokenTransport {
+    pub tls: TlsSettings,
+    pub allow_insecure_url: bool,
 }
 
 /// Access tokens of one [`KeycloakClient`], cached and refreshed ahead of
@@ -130,10 +192,15 @@ impl std::fmt::Debug for TokenSource {
 
 impl TokenSource {
     /// A token source for `client`, with its own HTTP client (the token
-    /// endpoint is another server than the STOW destination). Nothing is
-    /// fetched until the first [`header`](Self::header).
-    pub fn new(client: &KeycloakClient) -> Result<TokenSource, TokenError> {
-        let shown_url = mask_userinfo(&client.token_url);
+    /// endpoint is another server than the STOW destination) reached as
+    /// `transport` allows. Nothing is fetched until the first
+    /// [`header`](Self::header). Reads the system's root certificates and
+    /// the CA files: call it off the async runtime.
+    pub fn new(
+        client: &KeycloakClient,
+        transport: &TokenTransport,
+    ) -> Result<TokenSource, TokenError> {
+        let shown_url = crate::redact::mask_url(&client.token_url);
         let config_err = |reason: String| TokenError::Config {
             url: shown_url.clone(),
             reason,
@@ -143,16 +210,22 @@ impl TokenSource {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(config_err("not an http:// or https:// URL".into()));
         }
+        if url.scheme() == "http" && !transport.allow_insecure_url && !is_this_host(&url) {
+            return Err(TokenError::InsecureUrl { url: shown_url });
+        }
         let mut b = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("stow-exporter/", env!("CARGO_PKG_VERSION")));
-        // rustls cannot skip only the host name check without a custom
-        // trust store; until the device's TLS settings are applied here,
-        // either flag trusts any certificate (dcm4chee's
-        // dcmTLSDisableTrustManager implies no host name check too).
-        if client.allow_any_hostname || client.disable_trust_manager {
-            b = b.tls_danger_accept_invalid_certs(true);
+        if url.scheme() == "https" {
+            let config = tls::client_config(
+                &transport.tls,
+                client.allow_any_hostname,
+                client.disable_trust_manager,
+            )
+            .map_err(|e| config_err(format!("TLS: {e}")))?;
+            b = b.tls_backend_preconfigured(config);
         }
         let http = b
             .build()
@@ -279,14 +352,32 @@ impl TokenSource {
                 reason: error_chain(e),
             })?;
         let status = resp.status();
-        let body = read_limited(resp)
-            .await
-            .map_err(|e| TokenError::Transport {
+        if status.is_redirection() {
+            let location = resp
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map_or_else(
+                    || "(no Location)".to_string(),
+                    |l| location_host(&inner.url, l),
+                );
+            return Err(TokenError::Redirect {
                 url: url(),
-                reason: format!(
-                    "HTTP {status}: reading the response failed: {}",
-                    error_chain(e)
-                ),
+                status: status.as_u16(),
+                location,
+            });
+        }
+        let body = body::read_limited(resp, MAX_TOKEN_REPLY_BYTES)
+            .await
+            .map_err(|e| match e {
+                ReadError::TooLarge { limit, .. } => TokenError::TooLarge { url: url(), limit },
+                ReadError::Transport(e) => TokenError::Transport {
+                    url: url(),
+                    reason: format!(
+                        "HTTP {status}: reading the response failed: {}",
+                        error_chain(e)
+                    ),
+                },
             })?;
         if !status.is_success() {
             return Err(TokenError::Status {
@@ -367,16 +458,32 @@ fn refresh_margin(lifetime: Duration) -> Duration {
     MIN_MARGIN.max(lifetime / MARGIN_FRACTION).min(lifetime / 2)
 }
 
-async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
-        let room = MAX_RESPONSE_BODY.saturating_sub(body.len());
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if room <= chunk.len() {
-            break;
-        }
+/// Whether `url` names this host: `localhost` or a loopback address.
+fn is_this_host(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
     }
-    Ok(body)
+}
+
+/// The host (and port) a `Location` points to, resolved against the token
+/// URL, for a message; its path and query may carry anything and are left
+/// out.
+fn location_host(base: &str, location: &str) -> String {
+    let joined = reqwest::Url::parse(base).and_then(|b| b.join(location));
+    let shown = match &joined {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, _) => "(a Location without a host)".to_string(),
+        },
+        Err(_) => "(an invalid Location)".to_string(),
+    };
+    super::response::clip(&shown, MAX_LOCATION_CHARS)
 }
 
 /// A reqwest error with its causes, without the URL (the caller names it).
@@ -399,18 +506,6 @@ fn error_chain(e: reqwest::Error) -> String {
         src = cause.source();
     }
     s
-}
-
-/// `url` with a `user:password@` part masked.
-fn mask_userinfo(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://******@{}", &rest[at + 1..]),
-        None => url.to_string(),
-    }
 }
 
 /// `application/x-www-form-urlencoded` of `pairs`.
@@ -524,17 +619,16 @@ mod tests {
             form_encode(&[("grant_type", "password"), ("password", "a b&c=d/é")]),
             "grant_type=password&password=a+b%26c%3Dd%2F%C3%A9"
         );
-        assert_eq!(
-            mask_userinfo("https://u:p@kc:8443/realms/x?a=b@c"),
-            "https://******@kc:8443/realms/x?a=b@c"
-        );
-        assert_eq!(mask_userinfo("https://kc/t?a=b@c"), "https://kc/t?a=b@c");
     }
 
     #[tokio::test]
     async fn caches_and_refreshes() {
         let (url, ep) = endpoint().await;
-        let src = TokenSource::new(&client(&format!("{url}/2"), "s3cr3t")).unwrap();
+        let src = TokenSource::new(
+            &client(&format!("{url}/2"), "s3cr3t"),
+            &TokenTransport::default(),
+        )
+        .unwrap();
         let h1 = src.header().await.unwrap();
         assert!(h1.is_sensitive());
         assert_eq!(h1, "Bearer tok-1");
@@ -559,12 +653,20 @@ mod tests {
     #[tokio::test]
     async fn expires_in_as_string_and_zero() {
         let (url, ep) = endpoint().await;
-        let src = TokenSource::new(&client(&format!("{url}/\"60\""), "s3cr3t")).unwrap();
+        let src = TokenSource::new(
+            &client(&format!("{url}/\"60\""), "s3cr3t"),
+            &TokenTransport::default(),
+        )
+        .unwrap();
         src.header().await.unwrap();
         src.header().await.unwrap();
         assert_eq!(ep.issued.load(Ordering::SeqCst), 1);
         // A token that expires at once is never reused.
-        let src = TokenSource::new(&client(&format!("{url}/0"), "s3cr3t")).unwrap();
+        let src = TokenSource::new(
+            &client(&format!("{url}/0"), "s3cr3t"),
+            &TokenTransport::default(),
+        )
+        .unwrap();
         src.header().await.unwrap();
         src.header().await.unwrap();
         assert_eq!(ep.issued.load(Ordering::SeqCst), 3);
@@ -573,7 +675,11 @@ mod tests {
     #[tokio::test]
     async fn refused_secret_is_named_without_the_secret() {
         let (url, _ep) = endpoint().await;
-        let src = TokenSource::new(&client(&format!("{url}/2"), "wr0ng s/cret")).unwrap();
+        let src = TokenSource::new(
+            &client(&format!("{url}/2"), "wr0ng s/cret"),
+            &TokenTransport::default(),
+        )
+        .unwrap();
         let e = src.header().await.unwrap_err();
         let msg = e.to_string();
         assert_eq!(e.status(), Some(401));
@@ -591,12 +697,20 @@ mod tests {
     #[tokio::test]
     async fn concurrent_callers_share_one_fetch_and_its_failure() {
         let (url, ep) = endpoint().await;
-        let src = TokenSource::new(&client(&format!("{url}/60"), "s3cr3t")).unwrap();
+        let src = TokenSource::new(
+            &client(&format!("{url}/60"), "s3cr3t"),
+            &TokenTransport::default(),
+        )
+        .unwrap();
         let all = futures_util::future::join_all((0..10).map(|_| src.header())).await;
         assert!(all.iter().all(|h| h.as_ref().unwrap() == "Bearer tok-1"));
         assert_eq!(ep.issued.load(Ordering::SeqCst), 1);
 
-        let bad = TokenSource::new(&client(&format!("{url}/60"), "nope")).unwrap();
+        let bad = TokenSource::new(
+            &client(&format!("{url}/60"), "nope"),
+            &TokenTransport::default(),
+        )
+        .unwrap();
         let before = ep.forms.lock().unwrap().len();
         let all = futures_util::future::join_all((0..10).map(|_| bad.header())).await;
         assert!(
@@ -611,7 +725,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/token", listener.local_addr().unwrap());
         drop(listener);
-        let e = TokenSource::new(&client(&url, "s3cr3t"))
+        let e = TokenSource::new(&client(&url, "s3cr3t"), &TokenTransport::default())
             .unwrap()
             .header()
             .await
@@ -622,12 +736,22 @@ mod tests {
                 .starts_with(&format!("token endpoint {url}: ")),
             "{e}"
         );
-        assert!(TokenSource::new(&client("ftp://x/token", "s3cr3t")).is_err());
+        assert!(
+            TokenSource::new(
+                &client("ftp://x/token", "s3cr3t"),
+                &TokenTransport::default()
+            )
+            .is_err()
+        );
     }
 
     #[test]
     fn debug_shows_no_secret() {
-        let src = TokenSource::new(&client("https://u:pw@kc/token", "s3cr3t")).unwrap();
+        let src = TokenSource::new(
+            &client("https://u:pw@kc/token", "s3cr3t"),
+            &TokenTransport::default(),
+        )
+        .unwrap();
         let d = format!("{src:?}");
         assert!(!d.contains("s3cr3t") && !d.contains("pw"), "{d}");
     }

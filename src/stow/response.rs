@@ -6,11 +6,20 @@
 //! completed only when the server names it in ReferencedSOPSequence of a
 //! successful response. An instance the server does not mention at all is
 //! *not* stored: Orthanc answers 200 and silently drops parts it dislikes.
+//!
+//! What is kept of a reply is bounded whatever the destination sends: the
+//! body is read only up to a limit (`MAX_REPLY_BYTES` in the parent module;
+//! a larger one is [`Exchange::TooLarge`]), parsing streams through it and
+//! keeps only the mentions of instances that were sent and a count per
+//! FailureReason of the parts the server could not identify, and every
+//! per-instance reason is at most [`MAX_REASON_CHARS`] long, with any text
+//! quoted from the reply at most [`MAX_SERVER_TEXT_CHARS`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::queue::{InstanceResult, InstanceStatus, Retry};
 
@@ -19,6 +28,29 @@ const FAILED_SOP_SEQUENCE: &str = "00081198";
 const REFERENCED_SOP_INSTANCE_UID: &str = "00081155";
 const WARNING_REASON: &str = "00081196";
 const FAILURE_REASON: &str = "00081197";
+
+/// A per-instance reason is cut to this many characters. A reason goes into
+/// the instance's stored result, the log line of the instance and the
+/// task's errorMessage, once per instance: it must not grow with the reply.
+pub const MAX_REASON_CHARS: usize = 1024;
+
+/// Text quoted from a reply (the start of a body that is not a STOW-RS
+/// response, a parser's message that may quote the reply) is cut to this
+/// many characters.
+pub const MAX_SERVER_TEXT_CHARS: usize = 200;
+
+/// At most this many distinct FailureReasons of failed parts the server
+/// could not identify are listed in a reason (the most frequent first);
+/// the others are summed up as "and K more".
+pub const MAX_LISTED_FAILURE_REASONS: usize = 5;
+
+/// An XML reply nested deeper than this many elements is refused: a Native
+/// DICOM Model STOW-RS response is five deep.
+pub const MAX_XML_DEPTH: usize = 32;
+
+/// A UID has at most 64 characters (PS3.5 §9.1): a longer value names no
+/// instance that was sent, and is not kept.
+const MAX_UID_CHARS: usize = 64;
 
 /// What the server said about one SOP instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,47 +62,233 @@ pub enum Mention {
 /// The parsed body of a STOW-RS response.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StowResponse {
-    /// Keyed by SOP Instance UID.
+    /// Keyed by SOP Instance UID. A failure wins over a reference to the
+    /// same UID.
     pub mentions: HashMap<String, Mention>,
-    /// Failed items without a SOP Instance UID (a part the server could not read).
-    pub anonymous_failures: Vec<Option<u16>>,
+    /// Failed items without a SOP Instance UID (a part the server could not
+    /// read), counted by FailureReason (`None`: the item has none).
+    pub anonymous_failures: BTreeMap<Option<u16>, u64>,
     /// A top-level WarningReason.
     pub warning: Option<u16>,
 }
 
+impl StowResponse {
+    /// How many failed items had no SOP Instance UID.
+    pub fn anonymous_count(&self) -> u64 {
+        self.anonymous_failures.values().sum()
+    }
+}
+
+/// Why a reply body is not a STOW-RS response. The messages quote at most
+/// [`MAX_SERVER_TEXT_CHARS`] of what the reply held.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("empty body")]
+    Empty,
+    #[error("not DICOM JSON: {0}")]
+    Json(String),
+    #[error("not XML: {0}")]
+    Xml(String),
+    #[error("not a Native DICOM Model document (no NativeDicomModel element)")]
+    NoXmlRoot,
+    #[error("XML nested deeper than {MAX_XML_DEPTH} elements")]
+    XmlTooDeep,
+}
+
+/// Which mentions a parse keeps: all (of UID length), or those of the
+/// instances sent.
+#[derive(Clone, Copy)]
+enum Keep<'a> {
+    All,
+    Only(&'a HashSet<&'a str>),
+}
+
+impl Keep<'_> {
+    fn keeps(self, uid: &str) -> bool {
+        uid.len() <= MAX_UID_CHARS
+            && match self {
+                Keep::All => true,
+                Keep::Only(sent) => sent.contains(uid),
+            }
+    }
+}
+
+/// Which top-level sequence an item is in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seq {
+    Referenced,
+    Failed,
+}
+
+/// A value of a UI or US attribute, as far as it matters here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Scalar {
+    /// A string of at most [`MAX_UID_CHARS`], without trailing padding.
+    Str(String),
+    /// A longer string: no UID sent, no number.
+    TooLong,
+    Number(u64),
+    /// Anything else (negative, fractional, boolean, null, nested).
+    Other,
+}
+
+impl Scalar {
+    fn from_str(s: &str) -> Scalar {
+        let s = s.trim_end_matches(['\0', ' ']);
+        if s.len() > MAX_UID_CHARS {
+            Scalar::TooLong
+        } else {
+            Scalar::Str(s.to_string())
+        }
+    }
+
+    /// As US: a number (or a string, as some servers send) that fits.
+    fn us(&self) -> Option<u16> {
+        match self {
+            Scalar::Number(n) => u16::try_from(*n).ok(),
+            Scalar::Str(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+/// The fields of one sequence item that matter.
+#[derive(Default)]
+struct ItemFields {
+    uid: Option<Scalar>,
+    warning: Option<u16>,
+    failure: Option<u16>,
+}
+
+/// Where a parse puts what it finds.
+struct Sink<'a> {
+    r: StowResponse,
+    keep: Keep<'a>,
+}
+
+impl Sink<'_> {
+    fn item(&mut self, seq: Seq, f: ItemFields) {
+        let uid = match f.uid {
+            Some(Scalar::Str(s)) if !s.is_empty() => Some(s),
+            // Names an instance, but none that was sent.
+            Some(Scalar::TooLong) => return,
+            _ => None,
+        };
+        match (seq, uid) {
+            (Seq::Referenced, Some(uid)) if self.keep.keeps(&uid) => {
+                self.r
+                    .mentions
+                    .entry(uid)
+                    .or_insert(Mention::Referenced { warning: f.warning });
+            }
+            (Seq::Failed, Some(uid)) if self.keep.keeps(&uid) => {
+                self.r
+                    .mentions
+                    .insert(uid, Mention::Failed { reason: f.failure });
+            }
+            (Seq::Failed, None) => *self.r.anonymous_failures.entry(f.failure).or_default() += 1,
+            _ => {}
+        }
+    }
+}
+
 /// Parses a response body as DICOM XML when the Content-Type says XML or
-/// the body starts with `<`, else as DICOM JSON.
-pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<StowResponse, String> {
+/// the body starts with `<`, else as DICOM JSON; keeps every mention.
+pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<StowResponse, ParseError> {
+    parse_keeping(body, content_type, Keep::All)
+}
+
+fn parse_keeping(
+    body: &[u8],
+    content_type: Option<&str>,
+    keep: Keep<'_>,
+) -> Result<StowResponse, ParseError> {
+    if body.is_empty() {
+        return Err(ParseError::Empty);
+    }
+    let mut sink = Sink {
+        r: StowResponse::default(),
+        keep,
+    };
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if content_type.is_some_and(|c| c.contains("xml")) || first == Some(&b'<') {
-        parse_xml(body)
+        xml_into(body, &mut sink)?;
     } else {
-        parse_json(body)
+        json_into(body, &mut sink)?;
     }
+    Ok(sink.r)
 }
 
 /// Parses a Native DICOM Model (PS3.19 Annex A) STOW-RS response body:
 /// `DicomAttribute` elements with `Item`s and `Value`s.
-pub fn parse_xml(body: &[u8]) -> Result<StowResponse, String> {
+pub fn parse_xml(body: &[u8]) -> Result<StowResponse, ParseError> {
+    let mut sink = Sink {
+        r: StowResponse::default(),
+        keep: Keep::All,
+    };
+    xml_into(body, &mut sink)?;
+    Ok(sink.r)
+}
+
+/// Parses a DICOM JSON (PS3.18 Annex F) STOW-RS response body.
+pub fn parse_json(body: &[u8]) -> Result<StowResponse, ParseError> {
+    let mut sink = Sink {
+        r: StowResponse::default(),
+        keep: Keep::All,
+    };
+    json_into(body, &mut sink)?;
+    Ok(sink.r)
+}
+
+/// An attribute tag of interest, from an XML `tag` or a JSON key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    Referenced,
+    Failed,
+    Uid,
+    Warning,
+    Failure,
+    Other,
+}
+
+impl Tag {
+    fn of(s: &str) -> Tag {
+        if s.len() != 8 {
+            return Tag::Other;
+        }
+        match s.to_ascii_uppercase().as_str() {
+            REFERENCED_SOP_SEQUENCE => Tag::Referenced,
+            FAILED_SOP_SEQUENCE => Tag::Failed,
+            REFERENCED_SOP_INSTANCE_UID => Tag::Uid,
+            WARNING_REASON => Tag::Warning,
+            FAILURE_REASON => Tag::Failure,
+            _ => Tag::Other,
+        }
+    }
+}
+
+fn xml_into(body: &[u8], sink: &mut Sink<'_>) -> Result<(), ParseError> {
     use quick_xml::events::Event;
     /// Where the reader is: the attribute and item it is in.
     enum Frame {
-        Attr(String),
-        Item(HashMap<String, String>),
+        Attr(Tag),
+        Item(ItemFields),
         Value,
         Other,
     }
     let mut reader = quick_xml::Reader::from_reader(body);
     let mut stack: Vec<Frame> = Vec::new();
-    let mut r = StowResponse::default();
     let mut saw_root = false;
     let mut buf = Vec::new();
     loop {
         let ev = reader
             .read_event_into(&mut buf)
-            .map_err(|e| format!("not XML: {e}"))?;
+            .map_err(|e| ParseError::Xml(clip(&e.to_string(), MAX_SERVER_TEXT_CHARS)))?;
         match ev {
             Event::Start(e) => {
+                if stack.len() >= MAX_XML_DEPTH {
+                    return Err(ParseError::XmlTooDeep);
+                }
                 let frame = match e.local_name().into_inner() {
                     "NativeDicomModel" => {
                         saw_root = true;
@@ -81,11 +299,10 @@ pub fn parse_xml(body: &[u8]) -> Result<StowResponse, String> {
                             .try_get_attribute("tag")
                             .ok()
                             .flatten()
-                            .map(|a| a.value.to_ascii_uppercase())
-                            .unwrap_or_default();
+                            .map_or(Tag::Other, |a| Tag::of(&a.value));
                         Frame::Attr(tag)
                     }
-                    "Item" => Frame::Item(HashMap::new()),
+                    "Item" => Frame::Item(ItemFields::default()),
                     "Value" => Frame::Value,
                     _ => Frame::Other,
                 };
@@ -97,13 +314,14 @@ pub fn parse_xml(body: &[u8]) -> Result<StowResponse, String> {
                     && let (Frame::Attr(tag), Frame::Value) = (&stack[n - 2], &stack[n - 1])
                 {
                     // UIDs and numbers: nothing to unescape.
-                    let text = t.trim().to_string();
-                    let tag = tag.clone();
-                    match stack[..n - 2].last_mut() {
-                        Some(Frame::Item(fields)) => {
-                            fields.insert(tag, text);
-                        }
-                        _ if tag == WARNING_REASON => r.warning = text.parse().ok(),
+                    let value = Scalar::from_str(t.trim());
+                    let tag = *tag;
+                    match (stack[..n - 2].last_mut(), tag) {
+                        (Some(Frame::Item(f)), Tag::Uid) => f.uid = Some(value),
+                        (Some(Frame::Item(f)), Tag::Warning) => f.warning = value.us(),
+                        (Some(Frame::Item(f)), Tag::Failure) => f.failure = value.us(),
+                        // The root and the attribute: a top-level WarningReason.
+                        (_, Tag::Warning) if n == 3 => sink.r.warning = value.us(),
                         _ => {}
                     }
                 }
@@ -116,25 +334,9 @@ pub fn parse_xml(body: &[u8]) -> Result<StowResponse, String> {
                     && stack.len() == 2
                     && let Some(Frame::Attr(seq)) = stack.last()
                 {
-                    let uid = fields.get(REFERENCED_SOP_INSTANCE_UID).cloned();
-                    let code = |t: &str| fields.get(t).and_then(|v| v.parse().ok());
-                    match (seq.as_str(), uid) {
-                        (REFERENCED_SOP_SEQUENCE, Some(uid)) => {
-                            r.mentions.entry(uid).or_insert(Mention::Referenced {
-                                warning: code(WARNING_REASON),
-                            });
-                        }
-                        (FAILED_SOP_SEQUENCE, Some(uid)) => {
-                            r.mentions.insert(
-                                uid,
-                                Mention::Failed {
-                                    reason: code(FAILURE_REASON),
-                                },
-                            );
-                        }
-                        (FAILED_SOP_SEQUENCE, None) => {
-                            r.anonymous_failures.push(code(FAILURE_REASON))
-                        }
+                    match seq {
+                        Tag::Referenced => sink.item(Seq::Referenced, fields),
+                        Tag::Failed => sink.item(Seq::Failed, fields),
                         _ => {}
                     }
                 }
@@ -145,69 +347,316 @@ pub fn parse_xml(body: &[u8]) -> Result<StowResponse, String> {
         buf.clear();
     }
     if !saw_root {
-        return Err("not a Native DICOM Model document (no NativeDicomModel element)".into());
+        return Err(ParseError::NoXmlRoot);
     }
-    Ok(r)
+    Ok(())
 }
 
-/// Parses a DICOM JSON (PS3.18 Annex F) STOW-RS response body.
-pub fn parse_json(body: &[u8]) -> Result<StowResponse, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
-    // Some servers wrap the data set in a one-element array.
-    let ds = match &v {
-        Value::Array(a) if a.len() == 1 => &a[0],
-        other => other,
+// DICOM JSON is read in one streaming pass with serde visitors that keep
+// only what `Sink` wants: nothing else of the reply is ever held, however
+// many items or attributes it has. serde_json's recursion limit bounds the
+// nesting.
+
+fn json_into(body: &[u8], sink: &mut Sink<'_>) -> Result<(), ParseError> {
+    let json_err =
+        |e: serde_json::Error| ParseError::Json(clip(&e.to_string(), MAX_SERVER_TEXT_CHARS));
+    let mut de = serde_json::Deserializer::from_slice(body);
+    TopSeed(sink).deserialize(&mut de).map_err(json_err)?;
+    de.end().map_err(json_err)
+}
+
+/// Implements the visits of values a visitor ignores (scalars; arrays and
+/// objects drained unread), answering `Default::default()`.
+macro_rules! ignore_others {
+    ($($skip:ident),*) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> { Ok(Default::default()) }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> { Ok(Default::default()) }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> { Ok(Default::default()) }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> { Ok(Default::default()) }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> { Ok(Default::default()) }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> { Ok(Default::default()) }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> { Ok(Default::default()) }
+        $(ignore_others!(@ $skip);)*
     };
-    let ds = ds
-        .as_object()
-        .ok_or_else(|| "not a DICOM JSON data set (expected an object)".to_string())?;
-    let mut r = StowResponse {
-        warning: us_value(ds.get(WARNING_REASON)),
-        ..StowResponse::default()
-    };
-    for item in items(ds.get(REFERENCED_SOP_SEQUENCE)) {
-        if let Some(uid) = ui_value(item.get(REFERENCED_SOP_INSTANCE_UID)) {
-            r.mentions.insert(
-                uid,
-                Mention::Referenced {
-                    warning: us_value(item.get(WARNING_REASON)),
-                },
-            );
+    (@ seq) => {
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(Default::default())
         }
-    }
-    for item in items(ds.get(FAILED_SOP_SEQUENCE)) {
-        let reason = us_value(item.get(FAILURE_REASON));
-        match ui_value(item.get(REFERENCED_SOP_INSTANCE_UID)) {
-            // A failure wins over a reference for the same UID.
-            Some(uid) => {
-                r.mentions.insert(uid, Mention::Failed { reason });
+    };
+    (@ map) => {
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(Default::default())
+        }
+    };
+}
+
+/// A JSON object key read as a [`Tag`], without keeping the key.
+struct TagKey(Tag);
+
+impl<'de> de::Deserialize<'de> for TagKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = TagKey;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an attribute tag")
             }
-            None => r.anonymous_failures.push(reason),
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<TagKey, E> {
+                Ok(TagKey(Tag::of(s)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The reply: a data set, or a data set in a one-element array as some
+/// servers send.
+struct TopSeed<'s, 'a>(&'s mut Sink<'a>);
+
+impl<'de> DeserializeSeed<'de> for TopSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TopSeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a DICOM JSON data set (an object)")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        data_set(self.0, map)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if seq.next_element_seed(DataSetSeed(self.0))?.is_none() {
+            return Err(de::Error::custom(
+                "an empty array, not a DICOM JSON data set",
+            ));
+        }
+        if seq.next_element::<IgnoredAny>()?.is_some() {
+            return Err(de::Error::custom(
+                "an array of several data sets, not one STOW-RS response",
+            ));
+        }
+        Ok(())
+    }
+}
+
+struct DataSetSeed<'s, 'a>(&'s mut Sink<'a>);
+
+impl<'de> DeserializeSeed<'de> for DataSetSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DataSetSeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a DICOM JSON data set (an object)")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        data_set(self.0, map)
+    }
+}
+
+fn data_set<'de, A: MapAccess<'de>>(sink: &mut Sink<'_>, mut map: A) -> Result<(), A::Error> {
+    while let Some(TagKey(tag)) = map.next_key()? {
+        match tag {
+            Tag::Referenced => map.next_value_seed(SeqAttr(&mut *sink, Seq::Referenced))?,
+            Tag::Failed => map.next_value_seed(SeqAttr(&mut *sink, Seq::Failed))?,
+            Tag::Warning => sink.r.warning = map.next_value_seed(FirstValue)?.and_then(|v| v.us()),
+            _ => {
+                map.next_value::<IgnoredAny>()?;
+            }
         }
     }
-    Ok(r)
+    Ok(())
 }
 
-fn items(attr: Option<&Value>) -> impl Iterator<Item = &serde_json::Map<String, Value>> {
-    attr.and_then(|a| a.get("Value"))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_object)
+/// A sequence attribute `{"vr": "SQ", "Value": [items]}`; each item goes to
+/// the sink as it is read.
+struct SeqAttr<'s, 'a>(&'s mut Sink<'a>, Seq);
+
+impl<'de> DeserializeSeed<'de> for SeqAttr<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
 }
 
-fn ui_value(attr: Option<&Value>) -> Option<String> {
-    let v = attr?.get("Value")?.as_array()?.first()?;
-    v.as_str()
-        .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+impl<'de> Visitor<'de> for SeqAttr<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sequence attribute")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let SeqAttr(sink, seq) = self;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "Value" {
+                map.next_value_seed(Items(&mut *sink, seq))?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+    ignore_others!(seq);
 }
 
-fn us_value(attr: Option<&Value>) -> Option<u16> {
-    let v = attr?.get("Value")?.as_array()?.first()?;
-    // US is a JSON number; tolerate a string as some servers send.
-    v.as_u64()
-        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-        .and_then(|n| u16::try_from(n).ok())
+/// The `Value` array of a sequence attribute.
+struct Items<'s, 'a>(&'s mut Sink<'a>, Seq);
+
+impl<'de> DeserializeSeed<'de> for Items<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Items<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the items of a sequence")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let Items(sink, which) = self;
+        while let Some(fields) = seq.next_element_seed(Item)? {
+            if let Some(fields) = fields {
+                sink.item(which, fields);
+            }
+        }
+        Ok(())
+    }
+    ignore_others!(map);
+}
+
+/// One item: its UID, WarningReason and FailureReason; `None` when it is
+/// not an object.
+struct Item;
+
+impl<'de> DeserializeSeed<'de> for Item {
+    type Value = Option<ItemFields>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Item {
+    type Value = Option<ItemFields>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sequence item")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut f = ItemFields::default();
+        while let Some(TagKey(tag)) = map.next_key()? {
+            match tag {
+                Tag::Uid => f.uid = map.next_value_seed(FirstValue)?,
+                Tag::Warning => f.warning = map.next_value_seed(FirstValue)?.and_then(|v| v.us()),
+                Tag::Failure => f.failure = map.next_value_seed(FirstValue)?.and_then(|v| v.us()),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Some(f))
+    }
+    ignore_others!(seq);
+}
+
+/// The first value of an attribute `{"vr": .., "Value": [v, ..]}`.
+struct FirstValue;
+
+impl<'de> DeserializeSeed<'de> for FirstValue {
+    type Value = Option<Scalar>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FirstValue {
+    type Value = Option<Scalar>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an attribute")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut first = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "Value" {
+                first = map.next_value_seed(FirstOf)?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(first)
+    }
+    ignore_others!(seq);
+}
+
+/// The first element of a `Value` array, the rest skipped.
+struct FirstOf;
+
+impl<'de> DeserializeSeed<'de> for FirstOf {
+    type Value = Option<Scalar>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FirstOf {
+    type Value = Option<Scalar>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the values of an attribute")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let first = seq.next_element::<Scalar>()?;
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(first)
+    }
+    ignore_others!(map);
+}
+
+impl<'de> de::Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a value")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Scalar, E> {
+                Ok(Scalar::from_str(s))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Scalar, E> {
+                Ok(Scalar::Number(n))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Scalar, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Scalar, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Scalar, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Describes a DICOM status code as `0xA700 (Out of Resources)` where known.
@@ -244,6 +693,14 @@ pub enum Exchange<'a> {
         /// From a `Retry-After` header.
         retry_after: Option<Duration>,
         body: &'a [u8],
+    },
+    /// The server answered with a body larger than `limit` bytes, which was
+    /// not read: whatever it said about the instances is unknown.
+    TooLarge {
+        status: u16,
+        reason: &'a str,
+        retry_after: Option<Duration>,
+        limit: usize,
     },
     /// No answer: connection refused, reset, timeout, a body read error.
     Transport(String),
@@ -310,8 +767,53 @@ fn listed_failure(
     }
 }
 
-/// Decides each sent instance's result from the response.
+/// The reason of an instance not named in a successful reply that failed
+/// parts it could not identify: how many, and with which FailureReasons
+/// (the [`MAX_LISTED_FAILURE_REASONS`] most frequent, then how many more).
+fn anonymous_reason(http: &str, failures: &BTreeMap<Option<u16>, u64>) -> String {
+    let total: u64 = failures.values().sum();
+    let mut by_count: Vec<(&Option<u16>, &u64)> = failures.iter().collect();
+    // Most frequent first; equal counts in code order (the map's order).
+    by_count.sort_by(|a, b| b.1.cmp(a.1));
+    let mut listed: Vec<String> = by_count
+        .iter()
+        .take(MAX_LISTED_FAILURE_REASONS)
+        .map(|(code, n)| {
+            let code = code.map_or("(none)".to_string(), describe_status);
+            if **n > 1 {
+                format!("{code} \u{d7}{n}")
+            } else {
+                code
+            }
+        })
+        .collect();
+    if by_count.len() > MAX_LISTED_FAILURE_REASONS {
+        listed.push(format!(
+            "and {} more",
+            by_count.len() - MAX_LISTED_FAILURE_REASONS
+        ));
+    }
+    format!(
+        "{http}: not stored; the server failed {total} part(s) it could not identify, with FailureReason {}",
+        listed.join(", ")
+    )
+}
+
+/// Decides each sent instance's result from the response. Every reason is
+/// at most [`MAX_REASON_CHARS`] long.
 pub fn classify(sent: &[String], exchange: Exchange<'_>) -> Vec<InstanceResult> {
+    let mut results = classify_unbounded(sent, exchange);
+    for r in &mut results {
+        if let Some(reason) = &mut r.reason
+            && reason.len() > MAX_REASON_CHARS
+        {
+            *reason = clip(reason, MAX_REASON_CHARS);
+        }
+    }
+    results
+}
+
+fn classify_unbounded(sent: &[String], exchange: Exchange<'_>) -> Vec<InstanceResult> {
     let failed = |sop: &String, reason: String, retry: Retry| InstanceResult {
         sop_iuid: sop.clone(),
         status: InstanceStatus::Failed,
@@ -326,6 +828,39 @@ pub fn classify(sent: &[String], exchange: Exchange<'_>) -> Vec<InstanceResult> 
                 .map(|s| failed(s, e.clone(), Retry::Yes))
                 .collect();
         }
+        // An answer too large to read: the instances are not confirmed.
+        // After a success status the outcome is unknown, as after a
+        // connection lost while reading, and sending again is safe (a
+        // server answers a duplicate as already stored); otherwise the
+        // status decides.
+        Exchange::TooLarge {
+            status,
+            reason,
+            retry_after,
+            limit,
+        } => {
+            let http = format!("HTTP {status} {reason}").trim_end().to_string();
+            let (text, retry) = if (200..300).contains(&status) {
+                (
+                    format!(
+                        "{http}, but the reply exceeds {limit} bytes and was not read: not confirmed as stored"
+                    ),
+                    Retry::Yes,
+                )
+            } else {
+                (
+                    format!(
+                        "{http}{} (a reply of more than {limit} bytes, not read)",
+                        hint(status)
+                    ),
+                    retry_for_status(status, retry_after),
+                )
+            };
+            return sent
+                .iter()
+                .map(|s| failed(s, text.clone(), retry))
+                .collect();
+        }
         Exchange::Answered {
             status,
             reason,
@@ -337,20 +872,10 @@ pub fn classify(sent: &[String], exchange: Exchange<'_>) -> Vec<InstanceResult> 
     let http = format!("HTTP {status} {reason}").trim_end().to_string();
     let success = (200..300).contains(&status);
     let status_retry = retry_for_status(status, retry_after);
-    let error = || {
-        let snippet = snippet(body);
-        let hint = hint(status);
-        if snippet.is_empty() {
-            format!("{http}{hint}")
-        } else {
-            format!("{http}{hint}: {snippet}")
-        }
-    };
-    let parsed = if body.is_empty() {
-        Err("empty body".to_string())
-    } else {
-        parse(body, content_type)
-    };
+    let sent_set: HashSet<&str> = sent.iter().map(String::as_str).collect();
+    let parsed = parse_keeping(body, content_type, Keep::Only(&sent_set));
+    // Reasons shared by many instances are made once.
+    let mut anonymous = None;
     sent.iter()
         .map(|sop| match &parsed {
             Ok(r) => match r.mentions.get(sop) {
@@ -380,15 +905,9 @@ pub fn classify(sent: &[String], exchange: Exchange<'_>) -> Vec<InstanceResult> 
                 // about it. Sending it again gets the same silence.
                 None if success && !r.anonymous_failures.is_empty() => failed(
                     sop,
-                    format!(
-                        "{http}: not stored; the server failed {} part(s) it could not identify, with FailureReason {}",
-                        r.anonymous_failures.len(),
-                        r.anonymous_failures
-                            .iter()
-                            .map(|c| c.map_or("(none)".to_string(), describe_status))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
+                    anonymous
+                        .get_or_insert_with(|| anonymous_reason(&http, &r.anonymous_failures))
+                        .clone(),
                     Retry::No,
                 ),
                 None if success => failed(
@@ -405,19 +924,44 @@ pub fn classify(sent: &[String], exchange: Exchange<'_>) -> Vec<InstanceResult> 
                 format!("{http} with an unreadable response body ({e}): {}", snippet(body)),
                 Retry::No,
             ),
-            Err(_) => failed(sop, error(), status_retry),
+            Err(_) => {
+                let snippet = snippet(body);
+                let hint = hint(status);
+                let text = if snippet.is_empty() {
+                    format!("{http}{hint}")
+                } else {
+                    format!("{http}{hint}: {snippet}")
+                };
+                failed(sop, text, status_retry)
+            }
         })
         .collect()
 }
 
-/// The start of a body for an error message, on one line.
+/// The start of a body for an error message, on one line, at most
+/// [`MAX_SERVER_TEXT_CHARS`].
 fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    // Four bytes per character at most: enough to fill the limit.
+    let head = &body[..body.len().min(MAX_SERVER_TEXT_CHARS * 4)];
+    let text = String::from_utf8_lossy(head);
     let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if body.len() > 200 {
-        format!("{one_line}...")
+    if one_line.chars().count() > MAX_SERVER_TEXT_CHARS || head.len() < body.len() {
+        let cut: String = one_line.chars().take(MAX_SERVER_TEXT_CHARS).collect();
+        format!("{cut}...")
     } else {
         one_line
+    }
+}
+
+/// `s` cut to at most `max` characters, marked with `...` where cut.
+pub fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some(_) => {
+            let keep = max.saturating_sub(3);
+            let end = s.char_indices().nth(keep).map_or(s.len(), |(i, _)| i);
+            format!("{}...", &s[..end])
+        }
     }
 }
 
@@ -536,8 +1080,10 @@ mod tests {
             br#"[{"00081198":{"vr":"SQ","Value":[{"00081197":{"vr":"US","Value":["42752"]}}]}}]"#,
         )
         .unwrap();
-        assert_eq!(r.anonymous_failures, vec![Some(0xA700)]);
+        assert_eq!(r.anonymous_failures, BTreeMap::from([(Some(0xA700), 1)]));
         assert!(parse_json(b"[]").is_err());
+        assert!(parse_json(b"[{}, {}]").is_err());
+        assert!(parse_json(b"{} trailing").is_err());
     }
 
     const XML: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -636,5 +1182,152 @@ mod tests {
             (InstanceStatus::Failed, Retry::Yes)
         );
         assert_eq!(r[2].retry, Retry::No);
+    }
+
+    /// `n` FailedSOPSequence items without a UID, with FailureReasons
+    /// cycling through `codes` distinct values.
+    fn anonymous_flood(n: usize, codes: usize) -> String {
+        let items: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    r#"{{"00081197":{{"vr":"US","Value":[{}]}}}}"#,
+                    0xC000 + i % codes
+                )
+            })
+            .collect();
+        format!(
+            r#"{{"00081198":{{"vr":"SQ","Value":[{}]}}}}"#,
+            items.join(",")
+        )
+    }
+
+    #[test]
+    fn anonymous_failures_are_summed_up_within_bounds() {
+        let r = answered(200, &anonymous_flood(30_000, 3000));
+        assert_eq!(r.len(), 3);
+        for x in &r {
+            let reason = x.reason.as_deref().unwrap();
+            assert!(
+                reason.chars().count() <= MAX_REASON_CHARS,
+                "{}",
+                reason.len()
+            );
+            assert!(
+                reason.starts_with("HTTP 200 X: not stored; the server failed 30000 part(s) it could not identify, with FailureReason 0xC000 (Cannot understand) \u{d7}10, "),
+                "{reason}"
+            );
+            assert!(reason.ends_with(", and 2995 more"), "{reason}");
+            assert_eq!((x.status, x.retry), (InstanceStatus::Failed, Retry::No));
+        }
+        // A few: all listed, single ones without a count.
+        let r = answered(200, &anonymous_flood(3, 2));
+        assert_eq!(
+            r[0].reason.as_deref(),
+            Some(
+                "HTTP 200 X: not stored; the server failed 3 part(s) it could not identify, with FailureReason 0xC000 (Cannot understand) \u{d7}2, 0xC001 (Cannot understand)"
+            )
+        );
+    }
+
+    #[test]
+    fn mentions_of_instances_not_sent_are_not_kept() {
+        let sent: HashSet<&str> = ["1.2.1"].into();
+        let body = r#"{"00081199":{"vr":"SQ","Value":[
+            {"00081155":{"vr":"UI","Value":["1.2.1"]}},
+            {"00081155":{"vr":"UI","Value":["9.9.9"]}},
+            {"00081155":{"vr":"UI","Value":["1.2.1.0000000000000000000000000000000000000000000000000000000000000000"]}}]}}"#;
+        let r = parse_keeping(body.as_bytes(), None, Keep::Only(&sent)).unwrap();
+        assert_eq!(r.mentions.len(), 1);
+        // Kept by the public parse, except the over-long "UID".
+        assert_eq!(parse(body.as_bytes(), None).unwrap().mentions.len(), 2);
+    }
+
+    #[test]
+    fn failure_wins_over_reference_in_any_order() {
+        let body = r#"{"00081198":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":["1.2.1"]},"00081197":{"vr":"US","Value":[272]}}]},
+                       "00081199":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":["1.2.1"]}}]}}"#;
+        let r = answered(200, body);
+        assert_eq!(r[0].status, InstanceStatus::Failed);
+    }
+
+    #[test]
+    fn odd_shapes_are_tolerated_or_refused_without_panic() {
+        // Values of the wrong JSON type are ignored, not fatal.
+        let body = r#"{"00081199":{"vr":"SQ","Value":[1, "x", null, [], {"00081155":{"vr":"UI","Value":[7]}},
+            {"00081155":{"vr":"UI","Value":["1.2.1", "extra"]},"00081196":{"vr":"US","Value":[-1]}}]},
+            "00081198":null, "00081196":{"vr":"US"}}"#;
+        let r = answered(200, body);
+        assert_eq!(r[0].status, InstanceStatus::Completed, "{:?}", r[0]);
+        // Deep nesting is refused by the recursion limit, not a stack overflow.
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(parse_json(deep.as_bytes()).is_err());
+        let deep = format!("<NativeDicomModel>{}", "<a>".repeat(1000));
+        assert_eq!(parse_xml(deep.as_bytes()), Err(ParseError::XmlTooDeep));
+    }
+
+    #[test]
+    fn quoted_reply_text_is_bounded() {
+        // A parser's message may quote the reply: cut.
+        let name = "a".repeat(100_000);
+        let xml = format!("<NativeDicomModel><{name}></b></NativeDicomModel>");
+        let r = answered(200, &xml);
+        let reason = r[0].reason.as_deref().unwrap();
+        assert!(
+            reason.chars().count() < 2 * MAX_SERVER_TEXT_CHARS + 200,
+            "{}",
+            reason.len()
+        );
+        let json = format!(r#"{{"00081199": "{}"}}"#, "b".repeat(100_000));
+        let r = answered(200, &json);
+        let reason = r[0].reason.as_deref().unwrap();
+        assert!(
+            reason.chars().count() < 2 * MAX_SERVER_TEXT_CHARS + 200,
+            "{reason}"
+        );
+        // Multi-byte text is cut at a character boundary.
+        let r = answered(500, &"é".repeat(10_000));
+        let reason = r[0].reason.as_deref().unwrap();
+        assert!(reason.ends_with("é..."), "{reason}");
+        assert_eq!(clip("abcdef", 4), "a...");
+        assert_eq!(clip("abcd", 4), "abcd");
+    }
+
+    #[test]
+    fn too_large_reply_is_unconfirmed() {
+        let r = classify(
+            &sent(),
+            Exchange::TooLarge {
+                status: 200,
+                reason: "OK",
+                retry_after: None,
+                limit: 4096,
+            },
+        );
+        assert!(
+            r.iter()
+                .all(|x| x.status == InstanceStatus::Failed && x.retry == Retry::Yes)
+        );
+        assert_eq!(
+            r[0].reason.as_deref(),
+            Some(
+                "HTTP 200 OK, but the reply exceeds 4096 bytes and was not read: not confirmed as stored"
+            )
+        );
+        let r = classify(
+            &sent(),
+            Exchange::TooLarge {
+                status: 409,
+                reason: "Conflict",
+                retry_after: None,
+                limit: 4096,
+            },
+        );
+        assert_eq!(r[0].retry, Retry::No);
+        assert!(
+            r[0].reason
+                .as_deref()
+                .unwrap()
+                .starts_with("HTTP 409 Conflict")
+        );
     }
 }

@@ -144,6 +144,11 @@ fn tag_at(buf: &[u8], at: usize, big: bool) -> Option<Tag> {
     Some(Tag(u16_at(buf, at, big)?, u16_at(buf, at + 2, big)?))
 }
 
+/// The tag of the element at `pos`, without reading the rest of it.
+pub fn peek_tag(buf: &[u8], pos: usize, enc: Encoding) -> Option<Tag> {
+    tag_at(buf, pos, enc.big())
+}
+
 fn elem_err(tag: Tag, offset: usize, what: impl Into<String>) -> DatasetError {
     DatasetError::Element {
         tag: format!("({:04X},{:04X})", tag.0, tag.1),

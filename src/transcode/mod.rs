@@ -3,7 +3,15 @@
 //! [`choose`] applies dcm4chee's rule to a destination's `transfer-syntax`
 //! list; [`transcode`] turns a stored file into Explicit or Implicit VR
 //! Little Endian; [`Transcoder`] runs that off the async runtime with
-//! bounds on parallelism and on memory per object.
+//! bounds on parallelism, on memory per object, and on the memory that
+//! converted objects hold until the request carrying them ends
+//! ([`Transcoder::reserve`], sized by [`Transcoder::plan`]).
+//!
+//! Before any pixel is decoded, the decoded size is computed from the
+//! attributes with checked arithmetic and held to the limit, and every
+//! frame's codestream header must agree with those attributes
+//! ([`codestream`]): decoders size their buffers from the codestream, not
+//! from Rows and Columns.
 //!
 //! Only what decompression must change is changed: the pixel data, the
 //! transfer syntax in the file meta, Photometric Interpretation (YBR
@@ -11,6 +19,7 @@
 //! (samples come out interleaved). Every other element is copied as
 //! encoded (see [`encode`]).
 
+pub mod codestream;
 mod dataset;
 mod encode;
 mod jpeg;
@@ -19,15 +28,15 @@ mod jpegll;
 mod pixels;
 mod rle;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dicom_core::Tag;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use dataset::{
     DatasetError, Element, Encoding, PIXEL_DATA, TS_DEFLATED, TS_EXPLICIT_BE, TS_EXPLICIT_LE,
-    TS_IMPLICIT_LE, elements, fragments, split,
+    TS_IMPLICIT_LE, elements, fragments, peek_tag, read_element, split,
 };
 use encode::{Changes, PixelValue, write_file};
 pub use pixels::ImageInfo;
@@ -87,7 +96,9 @@ pub struct TranscodeError {
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// The most bytes one object may take: its file, and separately its
-    /// decoded pixel data or inflated data set.
+    /// decoded pixel data or inflated data set. Times the decode jobs, it
+    /// is also the budget of memory converted objects hold (see
+    /// [`Transcoder`]).
     pub max_object_bytes: u64,
 }
 
@@ -102,6 +113,8 @@ impl Default for Limits {
 /// The attributes read from the top level of a data set.
 struct Scan {
     info: ImageInfo,
+    /// Number of Frames as written, checked where frames are decoded.
+    frames_text: Option<String>,
     planar_present: bool,
     pixel: Option<Element>,
     present: Vec<Tag>,
@@ -116,33 +129,47 @@ fn us(ds: &[u8], e: &Element, enc: Encoding) -> Option<u16> {
     })
 }
 
-fn scan(ds: &[u8], enc: Encoding) -> Result<Scan, DatasetError> {
-    let mut s = Scan {
-        info: ImageInfo {
-            samples: 1,
-            frames: 1,
-            ..Default::default()
-        },
-        planar_present: false,
-        pixel: None,
-        present: Vec::new(),
-    };
-    for e in elements(ds, 0..ds.len(), enc) {
-        let e = e?;
-        let v = || us(ds, &e, enc).unwrap_or(0);
+impl Scan {
+    fn new() -> Scan {
+        Scan {
+            info: ImageInfo {
+                samples: 1,
+                frames: 1,
+                ..Default::default()
+            },
+            frames_text: None,
+            planar_present: false,
+            pixel: None,
+            present: Vec::new(),
+        }
+    }
+
+    /// Notes a top-level element that describes the pixel data.
+    fn note(&mut self, ds: &[u8], e: &Element, enc: Encoding) {
+        let v = || us(ds, e, enc).unwrap_or(0);
         match (e.tag.0, e.tag.1) {
-            (0x0028, 0x0002) => s.info.samples = v(),
-            (0x0028, 0x0004) => s.info.photometric = dataset::text(&ds[e.value.clone()]),
-            (0x0028, 0x0006) => s.planar_present = true,
+            (0x0028, 0x0002) => self.info.samples = v(),
+            (0x0028, 0x0004) => self.info.photometric = dataset::text(&ds[e.value.clone()]),
+            (0x0028, 0x0006) => self.planar_present = true,
             (0x0028, 0x0008) => {
-                s.info.frames = dataset::text(&ds[e.value.clone()]).parse().unwrap_or(1)
+                let t = dataset::text(&ds[e.value.clone()]);
+                self.info.frames = pixels::number_of_frames(Some(&t)).unwrap_or(1);
+                self.frames_text = Some(t);
             }
-            (0x0028, 0x0010) => s.info.rows = v(),
-            (0x0028, 0x0011) => s.info.cols = v(),
-            (0x0028, 0x0100) => s.info.bits_allocated = v(),
-            (0x0028, 0x0101) => s.info.bits_stored = v(),
+            (0x0028, 0x0010) => self.info.rows = v(),
+            (0x0028, 0x0011) => self.info.cols = v(),
+            (0x0028, 0x0100) => self.info.bits_allocated = v(),
+            (0x0028, 0x0101) => self.info.bits_stored = v(),
             _ => {}
         }
+    }
+}
+
+fn scan(ds: &[u8], enc: Encoding) -> Result<Scan, DatasetError> {
+    let mut s = Scan::new();
+    for e in elements(ds, 0..ds.len(), enc) {
+        let e = e?;
+        s.note(ds, &e, enc);
         if e.tag == PIXEL_DATA {
             s.pixel = Some(e.clone());
         }
@@ -192,18 +219,21 @@ pub fn transcode(
     match &sc.pixel {
         Some(px) if !native_source && px.undefined() => {
             let info = &sc.info;
-            if info.rows == 0 || info.cols == 0 || info.bits_allocated == 0 {
-                return Err(fail(
-                    &uid,
-                    "Rows, Columns or Bits Allocated is missing".into(),
-                ));
-            }
+            // Every declared number is checked before anything is sized
+            // by it: the frame count, the decoded size (checked
+            // arithmetic, within the limit), the frames against the
+            // fragments, then each frame's codestream header against the
+            // attributes. Only then is the output allocated and decoded.
+            pixels::number_of_frames(sc.frames_text.as_deref())
+                .map_err(|e| fail(&uid, e.to_string()))?;
+            decoded_len = pixels::checked_len(info, max).map_err(|e| fail(&uid, e.to_string()))?;
             let (bot, ranges) =
                 fragments(ds, px.value.clone()).map_err(|e| fail(&uid, e.to_string()))?;
             let frags: Vec<&[u8]> = ranges.iter().map(|r| &ds[r.clone()]).collect();
             let fam = pixels::family(&uid);
-            let frames = pixels::frames(info, fam, &bot, &frags).map_err(|e| fail(&uid, e))?;
-            decoded_len = pixels::checked_len(info, max).map_err(|e| fail(&uid, e))?;
+            let frames =
+                pixels::frames(info, fam, &bot, &frags).map_err(|e| fail(&uid, e.to_string()))?;
+            pixels::check_headers(&uid, info, &frames).map_err(|e| fail(&uid, e.to_string()))?;
             let ts = uid.as_str();
             decode_fn = move |out: &mut Vec<u8>| pixels::decode_into(ts, info, &frames, max, out);
             let vr = if info.bits_allocated > 8 {
@@ -293,11 +323,141 @@ pub fn transcode(
     })
 }
 
+/// How much of a file [`Transcoder::plan`] reads to find the attributes
+/// that give its decoded size. They are in group 0028, early in every
+/// image; a file whose attributes lie further is planned for the worst.
+pub const PLAN_PREFIX_BYTES: u64 = 64 << 10;
+
+/// Reservations count in units of this many bytes, so that the `u32`
+/// permit count of one reservation covers 4 TiB.
+const RESERVATION_UNIT: u64 = 1 << 10;
+
+/// What converting one object will take, known before it is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// The expected size of the converted object (a decompressed object
+    /// counts its decoded pixels): what it counts against a request's
+    /// byte limit.
+    pub outgoing_bytes: u64,
+    /// The memory its conversion holds, an upper bound: the file as read
+    /// and the converted object, which stays until the request carrying
+    /// it ends.
+    pub reserve_bytes: u64,
+}
+
+/// Plans the conversion of a file of `file_len` bytes from its first
+/// bytes (`prefix`, all of them for a small file). Pure: it reads element
+/// headers and never allocates from what they declare.
+pub fn plan_from_prefix(prefix: &[u8], file_len: u64, limits: Limits) -> Plan {
+    let max = limits.max_object_bytes;
+    // Attributes not found: a deflated data set may inflate, and pixel
+    // data decode, up to the limit each.
+    let worst = Plan {
+        outgoing_bytes: file_len,
+        reserve_bytes: file_len
+            .saturating_mul(2)
+            .saturating_add(max.saturating_mul(2)),
+    };
+    // An inflate limit of 0: a deflated data set is not inflated here
+    // (the prefix would not inflate anyway), it is planned for the worst.
+    let Ok(parts) = split(prefix, 0) else {
+        return worst;
+    };
+    let native =
+        [TS_IMPLICIT_LE, TS_EXPLICIT_LE, TS_EXPLICIT_BE].contains(&parts.transfer_syntax.as_str());
+    if native {
+        // Nothing is decoded: the object is re-encoded as it is (big
+        // endian pixel data is copied once more while it is swapped).
+        return Plan {
+            outgoing_bytes: file_len,
+            reserve_bytes: file_len.saturating_mul(3),
+        };
+    }
+    let ds = &parts.dataset[..];
+    let base = (prefix.len() - ds.len()) as u64;
+    let mut sc = Scan::new();
+    let mut pos = 0;
+    let mut pixel_at = None;
+    // Group 0028 precedes everything after it: once a later element is
+    // seen (or the whole file was read), the attributes are known.
+    let mut known = false;
+    while pos < ds.len() {
+        let Some(tag) = peek_tag(ds, pos, parts.encoding) else {
+            break;
+        };
+        if tag.0 > 0x0028 {
+            known = true;
+        }
+        if tag == PIXEL_DATA {
+            pixel_at = Some(base + pos as u64);
+            break;
+        }
+        match read_element(ds, pos, ds.len(), parts.encoding, 0) {
+            Ok(e) => {
+                sc.note(ds, &e, parts.encoding);
+                pos = e.end;
+            }
+            Err(_) => break,
+        }
+    }
+    if pos >= ds.len() && prefix.len() as u64 >= file_len {
+        known = true;
+    }
+    if !known {
+        return worst;
+    }
+    let Ok(decoded) = pixels::checked_len(&sc.info, usize::try_from(max).unwrap_or(usize::MAX))
+    else {
+        // No image, or one over the limit: the conversion copies the
+        // file or fails before decoding.
+        return Plan {
+            outgoing_bytes: file_len,
+            reserve_bytes: file_len.saturating_mul(2),
+        };
+    };
+    Plan {
+        // The elements before the pixel data, its new header (12 bytes)
+        // and the decoded pixels; without the position, the whole file.
+        outgoing_bytes: pixel_at.map_or(file_len, |at| at + 12) + decoded,
+        reserve_bytes: file_len.saturating_mul(2).saturating_add(decoded),
+    }
+}
+
+/// Memory held for converted objects; released when dropped.
+#[derive(Debug)]
+pub struct Reservation {
+    _permit: Option<OwnedSemaphorePermit>,
+    bytes: u64,
+}
+
+impl Reservation {
+    /// Bytes this reservation holds (after clamping to the capacity).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
 /// Runs transcodes on the blocking pool: at most `parallel` at once, each
-/// bounded by [`Limits`]. Cloning shares the bound.
+/// bounded by [`Limits`]. Cloning shares the bounds.
+///
+/// Converted objects live in memory from their decode until the request
+/// carrying them ends, and a request waits on its destination. So besides
+/// the decode slots there is a budget for what converted objects hold:
+/// `parallel` x the per-object limit (`--transcode-max-mib` x
+/// `--transcode-jobs`). A caller reserves, with [`Transcoder::reserve`],
+/// what [`Transcoder::plan`] says its objects need, all at once and
+/// before decoding any of them, and keeps the reservation until their
+/// request has ended. Reserving all at once is what keeps this free of
+/// deadlock: nobody waits for memory while holding some, and a decode
+/// slot is only taken by a caller who holds its memory already, so slot
+/// holders never wait. A reservation larger than the whole budget is
+/// clamped to it: such an object goes alone.
 #[derive(Clone)]
 pub struct Transcoder {
     permits: Arc<Semaphore>,
+    /// The budget for converted objects, in [`RESERVATION_UNIT`]s.
+    memory: Arc<Semaphore>,
+    memory_units: u32,
     limits: Limits,
     /// Counts decoded objects and decode time by stored syntax.
     metrics: Option<Arc<crate::metrics::Metrics>>,
@@ -305,10 +465,72 @@ pub struct Transcoder {
 
 impl Transcoder {
     pub fn new(parallel: usize, limits: Limits) -> Transcoder {
+        let parallel = parallel.max(1);
+        let budget = limits
+            .max_object_bytes
+            .saturating_mul(parallel as u64)
+            .div_ceil(RESERVATION_UNIT);
+        let memory_units = budget
+            .min(u64::from(u32::MAX))
+            .min(Semaphore::MAX_PERMITS as u64)
+            .max(1) as u32;
         Transcoder {
-            permits: Arc::new(Semaphore::new(parallel.max(1))),
+            permits: Arc::new(Semaphore::new(parallel)),
+            memory: Arc::new(Semaphore::new(memory_units as usize)),
+            memory_units,
             limits,
             metrics: None,
+        }
+    }
+
+    /// The most that converted objects may hold at once, in bytes.
+    pub fn memory_capacity(&self) -> u64 {
+        u64::from(self.memory_units) * RESERVATION_UNIT
+    }
+
+    /// What is left of [`Transcoder::memory_capacity`] right now.
+    pub fn memory_available(&self) -> u64 {
+        self.memory.available_permits() as u64 * RESERVATION_UNIT
+    }
+
+    /// Waits until `bytes` (clamped to the capacity) are free and holds
+    /// them until the reservation is dropped. Reserve everything a request
+    /// needs in one call (see [`Transcoder`]).
+    pub async fn reserve(&self, bytes: u64) -> Reservation {
+        let units = bytes
+            .div_ceil(RESERVATION_UNIT)
+            .min(u64::from(self.memory_units)) as u32;
+        if units == 0 {
+            return Reservation {
+                _permit: None,
+                bytes: 0,
+            };
+        }
+        // The semaphore is never closed.
+        let permit = self.memory.clone().acquire_many_owned(units).await.ok();
+        Reservation {
+            _permit: permit,
+            bytes: u64::from(units) * RESERVATION_UNIT,
+        }
+    }
+
+    /// What converting the file at `path` (`file_len` bytes as indexed)
+    /// will take, from its first [`PLAN_PREFIX_BYTES`]. A file that cannot
+    /// be read is planned at its size: its conversion fails on the same
+    /// read.
+    pub async fn plan(&self, path: &Path, file_len: u64) -> Plan {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::with_capacity(file_len.min(PLAN_PREFIX_BYTES) as usize);
+        let read = async {
+            let f = tokio::fs::File::open(path).await?;
+            f.take(PLAN_PREFIX_BYTES).read_to_end(&mut buf).await
+        };
+        match read.await {
+            Ok(_) => plan_from_prefix(&buf, file_len, self.limits),
+            Err(_) => Plan {
+                outgoing_bytes: file_len,
+                reserve_bytes: file_len,
+            },
         }
     }
 
@@ -404,6 +626,32 @@ mod tests {
             choose(TS_IMPLICIT_LE, &list(&[TS_EXPLICIT_LE])),
             Some(Target::ExplicitVRLittleEndian)
         );
+    }
+
+    #[test]
+    fn a_file_whose_attributes_are_not_in_the_prefix_is_planned_for_the_worst() {
+        let limits = Limits {
+            max_object_bytes: 1000,
+        };
+        let worst = plan_from_prefix(b"not dicom", 50, limits);
+        assert_eq!(worst.outgoing_bytes, 50);
+        assert_eq!(worst.reserve_bytes, 2 * 50 + 2 * 1000);
+        // A JPEG file cut inside an element that precedes group 0028.
+        let mut f = vec![0u8; 128];
+        f.extend(b"DICM");
+        let ts = b"1.2.840.10008.1.2.4.50";
+        f.extend([0x02, 0x00, 0x10, 0x00, b'U', b'I']);
+        f.extend((ts.len() as u16).to_le_bytes());
+        f.extend(ts);
+        f.extend([0x08, 0x00, 0x00, 0x11, b'O', b'B', 0, 0]);
+        f.extend(100_000u32.to_le_bytes());
+        f.extend([0u8; 16]);
+        assert_eq!(plan_from_prefix(&f, 200_000, limits), {
+            let mut w = worst;
+            w.outgoing_bytes = 200_000;
+            w.reserve_bytes = 2 * 200_000 + 2 * 1000;
+            w
+        });
     }
 
     #[test]

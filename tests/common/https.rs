@@ -221,7 +221,7 @@ fn server_config(pair: &Pair, client_ca: Option<&Path>) -> rustls::ServerConfig 
 
 /// Accepts TCP connections and completes the TLS handshake; a failed
 /// handshake is recorded and the next connection taken.
-struct TlsListener {
+pub struct TlsListener {
     tcp: TcpListener,
     acceptor: TlsAcceptor,
     failures: Arc<Mutex<Vec<String>>>,
@@ -252,6 +252,23 @@ impl axum::serve::Listener for TlsListener {
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.tcp.local_addr()
     }
+}
+
+/// A TLS listener on `tcp` for any app, with `pair` as the server's
+/// certificate (with `client_ca`, a client certificate signed by it is
+/// required), and where its failed handshakes are recorded.
+pub fn tls_listener(
+    tcp: TcpListener,
+    pair: &Pair,
+    client_ca: Option<&Path>,
+) -> (TlsListener, Arc<Mutex<Vec<String>>>) {
+    let failures: Arc<Mutex<Vec<String>>> = Arc::default();
+    let listener = TlsListener {
+        tcp,
+        acceptor: TlsAcceptor::from(Arc::new(server_config(pair, client_ca))),
+        failures: failures.clone(),
+    };
+    (listener, failures)
 }
 
 /// The real stowrsd over HTTPS on a loopback port.

@@ -94,6 +94,8 @@ pub struct Receiver {
     pub dir: PathBuf,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub max_in_flight: Arc<AtomicUsize>,
+    /// Open (true) lets requests through; see [`Receiver::start_held`].
+    gate: Arc<tokio::sync::watch::Sender<bool>>,
     _server: ServerGuard,
 }
 
@@ -142,13 +144,35 @@ impl Receiver {
     /// Starts stowrsd storing into `dir`; each request is held `delay`
     /// before it reaches the receiver, so that concurrency is observable.
     pub async fn start(dir: &Path, delay: Duration) -> Receiver {
+        Receiver::start_gated(dir, delay, true).await
+    }
+
+    /// Starts stowrsd holding every request (after its body was read)
+    /// until [`Receiver::release`]: a task stays IN PROCESS for as long as
+    /// a test needs, however slow the machine.
+    pub async fn start_held(dir: &Path) -> Receiver {
+        Receiver::start_gated(dir, Duration::ZERO, false).await
+    }
+
+    /// Lets held requests (and all later ones) through.
+    pub fn release(&self) {
+        self.gate.send_replace(true);
+    }
+
+    async fn start_gated(dir: &Path, delay: Duration, open: bool) -> Receiver {
         std::fs::create_dir_all(dir).unwrap();
+        let gate = Arc::new(tokio::sync::watch::Sender::new(open));
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let in_flight = Arc::new(AtomicUsize::new(0));
         let max_in_flight = Arc::new(AtomicUsize::new(0));
-        let (s, i, m) = (seen.clone(), in_flight.clone(), max_in_flight.clone());
+        let (s, i, m, g) = (
+            seen.clone(),
+            in_flight.clone(),
+            max_in_flight.clone(),
+            gate.clone(),
+        );
         let observe = move |req: Request<Body>, next: Next| {
-            let (s, i, m) = (s.clone(), i.clone(), m.clone());
+            let (s, i, m, g) = (s.clone(), i.clone(), m.clone(), g.clone());
             async move {
                 // The body is read here to see the parts' headers, then
                 // handed on to the receiver unchanged.
@@ -176,6 +200,7 @@ impl Receiver {
                 let now = i.fetch_add(1, Ordering::SeqCst) + 1;
                 m.fetch_max(now, Ordering::SeqCst);
                 tokio::time::sleep(delay).await;
+                let _ = g.subscribe().wait_for(|open| *open).await;
                 let r: Response = next.run(req).await;
                 i.fetch_sub(1, Ordering::SeqCst);
                 r
@@ -192,6 +217,7 @@ impl Receiver {
             dir: dir.to_path_buf(),
             seen,
             max_in_flight,
+            gate,
             _server: serve_until_dropped(listener, app),
         }
     }

@@ -79,6 +79,8 @@ struct Shared {
 /// and for the password grant user and password; answers like Keycloak.
 pub struct TokenServer {
     pub addr: SocketAddr,
+    /// `http://<addr>`, or what [`serve`](Self::serve) was given.
+    base: String,
     shared: Arc<Shared>,
     _server: super::ServerGuard,
 }
@@ -87,6 +89,32 @@ impl TokenServer {
     /// Starts a server for the confidential client `client_id` /
     /// `secret`, issuing tokens that live `expires_in` seconds.
     pub async fn start(client_id: &str, secret: &str, expires_in: u64) -> TokenServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        TokenServer::serve(
+            client_id,
+            secret,
+            expires_in,
+            listener,
+            addr,
+            format!("http://{addr}"),
+        )
+    }
+
+    /// The same server on `listener` (a TLS one, say) bound to `addr`,
+    /// reached at `base` (`https://127.0.0.1:port`).
+    pub fn serve<L>(
+        client_id: &str,
+        secret: &str,
+        expires_in: u64,
+        listener: L,
+        addr: SocketAddr,
+        base: String,
+    ) -> TokenServer
+    where
+        L: axum::serve::Listener,
+        L::Addr: std::fmt::Debug,
+    {
         let shared = Arc::new(Shared {
             client_id: client_id.into(),
             secret: secret.into(),
@@ -104,10 +132,9 @@ impl TokenServer {
             )
             .route("/token", axum::routing::post(generic_token))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         TokenServer {
             addr,
+            base,
             shared,
             _server: super::serve_until_dropped(listener, app),
         }
@@ -115,7 +142,7 @@ impl TokenServer {
 
     /// The Keycloak server URL (`dcmURI` with `dcmKeycloakRealm: test`).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.base.clone()
     }
 
     /// The token URL of realm [`REALM`].
