@@ -68,6 +68,8 @@ pub struct Settings {
     pub transcode_limits: crate::transcode::Limits,
     /// CA files and client certificate for `https` web apps.
     pub tls: crate::stow::tls::TlsSettings,
+    /// Delivery cap and durability of the task store.
+    pub queue_options: crate::queue::QueueOptions,
 }
 
 impl std::fmt::Debug for Settings {
@@ -87,6 +89,7 @@ impl std::fmt::Debug for Settings {
             .field("transcode_jobs", &self.transcode_jobs)
             .field("transcode_limits", &self.transcode_limits)
             .field("tls", &self.tls)
+            .field("queue_options", &self.queue_options)
             .field(
                 "queue_url",
                 &self.queue_url.as_deref().map(crate::queue::amqp::mask_url),
@@ -148,7 +151,13 @@ impl Application {
                 )))
             })?;
         let archive = Archive::open(&settings.data_dir).await?;
-        let records = EmbeddedQueue::open(&settings.data_dir, &settings.device_name, true).await?;
+        let records = EmbeddedQueue::open_with(
+            &settings.data_dir,
+            &settings.device_name,
+            true,
+            &settings.queue_options,
+        )
+        .await?;
         let shared: SharedSnapshot = Arc::new(RwLock::new(Arc::new(snapshot.clone())));
         let queue: Arc<dyn TaskQueue> = match &settings.queue_url {
             None => Arc::new(records),
@@ -222,7 +231,8 @@ impl Application {
             shared.clone(),
             CancellationToken::new(),
             settings.zone,
-        );
+        )
+        .with_export_hook(settings.queue_options.export_hook.clone());
         let ops = OpsState {
             metrics,
             snapshot: shared.clone(),

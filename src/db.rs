@@ -3,7 +3,8 @@
 //! SQLite calls block, so every call runs on Tokio's blocking pool and the
 //! async runtime never waits on disk. One connection per handle, behind a
 //! `std::sync::Mutex`: it is only ever locked inside `spawn_blocking`, never
-//! held across an `.await`.
+//! held across an `.await`. A commit returns only once it is on disk
+//! ([`Synchronous::Full`]) unless a caller relaxes that.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -28,6 +29,52 @@ pub enum DbError {
     Join { path: PathBuf, message: String },
 }
 
+/// When SQLite waits for the disk (`PRAGMA synchronous`), in WAL mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Synchronous {
+    /// The WAL is fsynced at every commit: a committed transaction (a
+    /// recorded outcome, an acknowledged import) survives an OS crash or a
+    /// power loss.
+    #[default]
+    Full,
+    /// The WAL is fsynced only at checkpoints: an OS crash or power loss
+    /// may lose the last commits; a crash of the process alone loses
+    /// nothing. Faster when every task is small.
+    Normal,
+}
+
+impl Synchronous {
+    /// The `PRAGMA synchronous` value.
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
+}
+
+/// A `--sqlite-synchronous` value that is neither `full` nor `normal`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a synchronous level: use full or normal")]
+pub struct UnknownSynchronous(String);
+
+impl std::str::FromStr for Synchronous {
+    type Err = UnknownSynchronous;
+    fn from_str(s: &str) -> Result<Synchronous, UnknownSynchronous> {
+        match s.to_ascii_lowercase().as_str() {
+            "full" => Ok(Synchronous::Full),
+            "normal" => Ok(Synchronous::Normal),
+            _ => Err(UnknownSynchronous(s.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for Synchronous {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.pragma().to_ascii_lowercase())
+    }
+}
+
 /// A cheap-clone handle to one SQLite file.
 #[derive(Clone)]
 pub struct Db {
@@ -42,7 +89,17 @@ struct Inner {
 impl Db {
     /// Opens (creating if needed) the database at `path` and applies
     /// `schema`, a batch of idempotent `CREATE ... IF NOT EXISTS` statements.
+    /// Commits are durable ([`Synchronous::Full`]).
     pub async fn open(path: &Path, schema: &'static str) -> Result<Db, DbError> {
+        Db::open_with(path, schema, Synchronous::Full).await
+    }
+
+    /// [`Db::open`] with the given `PRAGMA synchronous` level.
+    pub async fn open_with(
+        path: &Path,
+        schema: &'static str,
+        synchronous: Synchronous,
+    ) -> Result<Db, DbError> {
         let path = path.to_path_buf();
         let p = path.clone();
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection, DbError> {
@@ -56,9 +113,13 @@ impl Db {
             // instead of failing with SQLITE_BUSY.
             conn.busy_timeout(Duration::from_secs(30))
                 .map_err(open_err)?;
-            conn.execute_batch(
-                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
-            )
+            // With WAL, FULL fsyncs the log at each commit (one fsync per
+            // transaction, which is why writers batch their rows), so what
+            // a caller acknowledged after a commit survives a power loss.
+            conn.execute_batch(&format!(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous={}; PRAGMA foreign_keys=ON;",
+                synchronous.pragma()
+            ))
             .map_err(open_err)?;
             conn.execute_batch(schema).map_err(open_err)?;
             Ok(conn)

@@ -146,6 +146,37 @@ impl ListenerArgs {
     }
 }
 
+/// How `serve` keeps and hands out tasks.
+#[derive(clap::Args)]
+struct QueueArgs {
+    /// How often a task may be handed out without an outcome (each of those
+    /// runs ended with the process: a crash, kill -9, out of memory) before
+    /// it is given up: FAILED with that reason, and over AMQP its message
+    /// moved to <queue>.dlq.
+    #[arg(long, value_name = "N", default_value_t = stow_exporter::queue::DEFAULT_MAX_DELIVERIES,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_deliveries: u32,
+    /// How the task store waits for the disk. full (default): a task
+    /// accepted (202), a recorded outcome and an AMQP acknowledgement that
+    /// follows one survive an OS crash or power loss. normal: faster with
+    /// many small tasks, but an OS crash or power loss may lose the last
+    /// commits: tasks accepted just before (embedded queue), recorded
+    /// outcomes (those tasks run again; over AMQP their records may stay
+    /// SCHEDULED). A crash of the process alone loses nothing.
+    #[arg(long, value_name = "full|normal", default_value = "full")]
+    sqlite_synchronous: stow_exporter::db::Synchronous,
+}
+
+impl QueueArgs {
+    fn options(&self) -> stow_exporter::queue::QueueOptions {
+        stow_exporter::queue::QueueOptions {
+            max_deliveries: self.max_deliveries,
+            synchronous: self.sqlite_synchronous,
+            export_hook: None,
+        }
+    }
+}
+
 /// The warning for a password that would cross the network in clear text
 /// (see `LdapSource::cleartext_password_warning`).
 fn cleartext_warning(source: &ConfigSource) -> Option<String> {
@@ -248,6 +279,8 @@ enum Command {
         /// Limits of the control API and of the in-process receiver.
         #[command(flatten)]
         listener: ListenerArgs,
+        #[command(flatten)]
+        queue_args: QueueArgs,
     },
     /// Run only the built-in STOW-RS receiver.
     Stowrsd {
@@ -500,6 +533,7 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
             shutdown_timeout,
             allowed_host,
             listener,
+            queue_args,
         } => {
             // Refused before anything is bound or loaded.
             let api_token = stow_exporter::api::ops::load_token(api_token_file.as_deref())?;
@@ -539,6 +573,7 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
                     max_object_bytes: transcode_max_mib.saturating_mul(1 << 20),
                 },
                 tls,
+                queue_options: queue_args.options(),
             })
             .await?
             .with_api_token(api_token)

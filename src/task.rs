@@ -111,6 +111,14 @@ pub struct TaskRequest {
     pub scheduled_time: Option<DateTime<Utc>>,
 }
 
+/// The longest `ExporterID` a task request may name, in characters
+/// (dcm4chee's column width); a longer one is refused (REST 400, CLI error,
+/// AMQP dead-letter) naming the field and the limit.
+pub const MAX_EXPORTER_ID_CHARS: usize = 255;
+/// The longest `batchID`, in characters (dcm4chee's column width); refused
+/// like [`MAX_EXPORTER_ID_CHARS`].
+pub const MAX_BATCH_ID_CHARS: usize = 255;
+
 /// Why a task request is not acceptable.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -120,14 +128,20 @@ pub struct RequestError {
 }
 
 impl TaskRequest {
-    /// Checks the UIDs: `*` (dcm4chee's "all") is accepted for series and
-    /// instance; anything else must be a DICOM UID.
+    /// Checks every field: the texts against their length limits (and for
+    /// control characters, which have no place in an ID and would reach
+    /// logs and CSV files), the UIDs as UIDs (at most 64 characters): `*`
+    /// (dcm4chee's "all") is accepted for series and instance.
     pub fn validate(&self) -> Result<(), RequestError> {
         if self.exporter_id.trim().is_empty() {
             return Err(RequestError {
                 field: "ExporterID",
                 message: "must not be empty".into(),
             });
+        }
+        check_text("ExporterID", &self.exporter_id, MAX_EXPORTER_ID_CHARS)?;
+        if let Some(b) = &self.batch_id {
+            check_text("batchID", b, MAX_BATCH_ID_CHARS)?;
         }
         check_uid("StudyInstanceUID", &self.study_iuid)?;
         if let Some(s) = &self.series_iuid {
@@ -173,12 +187,40 @@ fn check_uid(field: &'static str, v: &str) -> Result<(), RequestError> {
     }
     if is_uid(v) {
         Ok(())
+    } else if v.len() > 64 {
+        // Not echoed: it may be anything up to the size of the request.
+        Err(RequestError {
+            field,
+            message: format!(
+                "is not a DICOM UID: {} characters, over 64",
+                v.chars().count()
+            ),
+        })
     } else {
         Err(RequestError {
             field,
             message: format!("{v:?} is not a DICOM UID"),
         })
     }
+}
+
+/// A text field: at most `max` characters, no control characters. The
+/// value is not echoed (it may be long or meant to garble a log line).
+fn check_text(field: &'static str, v: &str, max: usize) -> Result<(), RequestError> {
+    let n = v.chars().count();
+    if n > max {
+        return Err(RequestError {
+            field,
+            message: format!("{n} characters, longer than the limit of {max}"),
+        });
+    }
+    if v.chars().any(char::is_control) {
+        return Err(RequestError {
+            field,
+            message: "must not contain control characters".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Per-instance counts of one run, as in dcm4chee's outcome message.
@@ -311,6 +353,28 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn text_fields_are_bounded() {
+        let mut r: TaskRequest =
+            serde_json::from_str(r#"{"ExporterID":"X","StudyInstanceUID":"1.2"}"#).unwrap();
+        r.batch_id = Some("b".repeat(MAX_BATCH_ID_CHARS));
+        r.validate().unwrap();
+        r.batch_id = Some("b".repeat(MAX_BATCH_ID_CHARS + 1));
+        let e = r.validate().unwrap_err();
+        assert_eq!(e.field, "batchID");
+        assert!(e.to_string().contains("limit of 255"), "{e}");
+        r.batch_id = Some("a\nb".into());
+        assert_eq!(r.validate().unwrap_err().field, "batchID");
+        r.batch_id = None;
+        r.exporter_id = "E".repeat(MAX_EXPORTER_ID_CHARS + 1);
+        assert_eq!(r.validate().unwrap_err().field, "ExporterID");
+        r.exporter_id = "X".into();
+        r.study_iuid = "1".repeat(65);
+        let e = r.validate().unwrap_err();
+        assert_eq!(e.field, "StudyInstanceUID");
+        assert!(!e.to_string().contains("11111"), "not echoed: {e}");
     }
 
     #[test]

@@ -1,5 +1,10 @@
 //! Importing files into the archive: header parsing, byte-for-byte copy into
 //! storage, indexing, and the directory walk of `import`.
+//!
+//! A file reported stored is on disk: its copy is fsynced before the
+//! rename that gives it its name, the directories that hold that name are
+//! fsynced after it (and any directory created on the way, in its parent),
+//! and the index commits with `synchronous=FULL`.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -188,6 +193,17 @@ pub(super) async fn import_file(archive: &Archive, path: &Path) -> Result<Import
     let size = rec.size;
     match inner.index.commit(rec, tmp.clone()).await {
         Ok(Commit::Stored(instance)) => {
+            // The rename is durable only once its directory is. Done
+            // before the file is reported stored; should it not happen (a
+            // crash), the index row points at a missing file, which the
+            // next import of the same object restores.
+            blocking(path, {
+                let (path, dest) = (path.to_path_buf(), dest.clone());
+                move || {
+                    sync_parent(&dest).map_err(|source| ImportError::Store { path, dest, source })
+                }
+            })
+            .await?;
             tracing::debug!(path = %path.display(), sop_iuid = %instance.sop_iuid, "stored");
             Ok(Imported::Stored(instance))
         }
@@ -433,13 +449,40 @@ pub(super) fn check_uid(uid: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Copies `file` (from its start) to a temp file next to `dest`; the caller
-/// renames it into place. `size` is the size the file had when checked.
+/// fsyncs the directory holding `path`, so that a name created in it by a
+/// rename or a `mkdir` survives a power loss.
+fn sync_parent(path: &Path) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("storage path has no parent directory"))?;
+    File::open(dir)?.sync_all()
+}
+
+/// `create_dir_all` whose new directories survive a power loss: each one
+/// created here is made durable in its parent.
+fn create_dir_durable(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dir_durable(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => sync_parent(dir),
+        // Made by a concurrent import, which may not have synced it yet.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => sync_parent(dir),
+        Err(e) => Err(e),
+    }
+}
+
+/// Copies `file` (from its start) to a temp file next to `dest` and fsyncs
+/// it; the caller renames it into place. `size` is the size the file had
+/// when checked.
 fn copy_to_temp(mut file: File, size: u64, dest: &Path) -> io::Result<PathBuf> {
     let dir = dest
         .parent()
         .ok_or_else(|| io::Error::other("storage path has no parent directory"))?;
-    std::fs::create_dir_all(dir)?;
+    create_dir_durable(dir)?;
     let name = dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -456,7 +499,9 @@ fn copy_to_temp(mut file: File, size: u64, dest: &Path) -> io::Result<PathBuf> {
                 "source changed during import: {size} bytes when checked, {copied} copied"
             )));
         }
-        Ok(())
+        // The data is on disk before a name points to it: a rename that
+        // survives a crash without its data would leave an empty file.
+        out.sync_all()
     })();
     match result {
         Ok(()) => Ok(tmp),

@@ -3,12 +3,14 @@
 //! [`Executor::run`] takes one task and the snapshot it started with. It
 //! never fails: every problem becomes part of the [`Outcome`] recorded with
 //! the task. [`Workers`] run one loop per queue, at most
-//! `dcmMaxTasksParallel` tasks at once.
+//! `dcmMaxTasksParallel` tasks at once; a panic in an export becomes a
+//! FAILED outcome and never keeps a slot.
 
 pub mod outcome;
 pub mod retry;
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
@@ -24,7 +26,9 @@ use tokio_util::task::TaskTracker;
 use crate::archive::{Archive, StoredInstance};
 pub use crate::config::{SharedSnapshot, current};
 use crate::config::{Snapshot, WebApp};
-use crate::queue::{Hold, InstanceResult, InstanceStatus, Outcome, Retry, TaskQueue};
+use crate::queue::{
+    ExportHook, Hold, InstanceResult, InstanceStatus, Outcome, Release, Retry, TaskQueue,
+};
 use crate::schedule::Zone;
 use crate::stow::{Converted, Outgoing, StowClient};
 use crate::task::{Counts, ExportTask, Status};
@@ -646,6 +650,62 @@ fn hold_now(snap: &Snapshot, zone: Zone, queue: &str) -> Hold {
     }
 }
 
+/// Panic messages are cut to this many characters in a task's outcome.
+const MAX_PANIC_CHARS: usize = 512;
+
+/// One of a queue's `dcmMaxTasksParallel` slots. Freed when dropped, so
+/// also when the task holding it panics or its future is dropped.
+struct Slot {
+    in_use: Arc<AtomicU32>,
+    freed: Arc<Notify>,
+}
+
+impl Slot {
+    fn take(in_use: &Arc<AtomicU32>, freed: &Arc<Notify>) -> Slot {
+        in_use.fetch_add(1, Ordering::SeqCst);
+        Slot {
+            in_use: in_use.clone(),
+            freed: freed.clone(),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.in_use.fetch_sub(1, Ordering::SeqCst);
+        self.freed.notify_one();
+    }
+}
+
+/// The text of a panic's payload (`panic!` gives a `&str` or a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into());
+    match text.char_indices().nth(MAX_PANIC_CHARS) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text,
+    }
+}
+
+/// The outcome of an export that panicked: FAILED, not retried. A panic is
+/// a bug, most likely met again by the same objects on every attempt, so
+/// retries would only repeat it; the reason names it for the operator, who
+/// can reschedule the task once it is fixed.
+fn panicked(task: &ExportTask, message: &str) -> Outcome {
+    let error = format!("the export panicked: {message}");
+    Outcome {
+        status: Status::Failed,
+        message: format!("Export {} failed: {error}", task.entity()),
+        error: Some(error),
+        counts: Counts::default(),
+        number_of_instances: 0,
+        retry: Retry::No,
+    }
+}
+
 /// One worker loop per queue name.
 #[derive(Clone)]
 pub struct Workers {
@@ -657,6 +717,8 @@ pub struct Workers {
     tracker: TaskTracker,
     /// The time zone of the `dcmSchedule` windows.
     zone: Zone,
+    /// See [`ExportHook`].
+    hook: Option<ExportHook>,
 }
 
 impl Workers {
@@ -675,7 +737,15 @@ impl Workers {
             stop,
             tracker: TaskTracker::new(),
             zone,
+            hook: None,
         }
+    }
+
+    /// Calls `hook` as each export starts (fault injection in tests).
+    #[doc(hidden)]
+    pub fn with_export_hook(mut self, hook: Option<ExportHook>) -> Workers {
+        self.hook = hook;
+        self
     }
 
     /// Starts a loop for every queue of the current snapshot that has none
@@ -724,20 +794,49 @@ impl Workers {
                     continue;
                 }
             };
-            in_use.fetch_add(1, Ordering::SeqCst);
+            let slot = Slot::take(&in_use, &freed);
             let w = self.clone();
-            let (in_use, freed) = (in_use.clone(), freed.clone());
             self.tracker.spawn(async move {
-                w.process(task).await;
-                in_use.fetch_sub(1, Ordering::SeqCst);
-                freed.notify_one();
+                let _slot = slot;
+                let id = task.task_id.clone();
+                // `process` turns a panic of the export into an outcome;
+                // this catches the rest (recording it), so that the task
+                // goes back to the queue instead of staying taken.
+                if let Err(p) = AssertUnwindSafe(w.process(task)).catch_unwind().await {
+                    tracing::error!(task = %id, panic = %panic_message(&*p), "worker panicked; the task goes back to the queue");
+                    w.queue.release(&id, Release::Fault).await;
+                }
             });
         }
     }
 
     async fn process(&self, task: ExportTask) {
         let snapshot = current(&self.snapshot);
-        let outcome = self.executor.run(&snapshot, &task).await;
+        let export = async {
+            if let Some(hook) = &self.hook {
+                hook(&task);
+            }
+            self.executor.run(&snapshot, &task).await
+        };
+        let outcome = match AssertUnwindSafe(export).catch_unwind().await {
+            Ok(outcome) => outcome,
+            Err(p) => {
+                let message = panic_message(&*p);
+                tracing::error!(task = %task.task_id, panic = %message, "export panicked; the task ends FAILED");
+                // `run` did not get to forget the task.
+                self.executor
+                    .running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&task.task_id);
+                self.executor
+                    .interrupted
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&task.task_id);
+                panicked(&task, &message)
+            }
+        };
         // The queue's retry policy as configured now (dcm4chee reads it
         // when the outcome comes back, too).
         let retry_at = snapshot
@@ -753,10 +852,12 @@ impl Workers {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&task.task_id)
         {
-            // Stopped by the shutdown deadline: not an outcome. The task
-            // stays IN PROCESS, and goes back to SCHEDULED (embedded) or is
-            // redelivered (AMQP, unacknowledged) to resume after a restart.
+            // Stopped by the shutdown deadline: not an outcome, and not the
+            // task's fault (the run does not count against max-deliveries).
+            // The task goes back to SCHEDULED (embedded) or its message to
+            // the broker (AMQP), to resume after a restart.
             tracing::info!(task = %task.task_id, remaining = outcome.counts.remaining, "export interrupted by shutdown; the task resumes at the next start");
+            self.queue.release(&task.task_id, Release::Shutdown).await;
             return;
         }
         if retry_at.is_some()
@@ -790,6 +891,10 @@ impl Workers {
                 }
             }
         }
+        // Not recorded: handed back (over AMQP the delivery is requeued
+        // rather than held until the connection closes). The run counts,
+        // so a task that can never be recorded is eventually given up.
+        self.queue.release(&task.task_id, Release::Fault).await;
     }
 
     /// Stops the export of a task IN PROCESS.

@@ -12,16 +12,27 @@
 //!   window or not yet due (`scheduledTime`), checked again every minute. A
 //!   queue of its own, since RabbitMQ expires messages only at the head of a
 //!   queue and a long hold must not delay a short retry.
-//! - `<queue>.dlq`: messages that cannot be run (malformed, unknown
-//!   exporter), as they arrived.
+//! - `<queue>.dlq`: messages that cannot be run (over [`MAX_MESSAGE_BYTES`],
+//!   malformed, a field over its limit, unknown exporter, delivered
+//!   `max-deliveries` times without an outcome), as they arrived, with the
+//!   reason in the header [`REASON_HEADER`].
 //!
 //! Messages are persistent and every publish waits for the broker's
-//! confirm. A delivery is acknowledged only after its outcome was recorded,
-//! so a crash means redelivery, never loss. The message ID (a UUID, set by
-//! this service when it publishes, or by the first delivery of a message
-//! published without one) links a message to its local record: a
+//! confirm. A delivery is acknowledged only after its outcome was recorded
+//! (and, with the default `--sqlite-synchronous full`, is on disk), so a
+//! crash means redelivery, never loss. Every delivery ends in an ack, or a
+//! nack with requeue: it is held by a guard ([`Unsettled`]) that requeues
+//! it when dropped unsettled (an error, a panic, a cancelled worker), so
+//! the consumer's prefetch window never fills with deliveries nobody
+//! settles. The message ID (a UUID, set by this service when it publishes;
+//! a message published without one is published again with one and the
+//! original acknowledged) links a message to its local record: a
 //! redelivered message whose record has ended (completed, canceled) is
-//! acknowledged without running again.
+//! acknowledged without running again. Deliveries of each message are
+//! counted in the record store, committed before the task runs and cleared
+//! when a delivery is settled with a decision: a message delivered
+//! `max-deliveries` times without an outcome (each run ended with the
+//! process) is dead-lettered at its next delivery and its record FAILED.
 //!
 //! A lost connection is made again on next use: a worker whose consumer
 //! failed gets an error, waits a second and asks again, which reconnects.
@@ -31,8 +42,8 @@
 //! process that created it (the publisher or the first consumer), so with
 //! several service instances the REST trigger's record on one instance
 //! stays SCHEDULED when another instance runs the task (which records it in
-//! its own store); a message published without a message ID and delivered
-//! twice (crash) gets a second record; the prefetch is the queue's
+//! its own store), and each instance counts deliveries in its own store;
+//! the prefetch is the queue's
 //! `dcmMaxTasksParallel` when its consumer started, a reload changes it only
 //! after a reconnect.
 
@@ -51,19 +62,31 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Acker, BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 use tokio::sync::Mutex as AsyncMutex;
 
-use super::embedded::RecordInit;
+use super::embedded::{Count, RecordInit};
 use super::{
     BatchSummary, CancelResult, EmbeddedQueue, Hold, InstanceResult, NewTask, Outcome, QueueError,
-    Reschedule, TaskFilter, TaskQueue,
+    Release, Reschedule, TaskFilter, TaskQueue,
 };
-use crate::config::{SharedSnapshot, current};
-use crate::task::{ExportTask, Status, TaskRequest};
+use crate::config::{SharedSnapshot, Snapshot, current};
+use crate::task::{ExportTask, MAX_BATCH_ID_CHARS, MAX_EXPORTER_ID_CHARS, Status, TaskRequest};
 
 /// How long a message of an exporter outside its window waits before it is
 /// looked at again.
 const HOLD_DELAY: Duration = Duration::from_secs(60);
 /// How often a closed queue is looked at again.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// The largest task message that is read: a bigger one is dead-lettered
+/// without being parsed (a task request is a few hundred bytes; lapin
+/// already holds the body, nothing more is built from it).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Header of a dead-lettered message: why it was dead-lettered.
+pub const REASON_HEADER: &str = "x-stow-exporter-reason";
+/// Reasons (in [`REASON_HEADER`] and the task record) are cut to this
+/// many characters: a serde error may quote an unknown field name.
+const MAX_REASON_CHARS: usize = 1024;
+/// A message field quoted into the record of a dead-lettered message is
+/// cut to this many characters (UIDs are at most 64).
+const MAX_UID_CHARS: usize = 64;
 
 /// `amqp://user:****@host/vhost`: the URL with its password masked, for
 /// logs; any character in the password, see [`crate::redact::mask_url`].
@@ -101,12 +124,128 @@ fn props(message_id: &str, expiration: Option<Duration>) -> BasicProperties {
     }
 }
 
-/// A delivery taken by `next` and not yet acknowledged.
+/// `s` cut to at most `max` characters (`…` marks a cut).
+fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_string(),
+    }
+}
+
+/// A delivery not settled yet: "a guard, not a promise". Dropped unsettled
+/// (an error on any path, a panic, a cancelled future) it is nacked with
+/// requeue, so the broker hands the message out again and the consumer's
+/// prefetch window never fills with deliveries nobody settles.
+struct Unsettled {
+    acker: Option<Acker>,
+}
+
+impl Unsettled {
+    fn new(acker: Acker) -> Unsettled {
+        Unsettled { acker: Some(acker) }
+    }
+
+    /// Acknowledges the delivery: the broker forgets the message.
+    async fn ack(mut self) -> Result<(), QueueError> {
+        match self.acker.take() {
+            // `false` means the channel already closed: the broker
+            // requeued the message itself.
+            Some(a) => a
+                .ack(BasicAckOptions::default())
+                .await
+                .map(|_| ())
+                .map_err(broker),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands the message back to the broker now.
+    async fn requeue(mut self) {
+        if let Some(a) = self.acker.take()
+            && let Err(e) = a.nack(requeue()).await
+        {
+            // The channel is gone: the broker requeues it by itself.
+            tracing::warn!(error = %e, "cannot requeue the message; the broker does when the channel closes");
+        }
+    }
+}
+
+fn requeue() -> BasicNackOptions {
+    BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    }
+}
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        let Some(a) = self.acker.take() else {
+            return;
+        };
+        // A destructor cannot await: the nack is sent by a task of its own.
+        // Without a runtime (the process is ending) the connection closes
+        // and the broker requeues the message anyway.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if let Err(e) = a.nack(requeue()).await {
+                        tracing::warn!(error = %e, "cannot requeue an unsettled message; the broker does when the channel closes");
+                    }
+                });
+            }
+            Err(_) => tracing::warn!("message left unsettled at exit; the broker requeues it"),
+        }
+    }
+}
+
+/// A delivery taken by `next` whose task runs.
 struct Pending {
-    acker: Acker,
+    delivery: Unsettled,
     body: Vec<u8>,
     queue: String,
     message_id: String,
+}
+
+/// The task request in a message body, checked against the configuration;
+/// `Err` is the reason to dead-letter it.
+fn parse_request(body: &[u8], snap: &Snapshot, queue: &str) -> Result<TaskRequest, String> {
+    serde_json::from_slice::<TaskRequest>(body)
+        .map_err(|e| format!("malformed message: {e}"))
+        .and_then(|r| {
+            r.validate()
+                .map_err(|e| format!("invalid message: {e}"))
+                .map(|_| r.normalized())
+        })
+        .and_then(|r| match snap.exporter(&r.exporter_id) {
+            None => Err(format!(
+                "unknown exporter: no exporter {} in the configuration",
+                r.exporter_id
+            )),
+            Some(e) if e.queue != queue => Err(format!(
+                "exporter {} uses queue {}, not {queue}",
+                r.exporter_id, e.queue
+            )),
+            Some(_) => Ok(r),
+        })
+}
+
+/// What can be read of a message that cannot run, for its FAILED record:
+/// the fields as text, each cut to its limit.
+fn readable_fields(body: &[u8]) -> TaskRequest {
+    let v: serde_json::Value = if body.len() <= MAX_MESSAGE_BYTES {
+        serde_json::from_slice(body).unwrap_or_default()
+    } else {
+        serde_json::Value::Null
+    };
+    let field = |n: &str, max: usize| v.get(n).and_then(|x| x.as_str()).map(|s| clip(s, max));
+    TaskRequest {
+        exporter_id: field("ExporterID", MAX_EXPORTER_ID_CHARS).unwrap_or_default(),
+        study_iuid: field("StudyInstanceUID", MAX_UID_CHARS).unwrap_or_default(),
+        series_iuid: field("SeriesInstanceUID", MAX_UID_CHARS),
+        sop_iuid: field("SOPInstanceUID", MAX_UID_CHARS),
+        batch_id: field("batchID", MAX_BATCH_ID_CHARS),
+        scheduled_time: None,
+    }
 }
 
 struct Link {
@@ -288,201 +427,233 @@ impl AmqpQueue {
         Ok(c)
     }
 
-    /// Dead-letters a message that cannot run: records it FAILED with
-    /// `reason`, copies it to `<queue>.dlq`, acknowledges it.
-    async fn reject(
+    /// Dead-letters a message that cannot run: copies it to `<queue>.dlq`
+    /// with `reason` in [`REASON_HEADER`], records it FAILED with the
+    /// reason, acknowledges it. The copy comes first: once it is confirmed
+    /// nothing is lost, so a record that cannot be written (the fault that
+    /// led here, maybe) is logged and does not keep the message in the queue.
+    async fn dead_letter(
         &self,
         queue: &str,
-        delivery: &lapin::message::Delivery,
+        delivery: Unsettled,
+        body: &[u8],
+        properties: &BasicProperties,
         existing: Option<ExportTask>,
         reason: String,
     ) -> Result<(), QueueError> {
+        let reason = clip(&reason, MAX_REASON_CHARS);
         tracing::warn!(queue, reason = %reason, "message dead-lettered");
-        let message_id = delivery
-            .properties
+        let message_id = properties
             .message_id()
             .as_ref()
             .map(|m| m.as_str().to_string())
             .unwrap_or_else(new_message_id);
-        match existing {
-            Some(t) => self.records.fail_record(&t.task_id, reason.clone()).await?,
-            None => {
-                // What can be read of it, for the record.
-                let v: serde_json::Value =
-                    serde_json::from_slice(&delivery.data).unwrap_or_default();
-                let field = |n: &str| v.get(n).and_then(|x| x.as_str()).map(str::to_string);
-                let request = TaskRequest {
-                    exporter_id: field("ExporterID").unwrap_or_default(),
-                    study_iuid: field("StudyInstanceUID").unwrap_or_default(),
-                    series_iuid: field("SeriesInstanceUID"),
-                    sop_iuid: field("SOPInstanceUID"),
-                    batch_id: field("batchID"),
-                    scheduled_time: None,
-                };
-                let local_aet = current(&self.snapshot)
-                    .exporter(&request.exporter_id)
-                    .and_then(|e| e.ae_title.clone());
-                self.records
-                    .insert_record(RecordInit {
-                        task: NewTask {
-                            request,
-                            device_name: current(&self.snapshot).device_name.clone(),
-                            queue: queue.to_string(),
-                            local_aet,
-                        },
-                        status: Status::Failed,
-                        message_id: message_id.clone(),
-                        failure: Some((
-                            format!("Message rejected and moved to {queue}.dlq: {reason}"),
-                            reason,
-                        )),
-                    })
-                    .await?;
-            }
-        }
-        let mut p = delivery.properties.clone();
-        if p.message_id().is_none() {
-            p = p.with_message_id(message_id.as_str().into());
-        }
-        self.publish_raw(queue, &format!("{queue}.dlq"), &delivery.data, p)
+        let mut headers = properties.headers().clone().unwrap_or_default();
+        headers.insert(
+            REASON_HEADER.into(),
+            AMQPValue::LongString(reason.as_str().into()),
+        );
+        let p = properties
+            .clone()
+            .with_message_id(message_id.as_str().into())
+            .with_headers(headers);
+        self.publish_raw(queue, &format!("{queue}.dlq"), body, p)
             .await?;
-        delivery
-            .acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map_err(broker)?;
-        Ok(())
-    }
-
-    /// Looks at one delivery: returns the task to run, or `None` when the
-    /// message was dealt with here.
-    async fn take(
-        &self,
-        queue: &str,
-        d: lapin::message::Delivery,
-        hold: &(dyn Fn() -> Hold + Send + Sync),
-    ) -> Result<Option<ExportTask>, QueueError> {
-        let message_id = d
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|m| m.as_str().to_string());
-        // A message of a task deleted or rescheduled since (a rescheduled
-        // task travels in a new message).
-        if let Some(m) = &message_id
-            && self.records.is_retired(m).await?
-        {
-            tracing::info!(message = %m, "message of a deleted or rescheduled task acknowledged without running");
-            d.acker
-                .ack(BasicAckOptions::default())
-                .await
-                .map_err(broker)?;
-            return Ok(None);
-        }
-        let existing = match &message_id {
-            Some(m) => self.records.by_message_id(m).await?,
-            None => None,
-        };
-        if let Some(t) = &existing
-            && t.status.is_done()
-        {
-            tracing::info!(task = %t.task_id, status = %t.status, "message of an ended task acknowledged without running");
-            d.acker
-                .ack(BasicAckOptions::default())
-                .await
-                .map_err(broker)?;
-            return Ok(None);
-        }
-        let snap = current(&self.snapshot);
-        let parsed = serde_json::from_slice::<TaskRequest>(&d.data)
-            .map_err(|e| format!("malformed message: {e}"))
-            .and_then(|r| {
-                r.validate()
-                    .map_err(|e| format!("invalid message: {e}"))
-                    .map(|_| r.normalized())
-            })
-            .and_then(|r| match snap.exporter(&r.exporter_id) {
-                None => Err(format!(
-                    "unknown exporter: no exporter {} in the configuration",
-                    r.exporter_id
-                )),
-                Some(e) if e.queue != queue => Err(format!(
-                    "exporter {} uses queue {}, not {queue}",
-                    r.exporter_id, e.queue
-                )),
-                Some(_) => Ok(r),
-            });
-        let request = match parsed {
-            Ok(r) => r,
-            Err(reason) => {
-                self.reject(queue, &d, existing, reason).await?;
-                return Ok(None);
-            }
-        };
-        let message_id = message_id.unwrap_or_else(new_message_id);
-        let record = match existing {
-            Some(t) => t,
+        let recorded = match existing {
+            Some(t) => self.records.fail_record(&t.task_id, reason.clone()).await,
             None => {
+                let request = readable_fields(body);
+                let snap = current(&self.snapshot);
                 let local_aet = snap
                     .exporter(&request.exporter_id)
                     .and_then(|e| e.ae_title.clone());
                 self.records
                     .insert_record(RecordInit {
                         task: NewTask {
-                            request: request.clone(),
+                            request,
                             device_name: snap.device_name.clone(),
                             queue: queue.to_string(),
                             local_aet,
                         },
-                        status: Status::Scheduled,
-                        message_id: message_id.clone(),
-                        failure: None,
+                        status: Status::Failed,
+                        message_id,
+                        failure: Some((
+                            format!("Message rejected and moved to {queue}.dlq: {reason}"),
+                            reason,
+                        )),
                     })
-                    .await?
+                    .await
+                    .map(|_| ())
             }
+        };
+        if let Err(e) = recorded {
+            tracing::error!(queue, error = %e, "dead-lettered message not recorded; it is in {queue}.dlq");
+        }
+        delivery.ack().await
+    }
+
+    /// Gives a message published without a message ID one: publishes it
+    /// again with an ID (confirmed), then acknowledges the original. Its
+    /// deliveries can then be counted, and a redelivery finds its record.
+    async fn adopt(
+        &self,
+        queue: &str,
+        delivery: Unsettled,
+        body: &[u8],
+        properties: &BasicProperties,
+    ) -> Result<(), QueueError> {
+        let p = properties
+            .clone()
+            .with_delivery_mode(2)
+            .with_message_id(new_message_id().as_str().into());
+        self.publish_raw(queue, queue, body, p).await?;
+        delivery.ack().await
+    }
+
+    /// Looks at one delivery: returns the task to run, or `None` when the
+    /// message was dealt with here. On every path the delivery is settled:
+    /// acknowledged, dead-lettered, kept in [`Pending`] for the outcome,
+    /// or (any error) requeued when its guard drops.
+    async fn take(
+        &self,
+        queue: &str,
+        d: lapin::message::Delivery,
+        hold: &(dyn Fn() -> Hold + Send + Sync),
+    ) -> Result<Option<ExportTask>, QueueError> {
+        let lapin::message::Delivery {
+            acker,
+            data,
+            properties,
+            ..
+        } = d;
+        let delivery = Unsettled::new(acker);
+        if data.len() > MAX_MESSAGE_BYTES {
+            let reason = format!(
+                "message of {} bytes, over the limit of {MAX_MESSAGE_BYTES} bytes; not read",
+                data.len()
+            );
+            self.dead_letter(queue, delivery, &data, &properties, None, reason)
+                .await?;
+            return Ok(None);
+        }
+        let snap = current(&self.snapshot);
+        let parsed = parse_request(&data, &snap, queue);
+        let Some(message_id) = properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str().to_string())
+        else {
+            match parsed {
+                Err(reason) => {
+                    self.dead_letter(queue, delivery, &data, &properties, None, reason)
+                        .await?
+                }
+                Ok(_) => self.adopt(queue, delivery, &data, &properties).await?,
+            }
+            return Ok(None);
         };
         // Held by the exporter's window, or not yet due: back in a minute
         // (or when due, if sooner).
-        let wait = if hold().exporters.contains(&request.exporter_id) {
-            Some(HOLD_DELAY)
-        } else {
-            request
-                .scheduled_time
-                .and_then(|at| (at - Utc::now()).to_std().ok())
-                .filter(|d| !d.is_zero())
-                .map(|d| d.min(HOLD_DELAY))
+        let wait = parsed.as_ref().ok().and_then(|request| {
+            if hold().exporters.contains(&request.exporter_id) {
+                Some(HOLD_DELAY)
+            } else {
+                request
+                    .scheduled_time
+                    .and_then(|at| (at - Utc::now()).to_std().ok())
+                    .filter(|d| !d.is_zero())
+                    .map(|d| d.min(HOLD_DELAY))
+            }
+        });
+        // Counted (and, when it can run, started) before anything else is
+        // written, so that an error or a crash further on still counts.
+        let begun = self
+            .records
+            .begin_delivery(&message_id, parsed.is_ok() && wait.is_none())
+            .await?;
+        // A message of a task deleted or rescheduled since (a rescheduled
+        // task travels in a new message).
+        if begun.retired {
+            tracing::info!(message = %message_id, "message of a deleted or rescheduled task acknowledged without running");
+            delivery.ack().await?;
+            return Ok(None);
+        }
+        if let Some(t) = &begun.record
+            && t.status.is_done()
+        {
+            tracing::info!(task = %t.task_id, status = %t.status, "message of an ended task acknowledged without running");
+            delivery.ack().await?;
+            return Ok(None);
+        }
+        let max = self.records.max_deliveries();
+        if begun.deliveries > max {
+            let reason = super::gave_up(max, "delivered");
+            self.dead_letter(queue, delivery, &data, &properties, begun.record, reason)
+                .await?;
+            return Ok(None);
+        }
+        let request = match parsed {
+            Ok(r) => r,
+            Err(reason) => {
+                self.dead_letter(queue, delivery, &data, &properties, begun.record, reason)
+                    .await?;
+                return Ok(None);
+            }
+        };
+        let new_record = |status| RecordInit {
+            task: NewTask {
+                local_aet: snap
+                    .exporter(&request.exporter_id)
+                    .and_then(|e| e.ae_title.clone()),
+                request: request.clone(),
+                device_name: snap.device_name.clone(),
+                queue: queue.to_string(),
+            },
+            status,
+            message_id: message_id.clone(),
+            failure: None,
         };
         if let Some(wait) = wait {
+            let record = match begun.record {
+                Some(t) => t,
+                None => {
+                    self.records
+                        .insert_record(new_record(Status::Scheduled))
+                        .await?
+                }
+            };
             self.publish_raw(
                 queue,
                 &format!("{queue}.hold"),
-                &d.data,
+                &data,
                 props(&message_id, Some(wait)),
             )
             .await?;
-            self.records.unstart_record(&record.task_id).await?;
-            d.acker
-                .ack(BasicAckOptions::default())
-                .await
-                .map_err(broker)?;
+            // Settled with a decision: its count starts anew.
+            self.records
+                .unstart_record(&record.task_id, Count::Reset)
+                .await?;
+            delivery.ack().await?;
             return Ok(None);
         }
-        let t = self.records.start_record(&record.task_id).await?;
-        if t.status.is_done() {
-            d.acker
-                .ack(BasicAckOptions::default())
-                .await
-                .map_err(broker)?;
-            return Ok(None);
-        }
+        let t = match begun.record {
+            // Runnable, not ended and under the cap: `begin_delivery`
+            // marked it IN PROCESS.
+            Some(t) => t,
+            None => {
+                self.records
+                    .insert_record(new_record(Status::InProcess))
+                    .await?
+            }
+        };
         self.pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(
                 t.task_id.clone(),
                 Pending {
-                    acker: d.acker,
-                    body: d.data,
+                    delivery,
+                    body: data,
                     queue: queue.to_string(),
                     message_id,
                 },
@@ -614,20 +785,35 @@ impl TaskQueue for AmqpQueue {
                 {
                     // Back into the queue at once rather than lost.
                     tracing::error!(task = %task_id, error = %e, "cannot schedule the retry; the message goes back to the queue");
-                    let _ = p
-                        .acker
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..BasicNackOptions::default()
-                        })
-                        .await;
+                    p.delivery.requeue().await;
                     return Ok(t);
                 }
             }
-            if let Err(e) = p.acker.ack(BasicAckOptions::default()).await {
+            if let Err(e) = p.delivery.ack().await {
                 tracing::warn!(task = %task_id, error = %e, "cannot acknowledge the message; it will be delivered again");
             }
             Ok(t)
+        }
+        .boxed()
+    }
+
+    fn release<'a>(&'a self, task_id: &'a str, why: Release) -> BoxFuture<'a, ()> {
+        async move {
+            let pending = self
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(task_id);
+            let count = match why {
+                Release::Shutdown => Count::Uncount,
+                Release::Fault => Count::Keep,
+            };
+            if let Err(e) = self.records.unstart_record(task_id, count).await {
+                tracing::error!(task = %task_id, error = %e, "cannot put the task record back to SCHEDULED");
+            }
+            if let Some(p) = pending {
+                p.delivery.requeue().await;
+            }
         }
         .boxed()
     }

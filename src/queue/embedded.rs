@@ -6,6 +6,12 @@
 //! `rescheduleInProcess`), so none is lost. Another process on the same
 //! file (the `export` CLI) publishes by inserting; workers poll the file at a
 //! short interval and are woken at once for tasks published in-process.
+//!
+//! Each take is counted in the transaction that marks the task IN PROCESS,
+//! and the count is cleared with its outcome: a task taken
+//! `max-deliveries` times without an outcome (each run ended with the
+//! process) ends FAILED at its next take instead of running again. The
+//! broker-backed queue keeps the same count per message here.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,7 +26,7 @@ use tokio::sync::Notify;
 
 use super::{
     BatchSummary, CancelResult, Hold, InstanceResult, InstanceStatus, NewTask, OrderField, Outcome,
-    QueueError, Reschedule, TaskFilter, TaskQueue,
+    QueueError, QueueOptions, Release, Reschedule, TaskFilter, TaskQueue,
 };
 use crate::db::Db;
 use crate::task::{ExportTask, Status};
@@ -71,6 +77,17 @@ CREATE INDEX IF NOT EXISTS task_batch ON task(batch_id);
 CREATE TABLE IF NOT EXISTS retired_message (
     message_id TEXT PRIMARY KEY
 ) WITHOUT ROWID;
+-- How often a task was taken since its last outcome (embedded queue).
+CREATE TABLE IF NOT EXISTS task_take (
+    task_pk INTEGER PRIMARY KEY REFERENCES task(pk) ON DELETE CASCADE,
+    takes INTEGER NOT NULL
+);
+-- How often a broker message was delivered since it was last settled with
+-- a decision (broker-backed queue); a message may come before its record.
+CREATE TABLE IF NOT EXISTS message_delivery (
+    message_id TEXT PRIMARY KEY,
+    deliveries INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// How often an idle worker looks for tasks inserted by another process.
@@ -87,28 +104,97 @@ fn parse_ts(s: &str) -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
+/// What happens to a task's hand-out count when it goes back to SCHEDULED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Count {
+    /// Settled with a decision (held by a window): counting starts anew.
+    Reset,
+    /// This run was not the task's fault (shutdown): it does not count.
+    Uncount,
+    /// This run counts.
+    Keep,
+}
+
+/// Applies `change` to the counts of task `pk` (its takes and the
+/// deliveries of its broker messages).
+fn change_counts(c: &rusqlite::Connection, pk: i64, change: Count) -> rusqlite::Result<()> {
+    let messages = "SELECT message_id FROM task_message WHERE task_pk = ?1";
+    match change {
+        Count::Reset => {
+            c.execute("DELETE FROM task_take WHERE task_pk = ?1", [pk])?;
+            c.execute(
+                &format!("DELETE FROM message_delivery WHERE message_id IN ({messages})"),
+                [pk],
+            )?;
+        }
+        Count::Uncount => {
+            c.execute(
+                "UPDATE task_take SET takes = MAX(takes - 1, 0) WHERE task_pk = ?1",
+                [pk],
+            )?;
+            c.execute(
+                &format!(
+                    "UPDATE message_delivery SET deliveries = MAX(deliveries - 1, 0)
+                     WHERE message_id IN ({messages})"
+                ),
+                [pk],
+            )?;
+        }
+        Count::Keep => {}
+    }
+    Ok(())
+}
+
+/// What [`EmbeddedQueue::begin_delivery`] found and did.
+pub(crate) struct Begun {
+    /// Deliveries of the message without a settled decision, this one
+    /// included (0 for a retired message or an ended record: not counted).
+    pub deliveries: u32,
+    /// The message belongs to a deleted or rescheduled task.
+    pub retired: bool,
+    /// The record linked to the message, as it is now.
+    pub record: Option<ExportTask>,
+    /// The record was marked IN PROCESS.
+    pub started: bool,
+}
+
 /// The SQLite-backed [`TaskQueue`].
 #[derive(Clone)]
 pub struct EmbeddedQueue {
     db: Db,
     device_name: String,
     wake: Arc<Notify>,
+    /// See [`QueueOptions::max_deliveries`].
+    max_deliveries: u32,
 }
 
 impl EmbeddedQueue {
-    /// Opens `<data_dir>/queue.sqlite`. With `recover`, tasks of
-    /// `device_name` left IN PROCESS are rescheduled; only the process that
-    /// runs the workers may do that, never a CLI that merely publishes.
+    /// Opens `<data_dir>/queue.sqlite` with the default [`QueueOptions`].
+    /// With `recover`, tasks of `device_name` left IN PROCESS are
+    /// rescheduled; only the process that runs the workers may do that,
+    /// never a CLI that merely publishes.
     pub async fn open(
         data_dir: &Path,
         device_name: &str,
         recover: bool,
     ) -> Result<EmbeddedQueue, QueueError> {
-        let db = Db::open(&data_dir.join("queue.sqlite"), SCHEMA).await?;
+        EmbeddedQueue::open_with(data_dir, device_name, recover, &QueueOptions::default()).await
+    }
+
+    /// [`EmbeddedQueue::open`] with `options` (the delivery cap and how
+    /// commits wait for the disk).
+    pub async fn open_with(
+        data_dir: &Path,
+        device_name: &str,
+        recover: bool,
+        options: &QueueOptions,
+    ) -> Result<EmbeddedQueue, QueueError> {
+        let db = Db::open_with(&data_dir.join("queue.sqlite"), SCHEMA, options.synchronous).await?;
         let q = EmbeddedQueue {
             db,
             device_name: device_name.to_string(),
             wake: Arc::new(Notify::new()),
+            max_deliveries: options.max_deliveries.max(1),
         };
         if recover {
             let device = q.device_name.clone();
@@ -131,6 +217,11 @@ impl EmbeddedQueue {
         Ok(q)
     }
 
+    /// How many runs without an outcome a task gets.
+    pub(crate) fn max_deliveries(&self) -> u32 {
+        self.max_deliveries
+    }
+
     async fn take_due(
         &self,
         queue: &str,
@@ -138,6 +229,7 @@ impl EmbeddedQueue {
     ) -> Result<Option<ExportTask>, QueueError> {
         let queue = queue.to_string();
         let device = self.device_name.clone();
+        let max = self.max_deliveries;
         let t = self
             .db
             .call(move |c| {
@@ -161,11 +253,42 @@ impl EmbeddedQueue {
                     args.extend(held);
                 }
                 sql.push_str(" ORDER BY scheduled_time, pk LIMIT 1");
-                let pk: Option<i64> = tx
-                    .query_row(&sql, rusqlite::params_from_iter(args.iter()), |r| r.get(0))
-                    .optional()?;
-                let Some(pk) = pk else {
-                    return Ok(None);
+                // The take is counted in this transaction, before the task
+                // runs: a run that ends with the process still counts.
+                let pk = loop {
+                    let pk: Option<i64> = tx
+                        .query_row(&sql, rusqlite::params_from_iter(args.iter()), |r| r.get(0))
+                        .optional()?;
+                    let Some(pk) = pk else {
+                        // Commits the tasks given up on the way, if any.
+                        tx.commit()?;
+                        return Ok(None);
+                    };
+                    let takes: u32 = tx.query_row(
+                        "INSERT INTO task_take (task_pk, takes) VALUES (?1, 1)
+                         ON CONFLICT (task_pk) DO UPDATE SET takes = takes + 1 RETURNING takes",
+                        [pk],
+                        |r| r.get(0),
+                    )?;
+                    if takes <= max {
+                        break pk;
+                    }
+                    let t = tx.query_row("SELECT * FROM task WHERE pk = ?1", [pk], row_to_task)?;
+                    let reason = super::gave_up(max, "taken");
+                    tracing::error!(task = pk, "{reason}");
+                    tx.execute(
+                        "UPDATE task SET status = ?1, updated_time = ?2, proc_end_time = ?2,
+                            error_msg = ?3, outcome_msg = ?4, num_failures = num_failures + 1
+                         WHERE pk = ?5",
+                        params![
+                            Status::Failed.as_str(),
+                            now,
+                            reason,
+                            format!("Export {} failed: {reason}", t.entity()),
+                            pk
+                        ],
+                    )?;
+                    change_counts(&tx, pk, Count::Reset)?;
                 };
                 tx.execute(
                     "UPDATE task SET status = ?1, proc_start_time = ?2, updated_time = ?2 WHERE pk = ?3",
@@ -205,11 +328,12 @@ impl EmbeddedQueue {
                     None => (None, None),
                 };
                 let end = init.status.is_done().then(|| ts(now));
+                let start = (init.status == Status::InProcess).then(|| ts(now));
                 tx.execute(
                     "INSERT INTO task (device_name, queue_name, status, batch_id, created_time, updated_time,
                         scheduled_time, exporter_id, local_aet, study_iuid, series_iuid, sop_iuid,
-                        outcome_msg, error_msg, proc_end_time, num_failures)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                        outcome_msg, error_msg, proc_end_time, num_failures, proc_start_time)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                     params![
                         init.task.device_name,
                         init.task.queue,
@@ -226,6 +350,7 @@ impl EmbeddedQueue {
                         error,
                         end,
                         i64::from(init.status == Status::Failed),
+                        start,
                     ],
                 )?;
                 let pk = tx.last_insert_rowid();
@@ -233,6 +358,9 @@ impl EmbeddedQueue {
                     "INSERT OR REPLACE INTO task_message (message_id, task_pk) VALUES (?1, ?2)",
                     params![init.message_id, pk],
                 )?;
+                if init.status.is_done() {
+                    change_counts(&tx, pk, Count::Reset)?;
+                }
                 let t = tx.query_row("SELECT * FROM task WHERE pk = ?1", [pk], row_to_task)?;
                 tx.commit()?;
                 Ok(t)
@@ -241,65 +369,92 @@ impl EmbeddedQueue {
         Ok(t)
     }
 
-    /// The record linked to a broker message ID, if any.
-    pub(crate) async fn by_message_id(
+    /// Counts a delivery of broker message `message_id` and looks at its
+    /// record, in one transaction committed before the task runs (so that a
+    /// run that ends with the process still counts). With `start`, a
+    /// record that has not ended is marked IN PROCESS unless the message
+    /// is over `max-deliveries`. A retired message or an ended record is
+    /// not counted (it is acknowledged without running).
+    pub(crate) async fn begin_delivery(
         &self,
         message_id: &str,
-    ) -> Result<Option<ExportTask>, QueueError> {
+        start: bool,
+    ) -> Result<Begun, QueueError> {
         let mid = message_id.to_string();
-        let t = self
-            .db
-            .call(move |c| {
-                c.query_row(
-                    "SELECT task.* FROM task JOIN task_message ON task_message.task_pk = task.pk
-                     WHERE task_message.message_id = ?1",
-                    [mid],
-                    row_to_task,
-                )
-                .optional()
-            })
-            .await?;
-        Ok(t)
-    }
-
-    /// Marks a record IN PROCESS unless it has ended; returns it as it is now.
-    pub(crate) async fn start_record(&self, task_id: &str) -> Result<ExportTask, QueueError> {
-        let pk = task_pk(task_id)?;
-        let id = task_id.to_string();
-        let t = self
+        let max = self.max_deliveries;
+        let begun = self
             .db
             .call(move |c| {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let now = ts(Utc::now());
-                tx.execute(
-                    "UPDATE task SET status = ?1, proc_start_time = ?2, updated_time = ?2
-                     WHERE pk = ?3 AND status NOT IN (?4, ?5, ?6, ?7)",
-                    params![
-                        Status::InProcess.as_str(),
-                        now,
-                        pk,
-                        Status::Completed.as_str(),
-                        Status::Warning.as_str(),
-                        Status::Failed.as_str(),
-                        Status::Canceled.as_str()
-                    ],
+                let retired: i64 = tx.query_row(
+                    "SELECT COUNT(*) FROM retired_message WHERE message_id = ?1",
+                    [&mid],
+                    |r| r.get(0),
                 )?;
-                let t = tx
-                    .query_row("SELECT * FROM task WHERE pk = ?1", [pk], row_to_task)
+                let record = tx
+                    .query_row(
+                        "SELECT task.* FROM task JOIN task_message ON task_message.task_pk = task.pk
+                         WHERE task_message.message_id = ?1",
+                        [&mid],
+                        row_to_task,
+                    )
                     .optional()?;
+                if retired > 0 || record.as_ref().is_some_and(|t| t.status.is_done()) {
+                    tx.execute("DELETE FROM message_delivery WHERE message_id = ?1", [&mid])?;
+                    tx.commit()?;
+                    return Ok(Begun {
+                        deliveries: 0,
+                        retired: retired > 0,
+                        record,
+                        started: false,
+                    });
+                }
+                let deliveries: u32 = tx.query_row(
+                    "INSERT INTO message_delivery (message_id, deliveries) VALUES (?1, 1)
+                     ON CONFLICT (message_id) DO UPDATE SET deliveries = deliveries + 1
+                     RETURNING deliveries",
+                    [&mid],
+                    |r| r.get(0),
+                )?;
+                let mut begun = Begun {
+                    deliveries,
+                    retired: false,
+                    record,
+                    started: false,
+                };
+                if let Some(t) = &begun.record
+                    && start
+                    && deliveries <= max
+                {
+                    let pk = task_pk_sql(&t.task_id)?;
+                    tx.execute(
+                        "UPDATE task SET status = ?1, proc_start_time = ?2, updated_time = ?2 WHERE pk = ?3",
+                        params![Status::InProcess.as_str(), ts(Utc::now()), pk],
+                    )?;
+                    begun.record =
+                        Some(tx.query_row("SELECT * FROM task WHERE pk = ?1", [pk], row_to_task)?);
+                    begun.started = true;
+                }
                 tx.commit()?;
-                Ok(t)
+                Ok(begun)
             })
             .await?;
-        t.ok_or(QueueError::NotFound(id))
+        Ok(begun)
     }
 
-    /// Puts a record back to SCHEDULED (held by a window, or not yet due).
-    pub(crate) async fn unstart_record(&self, task_id: &str) -> Result<(), QueueError> {
+    /// Puts a record IN PROCESS back to SCHEDULED (held by a window, not
+    /// yet due, or handed back by a worker), changing its counts as `count`
+    /// says, in one transaction.
+    pub(crate) async fn unstart_record(
+        &self,
+        task_id: &str,
+        count: Count,
+    ) -> Result<(), QueueError> {
         let pk = task_pk(task_id)?;
         self.db
             .call(move |c| {
-                c.execute(
+                let tx = c.transaction()?;
+                tx.execute(
                     "UPDATE task SET status = ?1, updated_time = ?2 WHERE pk = ?3 AND status = ?4",
                     params![
                         Status::Scheduled.as_str(),
@@ -307,9 +462,12 @@ impl EmbeddedQueue {
                         pk,
                         Status::InProcess.as_str()
                     ],
-                )
+                )?;
+                change_counts(&tx, pk, count)?;
+                tx.commit()
             })
             .await?;
+        self.wake.notify_waiters();
         Ok(())
     }
 
@@ -318,12 +476,15 @@ impl EmbeddedQueue {
         let pk = task_pk(task_id)?;
         self.db
             .call(move |c| {
+                let tx = c.transaction()?;
                 let now = ts(Utc::now());
-                c.execute(
+                tx.execute(
                     "UPDATE task SET status = ?1, updated_time = ?2, proc_end_time = ?2, error_msg = ?3,
                         outcome_msg = ?3, num_failures = num_failures + 1 WHERE pk = ?4",
                     params![Status::Failed.as_str(), now, error, pk],
-                )
+                )?;
+                change_counts(&tx, pk, Count::Reset)?;
+                tx.commit()
             })
             .await?;
         Ok(())
@@ -387,8 +548,9 @@ fn order_sql(f: &TaskFilter) -> String {
     )
 }
 
-/// Retires the broker messages of task `pk` (their links go).
+/// Retires the broker messages of task `pk` (their links and counts go).
 fn retire_messages(c: &rusqlite::Connection, pk: i64) -> rusqlite::Result<()> {
+    change_counts(c, pk, Count::Reset)?;
     c.execute(
         "INSERT OR IGNORE INTO retired_message (message_id)
          SELECT message_id FROM task_message WHERE task_pk = ?1",
@@ -489,22 +651,6 @@ impl EmbeddedQueue {
             .await?;
         Ok(())
     }
-
-    /// Whether a broker message belongs to a deleted or rescheduled task.
-    pub(crate) async fn is_retired(&self, message_id: &str) -> Result<bool, QueueError> {
-        let mid = message_id.to_string();
-        let n: i64 = self
-            .db
-            .call(move |c| {
-                c.query_row(
-                    "SELECT COUNT(*) FROM retired_message WHERE message_id = ?1",
-                    [mid],
-                    |r| r.get(0),
-                )
-            })
-            .await?;
-        Ok(n > 0)
-    }
 }
 
 fn row_to_task(r: &Row<'_>) -> rusqlite::Result<ExportTask> {
@@ -544,6 +690,13 @@ fn task_pk(task_id: &str) -> Result<i64, QueueError> {
     task_id
         .parse()
         .map_err(|_| QueueError::NotFound(task_id.to_string()))
+}
+
+/// [`task_pk`] inside a database call (IDs read from the table itself).
+fn task_pk_sql(task_id: &str) -> rusqlite::Result<i64> {
+    task_id
+        .parse()
+        .map_err(|_| rusqlite::Error::InvalidParameterName(task_id.to_string()))
 }
 
 impl TaskQueue for EmbeddedQueue {
@@ -703,7 +856,9 @@ impl TaskQueue for EmbeddedQueue {
                     } else {
                         outcome.status
                     };
-                    c.execute(
+                    // The outcome and the cleared counts in one commit.
+                    let tx = c.transaction()?;
+                    tx.execute(
                         "UPDATE task SET status = ?1, outcome_msg = ?2, error_msg = ?3, proc_end_time = ?4,
                             updated_time = ?4, num_failures = num_failures + ?5, num_instances = ?6,
                             completed = ?7, warning = ?8, failed = ?9, missing = ?10,
@@ -724,10 +879,29 @@ impl TaskQueue for EmbeddedQueue {
                             pk
                         ],
                     )?;
-                    c.query_row("SELECT * FROM task WHERE pk = ?1", [pk], row_to_task).optional()
+                    change_counts(&tx, pk, Count::Reset)?;
+                    let t = tx
+                        .query_row("SELECT * FROM task WHERE pk = ?1", [pk], row_to_task)
+                        .optional()?;
+                    tx.commit()?;
+                    Ok(t)
                 })
                 .await?;
             t.ok_or(QueueError::NotFound(id))
+        }
+        .boxed()
+    }
+
+    fn release<'a>(&'a self, task_id: &'a str, why: Release) -> BoxFuture<'a, ()> {
+        async move {
+            let count = match why {
+                Release::Shutdown => Count::Uncount,
+                Release::Fault => Count::Keep,
+            };
+            if let Err(e) = self.unstart_record(task_id, count).await {
+                // Left IN PROCESS: the next start reschedules it.
+                tracing::error!(task = %task_id, error = %e, "cannot hand the task back to the queue");
+            }
         }
         .boxed()
     }
@@ -903,6 +1077,13 @@ impl TaskQueue for EmbeddedQueue {
                         &format!(
                             "INSERT OR IGNORE INTO retired_message (message_id)
                              SELECT message_id FROM task_message WHERE task_pk IN ({chosen})"
+                        ),
+                        rusqlite::params_from_iter(args.iter()),
+                    )?;
+                    tx.execute(
+                        &format!(
+                            "DELETE FROM message_delivery WHERE message_id IN
+                             (SELECT message_id FROM task_message WHERE task_pk IN ({chosen}))"
                         ),
                         rusqlite::params_from_iter(args.iter()),
                     )?;
@@ -1108,6 +1289,89 @@ mod tests {
             .unwrap();
         assert_eq!(listed.len(), 1);
         assert!(q.get("nope").await.is_err());
+    }
+
+    async fn synchronous(q: &EmbeddedQueue) -> i64 {
+        q.db.call(|c| c.pragma_query_value(None, "synchronous", |r| r.get(0)))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_task_store_commits_with_synchronous_full_unless_relaxed() {
+        let dir = tempfile::tempdir().unwrap();
+        // 2 is FULL: the WAL is fsynced at every commit.
+        let q = EmbeddedQueue::open(dir.path(), "dev", true).await.unwrap();
+        assert_eq!(synchronous(&q).await, 2);
+        let relaxed = QueueOptions {
+            synchronous: crate::db::Synchronous::Normal,
+            ..QueueOptions::default()
+        };
+        let q = EmbeddedQueue::open_with(dir.path(), "dev", true, &relaxed)
+            .await
+            .unwrap();
+        assert_eq!(synchronous(&q).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_task_taken_max_deliveries_times_without_an_outcome_ends_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = QueueOptions {
+            max_deliveries: 2,
+            ..QueueOptions::default()
+        };
+        let open = || EmbeddedQueue::open_with(dir.path(), "dev", true, &options);
+        let q = open().await.unwrap();
+        let crashing = q.publish(new_task("1.1")).await.unwrap();
+        for _ in 0..2 {
+            // Taken, then the process dies: no outcome.
+            let t = q.next("Q", &Hold::none).await.unwrap();
+            assert_eq!(t.task_id, crashing.task_id);
+            let q = open().await.unwrap();
+            assert_eq!(q.get(&t.task_id).await.unwrap().status, Status::Scheduled);
+        }
+        let q = open().await.unwrap();
+        let other = q.publish(new_task("1.2")).await.unwrap();
+        let next = q.next("Q", &Hold::none).await.unwrap();
+        assert_eq!(
+            next.task_id, other.task_id,
+            "the crashing task is not run again"
+        );
+        let t = q.get(&crashing.task_id).await.unwrap();
+        assert_eq!(t.status, Status::Failed);
+        assert!(
+            t.error_message
+                .unwrap()
+                .contains("taken 2 times without an outcome"),
+        );
+
+        // An outcome clears the count: a task retried by the queue's policy
+        // runs as often as the policy says.
+        let retried = q.publish(new_task("1.3")).await.unwrap();
+        for _ in 0..3 {
+            let t = q.next("Q", &Hold::none).await.unwrap();
+            assert_eq!(t.task_id, retried.task_id);
+            let outcome = Outcome {
+                status: Status::Failed,
+                message: "503".into(),
+                error: Some("503".into()),
+                counts: Counts::default(),
+                number_of_instances: 1,
+                retry: crate::queue::Retry::Yes,
+            };
+            q.finish(&t.task_id, outcome, Some(Utc::now()))
+                .await
+                .unwrap();
+        }
+        // And a run stopped by a shutdown does not count.
+        for _ in 0..3 {
+            let t = q.next("Q", &Hold::none).await.unwrap();
+            assert_eq!(t.task_id, retried.task_id);
+            q.release(&t.task_id, Release::Shutdown).await;
+        }
+        let t = q.next("Q", &Hold::none).await.unwrap();
+        assert_eq!(t.task_id, retried.task_id);
+        assert_eq!(t.status, Status::InProcess);
     }
 
     #[tokio::test]

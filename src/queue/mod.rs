@@ -4,18 +4,22 @@
 //! workers that run tasks. The embedded SQLite queue ([`embedded`]) is the
 //! default backend; a broker-backed one plugs in behind the same trait.
 //! Besides moving tasks, a queue keeps each task's record and per-instance
-//! results, so that an interrupted export resumes where it stopped.
+//! results, so that an interrupted export resumes where it stopped, and
+//! counts how often a task was handed out without an outcome, so that a
+//! task that crashes the process every time ends instead of looping.
 
 pub mod amqp;
 pub mod embedded;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 
 use crate::config::Exporter;
+use crate::db::Synchronous;
 use crate::task::{Counts, ExportTask, Status, TaskRequest};
 
 pub use amqp::AmqpQueue;
@@ -35,6 +39,72 @@ pub enum QueueError {
     /// The task's state does not allow the operation (e.g. IN PROCESS).
     #[error("{0}")]
     Conflict(String),
+}
+
+/// How often a task may be handed out (an AMQP delivery, an embedded
+/// queue's take) without an outcome being recorded before it is given up:
+/// each such run ended with the process (a crash, `kill -9`, an OOM kill).
+/// Default of `serve --max-deliveries`.
+pub const DEFAULT_MAX_DELIVERIES: u32 = 10;
+
+/// Fault injection for tests: called with each task as its export starts,
+/// inside the code whose panics the workers catch. Never set by the binary.
+#[doc(hidden)]
+pub type ExportHook = Arc<dyn Fn(&ExportTask) + Send + Sync>;
+
+/// How tasks are kept, handed out and run (`serve` options).
+#[derive(Clone)]
+pub struct QueueOptions {
+    /// See [`DEFAULT_MAX_DELIVERIES`]; at least 1.
+    pub max_deliveries: u32,
+    /// How the task store waits for the disk; [`Synchronous::Full`] makes
+    /// every recorded outcome (and, over AMQP, every acknowledgement that
+    /// follows one) survive an OS crash.
+    pub synchronous: Synchronous,
+    /// See [`ExportHook`].
+    #[doc(hidden)]
+    pub export_hook: Option<ExportHook>,
+}
+
+impl Default for QueueOptions {
+    fn default() -> QueueOptions {
+        QueueOptions {
+            max_deliveries: DEFAULT_MAX_DELIVERIES,
+            synchronous: Synchronous::Full,
+            export_hook: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for QueueOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueOptions")
+            .field("max_deliveries", &self.max_deliveries)
+            .field("synchronous", &self.synchronous)
+            .field("export_hook", &self.export_hook.is_some())
+            .finish()
+    }
+}
+
+/// The reason a task is given up with after `max` runs without an outcome
+/// (`what`: "taken", "delivered").
+pub(crate) fn gave_up(max: u32, what: &str) -> String {
+    format!(
+        "{what} {max} times without an outcome (each run ended with the process: a crash, \
+         kill -9 or out of memory); not run again (max-deliveries {max})"
+    )
+}
+
+/// Why a worker hands a task it took back without an outcome
+/// ([`TaskQueue::release`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// The shutdown deadline stopped its export: not the task's fault, so
+    /// this run does not count against `max-deliveries`.
+    Shutdown,
+    /// Its outcome could not be recorded (or the worker failed): the run
+    /// counts, so a task that always ends this way is eventually given up.
+    Fault,
 }
 
 /// Fields the producer resolves from the configuration at creation time.
@@ -345,6 +415,11 @@ pub trait TaskQueue: Send + Sync {
         outcome: Outcome,
         retry_at: Option<DateTime<Utc>>,
     ) -> BoxFuture<'a, Result<ExportTask, QueueError>>;
+
+    /// Hands a task taken by `next` back without an outcome: it is taken
+    /// again later (embedded: SCHEDULED; AMQP: the delivery is requeued).
+    /// Never fails: what cannot be written now is repaired at the next start.
+    fn release<'a>(&'a self, task_id: &'a str, why: Release) -> BoxFuture<'a, ()>;
 
     /// Cancels a task: one that waits is CANCELED at once and never starts;
     /// for one IN PROCESS the caller stops the running export.

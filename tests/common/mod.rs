@@ -268,6 +268,7 @@ impl Service {
             transcode_jobs: None,
             transcode_limits: Default::default(),
             tls: Default::default(),
+            queue_options: Default::default(),
         }
     }
 
