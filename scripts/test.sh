@@ -5,6 +5,8 @@
 # Usage: scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Incremental state doubles the size of target/ and a test run builds once.
+export CARGO_INCREMENTAL=0
 
 log() { printf '==> %s\n' "$*" >&2; }
 

@@ -195,6 +195,7 @@ impl Application {
                     addr: addr.clone(),
                     source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, e),
                 })?;
+                stowrsd::sweep_store(dir).await;
                 Some((l, opts))
             }
         };

@@ -32,6 +32,8 @@
 //! - [`redact`]: masking credentials in URLs for messages.
 //! - [`shortage`]: recognising a shortage of descriptors or memory in an
 //!   error (retryable, never a final FAILED).
+//! - `fuzzing`: entry points of the fuzz targets (`fuzz/`,
+//!   `tests/fuzz_targets.rs`), one per parser of untrusted input.
 //! - [`cli`]: client commands of the binary: `tasks` over the control API,
 //!   `export --wait`.
 
@@ -42,6 +44,8 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod export;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http_server;
 pub mod metrics;
 pub mod queue;

@@ -593,6 +593,14 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
         } => {
             // A bad token fails before anything is bound.
             let opts = limits.options(dir.clone()).await?;
+            // Swept before the port is bound: a client that can connect
+            // finds the store clean.
+            if let Some(d) = &dir {
+                tokio::fs::create_dir_all(d)
+                    .await
+                    .map_err(|e| format!("{}: {e}", d.display()))?;
+                stowrsd::sweep_store(d).await;
+            }
             let listener = tokio::net::TcpListener::bind(&bind)
                 .await
                 .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
@@ -602,11 +610,6 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
                 opts.token.as_ref(),
                 stowrsd::access::TokenOption::Stowrsd,
             )?;
-            if let Some(d) = &dir {
-                tokio::fs::create_dir_all(d)
-                    .await
-                    .map_err(|e| format!("{}: {e}", d.display()))?;
-            }
             tracing::info!(
                 %addr,
                 store = ?dir,

@@ -798,3 +798,43 @@ async fn an_acknowledged_instance_was_fsynced_and_named_before_the_reply() {
         lines[link]
     );
 }
+
+/// A `kill -9` in the middle of a request leaves its temporary file, which
+/// no drop handler removes: the receiver sweeps such files (unwritten for an
+/// hour) before it listens, and keeps younger ones, which may belong to a
+/// request in progress.
+#[tokio::test]
+async fn temporary_files_left_by_a_crash_are_swept_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let left = store.join(".00000000deadbeef.part");
+    std::fs::write(&left, vec![0u8; 4096]).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&left)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(2 * 3600))
+        .unwrap();
+    let young = store.join(".00000000cafef00d.part");
+    std::fs::write(&young, b"a request in progress").unwrap();
+    let port = free_port();
+    let _child = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_stow-exporter"))
+            .args(["stowrsd", "--bind", &format!("127.0.0.1:{port}"), "--dir"])
+            .arg(&store)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // The sweep runs before the port is bound: once it connects, it is done.
+    eventually(EXCHANGE_LIMIT, || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| format!("stowrsd does not listen: {e}"))
+    })
+    .await;
+    assert!(!left.exists(), "the crash's temporary file is still there");
+    assert!(young.exists(), "a young temporary file was removed");
+}

@@ -16,7 +16,7 @@
 
 mod import;
 mod index;
-mod scan;
+pub(crate) mod scan;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

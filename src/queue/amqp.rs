@@ -208,7 +208,11 @@ struct Pending {
 
 /// The task request in a message body, checked against the configuration;
 /// `Err` is the reason to dead-letter it.
-fn parse_request(body: &[u8], snap: &Snapshot, queue: &str) -> Result<TaskRequest, String> {
+pub(crate) fn parse_request(
+    body: &[u8],
+    snap: &Snapshot,
+    queue: &str,
+) -> Result<TaskRequest, String> {
     serde_json::from_slice::<TaskRequest>(body)
         .map_err(|e| format!("malformed message: {e}"))
         .and_then(|r| {
@@ -231,7 +235,7 @@ fn parse_request(body: &[u8], snap: &Snapshot, queue: &str) -> Result<TaskReques
 
 /// What can be read of a message that cannot run, for its FAILED record:
 /// the fields as text, each cut to its limit.
-fn readable_fields(body: &[u8]) -> TaskRequest {
+pub(crate) fn readable_fields(body: &[u8]) -> TaskRequest {
     let v: serde_json::Value = if body.len() <= MAX_MESSAGE_BYTES {
         serde_json::from_slice(body).unwrap_or_default()
     } else {

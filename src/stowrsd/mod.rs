@@ -231,6 +231,34 @@ pub fn router(opts: StowrsdOptions) -> Router {
     }
 }
 
+/// Removes what a crash left in the store directory (temporary files
+/// unwritten for [`store::STALE_PART_AGE`]) once now, before the receiver
+/// listens, and then every hour in a task that ends with the runtime. A
+/// failure to sweep is logged, never fatal: the files only take space.
+pub async fn sweep_store(dir: &Path) {
+    async fn once(dir: &Path) {
+        match store::remove_stale_parts(dir, store::STALE_PART_AGE).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(dir = %dir.display(), removed = n, "removed temporary files left by an interrupted run")
+            }
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot sweep temporary files")
+            }
+        }
+    }
+    once(dir).await;
+    let dir = dir.to_owned();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+        every.tick().await;
+        loop {
+            every.tick().await;
+            once(&dir).await;
+        }
+    });
+}
+
 /// Serves until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,

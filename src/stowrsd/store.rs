@@ -15,6 +15,7 @@
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use tokio::fs::{File, OpenOptions};
 use tokio::io::{AsyncWriteExt, BufWriter};
@@ -150,6 +151,58 @@ impl Drop for TempFile {
     }
 }
 
+/// How long a temporary file may go unwritten before it counts as left
+/// behind. A live request writes its part continuously; one stalled this
+/// long has long been cut off by the listener's timeouts.
+pub const STALE_PART_AGE: Duration = Duration::from_secs(3600);
+
+/// Removes the `.<random>.part` files in `dir` last modified more than
+/// `older_than` ago: what a crash (`kill -9`, power loss) left behind in the
+/// middle of a request, which no drop handler could remove. Newer ones may
+/// belong to a request in progress (of this process or of another sharing
+/// the directory) and are kept. The number removed; a missing directory
+/// holds nothing.
+pub async fn remove_stale_parts(dir: &Path, older_than: Duration) -> io::Result<usize> {
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || remove_stale_parts_blocking(&dir, older_than))
+        .await
+        .map_err(io::Error::other)?
+}
+
+fn remove_stale_parts_blocking(dir: &Path, older_than: Duration) -> io::Result<usize> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let now = SystemTime::now();
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with('.') && name.ends_with(".part")) {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else { continue };
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .unwrap_or_default();
+        if !meta.is_file() || age < older_than {
+            continue;
+        }
+        match fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            // Another sweeper (an instance sharing the directory) was first.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
+}
+
 /// The blocking part of [`TempFile::commit`]; the caller removes `tmp`
 /// where this did not.
 fn commit_blocking(
@@ -244,6 +297,36 @@ mod tests {
         let mut f = TempFile::create(dir).await.unwrap();
         f.write(data).await.unwrap();
         f
+    }
+
+    #[tokio::test]
+    async fn stale_parts_are_swept_and_live_ones_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let old = dir.join(".00000000000000aa.part");
+        std::fs::write(&old, b"left by a crash").unwrap();
+        let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+        let live = temp_with(dir, b"in progress").await;
+        std::fs::write(dir.join("a.dcm"), b"stored").unwrap();
+        let removed = remove_stale_parts(dir, STALE_PART_AGE).await.unwrap();
+        assert_eq!(removed, 1);
+        let left = entries(dir);
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(left.contains(&"a.dcm".to_owned()));
+        assert!(!left.contains(&".00000000000000aa.part".to_owned()));
+        live.abort().await;
+        assert_eq!(
+            remove_stale_parts(&dir.join("missing"), STALE_PART_AGE)
+                .await
+                .unwrap(),
+            0
+        );
     }
 
     #[tokio::test]

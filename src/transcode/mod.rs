@@ -20,7 +20,7 @@
 //! encoded (see [`encode`]).
 
 pub mod codestream;
-mod dataset;
+pub(crate) mod dataset;
 mod encode;
 mod jpeg;
 mod jpeg12;
