@@ -19,6 +19,9 @@
 //!   loader, and validation into a [`config::Snapshot`].
 //! - [`archive`]: the storage directory and its SQLite index; `import`.
 //! - [`task`]: the export task record with dcm4chee's JSON field names.
+//! - [`outcome`]: the result vocabulary of an export (per-instance
+//!   results, retry advice, a task's outcome), below `stow`, `export`,
+//!   `queue` and `metrics`.
 //! - [`queue`]: the [`queue::TaskQueue`] trait and the embedded SQLite queue.
 //! - [`stow`]: the STOW-RS client: multipart framing, requests, responses.
 //! - [`export`]: runs one task: match instances, send, compute the outcome;
@@ -48,6 +51,7 @@ pub mod export;
 pub mod fuzzing;
 pub mod http_server;
 pub mod metrics;
+pub mod outcome;
 pub mod queue;
 pub mod redact;
 pub mod schedule;

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::queue::{InstanceResult, InstanceStatus};
+use crate::outcome::{InstanceResult, InstanceStatus};
 
 /// Upper bounds (seconds) of the STOW-RS request latency histogram.
 pub const REQUEST_BUCKETS: &[f64] = &[
@@ -486,7 +486,7 @@ fn escape_help(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::Retry;
+    use crate::outcome::Retry;
 
     fn failed(reason: &str) -> InstanceResult {
         InstanceResult {

@@ -411,7 +411,8 @@ async fn the_export_command_publishes_to_the_broker() {
 #[tokio::test]
 async fn an_unfinished_delivery_comes_back_and_an_ended_one_does_not_run_again() {
     use stow_exporter::config::DEFAULT_DEVICE_NAME;
-    use stow_exporter::queue::{AmqpQueue, EmbeddedQueue, Hold, Outcome, TaskQueue};
+    use stow_exporter::outcome::Outcome;
+    use stow_exporter::queue::{AmqpQueue, EmbeddedQueue, Hold, TaskQueue};
     use stow_exporter::task::{Counts, Status};
 
     let tmp = tempfile::tempdir().unwrap();

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 use stow_exporter::config::Secret;
-use stow_exporter::queue::Retry;
+use stow_exporter::outcome::Retry;
 use stow_exporter::stow::response::{Exchange, classify};
 use stow_exporter::stowrsd::limits::Limits;
 use stow_exporter::stowrsd::{self, StowrsdOptions};

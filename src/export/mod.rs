@@ -26,9 +26,8 @@ use tokio_util::task::TaskTracker;
 use crate::archive::{Archive, StoredInstance};
 pub use crate::config::{SharedSnapshot, current};
 use crate::config::{Snapshot, WebApp};
-use crate::queue::{
-    ExportHook, Hold, InstanceResult, InstanceStatus, Outcome, Release, Retry, TaskQueue,
-};
+use crate::outcome::{InstanceResult, InstanceStatus, Outcome, Retry};
+use crate::queue::{ExportHook, Hold, Release, TaskQueue};
 use crate::schedule::Zone;
 use crate::stow::{Converted, Outgoing, StowClient};
 use crate::task::{Counts, ExportTask, Status};

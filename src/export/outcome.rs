@@ -5,7 +5,7 @@
 //! is FAILED; one that stored some but not all is WARNING; COMPLETED means
 //! every instance was stored without a warning.
 
-use crate::queue::{InstanceResult, InstanceStatus, Outcome, Retry};
+use crate::outcome::{InstanceResult, InstanceStatus, Outcome, Retry};
 use crate::task::{Counts, Status};
 
 /// How many failure reasons the task's errorMessage lists.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::config::QueueDesc;
 use crate::config::model::MAX_RETRY_DELAY;
-use crate::queue::{Outcome, Retry};
+use crate::outcome::{Outcome, Retry};
 use crate::task::Status;
 
 /// The delay before retry number `n` (1-based), at most

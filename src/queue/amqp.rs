@@ -64,10 +64,11 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use super::embedded::{Count, RecordInit};
 use super::{
-    BatchSummary, CancelResult, EmbeddedQueue, Hold, InstanceResult, NewTask, Outcome, QueueError,
-    Release, Reschedule, TaskFilter, TaskQueue,
+    BatchSummary, CancelResult, EmbeddedQueue, Hold, NewTask, QueueError, Release, Reschedule,
+    TaskFilter, TaskQueue,
 };
 use crate::config::{SharedSnapshot, Snapshot, current};
+use crate::outcome::{InstanceResult, Outcome};
 use crate::task::{ExportTask, MAX_BATCH_ID_CHARS, MAX_EXPORTER_ID_CHARS, Status, TaskRequest};
 
 /// How long a message of an exporter outside its window waits before it is
@@ -124,12 +125,17 @@ fn props(message_id: &str, expiration: Option<Duration>) -> BasicProperties {
     }
 }
 
-/// `s` cut to at most `max` characters (`…` marks a cut).
+/// `s` cut to at most `max` characters, `…` included (it marks a cut), so
+/// that a clipped field still fits its limit.
 fn clip(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((at, _)) => format!("{}…", &s[..at]),
-        None => s.to_string(),
+    if s.char_indices().nth(max).is_none() {
+        return s.to_string();
     }
+    let keep = s
+        .char_indices()
+        .nth(max.saturating_sub(1))
+        .map_or(s.len(), |(at, _)| at);
+    format!("{}…", &s[..keep])
 }
 
 /// A delivery not settled yet: "a guard, not a promise". Dropped unsettled

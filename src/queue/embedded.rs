@@ -25,10 +25,11 @@ use rusqlite::{OptionalExtension, Row, params};
 use tokio::sync::Notify;
 
 use super::{
-    BatchSummary, CancelResult, Hold, InstanceResult, InstanceStatus, NewTask, OrderField, Outcome,
-    QueueError, QueueOptions, Release, Reschedule, TaskFilter, TaskQueue,
+    BatchSummary, CancelResult, Hold, NewTask, OrderField, QueueError, QueueOptions, Release,
+    Reschedule, TaskFilter, TaskQueue,
 };
 use crate::db::Db;
+use crate::outcome::{InstanceResult, InstanceStatus, Outcome};
 use crate::task::{ExportTask, Status};
 
 const SCHEMA: &str = "
@@ -1357,7 +1358,7 @@ mod tests {
                 error: Some("503".into()),
                 counts: Counts::default(),
                 number_of_instances: 1,
-                retry: crate::queue::Retry::Yes,
+                retry: crate::outcome::Retry::Yes,
             };
             q.finish(&t.task_id, outcome, Some(Utc::now()))
                 .await

@@ -22,7 +22,7 @@ use reqwest::header::{
 
 use crate::archive::StoredInstance;
 use crate::config::WebApp;
-use crate::queue::{InstanceResult, InstanceStatus, Retry};
+use crate::outcome::{InstanceResult, InstanceStatus, Retry};
 use multipart::{PartContent, PartFile};
 use response::Exchange;
 

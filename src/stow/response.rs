@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::queue::{InstanceResult, InstanceStatus, Retry};
+use crate::outcome::{InstanceResult, InstanceStatus, Retry};
 
 const REFERENCED_SOP_SEQUENCE: &str = "00081199";
 const FAILED_SOP_SEQUENCE: &str = "00081198";
