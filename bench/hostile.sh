@@ -197,12 +197,12 @@ echo "| phase | serve peak RSS (MB) | stowrsd peak RSS (MB) |"
 echo "|---|---:|---:|"
 cat "$PHASES"
 echo
-echo "| process | peak RSS at rest (MB) | peak RSS under hostile load (MB) | ratio |"
-echo "|---|---:|---:|---:|"
+echo "| process | peak RSS at rest (MB) | peak RSS under hostile load (MB) | ratio | target (issue 12) |"
+echo "|---|---:|---:|---:|---|"
 for p in "serve:$REST_SERVE:$HOSTILE_SERVE" "stowrsd:$REST_STOWRSD:$HOSTILE_STOWRSD"; do
     IFS=: read -r name rest hostile <<<"$p"
     awk -v n="$name" -v r="$rest" -v h="$hostile" 'BEGIN {
-        ratio = h / r; printf "| %s | %.1f | %.1f | %.2f |\n", n, r, h, ratio }'
+        ratio = h / r; printf "| %s | %.1f | %.1f | %.2f | %s |\n", n, r, h, ratio, (ratio <= 2 ? "PASS (<= 2x)" : "FAIL (> 2x)") }'
 done
 echo
 echo "decompression bombs: $(status_of "$BOMBS"); hostile destination: $(status_of "$DEST"); normal export afterwards: $AFTER; .part files left: $leftovers"

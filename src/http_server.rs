@@ -58,11 +58,12 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// a request (it may decompress an object while the request is open).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 /// Connections served at once by one listener. Each costs a descriptor and
-/// some kilobytes; a few thousand is what a reverse proxy allows per worker
-/// and stays far below the descriptor limit after
-/// [`fit_descriptor_limit`] (the default hard limit is 524288 under
-/// systemd; a soft limit of 1024 is raised to it).
-pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// about 30 KB (bench/hostile.sh), so this bounds what a flood of clients
+/// can take: 1024 keeps it near 30 MB, within twice the memory at rest,
+/// while the busiest legitimate use (dozens of senders, each with a few
+/// concurrent requests) needs far fewer. nginx allows 512 per worker by
+/// default. Far below the descriptor limit after [`fit_descriptor_limit`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Descriptors kept free for everything that is not a served connection:
 /// exports' outgoing connections, archive files, SQLite, the broker,
 /// decoders, logs.
