@@ -37,6 +37,8 @@
 //!   error (retryable, never a final FAILED).
 //! - `fuzzing`: entry points of the fuzz targets (`fuzz/`,
 //!   `tests/fuzz_targets.rs`), one per parser of untrusted input.
+//! - [`token`]: reading the control API's bearer token (file or
+//!   environment), for `serve` and the `tasks` client alike.
 //! - [`cli`]: client commands of the binary: `tasks` over the control API,
 //!   `export --wait`.
 
@@ -60,4 +62,5 @@ pub mod stow;
 pub mod stowrsd;
 pub mod synth;
 pub mod task;
+pub mod token;
 pub mod transcode;

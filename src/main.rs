@@ -536,7 +536,7 @@ async fn run(command: Command) -> Result<ExitCode, BoxError> {
             queue_args,
         } => {
             // Refused before anything is bound or loaded.
-            let api_token = stow_exporter::api::ops::load_token(api_token_file.as_deref())?;
+            let api_token = stow_exporter::token::load_token(api_token_file.as_deref())?;
             stow_exporter::api::ops::check_listen(&listen, api_token.as_ref())?;
             let tls = stow_exporter::stow::tls::TlsSettings {
                 ca_files: tls_ca_file,

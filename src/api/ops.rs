@@ -48,9 +48,8 @@ use tokio::sync::Mutex as AsyncMutex;
 use crate::config::{Secret, SharedSnapshot, current};
 use crate::metrics::{Metrics, QueueGauges};
 use crate::task::Status;
+use crate::token::TOKEN_ENV;
 
-/// The environment variable that may hold the control API's bearer token.
-pub const TOKEN_ENV: &str = "STOW_EXPORTER_API_TOKEN";
 /// The path that never needs a token.
 pub const LIVE_PATH: &str = "/dcm4chee-arc/health/live";
 pub const READY_PATH: &str = "/dcm4chee-arc/health/ready";
@@ -104,33 +103,6 @@ pub fn check_listen(addr: &SocketAddr, token: Option<&Secret>) -> Result<(), Str
         "--listen {addr} is not a loopback address: the control API then requires a bearer token; \
          give --api-token-file FILE or set {TOKEN_ENV} (or listen on 127.0.0.1)"
     ))
-}
-
-/// The token from `file` (first line, surrounding whitespace removed), else
-/// from the environment variable [`TOKEN_ENV`]; none when neither is set.
-/// An empty token is an error, never "no token".
-pub fn load_token(file: Option<&Path>) -> Result<Option<Secret>, String> {
-    let (token, origin) = match file {
-        Some(f) => (
-            std::fs::read_to_string(f)
-                .map_err(|e| format!("--api-token-file {}: {e}", f.display()))?,
-            format!("--api-token-file {}", f.display()),
-        ),
-        None => match std::env::var(TOKEN_ENV) {
-            Ok(t) => (t, TOKEN_ENV.to_string()),
-            Err(_) => return Ok(None),
-        },
-    };
-    let token = token.trim();
-    if token.is_empty() {
-        return Err(format!("{origin}: the API token is empty"));
-    }
-    if token.contains(char::is_whitespace) || !token.is_ascii() {
-        return Err(format!(
-            "{origin}: the API token must be one line of visible ASCII characters"
-        ));
-    }
-    Ok(Some(Secret::new(token)))
 }
 
 /// Compares in time that depends only on the lengths.
@@ -771,17 +743,5 @@ mod tests {
         assert!(!constant_time_eq(b"abc", b"abcd"));
         assert!(!constant_time_eq(b"", b"a"));
         assert!(constant_time_eq(b"", b""));
-    }
-
-    #[test]
-    fn token_file_is_trimmed_and_must_not_be_empty() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("t");
-        std::fs::write(&f, "s3cret\n").unwrap();
-        assert_eq!(load_token(Some(&f)).unwrap().unwrap().expose(), "s3cret");
-        std::fs::write(&f, "\n").unwrap();
-        assert!(load_token(Some(&f)).unwrap_err().contains("empty"));
-        let e = load_token(Some(&dir.path().join("none"))).unwrap_err();
-        assert!(e.contains("--api-token-file"), "{e}");
     }
 }

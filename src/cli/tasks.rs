@@ -17,9 +17,9 @@ use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::ops::{TOKEN_ENV, load_token};
 use crate::config::Secret;
 use crate::task::{ExportTask, Status};
+use crate::token::{TOKEN_ENV, TokenError, load_token};
 
 /// The environment variable that may hold `--url`.
 pub const URL_ENV: &str = "STOW_EXPORTER_URL";
@@ -38,8 +38,10 @@ pub enum TasksError {
     BadUrl { url: String, reason: String },
     /// Reading or checking the API token failed (the message names the
     /// file or variable, never the token).
-    #[error("{0}")]
-    Token(String),
+    #[error(transparent)]
+    Token(TokenError),
+    #[error("cannot read the API token: {0}")]
+    TokenTask(tokio::task::JoinError),
     #[error(
         "cannot reach the control API at {url}: {cause} \
          (is `stow-exporter serve` running there? give its address with --url or {URL_ENV})"
@@ -444,7 +446,7 @@ pub async fn run(args: TasksArgs) -> Result<(), TasksError> {
     // The token file is read off the async runtime.
     let token = tokio::task::spawn_blocking(move || load_token(file.as_deref()))
         .await
-        .map_err(|e| TasksError::Token(format!("cannot read the API token: {e}")))?
+        .map_err(TasksError::TokenTask)?
         .map_err(TasksError::Token)?;
     let client = Client::new(&args.url, token)?;
     let json = args.json;
