@@ -92,7 +92,7 @@ impl std::fmt::Debug for Settings {
             .field("queue_options", &self.queue_options)
             .field(
                 "queue_url",
-                &self.queue_url.as_deref().map(crate::queue::amqp::mask_url),
+                &self.queue_url.as_deref().map(crate::redact::mask_url),
             )
             .finish()
     }

@@ -771,7 +771,7 @@ fn queue_url(arg: &str) -> Result<Option<String>, BoxError> {
     } else {
         Err(format!(
             "--queue: expected \"embedded\" or an amqp:// or amqps:// URL, got {}",
-            stow_exporter::queue::amqp::mask_url(arg)
+            stow_exporter::redact::mask_url(arg)
         )
         .into())
     }

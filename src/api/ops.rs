@@ -504,7 +504,7 @@ impl BrokerProbe {
     }
 
     async fn channel(&self) -> Result<lapin::Channel, String> {
-        let masked = crate::queue::amqp::mask_url(&self.uri);
+        let masked = crate::redact::mask_url(&self.uri);
         let mut conn = self.conn.lock().await;
         if !conn.as_ref().is_some_and(|c| c.status().connected()) {
             let c = tokio::time::timeout(

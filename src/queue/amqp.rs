@@ -89,12 +89,6 @@ const MAX_REASON_CHARS: usize = 1024;
 /// cut to this many characters (UIDs are at most 64).
 const MAX_UID_CHARS: usize = 64;
 
-/// `amqp://user:****@host/vhost`: the URL with its password masked, for
-/// logs; any character in the password, see [`crate::redact::mask_url`].
-pub fn mask_url(uri: &str) -> String {
-    crate::redact::mask_url(uri)
-}
-
 /// A random (version 4) UUID, as a message ID.
 fn new_message_id() -> String {
     let r = rand::random::<u128>() & !(0xf000 << 64) & !(0xc << 60) | (0x4000 << 64) | (0x8 << 60);
@@ -294,7 +288,7 @@ impl AmqpQueue {
             pending: Mutex::default(),
         };
         q.publisher().await?;
-        tracing::info!(broker = %mask_url(uri), "connected to the message broker");
+        tracing::info!(broker = %crate::redact::mask_url(uri), "connected to the message broker");
         Ok(q)
     }
 
@@ -309,12 +303,12 @@ impl AmqpQueue {
             return Ok(l.publisher.clone());
         }
         if link.is_some() {
-            tracing::warn!(broker = %mask_url(&self.uri), "connection to the message broker lost; reconnecting");
+            tracing::warn!(broker = %crate::redact::mask_url(&self.uri), "connection to the message broker lost; reconnecting");
         }
         *link = None;
         let conn = Connection::connect(&self.uri, ConnectionProperties::default())
             .await
-            .map_err(|e| broker(format!("{}: {e}", mask_url(&self.uri))))?;
+            .map_err(|e| broker(format!("{}: {e}", crate::redact::mask_url(&self.uri))))?;
         let publisher = conn.create_channel().await.map_err(broker)?;
         publisher
             .confirm_select(ConfirmSelectOptions::default())
@@ -909,11 +903,14 @@ mod tests {
     #[test]
     fn passwords_are_masked() {
         assert_eq!(
-            mask_url("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            crate::redact::mask_url("amqp://guest:secret@127.0.0.1:5672/%2f"),
             "amqp://guest:****@127.0.0.1:5672/%2f"
         );
-        assert_eq!(mask_url("amqp://127.0.0.1:5672"), "amqp://127.0.0.1:5672");
-        assert!(!mask_url("amqps://u:p@ss@h/v").contains("p@ss"));
+        assert_eq!(
+            crate::redact::mask_url("amqp://127.0.0.1:5672"),
+            "amqp://127.0.0.1:5672"
+        );
+        assert!(!crate::redact::mask_url("amqps://u:p@ss@h/v").contains("p@ss"));
     }
 
     #[test]
