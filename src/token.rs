@@ -14,6 +14,10 @@ use crate::config::Secret;
 /// The environment variable that may hold the control API's bearer token.
 pub const TOKEN_ENV: &str = "STOW_EXPORTER_API_TOKEN";
 
+/// Most bytes read from a token file: a token is one short line, and a
+/// wrong path (a log, a device) must not be read whole into memory.
+const MAX_TOKEN_FILE_BYTES: u64 = 64 * 1024;
+
 /// Where a token came from, for messages.
 #[derive(Debug, Clone)]
 pub enum TokenOrigin {
@@ -50,7 +54,7 @@ pub enum TokenError {
 pub fn load_token(file: Option<&Path>) -> Result<Option<Secret>, TokenError> {
     let (token, origin) = match file {
         Some(f) => (
-            std::fs::read_to_string(f).map_err(|source| TokenError::Read {
+            read_token_file(f).map_err(|source| TokenError::Read {
                 path: f.to_path_buf(),
                 source,
             })?,
@@ -71,6 +75,24 @@ pub fn load_token(file: Option<&Path>) -> Result<Option<Secret>, TokenError> {
     Ok(Some(Secret::new(token)))
 }
 
+/// A token file's text, for every token the service reads (the control
+/// API's, the receiver's): refused with `InvalidData` past
+/// [`MAX_TOKEN_FILE_BYTES`] instead of read whole. Blocking.
+pub fn read_token_file(f: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(f)?
+        .take(MAX_TOKEN_FILE_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_TOKEN_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("more than {MAX_TOKEN_FILE_BYTES} bytes: not a token file"),
+        ));
+    }
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +109,9 @@ mod tests {
         let e = load_token(Some(&f)).unwrap_err();
         assert!(matches!(e, TokenError::Malformed(_)));
         assert!(!e.to_string().contains("two words"), "{e}");
+        std::fs::write(&f, vec![b'x'; 100_000]).unwrap();
+        let e = load_token(Some(&f)).unwrap_err();
+        assert!(e.to_string().contains("not a token file"), "{e}");
         let e = load_token(Some(&dir.path().join("none"))).unwrap_err();
         assert!(matches!(e, TokenError::Read { .. }));
         assert!(e.to_string().contains("--api-token-file"), "{e}");

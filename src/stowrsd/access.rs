@@ -70,13 +70,17 @@ pub async fn load_token(
 ) -> Result<Option<Secret>, AccessError> {
     let (token, origin) = match file {
         Some(f) => (
-            tokio::fs::read_to_string(f)
-                .await
-                .map_err(|source| AccessError::Read {
-                    option,
-                    file: f.to_owned(),
-                    source,
-                })?,
+            {
+                let path = f.to_owned();
+                tokio::task::spawn_blocking(move || crate::token::read_token_file(&path))
+                    .await
+                    .unwrap_or_else(|e| Err(io::Error::other(e)))
+                    .map_err(|source| AccessError::Read {
+                        option,
+                        file: f.to_owned(),
+                        source,
+                    })?
+            },
             format!("{option} {}", f.display()),
         ),
         None => match std::env::var(TOKEN_ENV) {
