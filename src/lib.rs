@@ -39,8 +39,9 @@
 //!   `tests/fuzz_targets.rs`), one per parser of untrusted input.
 //! - [`token`]: reading the control API's bearer token (file or
 //!   environment), for `serve` and the `tasks` client alike.
-//! - [`cli`]: client commands of the binary: `tasks` over the control API,
-//!   `export --wait`.
+//! - [`cli`]: the binary's commands, one function each, and their
+//!   arguments; `main.rs` only parses, sets up logging and the runtime,
+//!   and calls [`cli::run`].
 
 pub mod api;
 pub mod app;
