@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use crate::api::ops::{self, OpsState};
 use crate::api::{self, ApiState};
 use crate::archive::Archive;
-use crate::config::{ConfigSource, LoadError, Secret, Snapshot};
-use crate::export::{Executor, SharedSnapshot, Workers};
+use crate::config::{ConfigSource, LiveConfig, LoadError, Secret, Snapshot};
+use crate::export::{Executor, Workers};
 use crate::http_server::{self, ListenerLimits};
 use crate::metrics::Metrics;
 use crate::queue::{AmqpQueue, EmbeddedQueue, QueueError, TaskQueue};
@@ -158,7 +158,11 @@ impl Application {
             &settings.queue_options,
         )
         .await?;
-        let shared: SharedSnapshot = Arc::new(RwLock::new(Arc::new(snapshot.clone())));
+        let shared = LiveConfig::new(
+            settings.config.clone(),
+            &settings.device_name,
+            snapshot.clone(),
+        );
         let queue: Arc<dyn TaskQueue> = match &settings.queue_url {
             None => Arc::new(records),
             Some(url) => Arc::new(AmqpQueue::connect(url, records, shared.clone()).await?),
@@ -246,12 +250,10 @@ impl Application {
                 .map(|u| Arc::new(ops::BrokerProbe::new(u))),
         };
         let state = ApiState {
-            config: settings.config.clone(),
             device_name: settings.device_name.clone(),
             snapshot: shared,
             queue,
-            workers: workers.clone(),
-            reload_lock: Arc::default(),
+            cancel: workers.cancel_handle(),
             archive,
             zone: settings.zone,
         };
@@ -333,10 +335,17 @@ impl Application {
             })
         });
         self.workers.ensure_started();
-        if let Some(every) = self.watch {
-            let state = self.state.clone();
+        // A reload (API or --watch) that adds a queue starts its worker.
+        {
+            let workers = self.workers.clone();
+            let changes = self.state.snapshot.subscribe();
             let stop = stop.clone();
-            tokio::spawn(async move { watch(state, every, stop).await });
+            tokio::spawn(async move { workers.follow(changes, stop).await });
+        }
+        if let Some(every) = self.watch {
+            let live = self.state.snapshot.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move { live.watch(every, stop).await });
         }
         tracing::info!(addr = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "control API listening");
         let guard = Arc::new(ops::SiteGuard::new(
@@ -412,53 +421,6 @@ impl Application {
             return Err(AppError::Serve(e));
         }
         Ok(())
-    }
-}
-
-/// Polls the configuration source and reloads when it changed: for LDAP a
-/// fingerprint of DNs and modification stamps, for LDIF the files' sizes
-/// and modification times.
-async fn watch(state: ApiState, every: Duration, stop: CancellationToken) {
-    let mut last = fingerprint(&state.config).await;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-        let now = fingerprint(&state.config).await;
-        match (&last, &now) {
-            (_, Err(e)) => {
-                tracing::warn!(error = %e, "cannot check the configuration source for changes");
-                continue;
-            }
-            (Ok(a), Ok(b)) if a == b => continue,
-            _ => {}
-        }
-        tracing::info!(source = %state.config, "configuration source changed; reloading");
-        if let Err(e) = state.reload().await {
-            tracing::error!(error = %e, "automatic reload refused; the running configuration stays");
-        }
-        last = now;
-    }
-}
-
-async fn fingerprint(source: &ConfigSource) -> Result<u64, LoadError> {
-    use std::hash::{Hash, Hasher};
-    match source {
-        ConfigSource::Ldap(l) => Ok(l.fingerprint().await?),
-        ConfigSource::Ldif(path) => {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            for f in crate::config::ldif_files(path).await? {
-                let m = tokio::fs::metadata(&f)
-                    .await
-                    .map_err(|source| LoadError::Io {
-                        path: f.clone(),
-                        source,
-                    })?;
-                (f, m.len(), m.modified().ok()).hash(&mut h);
-            }
-            Ok(h.finish())
-        }
     }
 }
 

@@ -16,7 +16,8 @@
 //! ```
 //!
 //! - [`config`]: LDIF parsing, the raw entry model shared with the LDAP
-//!   loader, and validation into a [`config::Snapshot`].
+//!   loader, validation into a [`config::Snapshot`], and the one owner of
+//!   the running snapshot, its reload and `--watch`: [`config::LiveConfig`].
 //! - [`archive`]: the storage directory and its SQLite index; `import`.
 //! - [`task`]: the export task record with dcm4chee's JSON field names.
 //! - [`outcome`]: the result vocabulary of an export (per-instance
@@ -28,7 +29,9 @@
 //!   the queue's retry policy.
 //! - [`schedule`]: `dcmSchedule` windows (dcm4chee's grammar).
 //! - [`stowrsd`]: the built-in STOW-RS receiver.
-//! - [`api`]: the control REST API with dcm4chee's paths.
+//! - [`api`]: the control REST API with dcm4chee's paths. It sees the
+//!   live configuration, the task records, the archive's read side and a
+//!   [`export::CancelHandle`], never the worker loops.
 //! - [`http_server`]: the accept loop both listeners share: header and idle
 //!   timeouts, a connection limit, graceful shutdown.
 //! - [`app`]: wires it all together for `serve`.

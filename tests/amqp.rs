@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::amqp::*;
@@ -418,11 +417,9 @@ async fn an_unfinished_delivery_comes_back_and_an_ended_one_does_not_run_again()
     let tmp = tempfile::tempdir().unwrap();
     let q = TestQueue::new();
     let cfg = write_config(tmp.path(), 1, &q.ldif(""));
-    let snapshot = ConfigSource::Ldif(cfg)
-        .load(DEFAULT_DEVICE_NAME)
-        .await
-        .unwrap();
-    let shared = Arc::new(std::sync::RwLock::new(Arc::new(snapshot)));
+    let source = ConfigSource::Ldif(cfg);
+    let snapshot = source.load(DEFAULT_DEVICE_NAME).await.unwrap();
+    let shared = stow_exporter::config::LiveConfig::new(source, DEFAULT_DEVICE_NAME, snapshot);
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let open = || async {

@@ -29,11 +29,9 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use chrono::{NaiveDateTime, SecondsFormat, TimeZone, Utc};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::Mutex;
 
 use crate::archive::Archive;
-use crate::config::ConfigSource;
-use crate::export::{SharedSnapshot, Workers, current};
+use crate::export::{CancelHandle, SharedSnapshot, current};
 use crate::queue::{CancelResult, NewTask, QueueError, TaskQueue};
 use crate::schedule::{Schedule, Zone};
 use crate::task::TaskRequest;
@@ -41,13 +39,11 @@ use crate::task::TaskRequest;
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
-    pub config: ConfigSource,
     pub device_name: String,
     pub snapshot: SharedSnapshot,
     pub queue: Arc<dyn TaskQueue>,
-    pub workers: Workers,
-    /// Serialises reloads: two at once must not race on the swap.
-    pub reload_lock: Arc<Mutex<()>>,
+    /// Stops exports in process (the only reach into the workers).
+    pub cancel: CancelHandle,
     /// The archive index, for the QIDO-style trigger.
     pub archive: Archive,
     /// Time zone of the `dcmSchedule` windows, to show when they open.
@@ -287,26 +283,10 @@ async fn trigger(
     Ok((StatusCode::ACCEPTED, Json(task)).into_response())
 }
 
-impl ApiState {
-    /// Re-reads the configuration source; swaps the snapshot only when the
-    /// new one is valid. Tasks in flight keep the snapshot they started with.
-    pub async fn reload(&self) -> Result<(), crate::config::LoadError> {
-        let _guard = self.reload_lock.lock().await;
-        let snap = self.config.load(&self.device_name).await?;
-        for w in &snap.warnings {
-            tracing::warn!("{w}");
-        }
-        let exporters = snap.exporters.len();
-        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
-        self.workers.ensure_started();
-        tracing::info!(exporters, source = %self.config, "configuration reloaded");
-        Ok(())
-    }
-}
-
 async fn reload(State(s): State<ApiState>) -> Result<StatusCode, ApiError> {
-    match s.reload().await {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
+    // Workers follow the swap themselves (they subscribe to it).
+    match s.snapshot.reload().await {
+        Ok(_) => Ok(StatusCode::NO_CONTENT),
         Err(e) => {
             tracing::error!(error = %e, "reload refused; the running configuration stays");
             // An unreachable directory is a temporary condition (503); an
@@ -374,7 +354,7 @@ async fn cancel_task(
             Ok(StatusCode::NO_CONTENT)
         }
         CancelResult::Running => {
-            s.workers.cancel_running(&task);
+            s.cancel.cancel(&task);
             tracing::info!(task = %task, "canceling running task before its next instance");
             Ok(StatusCode::NO_CONTENT)
         }

@@ -506,7 +506,7 @@ pub(super) async fn cancel_matching(
         match s.queue.cancel(&t.task_id).await {
             Ok(CancelResult::Canceled) => count += 1,
             Ok(CancelResult::Running) => {
-                s.workers.cancel_running(&t.task_id);
+                s.cancel.cancel(&t.task_id);
                 count += 1;
             }
             Ok(CancelResult::AlreadyDone(_)) | Err(QueueError::NotFound(_)) => failed += 1,

@@ -7,12 +7,11 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use crate::cli::CliError;
 use crate::cli::args::{ExportArgs, cleartext_warning};
 use crate::cli::wait;
-use crate::export::SharedSnapshot;
+use crate::config::LiveConfig;
 use crate::queue::{AmqpQueue, EmbeddedQueue, NewTask, TaskQueue};
 use crate::task::TaskRequest;
 
@@ -62,8 +61,7 @@ pub async fn export(a: ExportArgs) -> Result<ExitCode, CliError> {
     let queue: Box<dyn TaskQueue> = match queue_url(&a.queue)? {
         None => Box::new(records),
         Some(url) => {
-            let shared: SharedSnapshot =
-                Arc::new(std::sync::RwLock::new(Arc::new(snapshot.clone())));
+            let shared = LiveConfig::new(source, &a.config.device_name, snapshot.clone());
             Box::new(AmqpQueue::connect(&url, records, shared).await?)
         }
     };

@@ -3,6 +3,8 @@
 //! [`ConfigSource`] reads raw entries ([`entry::Directory`]) from LDIF files
 //! (the same files an administrator imports with `ldapadd`); [`Snapshot::build`]
 //! validates them. Loading is async and never blocks the runtime.
+//! [`LiveConfig`] holds the snapshot the service runs on and replaces it
+//! on reload (the control API's and `--watch`'s).
 //!
 //! The parsers of untrusted text are public and total (an error, never a
 //! panic, for any input), for fuzzing: [`ldif::parse`],
@@ -13,6 +15,7 @@
 pub mod entry;
 pub mod ldap;
 pub mod ldif;
+pub mod live;
 pub mod model;
 
 use std::fmt;
@@ -20,18 +23,18 @@ use std::path::{Path, PathBuf};
 
 pub use entry::{Directory, Dn, RawEntry};
 pub use ldap::{LdapError, LdapSource};
+pub use live::LiveConfig;
 pub use model::{
     ConfigError, Exporter, QueueDesc, Secret, Snapshot, WebApp, WebAppProps, transfer_syntax_name,
     transfer_syntax_uid,
 };
 
-/// The shared, swappable configuration: a task clones the `Arc` when it
-/// starts and keeps it, so a reload never changes a task in flight.
-pub type SharedSnapshot = std::sync::Arc<std::sync::RwLock<std::sync::Arc<Snapshot>>>;
+/// Transitional name of [`LiveConfig`] while call sites move over.
+pub type SharedSnapshot = LiveConfig;
 
-/// Reads the current snapshot.
-pub fn current(shared: &SharedSnapshot) -> std::sync::Arc<Snapshot> {
-    shared.read().unwrap_or_else(|p| p.into_inner()).clone()
+/// Reads the current snapshot (see [`LiveConfig::current`]).
+pub fn current(live: &LiveConfig) -> std::sync::Arc<Snapshot> {
+    live.current()
 }
 
 /// The default archive device name, as in dcm4chee-arc.
@@ -122,6 +125,29 @@ impl ConfigSource {
     pub async fn load(&self, device_name: &str) -> Result<Snapshot, LoadError> {
         let dir = self.read().await?;
         Snapshot::build(&dir, device_name, &self.to_string()).map_err(LoadError::Invalid)
+    }
+
+    /// A value that changes when the source may have: for LDAP a hash of
+    /// the DNs and modification stamps, for LDIF of the files' names,
+    /// sizes and modification times. Cheaper than a load.
+    pub async fn fingerprint(&self) -> Result<u64, LoadError> {
+        use std::hash::{Hash, Hasher};
+        match self {
+            ConfigSource::Ldap(l) => Ok(l.fingerprint().await?),
+            ConfigSource::Ldif(path) => {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                for f in ldif_files(path).await? {
+                    let m = tokio::fs::metadata(&f)
+                        .await
+                        .map_err(|source| LoadError::Io {
+                            path: f.clone(),
+                            source,
+                        })?;
+                    (f, m.len(), m.modified().ok()).hash(&mut h);
+                }
+                Ok(h.finish())
+            }
+        }
     }
 }
 

@@ -174,17 +174,19 @@ impl Executor {
     /// The cancellation token of a task, created on first use (a cancel may
     /// arrive between the task being taken and its export starting).
     fn token(&self, task_id: &str) -> CancellationToken {
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(task_id.to_string())
-            .or_default()
-            .clone()
+        self.cancel_handle().token(task_id)
+    }
+
+    /// Cancels this executor's running tasks for others (the control API).
+    pub fn cancel_handle(&self) -> CancelHandle {
+        CancelHandle {
+            running: self.running.clone(),
+        }
     }
 
     /// Stops the export of a running task before its next instance.
     pub fn cancel(&self, task_id: &str) {
-        self.token(task_id).cancel();
+        self.cancel_handle().cancel(task_id);
     }
 
     /// Runs `task` with `snapshot` and returns its outcome. Instances that
@@ -705,6 +707,31 @@ fn panicked(task: &ExportTask, message: &str) -> Outcome {
     }
 }
 
+/// Stops running exports by task ID: all that the control API may do to
+/// the workers. A cancel for a task that has not started yet is kept until
+/// it starts (it then stops before its first instance).
+#[derive(Clone)]
+pub struct CancelHandle {
+    running: Arc<Mutex<HashMap<String, CancellationToken>>>,
+}
+
+impl CancelHandle {
+    /// Stops the export of `task_id` before its next instance; requests in
+    /// flight finish.
+    pub fn cancel(&self, task_id: &str) {
+        self.token(task_id).cancel();
+    }
+
+    fn token(&self, task_id: &str) -> CancellationToken {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(task_id.to_string())
+            .or_default()
+            .clone()
+    }
+}
+
 /// One worker loop per queue name.
 #[derive(Clone)]
 pub struct Workers {
@@ -757,6 +784,26 @@ impl Workers {
                 let w = self.clone();
                 let name = q.name.clone();
                 self.tracker.spawn(async move { w.run_queue(name).await });
+            }
+        }
+    }
+
+    /// Starts the loops of queues that a reload added, until `stop`:
+    /// the workers' subscription to the live configuration.
+    pub async fn follow(
+        &self,
+        mut changes: tokio::sync::watch::Receiver<Arc<Snapshot>>,
+        stop: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    self.ensure_started();
+                }
             }
         }
     }
@@ -896,9 +943,9 @@ impl Workers {
         self.queue.release(&task.task_id, Release::Fault).await;
     }
 
-    /// Stops the export of a task IN PROCESS.
-    pub fn cancel_running(&self, task_id: &str) {
-        self.executor.cancel(task_id);
+    /// The handle that cancels these workers' running tasks.
+    pub fn cancel_handle(&self) -> CancelHandle {
+        self.executor.cancel_handle()
     }
 
     /// Stops taking tasks and waits for the running ones to finish.
