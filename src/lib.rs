@@ -40,6 +40,8 @@
 //!   error (retryable, never a final FAILED).
 //! - `fuzzing`: entry points of the fuzz targets (`fuzz/`,
 //!   `tests/fuzz_targets.rs`), one per parser of untrusted input.
+//! - [`transfer_syntax`]: transfer syntax UIDs and dcm4che's keywords,
+//!   below `config` and `transcode`.
 //! - [`token`]: reading the control API's bearer token (file or
 //!   environment), for `serve` and the `tasks` client alike.
 //! - [`cli`]: the binary's commands, one function each, and their
@@ -68,3 +70,4 @@ pub mod synth;
 pub mod task;
 pub mod token;
 pub mod transcode;
+pub mod transfer_syntax;

@@ -21,13 +21,11 @@ pub mod model;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use crate::transfer_syntax::{transfer_syntax_name, transfer_syntax_uid};
 pub use entry::{Directory, Dn, RawEntry};
 pub use ldap::{LdapError, LdapSource};
 pub use live::LiveConfig;
-pub use model::{
-    ConfigError, Exporter, QueueDesc, Secret, Snapshot, WebApp, WebAppProps, transfer_syntax_name,
-    transfer_syntax_uid,
-};
+pub use model::{ConfigError, Exporter, QueueDesc, Secret, Snapshot, WebApp, WebAppProps};
 
 /// Transitional name of [`LiveConfig`] while call sites move over.
 pub type SharedSnapshot = LiveConfig;
