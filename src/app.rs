@@ -115,7 +115,7 @@ pub enum AppError {
     #[error("server: {0}")]
     Serve(std::io::Error),
     #[error("control API: {0}")]
-    Access(String),
+    Access(#[from] ops::OpenWithoutToken),
 }
 
 /// A built, not yet running service.
@@ -321,7 +321,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
         let api_addr = self.local_addr();
-        ops::check_listen(&api_addr, self.api_token.as_ref()).map_err(AppError::Access)?;
+        ops::check_listen(&api_addr, self.api_token.as_ref())?;
         let stop = CancellationToken::new();
         let limits = self.limits;
         let receiver = self.stowrsd.map(|(l, opts)| {
@@ -363,7 +363,7 @@ impl Application {
             .merge(ops::router(self.ops.clone()))
             .layer(axum::middleware::from_fn_with_state(
                 token,
-                ops::require_token,
+                crate::token::require_token,
             ))
             .merge(api::ui::router())
             .layer(axum::middleware::from_fn_with_state(

@@ -1,13 +1,24 @@
-//! The control API's bearer token as the service and its clients read it:
-//! from `--api-token-file` (first line, surrounding whitespace removed) or
-//! the environment variable [`TOKEN_ENV`].
+//! Bearer tokens: the control API's as the service and its clients read it
+//! (from `--api-token-file`, first line, surrounding whitespace removed, or
+//! the environment variable [`TOKEN_ENV`]), the rules every token's text
+//! follows ([`check_text`], also for the receiver's token), and requiring
+//! one on a router ([`require_token`], for the control API and the
+//! receiver alike).
 //!
-//! Shared by `serve` (which requires it) and the `tasks` client (which
-//! sends it), so that neither depends on the other's module. It reads a
-//! file and the environment; it never logs the token, and its errors never
-//! hold it.
+//! Shared by `serve`, the receiver and the `tasks` client, so that none
+//! depends on another's module. It never logs a token, and its errors never
+//! hold one.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
 
 use crate::config::Secret;
 
@@ -65,14 +76,32 @@ pub fn load_token(file: Option<&Path>) -> Result<Option<Secret>, TokenError> {
             Err(_) => return Ok(None),
         },
     };
-    let token = token.trim();
+    match check_text(&token) {
+        Ok(t) => Ok(Some(t)),
+        Err(BadToken::Empty) => Err(TokenError::Empty(origin)),
+        Err(BadToken::Malformed) => Err(TokenError::Malformed(origin)),
+    }
+}
+
+/// What is wrong with a token's text (never the text itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadToken {
+    Empty,
+    Malformed,
+}
+
+/// A token as read from a file or the environment: surrounding whitespace
+/// removed; it must then be one non-empty run of visible ASCII characters
+/// (what an `Authorization: Bearer` header can carry).
+pub fn check_text(text: &str) -> Result<Secret, BadToken> {
+    let token = text.trim();
     if token.is_empty() {
-        return Err(TokenError::Empty(origin));
+        return Err(BadToken::Empty);
     }
     if token.contains(char::is_whitespace) || !token.is_ascii() {
-        return Err(TokenError::Malformed(origin));
+        return Err(BadToken::Malformed);
     }
-    Ok(Some(Secret::new(token)))
+    Ok(Secret::new(token))
 }
 
 /// A token file's text, for every token the service reads (the control
@@ -93,9 +122,70 @@ pub fn read_token_file(f: &Path) -> std::io::Result<String> {
     Ok(text)
 }
 
+/// Whether `addr` is a loopback address (127.0.0.0/8 or ::1).
+pub fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+/// Compares in time that depends only on the lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u64;
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0xff);
+        diff |= u64::from(x ^ y);
+    }
+    std::hint::black_box(diff) == 0
+}
+
+/// Middleware: with a token, every request must carry it. It wraps the
+/// protected routers only (see `app`), so what needs no token is not routed
+/// through it at all.
+pub async fn require_token(
+    State(token): State<Option<Arc<Secret>>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = token else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        });
+    match given {
+        Some(g) if constant_time_eq(g.as_bytes(), token.expose().as_bytes()) => next.run(req).await,
+        _ => {
+            let mut r = (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"errorMessage": "a valid bearer token is required"})),
+            )
+                .into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"stow-exporter\""),
+            );
+            r
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+        assert!(constant_time_eq(b"", b""));
+    }
 
     #[test]
     fn token_file_is_trimmed_and_must_not_be_empty() {

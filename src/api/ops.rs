@@ -6,7 +6,7 @@
 //!   loaded, task queue reachable, storage writable), or 503 naming the
 //!   failing one.
 //!
-//! Access ([`require_token`]): with a bearer token configured, every
+//! Access ([`crate::token::require_token`]): with a bearer token configured, every
 //! route of [`router`] and of the control API needs `Authorization: Bearer
 //! <token>` (compared in constant time); only [`public_router`]'s
 //! `health/live` and the web page's static files go without. The API listens on loopback unless told
@@ -38,7 +38,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -48,7 +48,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use crate::config::{Secret, SharedSnapshot, current};
 use crate::metrics::{Metrics, QueueGauges};
 use crate::task::Status;
-use crate::token::TOKEN_ENV;
+use crate::token::{TOKEN_ENV, is_loopback};
 
 /// The path that never needs a token.
 pub const LIVE_PATH: &str = "/dcm4chee-arc/health/live";
@@ -89,67 +89,22 @@ pub fn public_router() -> Router {
     Router::new().route(LIVE_PATH, get(live))
 }
 
-/// Whether `addr` is a loopback address (127.0.0.0/8 or ::1).
-pub fn is_loopback(addr: &SocketAddr) -> bool {
-    addr.ip().is_loopback()
-}
-
 /// The control API may listen off loopback only with a token.
-pub fn check_listen(addr: &SocketAddr, token: Option<&Secret>) -> Result<(), String> {
+pub fn check_listen(addr: &SocketAddr, token: Option<&Secret>) -> Result<(), OpenWithoutToken> {
     if is_loopback(addr) || token.is_some() {
         return Ok(());
     }
-    Err(format!(
-        "--listen {addr} is not a loopback address: the control API then requires a bearer token; \
-         give --api-token-file FILE or set {TOKEN_ENV} (or listen on 127.0.0.1)"
-    ))
+    Err(OpenWithoutToken { addr: *addr })
 }
 
-/// Compares in time that depends only on the lengths.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u64;
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0xff);
-        diff |= u64::from(x ^ y);
-    }
-    std::hint::black_box(diff) == 0
-}
-
-/// Middleware: with a token, every request must carry it. It wraps the
-/// protected routers only (see `app`), so what needs no token is not routed
-/// through it at all.
-pub async fn require_token(
-    State(token): State<Option<Arc<Secret>>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let Some(token) = token else {
-        return next.run(req).await;
-    };
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-        });
-    match given {
-        Some(g) if constant_time_eq(g.as_bytes(), token.expose().as_bytes()) => next.run(req).await,
-        _ => {
-            let mut r = (
-                StatusCode::UNAUTHORIZED,
-                Json(json!({"errorMessage": "a valid bearer token is required"})),
-            )
-                .into_response();
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"stow-exporter\""),
-            );
-            r
-        }
-    }
+/// The control API was asked to listen off loopback without a token.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "--listen {addr} is not a loopback address: the control API then requires a bearer token; \
+     give --api-token-file FILE or set {TOKEN_ENV} (or listen on 127.0.0.1)"
+)]
+pub struct OpenWithoutToken {
+    pub addr: SocketAddr,
 }
 
 /// The longest client-supplied `Host` or `Origin` quoted in a refusal
@@ -574,7 +529,7 @@ mod tests {
             "[::ffff:127.0.0.1]:80",
         ] {
             let a: SocketAddr = a.parse().unwrap();
-            let e = check_listen(&a, None).unwrap_err();
+            let e = check_listen(&a, None).unwrap_err().to_string();
             assert!(
                 e.contains("--api-token-file") && e.contains(TOKEN_ENV),
                 "{e}"
@@ -586,7 +541,7 @@ mod tests {
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.insert(*k, HeaderValue::from_str(v).unwrap());
+            h.insert(*k, axum::http::HeaderValue::from_str(v).unwrap());
         }
         h
     }
@@ -734,14 +689,5 @@ mod tests {
             let e = parse_allowed_host(bad).unwrap_err().to_string();
             assert!(e.contains("--allowed-host"), "{e}");
         }
-    }
-
-    #[test]
-    fn tokens_compare_exactly() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-        assert!(!constant_time_eq(b"", b"a"));
-        assert!(constant_time_eq(b"", b""));
     }
 }

@@ -59,8 +59,8 @@ pub enum CliError {
     },
     #[error("server: {source}")]
     Serve { source: std::io::Error },
-    #[error("{0}")]
-    ListenWithoutToken(String),
+    #[error(transparent)]
+    ListenWithoutToken(#[from] crate::api::ops::OpenWithoutToken),
     #[error("cannot write JSON: {0}")]
     Json(#[source] serde_json::Error),
     #[error(transparent)]

@@ -20,8 +20,7 @@ use crate::stowrsd::{self, StowrsdOptions};
 pub async fn serve(a: ServeArgs) -> Result<(), CliError> {
     // Refused before anything is bound or loaded.
     let api_token = crate::token::load_token(a.api_token_file.as_deref())?;
-    crate::api::ops::check_listen(&a.listen, api_token.as_ref())
-        .map_err(CliError::ListenWithoutToken)?;
+    crate::api::ops::check_listen(&a.listen, api_token.as_ref())?;
     let tls = crate::stow::tls::TlsSettings {
         ca_files: a.tls_ca_file,
         client_cert: a.tls_client_cert,

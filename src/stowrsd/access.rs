@@ -1,7 +1,7 @@
 //! Who may send to the receiver. On loopback anyone on the machine may, as
 //! before; off loopback a sender must present the receiver's bearer token
-//! (checked by the control API's own middleware,
-//! [`crate::api::ops::require_token`]), and [`check_listen`] refuses to
+//! (checked by the middleware the control API uses too,
+//! [`crate::token::require_token`]), and [`check_listen`] refuses to
 //! bind there without one, so a receiver is never open to the network by
 //! accident.
 //!
@@ -14,8 +14,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::api::ops::is_loopback;
 use crate::config::Secret;
+use crate::token::{BadToken, check_text, is_loopback};
 
 /// The environment variable that may hold the receiver's bearer token.
 pub const TOKEN_ENV: &str = "STOW_EXPORTER_STOWRSD_TOKEN";
@@ -88,14 +88,11 @@ pub async fn load_token(
             Err(_) => return Ok(None),
         },
     };
-    let token = token.trim();
-    if token.is_empty() {
-        return Err(AccessError::Empty { origin });
+    match check_text(&token) {
+        Ok(t) => Ok(Some(t)),
+        Err(BadToken::Empty) => Err(AccessError::Empty { origin }),
+        Err(BadToken::Malformed) => Err(AccessError::Malformed { origin }),
     }
-    if token.contains(char::is_whitespace) || !token.is_ascii() {
-        return Err(AccessError::Malformed { origin });
-    }
-    Ok(Some(Secret::new(token)))
 }
 
 /// The receiver may listen off loopback only with a token.

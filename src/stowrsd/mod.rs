@@ -226,7 +226,7 @@ pub fn router(opts: StowrsdOptions) -> Router {
         None => router,
         Some(t) => router.layer(axum::middleware::from_fn_with_state(
             Some(t),
-            crate::api::ops::require_token,
+            crate::token::require_token,
         )),
     }
 }
