@@ -5,6 +5,9 @@
 //! `std::sync::Mutex`: it is only ever locked inside `spawn_blocking`, never
 //! held across an `.await`. A commit returns only once it is on disk
 //! ([`Synchronous::Full`]) unless a caller relaxes that.
+//!
+//! Owns the connection and its threading; schemas and queries are the
+//! callers' ([`crate::archive`], [`crate::queue`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -4,6 +4,9 @@
 //! Explicit VR Little Endian data set) with random 12-bit pixels, so the
 //! archive, the STOW-RS client and the receiver all see realistic input
 //! without shipping real patient data.
+//!
+//! Owns generation only: the service never calls it; tests, benchmarks
+//! and `examples/synth` do.
 
 use std::path::{Path, PathBuf};
 

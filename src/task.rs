@@ -3,6 +3,10 @@
 //! A [`TaskRequest`] is what a producer asks for (REST trigger, CLI, or an
 //! AMQP message); an [`ExportTask`] is the record the queue keeps and the
 //! monitor API shows.
+//!
+//! Owns the record's shape, its JSON names and the checks of a request;
+//! it stores nothing (that is a task store's, [`crate::queue`]) and
+//! decides no outcome (that is [`crate::outcome`] and [`crate::export`]).
 
 use std::fmt;
 use std::str::FromStr;

@@ -5,6 +5,9 @@
 //! rename that gives it its name, the directories that hold that name are
 //! fsynced after it (and any directory created on the way, in its parent),
 //! and the index commits with `synchronous=FULL`.
+//!
+//! Owns the write side of the archive; it must not be reached by an
+//! export, which only reads ([`super::Archive`]'s queries).
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};

@@ -3,6 +3,8 @@
 //! One denormalised `instance` table: the exporter always selects instances
 //! by study (optionally narrowed to series/instance), so the hierarchy needs
 //! no tables of its own; the study/series columns are indexed instead.
+//!
+//! Owns the table and its queries; files on disk are [`super::import`]'s.
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -6,6 +6,9 @@
 //! works the same for the embedded queue and AMQP, from another machine,
 //! and goes through the same checks (token, IN PROCESS conflicts) as any
 //! other client.
+//!
+//! Owns the client's requests, its output and exit codes; it must not open
+//! the task store directly.
 
 use std::io::Write as _;
 use std::path::PathBuf;

@@ -6,6 +6,9 @@
 //! file, for the embedded queue and AMQP alike), not over the control API,
 //! so `export --wait` needs no `--url` or token: it already shares the data
 //! directory with the `serve` that runs the task.
+//!
+//! Owns polling and the exit status; it only reads the task store and
+//! never changes a record.
 
 use std::path::Path;
 use std::time::Duration;

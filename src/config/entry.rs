@@ -4,6 +4,10 @@
 //! the way `ldapadd`/`ldapmodify` would) and, in a later step, an LDAP
 //! search. Validation into a [`super::Snapshot`] then works on it alone, so
 //! the two sources cannot drift apart.
+//!
+//! Owns entries, DNs and applying records to a directory; it must not
+//! interpret what an entry means (that is [`super::model`]) and reads no
+//! file or server itself.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -6,6 +6,10 @@
 //! Keeping the stages apart means folding never has to be considered while
 //! interpreting records, and every logical line still knows the physical
 //! line it started on for error messages.
+//!
+//! Owns the LDIF grammar only: it turns text into records and leaves
+//! applying them to [`super::entry`]; it performs no I/O, so it is fuzzed
+//! as a pure function of its input.
 
 use base64::Engine as _;
 use base64::alphabet;

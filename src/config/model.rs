@@ -5,6 +5,9 @@
 //! is validated strictly and every problem is reported with DN and
 //! attribute; everything else in the directory is left alone, because a real
 //! dcm4chee directory holds hundreds of entries, some incomplete.
+//!
+//! Owns validation and the resolved types; it reads nothing (no I/O, no
+//! clock) and knows no consumer of a snapshot.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -3,6 +3,9 @@
 //! left to unprivileged users on the store's file system (`statvfs`), so
 //! that a sender can never fill the disk the task store, the logs and the
 //! system share.
+//!
+//! Owns the check against the file system; it decides nothing about a
+//! request beyond answering whether there is room.
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -7,6 +7,9 @@
 //! one request may write and how many results and reply items it can make.
 //! The free-disk reserve, a property of the store rather than of a request,
 //! is in [`super::disk`].
+//!
+//! Owns the numbers and their error; it reads nothing and counts nothing
+//! itself (the request handler does).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};

@@ -5,6 +5,9 @@
 //! [`parse`] works on a growing prefix of the part and says how many bytes
 //! it needs before it can go on, so a caller buffers only the meta group
 //! (capped at [`META_CAP`]), never the data set.
+//!
+//! Owns parsing only: it touches no file and allocates no more than the
+//! meta group it was given.
 
 /// Offset of the `DICM` magic.
 const MAGIC_AT: usize = 128;

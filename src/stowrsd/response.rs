@@ -5,6 +5,9 @@
 //!
 //! RetrieveURL (0008,1190) is never included: this receiver serves no
 //! WADO-RS, so it would be a lie.
+//!
+//! Owns rendering; the statuses it renders are decided by the handler in
+//! [`super`].
 
 use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
