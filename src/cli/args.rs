@@ -6,6 +6,10 @@
 //! commands are in the sibling modules) and must not reach into a running
 //! service.
 
+// The doc comments here are the command line's help texts, where
+// `<queue>` or `<percent-encoded socket path>` are placeholders, not HTML.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
