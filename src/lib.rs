@@ -21,8 +21,8 @@
 //! - [`archive`]: the storage directory and its SQLite index; `import`.
 //! - [`task`]: the export task record with dcm4chee's JSON field names.
 //! - [`outcome`]: the result vocabulary of an export (per-instance
-//!   results, retry advice, a task's outcome), below `stow`, `export`,
-//!   `queue` and `metrics`.
+//!   results, the typed kind of each failure, retry advice, a task's
+//!   outcome), below `stow`, `export`, `queue` and `metrics`.
 //! - [`queue`]: the [`queue::TaskQueue`] trait and the embedded SQLite queue.
 //! - [`stow`]: the STOW-RS client: multipart framing, requests, responses.
 //! - [`export`]: runs one task: match instances, send, compute the outcome;
@@ -36,6 +36,8 @@
 //!   timeouts, a connection limit, graceful shutdown.
 //! - [`app`]: wires it all together for `serve`.
 //! - [`redact`]: masking credentials in URLs for messages.
+//! - [`text`]: cutting outside text to a bound before it goes into a
+//!   message.
 //! - [`shortage`]: recognising a shortage of descriptors or memory in an
 //!   error (retryable, never a final FAILED).
 //! - `fuzzing`: entry points of the fuzz targets (`fuzz/`,
@@ -68,6 +70,7 @@ pub mod stow;
 pub mod stowrsd;
 pub mod synth;
 pub mod task;
+pub mod text;
 pub mod token;
 pub mod transcode;
 pub mod transfer_syntax;

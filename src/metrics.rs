@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::outcome::{InstanceResult, InstanceStatus};
+use crate::outcome::{FailureKind, InstanceResult, InstanceStatus};
 
 /// Upper bounds (seconds) of the STOW-RS request latency histogram.
 pub const REQUEST_BUCKETS: &[f64] = &[
@@ -28,18 +28,7 @@ pub const DECODE_BUCKETS: &[f64] = &[
 ];
 
 /// The reason classes of failed instances.
-pub const REASON_CLASSES: &[&str] = &[
-    "http_4xx",
-    "http_5xx",
-    "transport",
-    "rejected",
-    "not_mentioned",
-    "bad_response",
-    "decode",
-    "missing",
-    "file",
-    "token",
-];
+pub const REASON_CLASSES: &[&str] = FailureKind::CLASSES;
 
 /// All metrics of one application.
 #[derive(Default)]
@@ -210,38 +199,15 @@ impl Destination {
     }
 }
 
-/// The class of a failed or missing instance's reason, for the
-/// `reason` label (a fixed, small set; see [`REASON_CLASSES`]).
+/// The class of a failed or missing instance, for the `reason` label (a
+/// fixed, small set; see [`REASON_CLASSES`]), from the kind of failure set
+/// where it happened. A result without a kind (one read back from a task
+/// record, which keeps only the text) counts by its status.
 pub fn reason_class(r: &InstanceResult) -> &'static str {
-    if r.status == InstanceStatus::Missing {
-        return "missing";
-    }
-    let reason = r.reason.as_deref().unwrap_or("");
-    if reason.starts_with("cannot convert ") {
-        return "decode";
-    }
-    if reason.starts_with("stored file ") || reason.starts_with("cannot read ") {
-        return "file";
-    }
-    if reason.starts_with("cannot get an access token") {
-        return "token";
-    }
-    let Some(rest) = reason.strip_prefix("HTTP ") else {
-        return "transport";
-    };
-    if reason.contains("reading the response failed") {
-        return "transport";
-    }
-    if reason.contains("in neither ReferencedSOPSequence nor FailedSOPSequence") {
-        return "not_mentioned";
-    }
-    if reason.contains("FailureReason") || reason.contains("FailedSOPSequence") {
-        return "rejected";
-    }
-    match rest.as_bytes().first() {
-        Some(b'4') => "http_4xx",
-        Some(b'5') => "http_5xx",
-        _ => "bad_response",
+    match (r.kind, r.status) {
+        (Some(kind), _) => kind.class(),
+        (None, InstanceStatus::Missing) => FailureKind::Gone.class(),
+        (None, _) => FailureKind::Transport.class(),
     }
 }
 
@@ -486,55 +452,32 @@ fn escape_help(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outcome::Retry;
 
-    fn failed(reason: &str) -> InstanceResult {
-        InstanceResult {
-            sop_iuid: "1.2".into(),
-            status: InstanceStatus::Failed,
-            reason: Some(reason.into()),
-            retry: Retry::No,
-        }
+    fn failed(kind: FailureKind) -> InstanceResult {
+        InstanceResult::failed("1.2", kind, "some words".into())
     }
 
     #[test]
-    fn reasons_are_classified() {
-        let c = |r: &str| reason_class(&failed(r));
-        assert_eq!(c("HTTP 409 Conflict"), "http_4xx");
-        assert_eq!(c("HTTP 503 Service Unavailable: busy"), "http_5xx");
-        assert_eq!(c("cannot connect: connection refused"), "transport");
-        assert_eq!(c("timeout"), "transport");
-        assert_eq!(
-            c("HTTP 200 OK: reading the response failed: reset"),
-            "transport"
-        );
-        assert_eq!(
-            c("HTTP 409 Conflict: FailureReason 0xA700 (Out of Resources)"),
-            "rejected"
-        );
-        assert_eq!(
-            c(
-                "HTTP 200 OK but the instance is in neither ReferencedSOPSequence nor FailedSOPSequence: not stored"
-            ),
-            "not_mentioned"
-        );
-        assert_eq!(
-            c("HTTP 200 OK with an unreadable response body (not JSON): x"),
-            "bad_response"
-        );
-        assert_eq!(
-            c(
-                "cannot convert JPEG Baseline (1.2.840.10008.1.2.4.50) to Explicit VR Little Endian: bad"
-            ),
-            "decode"
-        );
-        assert_eq!(
-            c("stored file /x has 3 bytes, the index says 4: not sent"),
-            "file"
-        );
-        assert_eq!(c("cannot get an access token: HTTP 401"), "token");
-        let mut m = failed("gone");
-        m.status = InstanceStatus::Missing;
+    fn reasons_are_classified_by_kind_not_by_text() {
+        let c = |k: FailureKind| reason_class(&failed(k));
+        assert_eq!(c(FailureKind::Status(409)), "http_4xx");
+        assert_eq!(c(FailureKind::Status(503)), "http_5xx");
+        assert_eq!(c(FailureKind::Status(302)), "bad_response");
+        assert_eq!(c(FailureKind::Transport), "transport");
+        assert_eq!(c(FailureKind::Rejected(Some(0xA700))), "rejected");
+        assert_eq!(c(FailureKind::NotMentioned), "not_mentioned");
+        assert_eq!(c(FailureKind::BadResponse), "bad_response");
+        assert_eq!(c(FailureKind::Conversion { shortage: false }), "decode");
+        assert_eq!(c(FailureKind::File { shortage: true }), "file");
+        assert_eq!(c(FailureKind::Token { transient: false }), "token");
+        assert_eq!(c(FailureKind::Gone), "missing");
+        // The same words under another kind count as that kind.
+        let mut r = failed(FailureKind::Transport);
+        r.reason = Some("HTTP 409 Conflict".into());
+        assert_eq!(reason_class(&r), "transport");
+        // Read back from a record (no kind): by status.
+        let mut m = failed(FailureKind::Gone);
+        m.kind = None;
         assert_eq!(reason_class(&m), "missing");
         for class in ["http_4xx", "decode", "missing", "not_mentioned"] {
             assert!(REASON_CLASSES.contains(&class));
@@ -545,13 +488,8 @@ mod tests {
     fn renders_text_format_with_escaped_labels() {
         let m = Metrics::new();
         let d = m.destination("Ex\"1", "W\\1");
-        let ok = InstanceResult {
-            sop_iuid: "1".into(),
-            status: InstanceStatus::Completed,
-            reason: None,
-            retry: Retry::No,
-        };
-        d.results(&[ok, failed("HTTP 500 X")], |_| 100);
+        let ok = InstanceResult::completed("1");
+        d.results(&[ok, failed(FailureKind::Status(500))], |_| 100);
         {
             let _g = d.request_started();
             d.request_done(Duration::from_millis(30));

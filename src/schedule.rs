@@ -164,18 +164,18 @@ impl FromStr for ScheduleExpr {
 
 /// Parses `*` or a comma list of `N` / `A-B` (inclusive, wrapping) items with
 /// numbers in `0..=max` into a bit mask.
-fn parse_spec(spec: &str, max: u32) -> Result<u64, String> {
+fn parse_spec(spec: &str, max: u32) -> Result<u64, SpecError> {
     let all = (1u64 << (max + 1)) - 1;
     if spec == "*" {
         return Ok(all);
     }
     if spec.is_empty() {
-        return Err("empty value (use `*` for any)".to_owned());
+        return Err(SpecError::Empty);
     }
     let mut mask = 0u64;
     for item in spec.split(',') {
         if item.is_empty() {
-            return Err(format!("empty item in {spec:?}"));
+            return Err(SpecError::EmptyItem(spec.to_owned()));
         }
         let (from, to) = match item.split_once('-') {
             Some((a, b)) => (parse_num(a, max)?, parse_num(b, max)?),
@@ -194,14 +194,30 @@ fn parse_spec(spec: &str, max: u32) -> Result<u64, String> {
     Ok(mask)
 }
 
-fn parse_num(s: &str, max: u32) -> Result<u32, String> {
+fn parse_num(s: &str, max: u32) -> Result<u32, SpecError> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("{s:?} is not a number"));
+        return Err(SpecError::NotANumber(s.to_owned()));
     }
     match s.parse::<u32>() {
         Ok(n) if n <= max => Ok(n),
-        _ => Err(format!("{s} is out of range 0..={max}")),
+        _ => Err(SpecError::OutOfRange {
+            number: s.to_owned(),
+            max,
+        }),
     }
+}
+
+/// What is wrong with the value of `hour=` or `dayOfWeek=`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum SpecError {
+    #[error("empty value (use `*` for any)")]
+    Empty,
+    #[error("empty item in {0:?}")]
+    EmptyItem(String),
+    #[error("{0:?} is not a number")]
+    NotANumber(String),
+    #[error("{number} is out of range 0..={max}")]
+    OutOfRange { number: String, max: u32 },
 }
 
 /// Writes `mask` (bits `0..=max`) as a spec: `*`, or maximal runs, a run
@@ -411,15 +427,20 @@ pub enum Zone {
     Named(chrono_tz::Tz),
 }
 
+/// A `--time-zone` that names no IANA zone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a time zone name like Europe/Vienna (or \"local\")")]
+pub struct UnknownZone(pub String);
+
 impl std::str::FromStr for Zone {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Zone, String> {
+    type Err = UnknownZone;
+    fn from_str(s: &str) -> Result<Zone, UnknownZone> {
         if s.eq_ignore_ascii_case("local") {
             return Ok(Zone::Local);
         }
         s.parse::<chrono_tz::Tz>()
             .map(Zone::Named)
-            .map_err(|_| format!("{s:?} is not a time zone name like Europe/Vienna (or \"local\")"))
+            .map_err(|_| UnknownZone(s.to_owned()))
     }
 }
 

@@ -71,16 +71,21 @@ impl fmt::Display for Status {
     }
 }
 
+/// A status name that is none of [`Status::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown task status {0:?}")]
+pub struct UnknownStatus(pub String);
+
 impl FromStr for Status {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Status, String> {
+    type Err = UnknownStatus;
+    fn from_str(s: &str) -> Result<Status, UnknownStatus> {
         Status::ALL
             .into_iter()
             .find(|st| {
                 st.as_str().eq_ignore_ascii_case(s.trim())
                     || st.as_str().replace(' ', "_").eq_ignore_ascii_case(s.trim())
             })
-            .ok_or_else(|| format!("unknown task status {s:?}"))
+            .ok_or_else(|| UnknownStatus(s.to_string()))
     }
 }
 

@@ -220,11 +220,16 @@ pub enum TasksCommand {
 }
 
 /// `--scheduled-time`: checked here so a typo fails before any request.
-fn parse_time(s: &str) -> Result<String, String> {
+fn parse_time(s: &str) -> Result<String, BadTime> {
     NaiveDateTime::parse_from_str(s, "%Y%m%d%H%M%S")
         .map(|_| s.to_string())
-        .map_err(|_| format!("{s:?} is not yyyyMMddHHmmss"))
+        .map_err(|_| BadTime(s.to_string()))
 }
+
+/// A `--scheduled-time` that is not a date and time.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not yyyyMMddHHmmss")]
+pub struct BadTime(String);
 
 /// A client of the control API.
 pub struct Client {

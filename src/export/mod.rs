@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use crate::archive::{Archive, StoredInstance};
 pub use crate::config::{SharedSnapshot, current};
 use crate::config::{Snapshot, WebApp};
-use crate::outcome::{InstanceResult, InstanceStatus, Outcome, Retry};
+use crate::outcome::{FailureKind, InstanceResult, InstanceStatus, Outcome, Retry};
 use crate::queue::{ExportHook, Hold, Release, TaskQueue};
 use crate::schedule::Zone;
 use crate::stow::{Converted, Outgoing, StowClient};
@@ -144,7 +144,7 @@ impl Executor {
         interrupted.len()
     }
 
-    async fn client(&self, web_app: &WebApp) -> Result<StowClient, String> {
+    async fn client(&self, web_app: &WebApp) -> Result<StowClient, ClientSetupError> {
         // The key covers every setting the client is built from, so a
         // reload that changes one gets a new client, and an unchanged web
         // app keeps its pooled connections.
@@ -160,10 +160,7 @@ impl Executor {
         // Building one reads the system's root certificates and the CA and
         // client certificate files: blocking work, kept off the runtime.
         let (w, tls) = (web_app.clone(), self.tls.clone());
-        let c = tokio::task::spawn_blocking(move || StowClient::new(&w, &tls))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let c = tokio::task::spawn_blocking(move || StowClient::new(&w, &tls)).await??;
         self.clients
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -224,7 +221,7 @@ impl Executor {
         }
         let client = match self.client(web_app).await {
             Ok(c) => c,
-            Err(e) => return fail(&web_app.name, e),
+            Err(e) => return fail(&web_app.name, e.to_string()),
         };
         let previous = match self.queue.instance_results(&task.task_id).await {
             Ok(p) => Arc::new(p),
@@ -617,19 +614,25 @@ async fn prepare(
                 transfer_syntax: target.uid(),
             }),
         }),
-        Err(e) => Err(InstanceResult {
-            sop_iuid: inst.sop_iuid.clone(),
-            status: InstanceStatus::Failed,
-            reason: Some(e.to_string()),
-            // Decoding the same file again gives the same error, unless
-            // the file could not be read for want of descriptors or memory.
-            retry: if e.shortage.is_some() {
-                Retry::Yes
-            } else {
-                Retry::No
+        // Decoding the same file again gives the same error, unless the
+        // file could not be read for want of descriptors or memory.
+        Err(e) => Err(InstanceResult::failed(
+            inst.sop_iuid.clone(),
+            FailureKind::Conversion {
+                shortage: e.shortage().is_some(),
             },
-        }),
+            e.to_string(),
+        )),
     }
+}
+
+/// Why no STOW-RS client could be built for a web application.
+#[derive(Debug, thiserror::Error)]
+enum ClientSetupError {
+    #[error(transparent)]
+    Client(#[from] crate::stow::ClientError),
+    #[error("building the client stopped: {0}")]
+    Stopped(#[from] tokio::task::JoinError),
 }
 
 /// What the `dcmSchedule` windows (and `dicomInstalled`) of the queue and
@@ -685,10 +688,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "(no message)".into());
-    match text.char_indices().nth(MAX_PANIC_CHARS) {
-        Some((at, _)) => format!("{}…", &text[..at]),
-        None => text,
-    }
+    crate::text::clip(&text, MAX_PANIC_CHARS)
 }
 
 /// The outcome of an export that panicked: FAILED, not retried. A panic is

@@ -126,6 +126,7 @@ mod tests {
             sop_iuid: "1".into(),
             status,
             reason: reason.map(str::to_string),
+            kind: None,
             retry: Default::default(),
         }
     }

@@ -70,6 +70,7 @@ use super::{
 use crate::config::{SharedSnapshot, Snapshot, current};
 use crate::outcome::{InstanceResult, Outcome};
 use crate::task::{ExportTask, MAX_BATCH_ID_CHARS, MAX_EXPORTER_ID_CHARS, Status, TaskRequest};
+use crate::text::clip;
 
 /// How long a message of an exporter outside its window waits before it is
 /// looked at again.
@@ -117,19 +118,6 @@ fn props(message_id: &str, expiration: Option<Duration>) -> BasicProperties {
         Some(d) => p.with_expiration(d.as_millis().max(1).to_string().as_str().into()),
         None => p,
     }
-}
-
-/// `s` cut to at most `max` characters, `…` included (it marks a cut), so
-/// that a clipped field still fits its limit.
-fn clip(s: &str, max: usize) -> String {
-    if s.char_indices().nth(max).is_none() {
-        return s.to_string();
-    }
-    let keep = s
-        .char_indices()
-        .nth(max.saturating_sub(1))
-        .map_or(s.len(), |(at, _)| at);
-    format!("{}…", &s[..keep])
 }
 
 /// A delivery not settled yet: "a guard, not a promise". Dropped unsettled

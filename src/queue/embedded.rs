@@ -854,6 +854,7 @@ impl TaskQueue for EmbeddedQueue {
                                 status: InstanceStatus::parse(&r.get::<_, String>(1)?)
                                     .unwrap_or(InstanceStatus::Failed),
                                 reason: r.get(2)?,
+                                kind: None,
                                 retry: Default::default(),
                             })
                         })?
@@ -1259,17 +1260,9 @@ mod tests {
         let got = q.next("Q", &Hold::none).await.unwrap();
         assert_eq!(got.task_id, t1.task_id);
         assert_eq!(got.status, Status::InProcess);
-        q.record_instances(
-            &got.task_id,
-            vec![InstanceResult {
-                sop_iuid: "9".into(),
-                status: InstanceStatus::Completed,
-                reason: None,
-                retry: Default::default(),
-            }],
-        )
-        .await
-        .unwrap();
+        q.record_instances(&got.task_id, vec![InstanceResult::completed("9")])
+            .await
+            .unwrap();
 
         // Simulate a crash: a new process opens the same file.
         drop(q);
@@ -1335,12 +1328,7 @@ mod tests {
         // Per-instance results commit relaxed, and the connection is FULL
         // again for what follows (the outcome, the next task).
         let t = q.publish(new_task("1.2.3")).await.unwrap();
-        let result = InstanceResult {
-            sop_iuid: "1.2.3.4".into(),
-            status: InstanceStatus::Completed,
-            reason: None,
-            retry: crate::outcome::Retry::No,
-        };
+        let result = InstanceResult::completed("1.2.3.4");
         q.record_instances(&t.task_id, vec![result]).await.unwrap();
         assert_eq!(q.instance_result_count(&t.task_id).await.unwrap(), 1);
         assert_eq!(synchronous(&q).await, 2);

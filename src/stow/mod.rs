@@ -22,7 +22,7 @@ use reqwest::header::{
 
 use crate::archive::StoredInstance;
 use crate::config::WebApp;
-use crate::outcome::{InstanceResult, InstanceStatus, Retry};
+use crate::outcome::{FailureKind, InstanceResult};
 use multipart::{PartContent, PartFile};
 use response::Exchange;
 
@@ -241,19 +241,17 @@ impl StowClient {
     }
 
     /// The `Authorization` header for the next request.
-    async fn authorization(&self) -> Result<Option<HeaderValue>, (String, Retry)> {
+    async fn authorization(&self) -> Result<Option<HeaderValue>, (FailureKind, String)> {
         match &self.auth {
             Auth::None => Ok(None),
             Auth::Fixed(v) => Ok(Some(v.clone())),
             Auth::Tokens(tokens) => tokens.header().await.map(Some).map_err(|e| {
                 // A refused client is refused again; an unreachable token
                 // endpoint may be back by the next attempt.
-                let retry = if e.is_worth_retrying() {
-                    Retry::Yes
-                } else {
-                    Retry::No
+                let kind = FailureKind::Token {
+                    transient: e.is_worth_retrying(),
                 };
-                (format!("cannot get an access token: {e}"), retry)
+                (kind, format!("cannot get an access token: {e}"))
             }),
         }
     }
@@ -261,15 +259,10 @@ impl StowClient {
     async fn post(&self, parts: Vec<PartFile>, sent: &[String], may_refresh: bool) -> Posted {
         let authorization = match self.authorization().await {
             Ok(a) => a,
-            Err((reason, retry)) => {
+            Err((kind, reason)) => {
                 return Posted::Results(
                     sent.iter()
-                        .map(|sop| InstanceResult {
-                            sop_iuid: sop.clone(),
-                            status: InstanceStatus::Failed,
-                            reason: Some(reason.clone()),
-                            retry,
-                        })
+                        .map(|sop| InstanceResult::failed(sop.clone(), kind, reason.clone()))
                         .collect(),
                 );
             }
@@ -296,7 +289,10 @@ impl StowClient {
             Err(e) => {
                 return Posted::Results(response::classify(
                     sent,
-                    Exchange::Transport(transport_reason(&e)),
+                    Exchange::Transport {
+                        timed_out: e.is_timeout(),
+                        reason: transport_reason(&e),
+                    },
                 ));
             }
         };
@@ -338,10 +334,13 @@ impl StowClient {
             ),
             Err(body::ReadError::Transport(e)) => response::classify(
                 sent,
-                Exchange::Transport(format!(
-                    "HTTP {status}: reading the response failed: {}",
-                    transport_reason(&e)
-                )),
+                Exchange::Transport {
+                    timed_out: e.is_timeout(),
+                    reason: format!(
+                        "HTTP {status}: reading the response failed: {}",
+                        transport_reason(&e)
+                    ),
+                },
             ),
         })
     }
@@ -399,44 +398,35 @@ pub async fn check_stored(inst: &StoredInstance) -> Result<(), InstanceResult> {
 /// descriptors or memory on this host is worth retrying; the rest would
 /// fail the same way again.
 fn file_problem(inst: &StoredInstance, len: std::io::Result<u64>) -> Option<InstanceResult> {
-    let (status, reason, retry) = match len {
+    let (kind, reason) = match len {
         Ok(len) if len == inst.size => return None,
         Ok(len) => (
-            InstanceStatus::Failed,
+            FailureKind::File { shortage: false },
             format!(
                 "stored file {} has {len} bytes, the index says {}: not sent",
                 inst.path.display(),
                 inst.size
             ),
-            Retry::No,
         ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
-            InstanceStatus::Missing,
+            FailureKind::Gone,
             format!("stored file {} is gone", inst.path.display()),
-            Retry::No,
         ),
         Err(e) => match crate::shortage::Shortage::of_io(&e) {
             Some(short) => (
-                InstanceStatus::Failed,
+                FailureKind::File { shortage: true },
                 format!(
                     "cannot read {}: {short}: not sent, worth another attempt",
                     inst.path.display()
                 ),
-                Retry::Yes,
             ),
             None => (
-                InstanceStatus::Failed,
+                FailureKind::File { shortage: false },
                 format!("cannot read {}: {e}", inst.path.display()),
-                Retry::No,
             ),
         },
     };
-    Some(InstanceResult {
-        sop_iuid: inst.sop_iuid.clone(),
-        status,
-        reason: Some(reason),
-        retry,
-    })
+    Some(InstanceResult::failed(inst.sop_iuid.clone(), kind, reason))
 }
 
 /// A `Retry-After` value: delay seconds or an HTTP date (RFC 9110 10.2.3).

@@ -483,7 +483,7 @@ fn location_host(base: &str, location: &str) -> String {
         },
         Err(_) => "(an invalid Location)".to_string(),
     };
-    super::response::clip(&shown, MAX_LOCATION_CHARS)
+    crate::text::clip(&shown, MAX_LOCATION_CHARS)
 }
 
 /// A reqwest error with its causes, without the URL (the caller names it).

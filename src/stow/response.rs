@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::outcome::{InstanceResult, InstanceStatus, Retry};
+use crate::outcome::{FailureKind, InstanceResult};
+use crate::text::clip;
 
 const REFERENCED_SOP_SEQUENCE: &str = "00081199";
 const FAILED_SOP_SEQUENCE: &str = "00081198";
@@ -702,18 +703,9 @@ pub enum Exchange<'a> {
         retry_after: Option<Duration>,
         limit: usize,
     },
-    /// No answer: connection refused, reset, timeout, a body read error.
-    Transport(String),
-}
-
-/// Whether a request that got `status` is worth sending again: timeouts,
-/// throttling and the server errors that are usually passing (PS3.18 and
-/// RFC 9110); never a client error, which would fail the same way.
-fn retry_for_status(status: u16, retry_after: Option<Duration>) -> Retry {
-    match status {
-        408 | 429 | 500 | 502 | 503 | 504 => retry_after.map_or(Retry::Yes, Retry::After),
-        _ => Retry::No,
-    }
+    /// No answer: connection refused, reset, a body read error; `timed_out`
+    /// when the response timeout ran out.
+    Transport { timed_out: bool, reason: String },
 }
 
 /// What to add to the reason of an error status an operator can act on.
@@ -735,36 +727,20 @@ fn listed_failure(
     reason: Option<u16>,
     retry_after: Option<Duration>,
 ) -> InstanceResult {
-    let (status, text, retry) = match reason {
-        Some(0x0111) => (
-            InstanceStatus::Warning,
-            format!(
-                "{http}: already stored at the destination, FailureReason {}",
-                describe_status(0x0111)
-            ),
-            Retry::No,
-        ),
-        Some(code) => (
-            InstanceStatus::Failed,
-            format!("{http}: FailureReason {}", describe_status(code)),
-            if (0xA700..=0xA7FF).contains(&code) {
-                retry_after.map_or(Retry::Yes, Retry::After)
-            } else {
-                Retry::No
-            },
-        ),
-        None => (
-            InstanceStatus::Failed,
-            format!("{http}: in FailedSOPSequence without FailureReason"),
-            Retry::No,
-        ),
+    let text = match reason {
+        Some(0x0111) => {
+            return InstanceResult::warning(
+                sop,
+                format!(
+                    "{http}: already stored at the destination, FailureReason {}",
+                    describe_status(0x0111)
+                ),
+            );
+        }
+        Some(code) => format!("{http}: FailureReason {}", describe_status(code)),
+        None => format!("{http}: in FailedSOPSequence without FailureReason"),
     };
-    InstanceResult {
-        sop_iuid: sop.to_string(),
-        status,
-        reason: Some(text),
-        retry,
-    }
+    InstanceResult::failed_after(sop, FailureKind::Rejected(reason), text, retry_after)
 }
 
 /// The reason of an instance not named in a successful reply that failed
@@ -814,18 +790,27 @@ pub fn classify(sent: &[String], exchange: Exchange<'_>) -> Vec<InstanceResult> 
 }
 
 fn classify_unbounded(sent: &[String], exchange: Exchange<'_>) -> Vec<InstanceResult> {
-    let failed = |sop: &String, reason: String, retry: Retry| InstanceResult {
-        sop_iuid: sop.clone(),
-        status: InstanceStatus::Failed,
-        reason: Some(reason),
-        retry,
+    // The kind decides whether the server's Retry-After applies.
+    let after = match &exchange {
+        Exchange::Transport { .. } => None,
+        Exchange::TooLarge { retry_after, .. } | Exchange::Answered { retry_after, .. } => {
+            *retry_after
+        }
+    };
+    let failed = |sop: &String, kind: FailureKind, reason: String| {
+        InstanceResult::failed_after(sop.clone(), kind, reason, after)
     };
     let (status, reason, content_type, retry_after, body) = match exchange {
         // No answer: the next attempt may well get one.
-        Exchange::Transport(e) => {
+        Exchange::Transport { timed_out, reason } => {
+            let kind = if timed_out {
+                FailureKind::Timeout
+            } else {
+                FailureKind::Transport
+            };
             return sent
                 .iter()
-                .map(|s| failed(s, e.clone(), Retry::Yes))
+                .map(|s| failed(s, kind, reason.clone()))
                 .collect();
         }
         // An answer too large to read: the instances are not confirmed.
@@ -836,29 +821,35 @@ fn classify_unbounded(sent: &[String], exchange: Exchange<'_>) -> Vec<InstanceRe
         Exchange::TooLarge {
             status,
             reason,
-            retry_after,
+            retry_after: _,
             limit,
         } => {
             let http = format!("HTTP {status} {reason}").trim_end().to_string();
-            let (text, retry) = if (200..300).contains(&status) {
+            let (kind, text) = if (200..300).contains(&status) {
                 (
+                    FailureKind::Unconfirmed,
                     format!(
                         "{http}, but the reply exceeds {limit} bytes and was not read: not confirmed as stored"
                     ),
-                    Retry::Yes,
                 )
             } else {
                 (
+                    FailureKind::Status(status),
                     format!(
                         "{http}{} (a reply of more than {limit} bytes, not read)",
                         hint(status)
                     ),
-                    retry_for_status(status, retry_after),
                 )
             };
+            // A success status's Retry-After is no throttling advice.
             return sent
                 .iter()
-                .map(|s| failed(s, text.clone(), retry))
+                .map(|s| match kind {
+                    FailureKind::Unconfirmed => {
+                        InstanceResult::failed(s.clone(), kind, text.clone())
+                    }
+                    _ => failed(s, kind, text.clone()),
+                })
                 .collect();
         }
         Exchange::Answered {
@@ -871,7 +862,6 @@ fn classify_unbounded(sent: &[String], exchange: Exchange<'_>) -> Vec<InstanceRe
     };
     let http = format!("HTTP {status} {reason}").trim_end().to_string();
     let success = (200..300).contains(&status);
-    let status_retry = retry_for_status(status, retry_after);
     let sent_set: HashSet<&str> = sent.iter().map(String::as_str).collect();
     let parsed = parse_keeping(body, content_type, Keep::Only(&sent_set));
     // Reasons shared by many instances are made once.
@@ -882,47 +872,44 @@ fn classify_unbounded(sent: &[String], exchange: Exchange<'_>) -> Vec<InstanceRe
                 Some(Mention::Failed { reason }) => listed_failure(sop, &http, *reason, retry_after),
                 Some(Mention::Referenced { warning }) if success => {
                     match warning.or(r.warning) {
-                        Some(w) => InstanceResult {
-                            sop_iuid: sop.clone(),
-                            status: InstanceStatus::Warning,
-                            reason: Some(format!("WarningReason {}", describe_status(w))),
-                            retry: Retry::No,
-                        },
-                        None => InstanceResult {
-                            sop_iuid: sop.clone(),
-                            status: InstanceStatus::Completed,
-                            reason: None,
-                            retry: Retry::No,
-                        },
+                        Some(w) => InstanceResult::warning(
+                            sop.clone(),
+                            format!("WarningReason {}", describe_status(w)),
+                        ),
+                        None => InstanceResult::completed(sop.clone()),
                     }
                 }
                 Some(Mention::Referenced { .. }) => failed(
                     sop,
+                    FailureKind::Status(status),
                     format!("{http} although the instance is in ReferencedSOPSequence"),
-                    status_retry,
                 ),
                 // Orthanc's way of refusing a part: 200, and not a word
                 // about it. Sending it again gets the same silence.
                 None if success && !r.anonymous_failures.is_empty() => failed(
                     sop,
+                    FailureKind::Rejected(None),
                     anonymous
                         .get_or_insert_with(|| anonymous_reason(&http, &r.anonymous_failures))
                         .clone(),
-                    Retry::No,
                 ),
                 None if success => failed(
                     sop,
+                    FailureKind::NotMentioned,
                     format!("{http} but the instance is in neither ReferencedSOPSequence nor FailedSOPSequence: not stored"),
-                    Retry::No,
                 ),
                 // The body is a STOW response that does not name it: the
                 // status says it all.
-                None => failed(sop, format!("{http}{}", hint(status)), status_retry),
+                None => failed(
+                    sop,
+                    FailureKind::Status(status),
+                    format!("{http}{}", hint(status)),
+                ),
             },
             Err(e) if success => failed(
                 sop,
+                FailureKind::BadResponse,
                 format!("{http} with an unreadable response body ({e}): {}", snippet(body)),
-                Retry::No,
             ),
             Err(_) => {
                 let snippet = snippet(body);
@@ -932,7 +919,7 @@ fn classify_unbounded(sent: &[String], exchange: Exchange<'_>) -> Vec<InstanceRe
                 } else {
                     format!("{http}{hint}: {snippet}")
                 };
-                failed(sop, text, status_retry)
+                failed(sop, FailureKind::Status(status), text)
             }
         })
         .collect()
@@ -953,24 +940,66 @@ fn snippet(body: &[u8]) -> String {
     }
 }
 
-/// `s` cut to at most `max` characters, marked with `...` where cut.
-pub fn clip(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        None => s.to_string(),
-        Some(_) => {
-            let keep = max.saturating_sub(3);
-            let end = s.char_indices().nth(keep).map_or(s.len(), |(i, _)| i);
-            format!("{}...", &s[..end])
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcome::{InstanceStatus, Retry};
 
     fn sent() -> Vec<String> {
         vec!["1.2.1".into(), "1.2.2".into(), "1.2.3".into()]
+    }
+
+    /// The kind of each failure is set here, where the answer is read;
+    /// the metrics' class derives from it.
+    #[test]
+    fn each_answer_sets_its_failure_kind() {
+        let kind = |r: &[InstanceResult]| r[0].kind.map(FailureKind::class);
+        assert_eq!(kind(&answered(409, "")), Some("http_4xx"));
+        assert_eq!(kind(&answered(503, "")), Some("http_5xx"));
+        assert_eq!(kind(&answered(200, "not json")), Some("bad_response"));
+        assert_eq!(kind(&answered(200, "{}")), Some("not_mentioned"));
+        let t = classify(&sent(), transport("timeout"));
+        assert_eq!(kind(&t), Some("transport"));
+        let t = classify(
+            &sent(),
+            Exchange::Transport {
+                timed_out: true,
+                reason: "timeout".into(),
+            },
+        );
+        assert_eq!(t[0].kind, Some(FailureKind::Timeout));
+        assert_eq!((kind(&t), t[0].retry), (Some("transport"), Retry::Yes));
+        let big = |status| {
+            classify(
+                &sent(),
+                Exchange::TooLarge {
+                    status,
+                    reason: "X",
+                    retry_after: None,
+                    limit: 10,
+                },
+            )
+        };
+        assert_eq!(big(200)[0].kind, Some(FailureKind::Unconfirmed));
+        assert_eq!(big(200)[0].retry, Retry::Yes);
+        assert_eq!(big(413)[0].kind, Some(FailureKind::Status(413)));
+        let failed = r#"{"00081198":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":["1.2.1"]},"00081197":{"vr":"US","Value":[42752]}}]}}"#;
+        let r = answered(409, failed);
+        assert_eq!(r[0].kind, Some(FailureKind::Rejected(Some(0xA700))));
+        assert_eq!(r[0].retry, Retry::Yes);
+        assert_eq!(kind(&r[1..]), Some("http_4xx"));
+        assert!(
+            answered(200, "{}")
+                .iter()
+                .all(|x| x.status == InstanceStatus::Failed)
+        );
+    }
+
+    fn transport(reason: &str) -> Exchange<'static> {
+        Exchange::Transport {
+            timed_out: false,
+            reason: reason.into(),
+        }
     }
 
     fn answered(status: u16, body: &str) -> Vec<InstanceResult> {
@@ -1061,7 +1090,7 @@ mod tests {
             r[0].reason.as_deref(),
             Some("HTTP 503 X: <html> busy </html>")
         );
-        let r = classify(&sent(), Exchange::Transport("connection refused".into()));
+        let r = classify(&sent(), transport("connection refused"));
         assert!(
             r.iter()
                 .all(|x| x.reason.as_deref() == Some("connection refused"))
@@ -1143,7 +1172,7 @@ mod tests {
         }
         let r = with(503, "busy", Some(Duration::from_secs(7)));
         assert_eq!(r[0].retry, Retry::After(Duration::from_secs(7)));
-        let r = classify(&sent(), Exchange::Transport("connection reset".into()));
+        let r = classify(&sent(), transport("connection reset"));
         assert_eq!(r[0].retry, Retry::Yes);
         // A silent drop is not retried: the server would drop it again.
         let r = with(200, r#"{"00081199":{"vr":"SQ","Value":[]}}"#, None);
@@ -1288,8 +1317,6 @@ mod tests {
         let r = answered(500, &"é".repeat(10_000));
         let reason = r[0].reason.as_deref().unwrap();
         assert!(reason.ends_with("é..."), "{reason}");
-        assert_eq!(clip("abcdef", 4), "a...");
-        assert_eq!(clip("abcd", 4), "abcd");
     }
 
     #[test]

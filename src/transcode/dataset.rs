@@ -27,7 +27,7 @@ pub const TS_DEFLATED: &str = "1.2.840.10008.1.2.1.99";
 pub const TS_EXPLICIT_BE: &str = "1.2.840.10008.1.2.2";
 
 /// Why a file could not be walked.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
     #[error("not a DICOM Part 10 file (no DICM prefix)")]
     NoPreamble,
@@ -45,9 +45,9 @@ pub enum DatasetError {
     Inflate(String),
     #[error("sequences nested deeper than {MAX_DEPTH} levels")]
     TooDeep,
-    /// The pixel data could not be decoded (the decoder's message).
-    #[error("{0}")]
-    Pixels(String),
+    /// The pixel data could not be decoded.
+    #[error(transparent)]
+    Pixels(super::pixels::DecodeError),
 }
 
 /// How a data set is encoded.

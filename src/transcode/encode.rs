@@ -53,7 +53,10 @@ pub enum PixelValue<'a> {
     Bytes(&'a [u8]),
     /// This many bytes, which the function appends to the output (the
     /// decoder, writing straight into the file being built).
-    Decode(u64, &'a mut dyn FnMut(&mut Vec<u8>) -> Result<(), String>),
+    Decode(
+        u64,
+        &'a mut dyn FnMut(&mut Vec<u8>) -> Result<(), super::pixels::DecodeError>,
+    ),
 }
 
 /// Writes preamble, file meta (with the new transfer syntax and group
@@ -95,9 +98,10 @@ pub fn write_file(
                     decode(out).map_err(DatasetError::Pixels)?;
                     let got = out.len() - before;
                     if got as u64 != len {
-                        return Err(DatasetError::Pixels(format!(
-                            "decoded {got} bytes, {len} expected"
-                        )));
+                        return Err(DatasetError::Pixels(super::pixels::DecodeError::Length {
+                            got: got as u64,
+                            want: len,
+                        }));
                     }
                     got
                 }

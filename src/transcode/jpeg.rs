@@ -15,6 +15,25 @@ use jpeg_decoder::{ColorTransform, Decoder};
 
 use super::{jpeg12, jpegll};
 
+/// Why a JPEG frame could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum JpegDecodeError {
+    #[error("not a JPEG stream (no SOI or no frame header before the first scan)")]
+    NotJpeg,
+    #[error("{0}")]
+    Decoder(#[source] jpeg_decoder::Error),
+    #[error("no frame header")]
+    NoFrameHeader,
+    #[error("{precision}-bit samples in a Bits Allocated {bits_allocated} image")]
+    SampleBits { precision: u8, bits_allocated: u16 },
+    #[error("Bits Allocated {0} is not supported for JPEG")]
+    BitsAllocated(u16),
+    #[error("{precision}-bit JPEG in a Bits Allocated {bits_allocated} image")]
+    Extended { precision: u8, bits_allocated: u16 },
+    #[error(transparent)]
+    Extended12(#[from] jpeg12::JpegError),
+}
+
 /// What the markers before the first scan say.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Markers {
@@ -96,9 +115,8 @@ pub fn decode_frame(
     bits_allocated: u16,
     max_bytes: usize,
     dst: &mut Vec<u8>,
-) -> Result<(), String> {
-    let m = scan_markers(data)
-        .ok_or("not a JPEG stream (no SOI or no frame header before the first scan)")?;
+) -> Result<(), JpegDecodeError> {
+    let m = scan_markers(data).ok_or(JpegDecodeError::NotJpeg)?;
     let lossless = matches!(m.sof, 0xC3 | 0xC7 | 0xCB | 0xCF);
     if !lossless && m.precision > 8 {
         return decode_12(data, &m, photometric, bits_allocated, max_bytes, dst);
@@ -117,8 +135,8 @@ pub fn decode_frame(
             ColorTransform::RGB
         });
     }
-    let px = d.decode().map_err(|e| e.to_string())?;
-    let info = d.info().ok_or("no frame header")?;
+    let px = d.decode().map_err(JpegDecodeError::Decoder)?;
+    let info = d.info().ok_or(JpegDecodeError::NoFrameHeader)?;
     match (info.pixel_format, bits_allocated) {
         (jpeg_decoder::PixelFormat::L16, 16) => {
             // jpeg-decoder gives native-endian words; DICOM wants little.
@@ -128,10 +146,10 @@ pub fn decode_frame(
             }
         }
         (jpeg_decoder::PixelFormat::L16, _) => {
-            return Err(format!(
-                "{}-bit samples in a Bits Allocated {bits_allocated} image",
-                m.precision
-            ));
+            return Err(JpegDecodeError::SampleBits {
+                precision: m.precision,
+                bits_allocated,
+            });
         }
         (_, 8) => dst.extend_from_slice(&px),
         (_, 16) => {
@@ -140,7 +158,7 @@ pub fn decode_frame(
                 dst.extend_from_slice(&u16::from(b).to_le_bytes());
             }
         }
-        (_, b) => return Err(format!("Bits Allocated {b} is not supported for JPEG")),
+        (_, b) => return Err(JpegDecodeError::BitsAllocated(b)),
     }
     Ok(())
 }
@@ -152,14 +170,14 @@ fn decode_12(
     bits_allocated: u16,
     max_bytes: usize,
     dst: &mut Vec<u8>,
-) -> Result<(), String> {
+) -> Result<(), JpegDecodeError> {
     if bits_allocated != 16 {
-        return Err(format!(
-            "{}-bit JPEG in a Bits Allocated {bits_allocated} image",
-            m.precision
-        ));
+        return Err(JpegDecodeError::Extended {
+            precision: m.precision,
+            bits_allocated,
+        });
     }
-    let img = jpeg12::decode(data, max_bytes).map_err(|e| e.to_string())?;
+    let img = jpeg12::decode(data, max_bytes)?;
     let mut samples = img.samples;
     if img.components == 3 && is_ycbcr(m, photometric) {
         ycbcr_to_rgb(&mut samples, img.precision);

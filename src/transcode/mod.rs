@@ -41,7 +41,7 @@ use dataset::{
 use encode::{Changes, PixelValue, write_file};
 pub use pixels::ImageInfo;
 
-use crate::config::transfer_syntax_name;
+use crate::transfer_syntax::transfer_syntax_name;
 
 /// An uncompressed transfer syntax to send in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,16 +83,53 @@ pub fn choose(stored: &str, accepted: &[String]) -> Option<Target> {
 
 /// Why an object could not be transcoded: names the stored syntax and
 /// the cause.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[error("cannot convert {name} ({uid}) to {target}: {cause}")]
 pub struct TranscodeError {
     pub uid: String,
     pub name: String,
     pub target: &'static str,
-    pub cause: String,
+    /// Boxed: the error travels in every result of the converter.
+    #[source]
+    pub cause: Box<Cause>,
+}
+
+impl TranscodeError {
     /// Reading the stored file met a shortage of descriptors or memory:
     /// the same conversion succeeds later, unlike every other cause.
-    pub shortage: Option<crate::shortage::Shortage>,
+    pub fn shortage(&self) -> Option<crate::shortage::Shortage> {
+        match &*self.cause {
+            Cause::Read { shortage, .. } => *shortage,
+            _ => None,
+        }
+    }
+}
+
+/// The step of a conversion that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Cause {
+    /// The file or its data set cannot be walked, or its pixel data not
+    /// decoded.
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    /// The pixel data is refused before decoding.
+    #[error(transparent)]
+    Pixels(#[from] pixels::PixelError),
+    #[error("pixel data of defined length {0} under a compressed transfer syntax")]
+    DefinedLength(u32),
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+        shortage: Option<crate::shortage::Shortage>,
+    },
+    #[error("the file is {len} bytes, over the limit of {limit} for decompression")]
+    FileTooLarge { len: u64, limit: u64 },
+    #[error("decoder crashed: {0}")]
+    Crashed(#[source] tokio::task::JoinError),
+    #[error("the converter is shut down")]
+    Closed,
 }
 
 /// Limits on one object.
@@ -201,17 +238,16 @@ pub fn transcode(
 ) -> Result<Transcoded, TranscodeError> {
     let max = usize::try_from(limits.max_object_bytes).unwrap_or(usize::MAX);
     let mut uid = String::from("(no transfer syntax)");
-    let fail = |uid: &str, cause: String| TranscodeError {
+    let fail = |uid: &str, cause: Cause| TranscodeError {
         uid: uid.to_string(),
         name: transfer_syntax_name(uid).to_string(),
         target: transfer_syntax_name(target.uid()),
-        cause,
-        shortage: None,
+        cause: Box::new(cause),
     };
-    let parts = split(file, max).map_err(|e| fail(&uid, e.to_string()))?;
+    let parts = split(file, max).map_err(|e| fail(&uid, e.into()))?;
     uid.clone_from(&parts.transfer_syntax);
     let ds = &parts.dataset[..];
-    let sc = scan(ds, parts.encoding).map_err(|e| fail(&uid, e.to_string()))?;
+    let sc = scan(ds, parts.encoding).map_err(|e| fail(&uid, e.into()))?;
     let native_source =
         [TS_IMPLICIT_LE, TS_EXPLICIT_LE, TS_EXPLICIT_BE, TS_DEFLATED].contains(&uid.as_str());
     let mut changes = Changes::default();
@@ -229,15 +265,15 @@ pub fn transcode(
             // fragments, then each frame's codestream header against the
             // attributes. Only then is the output allocated and decoded.
             pixels::number_of_frames(sc.frames_text.as_deref())
-                .map_err(|e| fail(&uid, e.to_string()))?;
-            decoded_len = pixels::checked_len(info, max).map_err(|e| fail(&uid, e.to_string()))?;
+                .map_err(|e| fail(&uid, e.into()))?;
+            decoded_len = pixels::checked_len(info, max).map_err(|e| fail(&uid, e.into()))?;
             let (bot, ranges) =
-                fragments(ds, px.value.clone()).map_err(|e| fail(&uid, e.to_string()))?;
+                fragments(ds, px.value.clone()).map_err(|e| fail(&uid, e.into()))?;
             let frags: Vec<&[u8]> = ranges.iter().map(|r| &ds[r.clone()]).collect();
             let fam = pixels::family(&uid);
             let frames =
-                pixels::frames(info, fam, &bot, &frags).map_err(|e| fail(&uid, e.to_string()))?;
-            pixels::check_headers(&uid, info, &frames).map_err(|e| fail(&uid, e.to_string()))?;
+                pixels::frames(info, fam, &bot, &frags).map_err(|e| fail(&uid, e.into()))?;
+            pixels::check_headers(&uid, info, &frames).map_err(|e| fail(&uid, e.into()))?;
             let ts = uid.as_str();
             decode_fn = move |out: &mut Vec<u8>| pixels::decode_into(ts, info, &frames, max, out);
             let vr = if info.bits_allocated > 8 {
@@ -263,13 +299,7 @@ pub fn transcode(
             ]);
         }
         Some(px) if !native_source => {
-            return Err(fail(
-                &uid,
-                format!(
-                    "pixel data of defined length {} under a compressed transfer syntax",
-                    px.len
-                ),
-            ));
+            return Err(fail(&uid, Cause::DefinedLength(px.len)));
         }
         Some(px) if parts.encoding == Encoding::ExplicitBE => {
             // Big endian OW pixel data is swapped in 16-bit words, and
@@ -319,7 +349,7 @@ pub fn transcode(
         pixel_data,
         &mut out,
     )
-    .map_err(|e| fail(&uid, e.to_string()))?;
+    .map_err(|e| fail(&uid, e.into()))?;
     let decoded_pixel_bytes = if native_source { 0 } else { decoded_len };
     Ok(Transcoded {
         data: out,
@@ -559,43 +589,40 @@ impl Transcoder {
         stored_ts: &str,
         target: Target,
     ) -> Result<Transcoded, TranscodeError> {
-        let fail = |cause: String, shortage: Option<crate::shortage::Shortage>| TranscodeError {
+        let fail = |cause: Cause| TranscodeError {
             uid: stored_ts.to_string(),
             name: transfer_syntax_name(stored_ts).to_string(),
             target: transfer_syntax_name(target.uid()),
-            cause,
-            shortage,
+            cause: Box::new(cause),
         };
         let _permit = self
             .permits
             .acquire()
             .await
-            .map_err(|e| fail(e.to_string(), None))?;
+            .map_err(|_| fail(Cause::Closed))?;
         let limits = self.limits;
         let (metrics, ts) = (self.metrics.clone(), stored_ts.to_string());
-        // An I/O error keeps its shortage (EMFILE, ENOMEM...), which makes
-        // the instance worth retrying.
-        let io = |what: String, e: std::io::Error| {
-            (format!("{what}: {e}"), crate::shortage::Shortage::of_io(&e))
-        };
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let r = (|| {
                 use std::io::Read;
-                let read = || format!("cannot read {}", path.display());
-                let mut f = std::fs::File::open(&path).map_err(|e| io(read(), e))?;
-                let len = f.metadata().map_err(|e| io(read(), e))?.len();
+                // An I/O error keeps its shortage (EMFILE, ENOMEM...),
+                // which makes the instance worth retrying.
+                let read = |source: std::io::Error| Cause::Read {
+                    path: path.clone(),
+                    shortage: crate::shortage::Shortage::of_io(&source),
+                    source,
+                };
+                let mut f = std::fs::File::open(&path).map_err(read)?;
+                let len = f.metadata().map_err(read)?.len();
                 if len > limits.max_object_bytes {
-                    return Err((
-                        format!(
-                            "the file is {len} bytes, over the limit of {} for decompression",
-                            limits.max_object_bytes
-                        ),
-                        None,
-                    ));
+                    return Err(Cause::FileTooLarge {
+                        len,
+                        limit: limits.max_object_bytes,
+                    });
                 }
                 let mut buf = Vec::with_capacity(len as usize);
-                f.read_to_end(&mut buf).map_err(|e| io(read(), e))?;
+                f.read_to_end(&mut buf).map_err(read)?;
                 Ok(transcode(&buf, target, limits))
             })();
             if let Some(m) = metrics {
@@ -604,8 +631,8 @@ impl Transcoder {
             r
         })
         .await
-        .map_err(|e| fail(format!("decoder crashed: {e}"), None))?
-        .map_err(|(cause, shortage)| fail(cause, shortage))?
+        .map_err(|e| fail(Cause::Crashed(e)))?
+        .map_err(fail)?
     }
 }
 

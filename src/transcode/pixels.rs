@@ -94,6 +94,44 @@ pub enum PixelError {
     NoDecoder,
 }
 
+/// Why decoding failed once the pixel data was accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error(transparent)]
+    Refused(#[from] PixelError),
+    #[error("frame {frame}: {source}")]
+    Frame {
+        frame: usize,
+        #[source]
+        source: FrameError,
+    },
+    #[error(
+        "frame {frame} decoded to {got} bytes where Rows, Columns, Samples per Pixel and Bits Allocated give {want}"
+    )]
+    FrameSize {
+        frame: usize,
+        got: usize,
+        want: usize,
+    },
+    #[error("decoded {got} bytes, {want} expected")]
+    Length { got: u64, want: u64 },
+}
+
+/// Why one frame could not be decoded, by codec.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error(transparent)]
+    Rle(#[from] rle::RleError),
+    #[error(transparent)]
+    Jpeg(#[from] jpeg::JpegDecodeError),
+    #[error(transparent)]
+    Inflate(#[from] InflateError),
+    /// dicom-rs' adapters put the cause in the error's sources, so the
+    /// text shows the whole chain.
+    #[error("{}", chain(.0.as_ref()))]
+    Codec(Box<dyn std::error::Error + Send + Sync>),
+}
+
 /// Number of Frames from its text: absent or empty is one frame, and 0
 /// too (as pydicom and dcmtk read it); anything else that is not a whole
 /// number in range is an error naming the attribute.
@@ -326,7 +364,7 @@ pub fn decode(
     info: &ImageInfo,
     frames: &[Cow<'_, [u8]>],
     max_bytes: usize,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, DecodeError> {
     let mut dst = Vec::new();
     decode_into(ts, info, frames, max_bytes, &mut dst)?;
     Ok(dst)
@@ -340,18 +378,18 @@ pub fn decode_into(
     frames: &[Cow<'_, [u8]>],
     max_bytes: usize,
     out: &mut Vec<u8>,
-) -> Result<(), String> {
-    let total = checked_len(info, max_bytes).map_err(|e| e.to_string())?;
-    check_headers(ts, info, frames).map_err(|e| e.to_string())?;
+) -> Result<(), DecodeError> {
+    let total = checked_len(info, max_bytes)?;
+    check_headers(ts, info, frames)?;
     let frame_len = info.frame_len();
     let start = out.len();
     out.reserve(total as usize);
     decode_frames(ts, info, frames, max_bytes, frame_len, out)?;
     if out.len() - start != total as usize {
-        return Err(format!(
-            "decoded {} bytes, {total} expected",
-            out.len() - start
-        ));
+        return Err(DecodeError::Length {
+            got: (out.len() - start) as u64,
+            want: total,
+        });
     }
     Ok(())
 }
@@ -363,39 +401,45 @@ fn decode_frames(
     max_bytes: usize,
     frame_len: usize,
     dst: &mut Vec<u8>,
-) -> Result<(), String> {
+) -> Result<(), DecodeError> {
+    let frame_error = |i: usize| {
+        move |e: FrameError| DecodeError::Frame {
+            frame: i + 1,
+            source: e,
+        }
+    };
     match family(ts) {
         Family::Rle => {
             let pixels = usize::from(info.rows) * usize::from(info.cols);
             for (i, f) in frames.iter().enumerate() {
                 rle::decode_frame(f, pixels, info.samples, info.bits_allocated, dst)
-                    .map_err(|e| format!("frame {}: {e}", i + 1))?;
+                    .map_err(|e| frame_error(i)(e.into()))?;
             }
         }
         Family::Jpeg => {
             for (i, f) in frames.iter().enumerate() {
                 let before = dst.len();
                 jpeg::decode_frame(f, &info.photometric, info.bits_allocated, max_bytes, dst)
-                    .map_err(|e| format!("frame {}: {e}", i + 1))?;
+                    .map_err(|e| frame_error(i)(e.into()))?;
                 check_size(dst.len() - before, frame_len, i)?;
             }
         }
         Family::Deflated => {
             for (i, f) in frames.iter().enumerate() {
-                inflate_frame(f, frame_len, dst).map_err(|e| format!("frame {}: {e}", i + 1))?;
+                inflate_frame(f, frame_len, dst).map_err(|e| frame_error(i)(e.into()))?;
             }
         }
         Family::Registry => {
             let obj = Frames { ts, info, frames };
             let reader = match TransferSyntaxRegistry.get(ts).map(|t| t.codec()) {
                 Some(Codec::EncapsulatedPixelData(Some(r), _)) => r,
-                _ => return Err("no decoder for this transfer syntax".into()),
+                _ => return Err(PixelError::NoDecoder.into()),
             };
             for i in 0..frames.len() {
                 let before = dst.len();
                 reader
                     .decode_frame(&obj, i as u32, dst)
-                    .map_err(|e| format!("frame {}: {}", i + 1, chain(&e)))?;
+                    .map_err(|e| frame_error(i)(FrameError::Codec(Box::new(e))))?;
                 check_size(dst.len() - before, frame_len, i)?;
             }
         }
@@ -405,7 +449,7 @@ fn decode_frames(
 
 /// Why a deflated frame could not be inflated.
 #[derive(Debug, thiserror::Error)]
-enum InflateError {
+pub enum InflateError {
     #[error("cannot inflate: {0}")]
     Io(#[from] std::io::Error),
     #[error(
@@ -429,12 +473,13 @@ fn inflate_frame(frame: &[u8], frame_len: usize, dst: &mut Vec<u8>) -> Result<()
     Ok(())
 }
 
-fn check_size(got: usize, want: usize, frame: usize) -> Result<(), String> {
+fn check_size(got: usize, want: usize, frame: usize) -> Result<(), DecodeError> {
     if got != want {
-        return Err(format!(
-            "frame {} decoded to {got} bytes where Rows, Columns, Samples per Pixel and Bits Allocated give {want}",
-            frame + 1
-        ));
+        return Err(DecodeError::FrameSize {
+            frame: frame + 1,
+            got,
+            want,
+        });
     }
     Ok(())
 }
@@ -548,7 +593,11 @@ mod tests {
         i.cols = 4096;
         i.bits_allocated = 16;
         let err = decode("1.2.840.10008.1.2.5", &i, &[], 1 << 30).unwrap_err();
-        assert!(err.contains("over the limit"), "{err}");
+        assert!(
+            matches!(err, DecodeError::Refused(PixelError::OverLimit { .. })),
+            "{err}"
+        );
+        assert!(err.to_string().contains("over the limit"), "{err}");
     }
 
     #[test]
