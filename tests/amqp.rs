@@ -220,7 +220,41 @@ async fn two_instances_on_one_queue_share_the_work() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // No study runs twice: rather than pausing and hoping a duplicate would
+    // have shown by then, each instance must first deal with a marker
+    // published now. A marker queues behind every message the broker could
+    // still hand out (a requeued one goes back to its place, ahead of it),
+    // and each instance takes one delivery at a time (prefetch 1, one task
+    // in parallel), so an instance that has dealt with a marker has nothing
+    // of the 20 left. A marker is dead-lettered unread (an unknown field),
+    // so it sends nothing and leaves a FAILED record of batch `share-end`
+    // in the store of the instance that took it.
+    let marker = format!(
+        r#"{{"ExporterID":"{}","StudyInstanceUID":"1.2.3","batchID":"share-end","Marker":1}}"#,
+        q.exporter
+    );
+    let mut markers = 0;
+    loop {
+        assert!(
+            markers < 20,
+            "{markers} markers, all dealt with by one instance: the other is stuck"
+        );
+        publish(&ch, &q.name, marker.as_bytes(), None).await;
+        markers += 1;
+        let (ma, mb) = eventually(Duration::from_secs(30), || async {
+            let ma = a.list("batchID=share-end&status=FAILED").await.len();
+            let mb = b.list("batchID=share-end&status=FAILED").await.len();
+            if ma + mb == markers {
+                Ok((ma, mb))
+            } else {
+                Err(format!("{} of {markers} markers dead-lettered", ma + mb))
+            }
+        })
+        .await;
+        if ma > 0 && mb > 0 {
+            break;
+        }
+    }
     assert_eq!(la.len() + lb.len(), 20);
     assert!(
         !la.is_empty() && !lb.is_empty(),
@@ -298,6 +332,15 @@ async fn retries_wait_in_the_retry_queue_and_come_back_when_due() {
 
 /// Messages waiting in `queue` (a passive declare).
 async fn waiting(ch: &Channel, queue: &str) -> u32 {
+    passive_declare(ch, queue).await.message_count()
+}
+
+/// Consumers of `queue` (a passive declare).
+async fn consumers(ch: &Channel, queue: &str) -> u32 {
+    passive_declare(ch, queue).await.consumer_count()
+}
+
+async fn passive_declare(ch: &Channel, queue: &str) -> lapin::Queue {
     ch.queue_declare(
         queue.into(),
         QueueDeclareOptions {
@@ -309,7 +352,6 @@ async fn waiting(ch: &Channel, queue: &str) -> u32 {
     )
     .await
     .unwrap()
-    .message_count()
 }
 
 #[tokio::test]
@@ -326,14 +368,19 @@ async fn held_and_canceled_tasks_do_not_run() {
     );
     let cfg = write_config(tmp.path(), rcv.addr.port(), &ldif);
     let (study_uid, files) = study(&tmp.path().join("src"), 1, 32);
+    // Exported by the control task below, which must run.
+    let (control_uid, control_files) = study(&tmp.path().join("control"), 1, 32);
     let data = tmp.path().join("data");
     import(&data, &files).await;
+    import(&data, &control_files).await;
     let (_conn, ch) = client(&amqp_url()).await;
     let svc = start(&cfg, &data).await;
 
     let t = svc.export_study(&q.exporter, &study_uid).await;
     let id = t["taskID"].as_str().unwrap();
     let started = Instant::now();
+    // The worker has looked at the task and held it: its message moved to
+    // <queue>.hold.
     while waiting(&ch, &format!("{}.hold", q.name)).await == 0 {
         assert!(
             started.elapsed() < Duration::from_secs(10),
@@ -359,9 +406,28 @@ async fn held_and_canceled_tasks_do_not_run() {
     let id2 = export_later(&svc, &q2.exporter, &study_uid, 2).await;
     let path = format!("/monitor/export/{id2}/cancel");
     assert_eq!(svc.call(Method::POST, &path).await, 204);
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // A control task on the same queue, due no sooner, triggered after the
+    // cancel: its message travels the same way behind the canceled one
+    // (through <queue>, then <queue>.hold, which expires messages in
+    // order from its head, then back), and the queue's one consumer
+    // (prefetch 1) settles deliveries one at a time. So once the control
+    // task has ended, the canceled task's message has come back and been
+    // dealt with: no pause that a slow machine could outlast.
+    let control = export_later(&svc, &q2.exporter, &control_uid, 2).await;
+    let done = svc.wait_done(&control).await;
+    assert_eq!(done["status"], "COMPLETED", "the control task ran: {done}");
     assert_eq!(svc.task(&id2).await["status"], "CANCELED");
-    assert!(rcv.seen().is_empty(), "nothing ran");
+    assert_eq!(
+        svc.task(id).await["status"],
+        "CANCELED",
+        "the held task stays canceled"
+    );
+    assert_eq!(rcv.seen().len(), 1, "only the control task sent anything");
+    assert_eq!(
+        rcv.stored(),
+        vec![rcv.dir.join(format!("{}.dcm", sop_uid(&control_files[0])))],
+        "nothing of the canceled tasks' study arrived"
+    );
     for name in [q2.name.clone(), format!("{}.hold", q2.name)] {
         assert_eq!(waiting(&ch, &name).await, 0, "{name} is empty");
     }
@@ -478,12 +544,18 @@ async fn an_unfinished_delivery_comes_back_and_an_ended_one_does_not_run_again()
         .unwrap();
     assert_eq!(done.status, Status::Completed);
 
-    // The same message once more: acknowledged without running.
+    // The same message once more: acknowledged without running. Rather
+    // than waiting a while for nothing, a second message follows it: the
+    // queue is FIFO and its consumer has a prefetch of 1, so what `next`
+    // hands out now is the first message it did not acknowledge unread.
     publish(&ch, &q.name, body.as_bytes(), Some("m-1")).await;
-    assert!(
-        tokio::time::timeout(Duration::from_millis(1500), q2.next(&q.name, &Hold::none))
-            .await
-            .is_err(),
+    publish(&ch, &q.name, body.as_bytes(), Some("m-2")).await;
+    let after = tokio::time::timeout(limit, q2.next(&q.name, &Hold::none))
+        .await
+        .expect("the message after the ended task's is handed out")
+        .unwrap();
+    assert_ne!(
+        after.task_id, t.task_id,
         "an ended task is not handed out again"
     );
     assert_eq!(
@@ -491,11 +563,18 @@ async fn an_unfinished_delivery_comes_back_and_an_ended_one_does_not_run_again()
         0,
         "and its message was acknowledged"
     );
+    let records = q2.list(Default::default()).await.unwrap();
     assert_eq!(
-        q2.list(Default::default()).await.unwrap().len(),
+        records.iter().filter(|r| r.task_id == t.task_id).count(),
         1,
-        "one record"
+        "one record of the ended task"
     );
+    assert_eq!(
+        q2.get(&t.task_id).await.unwrap().status,
+        Status::Completed,
+        "still ended"
+    );
+    assert_eq!(records.len(), 2, "and one of the message after it");
     drop(q2);
     q.delete(&ch).await;
 }
@@ -503,13 +582,11 @@ async fn an_unfinished_delivery_comes_back_and_an_ended_one_does_not_run_again()
 #[tokio::test]
 async fn a_paused_queue_takes_no_deliveries_until_a_reload_opens_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let q = TestQueue::new();
+    let (q, q2) = (TestQueue::new(), TestQueue::new());
     let rcv = Receiver::start(&tmp.path().join("received"), Duration::ZERO).await;
-    let cfg = write_config(
-        tmp.path(),
-        rcv.addr.port(),
-        &q.ldif("dicomInstalled: FALSE\n"),
-    );
+    // q is paused; q2, open, is the control.
+    let ldif = format!("{}{}", q.ldif("dicomInstalled: FALSE\n"), q2.ldif(""));
+    let cfg = write_config(tmp.path(), rcv.addr.port(), &ldif);
     let (study_uid, files) = study(&tmp.path().join("src"), 1, 32);
     let data = tmp.path().join("data");
     import(&data, &files).await;
@@ -523,7 +600,24 @@ async fn a_paused_queue_takes_no_deliveries_until_a_reload_opens_it() {
     for _ in 0..3 {
         publish(&ch, &q.name, body.as_bytes(), None).await;
     }
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Instead of a pause: a task published after them to the open queue q2
+    // runs to its end. The workers of both queues started together, so by
+    // then the worker of q has long looked at its queue; had it not seen
+    // it paused, it would have consumed it. It has not: q has no consumer,
+    // so the broker can hand it nothing, and its messages are all there.
+    let control = format!(
+        r#"{{"ExporterID":"{}","StudyInstanceUID":"{study_uid}","batchID":"control"}}"#,
+        q2.exporter
+    );
+    publish(&ch, &q2.name, control.as_bytes(), None).await;
+    let l = wait_listed(&svc, "batchID=control", 1).await;
+    assert_eq!(l[0]["status"], "COMPLETED", "the control task ran: {l:?}");
+    assert_eq!(
+        consumers(&ch, &q2.name).await,
+        1,
+        "the open queue is consumed"
+    );
+    assert_eq!(consumers(&ch, &q.name).await, 0, "the paused queue is not");
     assert_eq!(waiting(&ch, &q.name).await, 3, "still in the broker");
     assert!(svc.list("batchID=paused").await.is_empty());
     // The broker tells the queue depth; readiness checks the broker.
@@ -541,6 +635,7 @@ async fn a_paused_queue_takes_no_deliveries_until_a_reload_opens_it() {
     assert_eq!(depth(&svc, &q.name).await, Some(0));
     svc.stop().await;
     q.delete(&ch).await;
+    q2.delete(&ch).await;
 }
 
 /// `stow_exporter_queue_depth{queue="<queue>"}` from `/metrics`.
@@ -601,8 +696,11 @@ async fn reschedule_and_delete_travel_over_the_broker() {
     let ldif = format!("{}{}", q.ldif("dcmMaxRetries: 0\n"), q2.ldif(""));
     let cfg = write_config(tmp.path(), port, &ldif);
     let (study_uid, files) = study(&tmp.path().join("src"), 1, 32);
+    // Exported by the control task at the end, which must run.
+    let (control_uid, control_files) = study(&tmp.path().join("control"), 1, 32);
     let data = tmp.path().join("data");
     import(&data, &files).await;
+    import(&data, &control_files).await;
     let (_conn, ch) = client(&amqp_url()).await;
     let svc = start(&cfg, &data).await;
 
@@ -667,8 +765,26 @@ async fn reschedule_and_delete_travel_over_the_broker() {
     );
     assert_eq!(svc.call(Method::DELETE, &held).await, 204);
     assert_eq!(svc.call(Method::GET, &held).await, 404);
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    assert_eq!(times.lock().unwrap().len(), 3, "the deleted task never ran");
+    // A control task on the same queue, due no sooner, triggered after the
+    // delete: its message travels behind the deleted task's (through
+    // <queue>, then <queue>.hold, which expires messages in order from its
+    // head, then back), and the queue's one consumer (prefetch 1) settles
+    // deliveries one at a time. Once the control task has ended, the
+    // deleted task's message has come back and been dealt with.
+    let control = export_later(&svc, &q2.exporter, &control_uid, 2).await;
+    let done = svc.wait_done(&control).await;
+    assert_eq!(done["status"], "COMPLETED", "the control task ran: {done}");
+    assert_eq!(
+        times.lock().unwrap().len(),
+        4,
+        "the deleted task never ran: one more request, the control task's"
+    );
+    assert!(
+        walk(&tmp.path().join("received"))
+            .iter()
+            .any(|f| sop_uid(f) == sop_uid(&control_files[0])),
+        "that request was the control task's"
+    );
     for name in [q2.name.clone(), format!("{}.hold", q2.name)] {
         assert_eq!(waiting(&ch, &name).await, 0, "{name} is empty");
     }

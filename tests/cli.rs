@@ -389,6 +389,16 @@ async fn trigger(base: &str, exporter: &str, study: &str) -> String {
 }
 
 const STOW_EXPORTER_DN: &str = "dcmExporterID=StowExporter,dicomDeviceName=dcm4chee-arc,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org";
+/// An exporter `Control1` on StowExporter's queue (Export1), always open,
+/// to the stowrsd web app.
+const CONTROL_EXPORTER_LDIF: &str = "dn: dcmExporterID=Control1,dicomDeviceName=dcm4chee-arc,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org
+objectClass: dcmExporter
+dcmExporterID: Control1
+dcmURI: stow:stowrsd
+dicomAETitle: DCM4CHEE1
+dcmQueueName: Export1
+
+";
 const EXPORT_QUEUE_DN: &str = "dcmQueueName=Export,dicomDeviceName=dcm4chee-arc,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org";
 
 /// StowExporter's dcmSchedule window is an hour 12 hours away: its tasks
@@ -514,7 +524,10 @@ async fn tasks_list_and_show_match_the_rest_api() {
 #[tokio::test]
 async fn tasks_cancel_reschedule_and_delete_a_waiting_task() {
     let tmp = tempfile::tempdir().unwrap();
-    let f = fixture(tmp.path(), &closed_window(STOW_EXPORTER_DN), 2, false, &[]).await;
+    // Control, an exporter on StowExporter's queue (Export1) whose window
+    // is open, to the built-in receiver.
+    let ldif = format!("{}{CONTROL_EXPORTER_LDIF}", closed_window(STOW_EXPORTER_DN));
+    let f = fixture(tmp.path(), &ldif, 2, true, &[]).await;
     let (study_uid, url, base) = (&f.study_uid, &f.url, &f.base);
     let status = |id: String| {
         let base = base.clone();
@@ -522,8 +535,28 @@ async fn tasks_cancel_reschedule_and_delete_a_waiting_task() {
     };
 
     let id = trigger(base, "StowExporter", study_uid).await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Instead of a pause: a task of the control exporter, triggered after,
+    // runs to its end. The queue hands out its due tasks oldest first, one
+    // at a time (dcmMaxTasksParallel 1), so the worker has looked at the
+    // held task before taking the control one, and passed it by.
+    let control = trigger(base, "Control1", study_uid).await;
+    let done = wait_done(
+        &reqwest::Client::new(),
+        base,
+        &control,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(done["status"], "COMPLETED", "the control task ran: {done}");
     assert_eq!(status(id.clone()).await, "SCHEDULED", "held by the window");
+    // The control task's record goes, so that the counts below are of
+    // StowExporter's tasks alone.
+    let r = reqwest::Client::new()
+        .delete(format!("{base}/monitor/export/{control}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
 
     let out = ok(&tasks(url, &["cancel", &id]));
     assert_eq!(out, format!("task {id}: CANCELED\n"));

@@ -477,84 +477,110 @@ async fn serve_watch_reloads_on_directory_change() {
 #[tokio::test]
 async fn serve_waits_for_an_unreachable_directory_at_start() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("slapd");
-    // The directory is not there yet when the service starts.
-    let ldap_port = free_port_pair();
+    // The directory, loaded, then stopped (its data stays in its folder):
+    // it is down when the service starts.
+    let slapd = Slapd::start(&tmp.path().join("slapd"), &shipped_ldif());
+    slapd.stop();
+    let ldap_port = slapd.port;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stow-exporter"))
-        .args([
-            "serve",
-            "--config",
-            &format!("ldap://127.0.0.1:{ldap_port}"),
-            "--ldap-bind-dn",
-            ADMIN,
-        ])
-        .env("LDAP_BIND_PASSWORD", PASSWORD)
-        .arg("--data")
-        .arg(tmp.path().join("data"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Killed (by its PID) when the test ends, also when it fails.
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_stow-exporter"))
+            .args([
+                "serve",
+                "--config",
+                &format!("ldap://127.0.0.1:{ldap_port}"),
+                "--ldap-bind-dn",
+                ADMIN,
+            ])
+            .env("LDAP_BIND_PASSWORD", PASSWORD)
+            .arg("--data")
+            .arg(tmp.path().join("data"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Its log, as it comes, read by a thread of its own.
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let log = log.clone();
+        let stderr = child.0.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        })
+    };
+    // Not a pause: the service says it found the directory unreachable and
+    // waits, and is still running after saying so.
+    let start = Instant::now();
+    while !log
+        .lock()
+        .unwrap()
+        .contains("configuration source unreachable; retrying")
+    {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            panic!(
+                "serve exited ({status}) instead of waiting for the directory: {}",
+                log.lock().unwrap()
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no \"configuration source unreachable; retrying\" within 20 s: {}",
+            log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
-        child.try_wait().unwrap().is_none(),
-        "serve keeps waiting instead of exiting"
+        child.0.try_wait().unwrap().is_none(),
+        "serve keeps waiting instead of exiting: {}",
+        log.lock().unwrap()
     );
 
+    // Up again, with the same data.
     let out = Command::new("bash")
         .arg(script())
         .arg("start")
-        .arg(&dir)
+        .arg(&slapd.dir)
         .arg(ldap_port.to_string())
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let _slapd = Slapd {
-        dir: dir.clone(),
-        port: ldap_port,
-    };
-    let out = Command::new("bash")
-        .arg(script())
-        .arg("load")
-        .arg(&dir)
-        .arg(ldap_port.to_string())
-        .arg(shipped_ldif())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
+        "slapd restart: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let start = Instant::now();
-    while reqwest::get(format!("http://127.0.0.1:{port}/dcm4chee-arc/ctrl/status"))
-        .await
-        .is_err()
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "serve did not start once the directory was up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
+    // Once the directory is up the configuration loads: the service
+    // answers, with the exporters from the directory.
+    let exporters = eventually(Duration::from_secs(30), || async {
+        let r = reqwest::get(format!("http://127.0.0.1:{port}/dcm4chee-arc/export"))
+            .await
+            .map_err(|e| format!("serve did not start once the directory was up: {e}"))?;
+        r.json::<serde_json::Value>()
+            .await
+            .map_err(|e| format!("GET /export: {e}"))
+    })
+    .await;
     assert!(
-        log.contains("unreachable") && log.contains("retrying"),
-        "the wait is explained: {log}"
+        exporters
+            .as_array()
+            .is_some_and(|a| a.iter().any(|e| e["id"] == "StowExporter")),
+        "the directory's configuration is loaded: {exporters}"
     );
+    child.kill();
+    reader.join().unwrap();
 }
 
 #[tokio::test]

@@ -120,11 +120,25 @@ async fn past_the_last_retry_the_task_stays_failed() {
             .unwrap()
             .contains("HTTP 503 Service Unavailable")
     );
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // No third attempt: instead of a pause, a second task on the same
+    // queue, triggered now, fails the same way (one attempt, one retry
+    // 0.1 s later). The queue hands out due tasks by due time, one at a
+    // time, so a third attempt of the first (due 0.1 s after it failed,
+    // before the second's retry) would have come before the second ended.
+    let t2 = svc.export_study("STOWRSD", &study_uid).await;
+    let done2 = svc.wait_done(t2["taskID"].as_str().unwrap()).await;
+    assert_eq!(done2["status"], "FAILED", "{done2}");
+    assert_eq!(done2["failures"], 2, "{done2}");
     assert_eq!(
         times.lock().unwrap().len(),
-        2,
-        "one attempt and one retry, no more"
+        2 + 2,
+        "one attempt and one retry of each task, no more"
+    );
+    let again = svc.task(t["taskID"].as_str().unwrap()).await;
+    assert_eq!(
+        (&again["status"], &again["failures"]),
+        (&"FAILED".into(), &2.into()),
+        "{again}"
     );
     svc.stop().await;
 }
@@ -206,6 +220,16 @@ async fn cancel_stops_a_running_export_and_a_waiting_task_never_starts() {
 }
 
 const STOW_EXPORTER_DN: &str = "dcmExporterID=StowExporter,dicomDeviceName=dcm4chee-arc,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org";
+/// An exporter `Control1` on StowExporter's queue (Export1), always open,
+/// to the stowrsd web app.
+const CONTROL_EXPORTER_LDIF: &str = "dn: dcmExporterID=Control1,dicomDeviceName=dcm4chee-arc,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org
+objectClass: dcmExporter
+dcmExporterID: Control1
+dcmURI: stow:stowrsd
+dicomAETitle: DCM4CHEE1
+dcmQueueName: Export1
+
+";
 const EXPORT1_QUEUE_DN: &str = "dcmQueueName=Export1,dicomDeviceName=dcm4chee-arc,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org";
 
 /// An hour of the day that is certainly not now (12 hours away).
@@ -220,23 +244,37 @@ async fn tasks_wait_outside_their_windows_and_run_when_a_reload_opens_them() {
     let window = format!("hour={} dayOfWeek=*", closed_hour());
     // The exporter's window is closed: every task of it waits (dcm4chee
     // would apply it only to tasks created by export rules).
+    // Control1, another exporter on the same queue (Export1), is open.
     let (svc, study_uid, files) = setup(
         tmp.path(),
         rcv.addr.port(),
-        &add_attr(STOW_EXPORTER_DN, "dcmSchedule", &window),
+        &format!(
+            "{}{CONTROL_EXPORTER_LDIF}",
+            add_attr(STOW_EXPORTER_DN, "dcmSchedule", &window)
+        ),
         2,
     )
     .await;
     let cfg = tmp.path().join("ldif");
     let t = svc.export_study("StowExporter", &study_uid).await;
     let id = t["taskID"].as_str().unwrap();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Instead of a pause: a task of Control1, triggered after, runs to its
+    // end. The queue hands out due tasks oldest first, one at a time
+    // (dcmMaxTasksParallel 1), so the worker has looked at the held task
+    // before taking the control one, and passed it by.
+    let control = svc.export_study("Control1", &study_uid).await;
+    let done = svc.wait_done(control["taskID"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "COMPLETED", "the control task ran: {done}");
     assert_eq!(
         svc.task(id).await["status"],
         "SCHEDULED",
         "held by the exporter's window"
     );
-    assert!(rcv.seen().is_empty());
+    assert_eq!(
+        rcv.seen().len(),
+        files.len(),
+        "only the control task sent anything"
+    );
     // GET /export shows each exporter's window and when it next opens.
     let exporters: serde_json::Value = svc.get_json("/export").await;
     let by_id = |id: &str| {
@@ -324,8 +362,22 @@ async fn tasks_wait_outside_their_windows_and_run_when_a_reload_opens_them() {
         );
         let t = svc.export_study("StowExporter", &study_uid).await;
         let id = t["taskID"].as_str().unwrap();
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        // Instead of a pause: a task on the other queue (Export), triggered
+        // after, runs to its end. Adding a task wakes the worker of every
+        // queue at once, and the held queue's worker looks at once (with
+        // nothing to wait for when the queue is held), so by the time
+        // the other queue's worker has run a whole export, this one has
+        // looked and taken nothing.
+        let seen = rcv.seen().len();
+        let control = svc.export_study("STOWRSD", &study_uid).await;
+        let done = svc.wait_done(control["taskID"].as_str().unwrap()).await;
+        assert_eq!(done["status"], "COMPLETED", "the control task ran: {done}");
         assert_eq!(svc.task(id).await["status"], "SCHEDULED", "held by {hold}");
+        assert_eq!(
+            rcv.seen().len(),
+            seen + files.len(),
+            "only the control task sent anything"
+        );
         std::fs::write(cfg.join("99-test.ldif"), "").unwrap();
         assert_eq!(
             svc.http
