@@ -34,8 +34,8 @@ use response::Exchange;
 pub trait RequestObserver: Send + Sync {
     /// A request is going out.
     fn started(&self);
-    /// The request of the last matching [`RequestObserver::started`] ended
-    /// after `took`.
+    /// The request announced by the matching [`RequestObserver::started`]
+    /// ended after `took` (answered, failed, or dropped).
     fn finished(&self, took: Duration);
 }
 
