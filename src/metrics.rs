@@ -1,22 +1,43 @@
-//! Service metrics, written in the Prometheus text exposition format
-//! (version 0.0.4) by [`Metrics::render`].
+//! Service metrics: one [`prometheus_client`] registry per running
+//! application, written in the Prometheus text exposition format (0.0.4)
+//! by the crate's encoder ([`Metrics::render`], `GET /metrics`), and
+//! summed up per destination as JSON for the web page
+//! ([`Metrics::summary`], `GET /metrics/summary`).
 //!
-//! One [`Metrics`] per running application (so several in one process,
-//! as in the tests, do not mix). Counters are plain atomics behind a
-//! per-label-set handle; the label sets are few (exporter × web app,
-//! transfer syntaxes), so a mutex-guarded map finds the handle.
+//! Owns: the metric families, their names, help texts, label sets and
+//! histogram buckets, and [`reason_class`], the fixed classes of failure
+//! the `reason` label takes. One [`Metrics`] per application, created by
+//! `app` and handed explicitly to whoever counts (the executor, the
+//! transcoder, the operations endpoints), so several applications in one
+//! process (as in the tests) do not mix; no global or task-local state.
+//!
+//! Must not touch: the STOW-RS client (it reports each request through
+//! [`crate::stow::RequestObserver`], which the executor implements with a
+//! [`Destination`]), the task store or the broker (their gauges are read
+//! by the operations endpoint and passed in as [`QueueGauges`]).
 //!
 //! Labels hold configuration names (exporter ID, web app name, queue
 //! name), a transfer syntax UID, a status or a reason class: never a URL,
 //! a user name or a token.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
 use crate::outcome::{FailureKind, InstanceResult, InstanceStatus};
+
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds (seconds) of the STOW-RS request latency histogram.
 pub const REQUEST_BUCKETS: &[f64] = &[
@@ -30,147 +51,202 @@ pub const DECODE_BUCKETS: &[f64] = &[
 /// The reason classes of failed instances.
 pub const REASON_CLASSES: &[&str] = FailureKind::CLASSES;
 
-/// All metrics of one application.
-#[derive(Default)]
-pub struct Metrics {
-    destinations: Mutex<BTreeMap<(String, String), Arc<Destination>>>,
-    transcodes: Mutex<BTreeMap<String, Arc<Transcodes>>>,
+/// The labels of everything counted per exporter sending to a web app.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct DestinationLabels {
+    exporter: String,
+    web_app: String,
 }
 
-/// Counters of one exporter sending to one web app.
-pub struct Destination {
-    sent: AtomicU64,
-    bytes: AtomicU64,
-    retries: AtomicU64,
-    in_flight: AtomicI64,
-    failed: Mutex<BTreeMap<&'static str, u64>>,
-    latency: Histogram,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailedLabels {
+    exporter: String,
+    web_app: String,
+    reason: &'static str,
 }
 
-/// Counters of one stored transfer syntax being decompressed.
-pub struct Transcodes {
-    ok: AtomicU64,
-    failed: AtomicU64,
-    time: Histogram,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabels {
+    queue: String,
+    status: String,
 }
 
-/// A cumulative histogram with fixed bounds.
-pub struct Histogram {
-    bounds: &'static [f64],
-    inner: Mutex<HistogramData>,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    queue: String,
 }
 
-#[derive(Default)]
-struct HistogramData {
-    /// Per bucket (not cumulative); the last one is +Inf.
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TranscodeLabels {
+    transfer_syntax: String,
+    result: &'static str,
 }
 
-impl Histogram {
-    pub fn new(bounds: &'static [f64]) -> Histogram {
-        Histogram {
-            bounds,
-            inner: Mutex::new(HistogramData {
-                counts: vec![0; bounds.len() + 1],
-                ..HistogramData::default()
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SyntaxLabels {
+    transfer_syntax: String,
+}
+
+/// A gauge of counts read at scrape time (never negative).
+type CountGauge = Gauge<u64, AtomicU64>;
+
+/// A family that is written (HELP and TYPE) even before its first series.
+/// The crate leaves empty families out; the hand-written writer this
+/// replaced declared every family from the start, and dashboards and
+/// `tests/ops.rs` rely on the families being there before the first
+/// export.
+#[derive(Debug)]
+struct Declared<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Declared<M> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+}
+
+/// The families, kept beside the registry that encodes them so that
+/// counting finds its series without going through the registry.
+struct Families {
+    sent: Family<DestinationLabels, Counter>,
+    bytes: Family<DestinationLabels, Counter>,
+    failed: Family<FailedLabels, Counter>,
+    retries: Family<DestinationLabels, Counter>,
+    in_flight: Family<DestinationLabels, Gauge>,
+    /// Made with [`REQUEST_BUCKETS`].
+    latency: Family<DestinationLabels, Histogram>,
+    tasks: Family<TaskLabels, CountGauge>,
+    depth: Family<QueueLabels, CountGauge>,
+    transcoded: Family<TranscodeLabels, Counter>,
+    /// Made with [`DECODE_BUCKETS`].
+    decode: Family<SyntaxLabels, Histogram>,
+}
+
+impl Families {
+    fn new() -> Families {
+        Families {
+            sent: Family::default(),
+            bytes: Family::default(),
+            failed: Family::default(),
+            retries: Family::default(),
+            in_flight: Family::default(),
+            latency: Family::new_with_constructor(|| {
+                Histogram::new(REQUEST_BUCKETS.iter().copied())
             }),
+            tasks: Family::default(),
+            depth: Family::default(),
+            transcoded: Family::default(),
+            decode: Family::new_with_constructor(|| Histogram::new(DECODE_BUCKETS.iter().copied())),
         }
     }
 
-    pub fn observe(&self, d: Duration) {
-        let v = d.as_secs_f64();
-        let i = self
-            .bounds
-            .iter()
-            .position(|b| v <= *b)
-            .unwrap_or(self.bounds.len());
-        let mut h = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        h.counts[i] += 1;
-        h.sum += v;
-        h.count += 1;
+    /// A registry holding every family, in the order the hand-written
+    /// writer used. Names are given without the `_total` the encoder
+    /// appends to counters, and help texts without the final period it
+    /// appends, so the exposed names and texts are the ones before the
+    /// move to `prometheus-client`.
+    fn registry(&self) -> Registry {
+        let mut r = Registry::default();
+        r.register(
+            "stow_exporter_instances_sent",
+            "Instances the destination stored (COMPLETED or WARNING)",
+            Declared(self.sent.clone()),
+        );
+        r.register(
+            "stow_exporter_bytes_sent",
+            "Bytes of the instances the destination stored, as sent (converted size when transcoded)",
+            Declared(self.bytes.clone()),
+        );
+        r.register(
+            "stow_exporter_instances_failed",
+            "Instances not stored, by reason class",
+            Declared(self.failed.clone()),
+        );
+        r.register(
+            "stow_exporter_task_retries",
+            "Tasks scheduled for another attempt (SCHEDULED FOR RETRY)",
+            Declared(self.retries.clone()),
+        );
+        r.register(
+            "stow_exporter_requests_in_flight",
+            "STOW-RS requests being sent now",
+            Declared(self.in_flight.clone()),
+        );
+        r.register(
+            "stow_exporter_request_duration_seconds",
+            "Duration of STOW-RS requests, from the first byte sent to the response read",
+            Declared(self.latency.clone()),
+        );
+        r.register(
+            "stow_exporter_tasks",
+            "Task records of this device by queue and status",
+            Declared(self.tasks.clone()),
+        );
+        r.register(
+            "stow_exporter_queue_depth",
+            "Tasks waiting in the queue (embedded: SCHEDULED and SCHEDULED FOR RETRY records; AMQP: ready messages of the broker queue)",
+            Declared(self.depth.clone()),
+        );
+        r.register(
+            "stow_exporter_transcoded_instances",
+            "Instances decompressed for destinations that do not take the stored syntax, by stored transfer syntax and result",
+            Declared(self.transcoded.clone()),
+        );
+        r.register(
+            "stow_exporter_decode_duration_seconds",
+            "Time to read and decompress one instance, by stored transfer syntax",
+            Declared(self.decode.clone()),
+        );
+        r
     }
+}
 
-    fn write(&self, out: &mut String, name: &str, labels: &[(&str, &str)]) {
-        let h = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let mut cumulative = 0;
-        for (i, n) in h.counts.iter().enumerate() {
-            cumulative += n;
-            let le = match self.bounds.get(i) {
-                Some(b) => format_float(*b),
-                None => "+Inf".to_string(),
-            };
-            let mut l = labels.to_vec();
-            l.push(("le", &le));
-            sample(out, &format!("{name}_bucket"), &l, cumulative as f64);
-        }
-        sample(out, &format!("{name}_sum"), labels, h.sum);
-        sample(out, &format!("{name}_count"), labels, h.count as f64);
+/// All metrics of one application.
+pub struct Metrics {
+    families: Families,
+    registry: Registry,
+    /// Handles already made, for [`Metrics::summary`] to list (the
+    /// families do not expose their series).
+    destinations: Mutex<BTreeMap<DestinationLabels, Arc<Destination>>>,
+    /// Held from setting the queue gauges to the end of encoding, so that
+    /// concurrent scrapes do not write each other's gauges.
+    scrape: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
     }
 }
 
-tokio::task_local! {
-    /// The counters the STOW-RS requests of the current task go to.
-    static DESTINATION: Arc<Destination>;
-}
-
-/// Runs `f` (sending one batch) with its requests counted for `dest`.
-pub async fn for_destination<F: std::future::Future>(dest: Arc<Destination>, f: F) -> F::Output {
-    DESTINATION.scope(dest, f).await
-}
-
-/// Times one STOW-RS request and counts it as in flight until dropped;
-/// does nothing outside [`for_destination`].
-pub fn request_timer() -> RequestTimer {
-    RequestTimer(
-        DESTINATION
-            .try_with(|d| (d.request_started(), std::time::Instant::now()))
-            .ok(),
-    )
-}
-
-/// See [`request_timer`].
-pub struct RequestTimer(Option<(InFlight, std::time::Instant)>);
-
-impl Drop for RequestTimer {
-    fn drop(&mut self) {
-        if let Some((in_flight, started)) = self.0.take() {
-            in_flight.0.request_done(started.elapsed());
-        }
-    }
-}
-
-/// A request in flight; counted until dropped.
-pub struct InFlight(Arc<Destination>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
+/// The series of one exporter sending to one web app.
+pub struct Destination {
+    labels: DestinationLabels,
+    sent: Counter,
+    bytes: Counter,
+    retries: Counter,
+    in_flight: Gauge,
+    latency: Histogram,
+    /// By reason class, made on first use: only classes that occurred
+    /// are exposed.
+    failed: Family<FailedLabels, Counter>,
 }
 
 impl Destination {
-    fn new() -> Destination {
-        Destination {
-            sent: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-            retries: AtomicU64::new(0),
-            in_flight: AtomicI64::new(0),
-            failed: Mutex::default(),
-            latency: Histogram::new(REQUEST_BUCKETS),
-        }
+    /// A STOW-RS request is going out: in flight until
+    /// [`Destination::request_finished`].
+    pub fn request_started(&self) {
+        self.in_flight.inc();
     }
 
-    /// Marks a request as started; it ends when the guard is dropped.
-    pub fn request_started(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
-    }
-
-    /// One STOW-RS request took `d`.
-    pub fn request_done(&self, d: Duration) {
-        self.latency.observe(d);
+    /// A request started with [`Destination::request_started`] ended
+    /// after `took`.
+    pub fn request_finished(&self, took: Duration) {
+        self.in_flight.dec();
+        self.latency.observe(took.as_secs_f64());
     }
 
     /// Counts the results of one request: stored instances with their
@@ -179,23 +255,42 @@ impl Destination {
     pub fn results(&self, results: &[InstanceResult], bytes: impl Fn(&str) -> u64) {
         for r in results {
             if r.status.is_stored() {
-                self.sent.fetch_add(1, Ordering::Relaxed);
-                self.bytes.fetch_add(bytes(&r.sop_iuid), Ordering::Relaxed);
+                self.sent.inc();
+                self.bytes.inc_by(bytes(&r.sop_iuid));
             } else {
-                let class = reason_class(r);
-                *self
-                    .failed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .entry(class)
-                    .or_default() += 1;
+                self.failed
+                    .get_or_create(&self.failed_labels(reason_class(r)))
+                    .inc();
             }
         }
     }
 
     /// A task of this exporter was scheduled for another attempt.
     pub fn retry_scheduled(&self) {
-        self.retries.fetch_add(1, Ordering::Relaxed);
+        self.retries.inc();
+    }
+
+    fn failed_labels(&self, reason: &'static str) -> FailedLabels {
+        FailedLabels {
+            exporter: self.labels.exporter.clone(),
+            web_app: self.labels.web_app.clone(),
+            reason,
+        }
+    }
+
+    fn summary(&self) -> DestinationSummary {
+        let failed = REASON_CLASSES
+            .iter()
+            .filter_map(|&class| self.failed.get(&self.failed_labels(class)).map(|c| c.get()))
+            .sum();
+        DestinationSummary {
+            exporter: self.labels.exporter.clone(),
+            web_app: self.labels.web_app.clone(),
+            instances_sent: self.sent.get(),
+            bytes_sent: self.bytes.get(),
+            instances_failed: failed,
+            requests_in_flight: u64::try_from(self.in_flight.get()).unwrap_or(0),
+        }
     }
 }
 
@@ -211,16 +306,6 @@ pub fn reason_class(r: &InstanceResult) -> &'static str {
     }
 }
 
-impl Transcodes {
-    fn new() -> Transcodes {
-        Transcodes {
-            ok: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            time: Histogram::new(DECODE_BUCKETS),
-        }
-    }
-}
-
 /// Gauges read from the task store and the broker when scraped.
 #[derive(Debug, Default, Clone)]
 pub struct QueueGauges {
@@ -230,223 +315,122 @@ pub struct QueueGauges {
     pub depth: BTreeMap<String, u64>,
 }
 
+/// What one exporter sent to one web app since the start, for the web
+/// page's throughput (`GET /metrics/summary`): the same counts as the
+/// `stow_exporter_*` series of that exporter and web app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationSummary {
+    pub exporter: String,
+    pub web_app: String,
+    pub instances_sent: u64,
+    pub bytes_sent: u64,
+    /// Over every reason class.
+    pub instances_failed: u64,
+    pub requests_in_flight: u64,
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
-        Metrics::default()
+        let families = Families::new();
+        Metrics {
+            registry: families.registry(),
+            families,
+            destinations: Mutex::default(),
+            scrape: Mutex::default(),
+        }
     }
 
-    /// The counters of `exporter` sending to `web_app`.
+    /// The series of `exporter` sending to `web_app`, made (at zero) on
+    /// first use: an exporter that never ran has none.
     pub fn destination(&self, exporter: &str, web_app: &str) -> Arc<Destination> {
+        let labels = DestinationLabels {
+            exporter: exporter.to_string(),
+            web_app: web_app.to_string(),
+        };
+        let f = &self.families;
         self.destinations
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry((exporter.to_string(), web_app.to_string()))
-            .or_insert_with(|| Arc::new(Destination::new()))
+            .entry(labels.clone())
+            .or_insert_with(|| {
+                Arc::new(Destination {
+                    sent: f.sent.get_or_create_owned(&labels),
+                    bytes: f.bytes.get_or_create_owned(&labels),
+                    retries: f.retries.get_or_create_owned(&labels),
+                    in_flight: f.in_flight.get_or_create_owned(&labels),
+                    latency: f.latency.get_or_create_owned(&labels),
+                    failed: f.failed.clone(),
+                    labels,
+                })
+            })
             .clone()
     }
 
     /// One object stored in `transfer_syntax` was decompressed (or failed
     /// to be) in `d`.
     pub fn transcoded(&self, transfer_syntax: &str, ok: bool, d: Duration) {
-        let t = self
-            .transcodes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(transfer_syntax.to_string())
-            .or_insert_with(|| Arc::new(Transcodes::new()))
-            .clone();
-        if ok { &t.ok } else { &t.failed }.fetch_add(1, Ordering::Relaxed);
-        t.time.observe(d);
+        let f = &self.families;
+        let labels = |result| TranscodeLabels {
+            transfer_syntax: transfer_syntax.to_string(),
+            result,
+        };
+        // Both results are exposed once a syntax was seen, the other at 0,
+        // so a rate of failures has a series to start from.
+        let (hit, other) = if ok {
+            ("ok", "failed")
+        } else {
+            ("failed", "ok")
+        };
+        f.transcoded.get_or_create(&labels(hit)).inc();
+        f.transcoded.get_or_create_owned(&labels(other));
+        f.decode
+            .get_or_create(&SyntaxLabels {
+                transfer_syntax: transfer_syntax.to_string(),
+            })
+            .observe(d.as_secs_f64());
     }
 
-    /// Everything, in the Prometheus text format.
-    pub fn render(&self, gauges: &QueueGauges) -> String {
+    /// Everything, in the Prometheus text format 0.0.4 ([`CONTENT_TYPE`]),
+    /// with the queue gauges as `gauges` gives them.
+    pub fn render(&self, gauges: &QueueGauges) -> Result<String, std::fmt::Error> {
+        let _scrape = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        let f = &self.families;
+        // Replaced whole: a queue removed from the configuration goes away.
+        f.tasks.clear();
+        for ((queue, status), n) in &gauges.tasks {
+            f.tasks
+                .get_or_create(&TaskLabels {
+                    queue: queue.clone(),
+                    status: status.clone(),
+                })
+                .set(*n);
+        }
+        f.depth.clear();
+        for (queue, n) in &gauges.depth {
+            f.depth
+                .get_or_create(&QueueLabels {
+                    queue: queue.clone(),
+                })
+                .set(*n);
+        }
         let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    /// Every destination that has sent (or tried to), in order of
+    /// exporter and web app.
+    pub fn summary(&self) -> Vec<DestinationSummary> {
         let dests: Vec<_> = self
             .destinations
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .values()
+            .cloned()
             .collect();
-        let counter =
-            |out: &mut String, name: &str, help: &str, f: &dyn Fn(&Destination) -> f64| {
-                family(out, name, "counter", help);
-                for ((e, w), d) in &dests {
-                    sample(out, name, &[("exporter", e), ("web_app", w)], f(d));
-                }
-            };
-        counter(
-            &mut out,
-            "stow_exporter_instances_sent_total",
-            "Instances the destination stored (COMPLETED or WARNING).",
-            &|d| d.sent.load(Ordering::Relaxed) as f64,
-        );
-        counter(
-            &mut out,
-            "stow_exporter_bytes_sent_total",
-            "Bytes of the instances the destination stored, as sent (converted size when transcoded).",
-            &|d| d.bytes.load(Ordering::Relaxed) as f64,
-        );
-        family(
-            &mut out,
-            "stow_exporter_instances_failed_total",
-            "counter",
-            "Instances not stored, by reason class.",
-        );
-        for ((e, w), d) in &dests {
-            let failed = d.failed.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            for (class, n) in failed {
-                sample(
-                    &mut out,
-                    "stow_exporter_instances_failed_total",
-                    &[("exporter", e), ("web_app", w), ("reason", class)],
-                    n as f64,
-                );
-            }
-        }
-        counter(
-            &mut out,
-            "stow_exporter_task_retries_total",
-            "Tasks scheduled for another attempt (SCHEDULED FOR RETRY).",
-            &|d| d.retries.load(Ordering::Relaxed) as f64,
-        );
-        family(
-            &mut out,
-            "stow_exporter_requests_in_flight",
-            "gauge",
-            "STOW-RS requests being sent now.",
-        );
-        for ((e, w), d) in &dests {
-            sample(
-                &mut out,
-                "stow_exporter_requests_in_flight",
-                &[("exporter", e), ("web_app", w)],
-                d.in_flight.load(Ordering::Relaxed) as f64,
-            );
-        }
-        family(
-            &mut out,
-            "stow_exporter_request_duration_seconds",
-            "histogram",
-            "Duration of STOW-RS requests, from the first byte sent to the response read.",
-        );
-        for ((e, w), d) in &dests {
-            d.latency.write(
-                &mut out,
-                "stow_exporter_request_duration_seconds",
-                &[("exporter", e), ("web_app", w)],
-            );
-        }
-
-        family(
-            &mut out,
-            "stow_exporter_tasks",
-            "gauge",
-            "Task records of this device by queue and status.",
-        );
-        for ((q, s), n) in &gauges.tasks {
-            sample(
-                &mut out,
-                "stow_exporter_tasks",
-                &[("queue", q), ("status", s)],
-                *n as f64,
-            );
-        }
-        family(
-            &mut out,
-            "stow_exporter_queue_depth",
-            "gauge",
-            "Tasks waiting in the queue (embedded: SCHEDULED and SCHEDULED FOR RETRY records; AMQP: ready messages of the broker queue).",
-        );
-        for (q, n) in &gauges.depth {
-            sample(
-                &mut out,
-                "stow_exporter_queue_depth",
-                &[("queue", q)],
-                *n as f64,
-            );
-        }
-
-        let ts: Vec<_> = self
-            .transcodes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        family(
-            &mut out,
-            "stow_exporter_transcoded_instances_total",
-            "counter",
-            "Instances decompressed for destinations that do not take the stored syntax, by stored transfer syntax and result.",
-        );
-        for (uid, t) in &ts {
-            for (result, n) in [("ok", &t.ok), ("failed", &t.failed)] {
-                sample(
-                    &mut out,
-                    "stow_exporter_transcoded_instances_total",
-                    &[("transfer_syntax", uid), ("result", result)],
-                    n.load(Ordering::Relaxed) as f64,
-                );
-            }
-        }
-        family(
-            &mut out,
-            "stow_exporter_decode_duration_seconds",
-            "histogram",
-            "Time to read and decompress one instance, by stored transfer syntax.",
-        );
-        for (uid, t) in &ts {
-            t.time.write(
-                &mut out,
-                "stow_exporter_decode_duration_seconds",
-                &[("transfer_syntax", uid)],
-            );
-        }
-        out
+        dests.iter().map(|d| d.summary()).collect()
     }
-}
-
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
-    out.push_str(name);
-    if !labels.is_empty() {
-        out.push('{');
-        for (i, (k, v)) in labels.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            let _ = write!(out, "{k}=\"{}\"", escape_label(v));
-        }
-        out.push('}');
-    }
-    let _ = writeln!(out, " {}", format_float(value));
-}
-
-fn format_float(v: f64) -> String {
-    if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.to_string()
-    } else if v.is_nan() {
-        "NaN".to_string()
-    } else {
-        // Rust's shortest round-trip form: integers without a fraction.
-        format!("{v}")
-    }
-}
-
-fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn escape_help(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -455,6 +439,10 @@ mod tests {
 
     fn failed(kind: FailureKind) -> InstanceResult {
         InstanceResult::failed("1.2", kind, "some words".into())
+    }
+
+    fn completed() -> InstanceResult {
+        InstanceResult::completed("1")
     }
 
     #[test]
@@ -490,12 +478,10 @@ mod tests {
         let d = m.destination("Ex\"1", "W\\1");
         let ok = InstanceResult::completed("1");
         d.results(&[ok, failed(FailureKind::Status(500))], |_| 100);
-        {
-            let _g = d.request_started();
-            d.request_done(Duration::from_millis(30));
-        }
+        d.request_started();
+        d.request_finished(Duration::from_millis(30));
         m.transcoded("1.2.840.10008.1.2.4.50", true, Duration::from_millis(2));
-        let text = m.render(&QueueGauges::default());
+        let text = m.render(&QueueGauges::default()).unwrap();
         assert!(
             text.contains(
                 "stow_exporter_instances_sent_total{exporter=\"Ex\\\"1\",web_app=\"W\\\\1\"} 1\n"
@@ -515,5 +501,106 @@ mod tests {
         assert!(text.contains(
             "stow_exporter_transcoded_instances_total{transfer_syntax=\"1.2.840.10008.1.2.4.50\",result=\"ok\"} 1\n"
         ));
+    }
+
+    #[test]
+    fn names_help_and_types_are_those_before_prometheus_client() {
+        // The crate appends `_total` to counters and a period to help
+        // texts; neither may be doubled, and every family is declared
+        // before it has a series.
+        let text = Metrics::new().render(&QueueGauges::default()).unwrap();
+        for (name, kind, help) in [
+            (
+                "stow_exporter_instances_sent_total",
+                "counter",
+                "Instances the destination stored (COMPLETED or WARNING).",
+            ),
+            (
+                "stow_exporter_instances_failed_total",
+                "counter",
+                "Instances not stored, by reason class.",
+            ),
+            (
+                "stow_exporter_request_duration_seconds",
+                "histogram",
+                "Duration of STOW-RS requests, from the first byte sent to the response read.",
+            ),
+            (
+                "stow_exporter_tasks",
+                "gauge",
+                "Task records of this device by queue and status.",
+            ),
+            (
+                "stow_exporter_decode_duration_seconds",
+                "histogram",
+                "Time to read and decompress one instance, by stored transfer syntax.",
+            ),
+        ] {
+            assert!(
+                text.contains(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n")),
+                "{name}:\n{text}"
+            );
+        }
+        assert_eq!(text.matches("# TYPE ").count(), 10, "{text}");
+        assert!(!text.contains("_total_total"), "{text}");
+    }
+
+    #[test]
+    fn queue_gauges_are_replaced_on_each_scrape() {
+        let m = Metrics::new();
+        let mut g = QueueGauges::default();
+        g.tasks.insert(("Export".into(), "COMPLETED".into()), 3);
+        g.depth.insert("Export".into(), 2);
+        let text = m.render(&g).unwrap();
+        assert!(
+            text.contains("stow_exporter_tasks{queue=\"Export\",status=\"COMPLETED\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("stow_exporter_queue_depth{queue=\"Export\"} 2\n"),
+            "{text}"
+        );
+        let text = m.render(&QueueGauges::default()).unwrap();
+        assert!(!text.contains("queue=\"Export\""), "{text}");
+    }
+
+    #[test]
+    fn the_summary_adds_up_each_destination() {
+        let m = Metrics::new();
+        assert_eq!(m.summary(), []);
+        let d = m.destination("B", "w");
+        let missing = failed(FailureKind::Gone);
+        d.results(
+            &[
+                completed(),
+                completed(),
+                failed(FailureKind::Status(500)),
+                missing,
+            ],
+            |_| 10,
+        );
+        d.request_started();
+        m.destination("A", "w").retry_scheduled();
+        assert_eq!(
+            m.summary(),
+            [
+                DestinationSummary {
+                    exporter: "A".into(),
+                    web_app: "w".into(),
+                    instances_sent: 0,
+                    bytes_sent: 0,
+                    instances_failed: 0,
+                    requests_in_flight: 0,
+                },
+                DestinationSummary {
+                    exporter: "B".into(),
+                    web_app: "w".into(),
+                    instances_sent: 2,
+                    bytes_sent: 20,
+                    instances_failed: 2,
+                    requests_in_flight: 1,
+                },
+            ]
+        );
     }
 }

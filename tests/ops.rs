@@ -1,10 +1,10 @@
-//! Operations: `/metrics` checked against real exports, health endpoints,
-//! the control API's bearer token, and a graceful SIGTERM of the real
-//! binary in the middle of an export.
+//! Operations: `/metrics` and `/metrics/summary` checked against real
+//! exports, health endpoints, the control API's bearer token, and a
+//! graceful SIGTERM of the real binary in the middle of an export.
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,198 +14,143 @@ use stow_exporter::app::Application;
 use stow_exporter::config::{ConfigSource, Secret};
 
 // ---------------------------------------------------------------------------
-// A strict parser of the Prometheus text exposition format (0.0.4).
+// The exposition, parsed by `prometheus-parse`, with the checks of its
+// structure that the crate leaves to its user (it skips what it cannot
+// read and keeps no TYPE for a family without samples).
 
-type Labels = BTreeMap<String, String>;
+use prometheus_parse::{LineInfo, SampleType, Value as Prom};
+
 type LabelPairs = Vec<(String, String)>;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Scrape {
-    types: HashMap<String, String>,
-    samples: BTreeMap<(String, LabelPairs), f64>,
+    /// Family name -> type, from the TYPE lines.
+    types: HashMap<String, SampleType>,
+    /// Every sample; a histogram's buckets as one value per label set,
+    /// its `_sum` and `_count` as plain samples.
+    samples: BTreeMap<(String, LabelPairs), Prom>,
 }
 
-fn valid_name(n: &str) -> bool {
-    let mut c = n.chars();
-    matches!(c.next(), Some(x) if x.is_ascii_alphabetic() || x == '_' || x == ':')
-        && c.all(|x| x.is_ascii_alphanumeric() || x == '_' || x == ':')
+fn pairs(labels: &prometheus_parse::Labels) -> LabelPairs {
+    let mut l: LabelPairs = labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    l.sort();
+    l
 }
 
-fn parse_value(v: &str) -> Result<f64, String> {
-    match v {
-        "+Inf" => Ok(f64::INFINITY),
-        "-Inf" => Ok(f64::NEG_INFINITY),
-        "NaN" => Ok(f64::NAN),
-        _ => v.parse::<f64>().map_err(|e| format!("value {v:?}: {e}")),
-    }
-}
-
-fn parse_labels(s: &str) -> Result<(Labels, &str), String> {
-    // s starts after '{'; returns the labels and the rest after '}'.
-    let mut labels = Labels::new();
-    let mut rest = s;
-    loop {
-        if let Some(r) = rest.strip_prefix('}') {
-            return Ok((labels, r));
-        }
-        let eq = rest.find('=').ok_or("label without =")?;
-        let name = &rest[..eq];
-        if !valid_name(name) || name.contains(':') {
-            return Err(format!("bad label name {name:?}"));
-        }
-        rest = rest[eq + 1..]
-            .strip_prefix('"')
-            .ok_or("label value not quoted")?;
-        let mut value = String::new();
-        let mut chars = rest.char_indices();
-        let end = loop {
-            match chars.next() {
-                None => return Err("unterminated label value".into()),
-                Some((i, '"')) => break i,
-                Some((_, '\\')) => match chars.next() {
-                    Some((_, '\\')) => value.push('\\'),
-                    Some((_, '"')) => value.push('"'),
-                    Some((_, 'n')) => value.push('\n'),
-                    other => return Err(format!("bad escape {other:?}")),
-                },
-                Some((_, '\n')) => return Err("newline in label value".into()),
-                Some((_, c)) => value.push(c),
-            }
-        };
-        if labels.insert(name.to_string(), value).is_some() {
-            return Err(format!("label {name} twice"));
-        }
-        rest = &rest[end + 1..];
-        if let Some(r) = rest.strip_prefix(',') {
-            rest = r;
-        } else if !rest.starts_with('}') {
-            return Err(format!("expected , or }} at {rest:?}"));
-        }
-    }
-}
-
-fn parse_exposition(text: &str) -> Result<Scrape, String> {
-    let mut s = Scrape::default();
-    let mut helped = HashMap::new();
+/// Parses `text` and checks what Prometheus needs of it: every sample of
+/// a declared family, each family declared once, counters named `_total`
+/// and not negative, no series twice, histograms with cumulative buckets
+/// that end in `+Inf` equal to `_count`, and a `_sum`.
+fn parse_exposition(text: &str) -> Scrape {
     assert!(text.ends_with('\n'), "the last line ends with a newline");
-    for (no, line) in text.lines().enumerate() {
-        let err = |e: String| format!("line {}: {e}: {line:?}", no + 1);
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(c) = line.strip_prefix("# ") {
-            let mut parts = c.splitn(3, ' ');
-            match (parts.next(), parts.next(), parts.next()) {
-                (Some("TYPE"), Some(name), Some(kind)) => {
-                    if !valid_name(name) {
-                        return Err(err("bad metric name".into()));
-                    }
-                    if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind) {
-                        return Err(err(format!("bad type {kind}")));
-                    }
-                    if s.types.insert(name.into(), kind.into()).is_some() {
-                        return Err(err("TYPE twice".into()));
-                    }
-                }
-                (Some("HELP"), Some(name), _) if helped.insert(name.to_string(), ()).is_some() => {
-                    return Err(err("HELP twice".into()));
-                }
-                _ => {}
+    let mut types = HashMap::new();
+    let mut helped = BTreeSet::new();
+    let mut lines = 0;
+    for line in text.lines() {
+        match LineInfo::parse(line) {
+            LineInfo::Type {
+                metric_name,
+                metric_alias,
+                sample_type,
+            } => {
+                // A histogram's TYPE is kept under `<name>_bucket`.
+                let name = metric_alias.unwrap_or(metric_name);
+                assert!(
+                    types.insert(name.clone(), sample_type).is_none(),
+                    "TYPE twice: {name}"
+                );
             }
-            continue;
-        }
-        if line.starts_with('#') {
-            continue;
-        }
-        let name_end = line
-            .find(['{', ' '])
-            .ok_or_else(|| err("no value".into()))?;
-        let name = &line[..name_end];
-        if !valid_name(name) {
-            return Err(err("bad metric name".into()));
-        }
-        let (labels, rest) = if line[name_end..].starts_with('{') {
-            parse_labels(&line[name_end + 1..]).map_err(err)?
-        } else {
-            (Labels::new(), &line[name_end..])
-        };
-        let mut fields = rest.trim_start_matches(' ').split(' ');
-        let value =
-            parse_value(fields.next().ok_or_else(|| err("no value".into()))?).map_err(err)?;
-        if let Some(ts) = fields.next() {
-            ts.parse::<i64>()
-                .map_err(|e| err(format!("timestamp: {e}")))?;
-        }
-        // Every sample belongs to a declared family.
-        let family = [
-            ("_bucket", "histogram"),
-            ("_sum", "histogram"),
-            ("_count", "histogram"),
-        ]
-        .iter()
-        .find_map(|(suffix, kind)| {
-            let base = name.strip_suffix(suffix)?;
-            (s.types.get(base).map(String::as_str) == Some(kind)).then_some(base)
-        })
-        .unwrap_or(name);
-        let kind = s
-            .types
-            .get(family)
-            .ok_or_else(|| err(format!("no TYPE for {family}")))?;
-        if kind == "histogram" && family == name {
-            return Err(err("histogram sample without suffix".into()));
-        }
-        if kind == "counter" && (value < 0.0 || !name.ends_with("_total")) {
-            return Err(err("counter must be _total and non-negative".into()));
-        }
-        let key = (name.to_string(), labels.into_iter().collect::<Vec<_>>());
-        if s.samples.insert(key, value).is_some() {
-            return Err(err("series twice".into()));
+            LineInfo::Doc { metric_name, .. } => {
+                assert!(helped.insert(metric_name.to_string()), "HELP twice: {line}");
+            }
+            LineInfo::Sample { .. } => lines += 1,
+            LineInfo::Empty | LineInfo::Ignored => {}
         }
     }
-    // Histograms: cumulative buckets ending in +Inf == _count.
-    for (name, kind) in &s.types {
-        if kind != "histogram" {
-            continue;
-        }
-        let mut series: BTreeMap<LabelPairs, Vec<(f64, f64)>> = BTreeMap::new();
-        for ((n, l), v) in &s.samples {
-            if *n == format!("{name}_bucket") {
-                let le = l
+    let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let mut samples = BTreeMap::new();
+    let mut read = 0;
+    for s in parsed.samples {
+        let family = match &s.value {
+            Prom::Histogram(b) => {
+                read += b.len();
+                s.metric.clone()
+            }
+            _ => {
+                read += 1;
+                ["_sum", "_count"]
                     .iter()
-                    .find(|(k, _)| k == "le")
-                    .ok_or("bucket without le")?;
-                let rest: Vec<_> = l.iter().filter(|(k, _)| k != "le").cloned().collect();
-                series
-                    .entry(rest)
-                    .or_default()
-                    .push((parse_value(&le.1)?, *v));
+                    .find_map(|suffix| {
+                        let base = s.metric.strip_suffix(suffix)?;
+                        (types.get(base) == Some(&SampleType::Histogram)).then(|| base.to_string())
+                    })
+                    .unwrap_or_else(|| s.metric.clone())
             }
-        }
-        for (labels, mut buckets) in series {
-            buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        };
+        let kind = types
+            .get(&family)
+            .unwrap_or_else(|| panic!("no TYPE for {}", s.metric));
+        assert!(
+            *kind != SampleType::Histogram
+                || family != s.metric
+                || matches!(s.value, Prom::Histogram(_)),
+            "histogram sample without suffix: {}",
+            s.metric
+        );
+        if *kind == SampleType::Counter {
+            let Prom::Counter(v) = s.value else {
+                panic!("{}: not read as a counter", s.metric)
+            };
             assert!(
-                buckets.windows(2).all(|w| w[0].1 <= w[1].1),
-                "{name} not cumulative"
+                v >= 0.0 && s.metric.ends_with("_total"),
+                "counter must be _total and non-negative: {}",
+                s.metric
             );
-            let inf = buckets.last().unwrap();
-            assert!(inf.0.is_infinite(), "{name} has no +Inf bucket");
-            let count = s.samples[&(format!("{name}_count"), labels.clone())];
-            assert_eq!(inf.1, count, "{name}: +Inf bucket != _count");
-            assert!(s.samples.contains_key(&(format!("{name}_sum"), labels)));
         }
+        let key = (s.metric.clone(), pairs(&s.labels));
+        assert!(
+            samples.insert(key, s.value).is_none(),
+            "series twice: {} {:?}",
+            s.metric,
+            s.labels
+        );
     }
-    Ok(s)
+    assert_eq!(read, lines, "every sample line was read:\n{text}");
+    let scrape = Scrape { types, samples };
+    for ((name, labels), v) in &scrape.samples {
+        let Prom::Histogram(buckets) = v else {
+            continue;
+        };
+        let mut buckets: Vec<_> = buckets.iter().map(|b| (b.less_than, b.count)).collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        assert!(
+            buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+            "{name} not cumulative"
+        );
+        let inf = buckets.last().unwrap();
+        assert!(inf.0.is_infinite(), "{name} has no +Inf bucket");
+        let labels: Vec<(&str, &str)> = labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let count = scrape.value(&format!("{name}_count"), &labels);
+        assert_eq!(inf.1, count, "{name}: +Inf bucket != _count");
+        scrape.value(&format!("{name}_sum"), &labels);
+    }
+    scrape
 }
 
 impl Scrape {
     fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let mut l: Vec<(String, String)> = labels
+        let mut l: LabelPairs = labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         l.sort();
-        self.samples.get(&(name.to_string(), l)).copied()
+        match self.samples.get(&(name.to_string(), l))? {
+            Prom::Counter(v) | Prom::Gauge(v) | Prom::Untyped(v) => Some(*v),
+            other => panic!("{name}: not a single value: {other:?}"),
+        }
     }
 
     fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -230,20 +175,46 @@ async fn scrape(http: &reqwest::Client, base: &str, token: Option<&str>) -> Scra
         !text.contains("127.0.0.1:"),
         "no URL in the metrics:\n{text}"
     );
-    parse_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    parse_exposition(&text)
 }
 
 #[test]
-fn the_parser_is_strict() {
-    assert!(parse_exposition("# TYPE a_total counter\na_total{x=\"1\"} 2\n").is_ok());
-    assert!(parse_exposition("a_total 1\n").is_err(), "no TYPE");
-    assert!(parse_exposition("# TYPE a_total counter\na_total{x=1} 2\n").is_err());
-    assert!(parse_exposition("# TYPE a_total counter\na_total{x=\"1\"} two\n").is_err());
+fn the_structure_checks_catch_what_the_parser_lets_through() {
+    let ok = |t: &'static str| std::panic::catch_unwind(|| parse_exposition(t)).is_ok();
+    assert!(ok("# TYPE a_total counter\na_total{x=\"1\"} 2\n"));
+    assert!(!ok("a_total 1\n"), "no TYPE");
     assert!(
-        parse_exposition("# TYPE a_total counter\na_total 1\na_total 1\n").is_err(),
+        !ok("# TYPE a_total counter\na_total{x=\"1\"} two\n"),
+        "bad value"
+    );
+    assert!(
+        !ok("# TYPE a_total counter\na_total 1\na_total 1\n"),
         "duplicate series"
     );
-    assert!(parse_exposition("# TYPE g gauge\ng{a=\"q\\\"\\\\\\n\"} -1.5\n").is_ok());
+    assert!(!ok("# TYPE a counter\na 1\n"), "counter without _total");
+    assert!(
+        !ok(
+            "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n"
+        ),
+        "not cumulative"
+    );
+    assert!(
+        !ok("# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_sum 1\nh_count 1\n"),
+        "+Inf != _count"
+    );
+    assert!(ok("# TYPE g gauge\ng{a=\"q\"} -1.5\n"));
+}
+
+/// `GET /metrics/summary`, the web page's throughput source.
+async fn summary(http: &reqwest::Client, base: &str) -> serde_json::Value {
+    let r = http
+        .get(format!("{base}/metrics/summary"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    r.json().await.unwrap()
 }
 
 fn file_sizes(files: &[PathBuf]) -> u64 {
@@ -282,7 +253,7 @@ async fn metrics_count_real_exports_and_health_checks() {
     let s = scrape(&http, &base, None).await;
     assert_eq!(
         s.types["stow_exporter_request_duration_seconds"],
-        "histogram"
+        SampleType::Histogram
     );
     assert_eq!(
         s.value(
@@ -294,6 +265,10 @@ async fn metrics_count_real_exports_and_health_checks() {
     assert_eq!(
         s.value("stow_exporter_queue_depth", &[("queue", "Export")]),
         0.0
+    );
+    assert_eq!(
+        summary(&http, &base).await,
+        serde_json::json!({"destinations": []})
     );
 
     let t = svc.export_study("STOWRSD", &study_ok).await;
@@ -344,6 +319,19 @@ async fn metrics_count_real_exports_and_health_checks() {
             &[("exporter", "StowExporter"), ("web_app", "DCM4CHEE")]
         ),
         None
+    );
+
+    // The page's summary: the same counts, per exporter and web app.
+    assert_eq!(
+        summary(&http, &base).await,
+        serde_json::json!({"destinations": [{
+            "exporter": "STOWRSD",
+            "webApp": "stowrsd",
+            "instancesSent": 7,
+            "bytesSent": file_sizes(&files_ok) + file_sizes(&files_bad[1..]),
+            "instancesFailed": 1,
+            "requestsInFlight": 0,
+        }]})
     );
 
     // Health.
@@ -507,6 +495,7 @@ async fn a_configured_token_is_required_even_on_loopback() {
     };
     for path in [
         "/metrics",
+        "/metrics/summary",
         "/dcm4chee-arc/health/ready",
         "/dcm4chee-arc/ctrl/status",
         "/dcm4chee-arc/monitor/export",

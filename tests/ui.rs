@@ -551,7 +551,7 @@ async fn the_page_lists_expands_cancels_and_reschedules_tasks() {
         }
     }
 
-    // Throughput: numbers once two /metrics samples have been taken.
+    // Throughput: numbers once two /metrics/summary samples have been taken.
     let tp = b
         .wait_js(
             "throughput numbers",
@@ -577,36 +577,6 @@ async fn the_page_lists_expands_cancels_and_reschedules_tasks() {
     assert_eq!(
         svc.wait_done(again["taskID"].as_str().unwrap()).await["status"],
         "COMPLETED"
-    );
-
-    // The page's text-format parser on awkward text: escapes, a brace and
-    // a comma inside a label value, comments, a blank line, a timestamp,
-    // +Inf and NaN, and a broken line that is skipped.
-    let text = "# HELP stow_exporter_instances_sent_total Instances stored.\n\
-        # TYPE stow_exporter_instances_sent_total counter\n\
-        stow_exporter_instances_sent_total{exporter=\"Ex\\\"1\",web_app=\"W\\\\1\"} 1\n\
-        \n\
-        stow_exporter_instances_sent_total{exporter=\"a}b,c=d\", web_app=\"x\"} 2.5 1700000000000\n\
-        le{le=\"+Inf\"} +Inf\n\
-        odd NaN\n\
-        broken{a=\"x\" 3\n\
-        \tspaced   7  \n";
-    let parsed = b
-        .js_with(
-            "return window.stowExporterUi.parseMetrics(arguments[0])
-                 .map(s => [s.name, s.labels, String(s.value)]);",
-            json!([text]),
-        )
-        .await;
-    assert_eq!(
-        parsed,
-        json!([
-            ["stow_exporter_instances_sent_total", {"exporter": "Ex\"1", "web_app": "W\\1"}, "1"],
-            ["stow_exporter_instances_sent_total", {"exporter": "a}b,c=d", "web_app": "x"}, "2.5"],
-            ["le", {"le": "+Inf"}, "Infinity"],
-            ["odd", {}, "NaN"],
-            ["spaced", {}, "7"],
-        ])
     );
 
     // No script errors and nothing the content security policy blocked.

@@ -1,6 +1,8 @@
 //! Operations endpoints and the control API's access rule.
 //!
 //! - `GET /metrics`: Prometheus text format ([`crate::metrics`]).
+//! - `GET /metrics/summary`: per exporter and web app, what was sent,
+//!   failed and is in flight, as JSON (the web page's throughput).
 //! - `GET /dcm4chee-arc/health/live`: 200 while the process serves.
 //! - `GET /dcm4chee-arc/health/ready`: 200 with the checks (configuration
 //!   loaded, task queue reachable, storage writable), or 503 naming the
@@ -46,7 +48,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::config::{Secret, SharedSnapshot, current};
-use crate::metrics::{Metrics, QueueGauges};
+use crate::metrics::{CONTENT_TYPE, Metrics, QueueGauges};
 use crate::task::Status;
 use crate::token::{TOKEN_ENV, is_loopback};
 
@@ -54,9 +56,11 @@ use crate::token::{TOKEN_ENV, is_loopback};
 pub const LIVE_PATH: &str = "/dcm4chee-arc/health/live";
 pub const READY_PATH: &str = "/dcm4chee-arc/health/ready";
 pub const METRICS_PATH: &str = "/metrics";
+pub const METRICS_SUMMARY_PATH: &str = "/metrics/summary";
 /// (method, full path) of the operations routes, for `openapi.json`.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", METRICS_PATH),
+    ("GET", METRICS_SUMMARY_PATH),
     ("GET", LIVE_PATH),
     ("GET", READY_PATH),
 ];
@@ -79,6 +83,7 @@ pub struct OpsState {
 pub fn router(state: OpsState) -> Router {
     Router::new()
         .route(METRICS_PATH, get(metrics))
+        .route(METRICS_SUMMARY_PATH, get(metrics_summary))
         .route(READY_PATH, get(ready))
         .with_state(state)
 }
@@ -334,14 +339,24 @@ async fn metrics(State(s): State<OpsState>) -> Response {
     if let Some(b) = &s.broker {
         gauges.depth = b.depths(&queue_names(&s)).await;
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        s.metrics.render(&gauges),
-    )
-        .into_response()
+    match s.metrics.render(&gauges) {
+        Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: cannot encode");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"errorMessage": format!("cannot encode the metrics: {e}")})),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// What the web page shows as throughput, without parsing the text format:
+/// `{"destinations": [{"exporter", "webApp", "instancesSent", "bytesSent",
+/// "instancesFailed", "requestsInFlight"}]}`.
+async fn metrics_summary(State(s): State<OpsState>) -> Json<Value> {
+    Json(json!({"destinations": s.metrics.summary()}))
 }
 
 fn queue_names(s: &OpsState) -> Vec<String> {

@@ -1,7 +1,7 @@
 //! The operator's web page under `/dcm4chee-arc/ui2/`, in the spirit of
 //! dcm4chee's "Monitoring → Export" tab: export tasks with filters, paging,
 //! per-instance results, cancel and reschedule; the exporters and their
-//! schedule windows; live throughput from `/metrics`.
+//! schedule windows; live throughput from `/metrics/summary`.
 //!
 //! Plain HTML, JavaScript and CSS compiled into the binary: no build step,
 //! and nothing loaded from elsewhere (hospital networks are often offline).

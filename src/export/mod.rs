@@ -585,9 +585,21 @@ async fn post(
         .iter()
         .map(|o| (o.inst.sop_iuid.clone(), outgoing_len(o)))
         .collect();
-    let stored = crate::metrics::for_destination(dest.clone(), client.store(outgoing)).await;
+    let stored = client.store(outgoing, dest.as_ref()).await;
     dest.results(&stored, |sop| sizes.get(sop).copied().unwrap_or(0));
     stored
+}
+
+/// A destination's requests in flight and latency histogram, told by the
+/// STOW-RS client of each request it sends.
+impl crate::stow::RequestObserver for crate::metrics::Destination {
+    fn started(&self) {
+        self.request_started();
+    }
+
+    fn finished(&self, took: std::time::Duration) {
+        self.request_finished(took);
+    }
 }
 
 /// An instance ready to go: as stored, or converted to `target`.

@@ -26,6 +26,42 @@ use crate::outcome::{FailureKind, InstanceResult};
 use multipart::{PartContent, PartFile};
 use response::Exchange;
 
+/// Told of every STOW-RS request [`StowClient::store`] sends, from just
+/// before it goes out until its response has been read (or it failed or
+/// was dropped). The caller passes one explicitly: this client sits below
+/// the metrics and knows nothing of them (the executor counts requests in
+/// flight and their latency per destination with it).
+pub trait RequestObserver: Send + Sync {
+    /// A request is going out.
+    fn started(&self);
+    /// The request announced by the matching [`RequestObserver::started`]
+    /// ended after `took` (answered, failed, or dropped).
+    fn finished(&self, took: Duration);
+}
+
+/// Reports one request to a [`RequestObserver`], ending it when dropped,
+/// so a request whose future is dropped (shutdown) is not left in flight.
+struct RequestTimer<'a> {
+    observer: &'a dyn RequestObserver,
+    started: std::time::Instant,
+}
+
+impl<'a> RequestTimer<'a> {
+    fn start(observer: &'a dyn RequestObserver) -> RequestTimer<'a> {
+        observer.started();
+        RequestTimer {
+            observer,
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Drop for RequestTimer<'_> {
+    fn drop(&mut self) {
+        self.observer.finished(self.started.elapsed());
+    }
+}
+
 /// The media type asked for in `Accept`.
 pub const ACCEPT_JSON: &str = "application/dicom+json";
 
@@ -180,7 +216,12 @@ impl StowClient {
     /// and not sent; every other failure is a FAILED result with its
     /// reason, never an error, so the caller can always record an outcome.
     /// A 401 to an OAuth2 token gets one new token and one more attempt.
-    pub async fn store(&self, items: Vec<Outgoing>) -> Vec<InstanceResult> {
+    /// Each request sent is reported to `observer`.
+    pub async fn store(
+        &self,
+        items: Vec<Outgoing>,
+        observer: &dyn RequestObserver,
+    ) -> Vec<InstanceResult> {
         let mut results: Vec<Option<InstanceResult>> = vec![None; items.len()];
         let mut first = true;
         loop {
@@ -200,7 +241,7 @@ impl StowClient {
             if parts.is_empty() {
                 break;
             }
-            match self.post(parts, &sent, first).await {
+            match self.post(parts, &sent, first, observer).await {
                 Posted::Results(classified) => {
                     for (i, r) in sent_idx.into_iter().zip(classified) {
                         results[i] = Some(r);
@@ -256,7 +297,13 @@ impl StowClient {
         }
     }
 
-    async fn post(&self, parts: Vec<PartFile>, sent: &[String], may_refresh: bool) -> Posted {
+    async fn post(
+        &self,
+        parts: Vec<PartFile>,
+        sent: &[String],
+        may_refresh: bool,
+        observer: &dyn RequestObserver,
+    ) -> Posted {
         let authorization = match self.authorization().await {
             Ok(a) => a,
             Err((kind, reason)) => {
@@ -283,7 +330,7 @@ impl StowClient {
         if let Some(a) = &authorization {
             req = req.header(AUTHORIZATION, a.clone());
         }
-        let _timer = crate::metrics::request_timer();
+        let _timer = RequestTimer::start(observer);
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {

@@ -20,7 +20,9 @@
   const at = location.pathname.lastIndexOf('/dcm4chee-arc/ui2/');
   const ROOT = at > 0 ? location.pathname.slice(0, at) : '';
   const API = ROOT + '/dcm4chee-arc';
-  const METRICS = ROOT + '/metrics';
+  // Per exporter and web app, as JSON: the page never parses the
+  // Prometheus text format.
+  const METRICS_SUMMARY = ROOT + '/metrics/summary';
 
   const $ = (id) => document.getElementById(id);
 
@@ -138,77 +140,13 @@
     if (noticeKind === 'conn') hideNotice();
   }
 
-  // ---- Prometheus text format ------------------------------------------
+  // ---- Throughput ----------------------------------------------------------
 
-  // One sample line: name{label="value",...} value [timestamp].
-  // Returns null for a line that is not a sample.
-  function parseSample(line) {
-    let i = 0;
-    while (i < line.length && line[i] !== '{' && line[i] !== ' ' && line[i] !== '\t') i++;
-    const name = line.slice(0, i);
-    if (!name) return null;
-    const labels = {};
-    if (line[i] === '{') {
-      i++;
-      for (;;) {
-        while (line[i] === ' ' || line[i] === '\t' || line[i] === ',') i++;
-        if (i >= line.length) return null;
-        if (line[i] === '}') {
-          i++;
-          break;
-        }
-        const eq = line.indexOf('=', i);
-        if (eq < 0) return null;
-        const key = line.slice(i, eq).trim();
-        i = eq + 1;
-        if (line[i] !== '"') return null;
-        i++;
-        let v = '';
-        for (;;) {
-          if (i >= line.length) return null;
-          const c = line[i++];
-          if (c === '"') break;
-          if (c === '\\') {
-            if (i >= line.length) return null;
-            const esc = line[i++];
-            v += esc === 'n' ? '\n' : esc; // \\ and \" stand for themselves
-          } else {
-            v += c;
-          }
-        }
-        labels[key] = v;
-      }
-    }
-    const fields = line.slice(i).trim().split(/\s+/);
-    const value = parseValue(fields[0]);
-    return value === null ? null : { name, labels, value };
-  }
-
-  function parseValue(s) {
-    if (s === undefined || s === '') return null;
-    if (s === '+Inf' || s === 'Inf') return Infinity;
-    if (s === '-Inf') return -Infinity;
-    if (s === 'NaN') return NaN;
-    const v = Number(s);
-    return Number.isNaN(v) ? null : v;
-  }
-
-  function parseMetrics(text) {
-    const out = [];
-    for (const raw of text.split('\n')) {
-      const line = raw.trim();
-      if (line === '' || line[0] === '#') continue;
-      const s = parseSample(line);
-      if (s) out.push(s);
-    }
-    return out;
-  }
-
-  // The sum over every label set; a counter nothing has touched yet may
-  // be absent, which is zero.
-  function total(samples, name) {
+  // The sum of one field over every exporter and web app; a destination
+  // that has not sent yet is absent, which is zero.
+  function total(destinations, field) {
     let sum = 0;
-    for (const s of samples) if (s.name === name && Number.isFinite(s.value)) sum += s.value;
+    for (const d of destinations) if (Number.isFinite(d[field])) sum += d[field];
     return sum;
   }
 
@@ -223,14 +161,15 @@
 
   async function refreshMetrics() {
     if (needToken) return;
-    const r = await api(METRICS);
+    const r = await api(METRICS_SUMMARY);
     if (!r.ok) return;
-    const samples = parseMetrics(await r.text());
+    const body = await r.json();
+    const dests = Array.isArray(body.destinations) ? body.destinations : [];
     connectionBack();
     const now = performance.now();
-    const sent = total(samples, 'stow_exporter_instances_sent_total');
-    const bytes = total(samples, 'stow_exporter_bytes_sent_total');
-    setText($('tp-inflight'), String(total(samples, 'stow_exporter_requests_in_flight')));
+    const sent = total(dests, 'instancesSent');
+    const bytes = total(dests, 'bytesSent');
+    setText($('tp-inflight'), String(total(dests, 'requestsInFlight')));
     // Counters only grow; a smaller value means the service restarted,
     // and the next poll measures from the new baseline.
     if (lastSample && now > lastSample.t && sent >= lastSample.sent && bytes >= lastSample.bytes) {
@@ -895,10 +834,6 @@
     every(METRICS_EVERY_MS, 'Metrics', refreshMetrics);
     every(EXPORTERS_EVERY_MS, 'Exporters', refreshExporters);
   }
-
-  // The parser, for tests/ui.rs to check against awkward text; nothing
-  // else is reachable from outside.
-  window.stowExporterUi = Object.freeze({ parseMetrics });
 
   start();
 })();
