@@ -411,7 +411,7 @@ async fn the_export_command_publishes_to_the_broker() {
 async fn an_unfinished_delivery_comes_back_and_an_ended_one_does_not_run_again() {
     use stow_exporter::config::DEFAULT_DEVICE_NAME;
     use stow_exporter::outcome::Outcome;
-    use stow_exporter::queue::{AmqpQueue, EmbeddedQueue, Hold, TaskQueue};
+    use stow_exporter::queue::{AmqpQueue, Hold, SqliteStore, TaskDelivery, TaskStore};
     use stow_exporter::task::{Counts, Status};
 
     let tmp = tempfile::tempdir().unwrap();
@@ -423,7 +423,7 @@ async fn an_unfinished_delivery_comes_back_and_an_ended_one_does_not_run_again()
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let open = || async {
-        let records = EmbeddedQueue::open(&data, DEFAULT_DEVICE_NAME, true)
+        let records = SqliteStore::open(&data, DEFAULT_DEVICE_NAME, true)
             .await
             .unwrap();
         AmqpQueue::connect(&amqp_url(), records, shared.clone())
@@ -452,7 +452,10 @@ async fn an_unfinished_delivery_comes_back_and_an_ended_one_does_not_run_again()
     drop(q1);
 
     let q2 = open().await;
-    assert_eq!(q2.get(&t.task_id).await.unwrap().status, Status::Scheduled);
+    assert_eq!(
+        q2.store().get(&t.task_id).await.unwrap().status,
+        Status::Scheduled
+    );
     let again = tokio::time::timeout(limit, q2.next(&q.name, &Hold::none))
         .await
         .unwrap()
@@ -492,7 +495,7 @@ async fn an_unfinished_delivery_comes_back_and_an_ended_one_does_not_run_again()
         "and its message was acknowledged"
     );
     assert_eq!(
-        q2.list(Default::default()).await.unwrap().len(),
+        q2.store().list(Default::default()).await.unwrap().len(),
         1,
         "one record"
     );
