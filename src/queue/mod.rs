@@ -59,7 +59,7 @@ pub enum QueueError {
     #[error("task {0} not found")]
     NotFound(String),
     /// The broker did not take or hand over a task (down, or it refused).
-    #[error("message broker: {0}")]
+    #[error("message broker {0}")]
     Broker(#[from] BrokerError),
     #[error("queue backend stopped")]
     Closed,
@@ -75,7 +75,7 @@ pub enum HealthError {
     #[error("task store: {0}")]
     Store(#[source] QueueError),
     /// The broker cannot be reached or did not answer a step of the probe.
-    #[error("{0}")]
+    #[error("message broker {0}")]
     Broker(#[source] BrokerError),
     /// The broker did not answer in time.
     #[error("message broker {broker}: no answer within {} s", .after.as_secs())]
