@@ -2,8 +2,10 @@
 //! does, and with `--wait` follow it to its end ([`crate::cli::wait`]).
 //!
 //! Owns the `--queue` argument's reading and the exit status of a waited
-//! task; it publishes only, so it never reschedules tasks that a running
-//! `serve` holds.
+//! task; it opens the queue the way `serve` does ([`crate::queue::open`]),
+//! as a [`crate::queue::Role::Publisher`]: it publishes only, so it never
+//! reschedules tasks that a running `serve` holds, and follows the record
+//! through the [`crate::queue::TaskStore`] alone.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

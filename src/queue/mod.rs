@@ -3,7 +3,7 @@
 //! - [`TaskStore`] ([`store`]): the task records and their per-instance
 //!   results, what the monitor API, the CLI and the web page read and
 //!   edit. Its contract (durability, what [`QueueError::Conflict`] means,
-//!   ordering) is on the trait; [`tests/task_store.rs`] checks it for every
+//!   ordering) is on the trait; `tests/task_store.rs` checks it for every
 //!   implementation. The SQLite store ([`SqliteStore`], in [`embedded`]) is
 //!   the one today; a PostgreSQL store implements the same trait.
 //! - [`TaskDelivery`]: moving tasks to the workers: publish (the record
