@@ -1205,10 +1205,9 @@ impl TaskStore for SqliteStore {
 impl TaskDelivery for EmbeddedQueue {
     fn publish(&self, task: NewTask) -> BoxFuture<'_, Result<ExportTask, QueueError>> {
         async move {
-            let t = self
-                .store
-                .insert_record(RecordInit::scheduled(task))
-                .await?;
+            // Stored through the store like any backend's record; the
+            // record is what `next` takes.
+            let t = self.store.insert(RecordInit::scheduled(task)).await?;
             self.wake.notify_waiters();
             Ok(t)
         }
