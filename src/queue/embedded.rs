@@ -155,7 +155,7 @@ fn change_counts(c: &rusqlite::Connection, pk: i64, change: Count) -> rusqlite::
     Ok(())
 }
 
-/// What [`EmbeddedQueue::begin_delivery`] found and did.
+/// What [`SqliteStore::begin_delivery`] found and did.
 pub(crate) struct Begun {
     /// Deliveries of the message without a settled decision, this one
     /// included (0 for a retired message or an ended record: not counted).
