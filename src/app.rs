@@ -23,7 +23,7 @@ use crate::config::{ConfigSource, LiveConfig, LoadError, Secret, Snapshot};
 use crate::export::{Executor, Workers};
 use crate::http_server::{self, ListenerLimits};
 use crate::metrics::Metrics;
-use crate::queue::{AmqpQueue, EmbeddedQueue, QueueError, TaskQueue};
+use crate::queue::{self, BrokerLink, OpenQueue, QueueError, Role, SqliteStore};
 use crate::schedule::Zone;
 use crate::stowrsd::{self, StowrsdOptions};
 use crate::transcode::Transcoder;
@@ -151,22 +151,22 @@ impl Application {
                 )))
             })?;
         let archive = Archive::open(&settings.data_dir).await?;
-        let records = EmbeddedQueue::open_with(
-            &settings.data_dir,
-            &settings.device_name,
-            true,
-            &settings.queue_options,
-        )
-        .await?;
         let shared = LiveConfig::new(
             settings.config.clone(),
             &settings.device_name,
             snapshot.clone(),
         );
-        let queue: Arc<dyn TaskQueue> = match &settings.queue_url {
-            None => Arc::new(records),
-            Some(url) => Arc::new(AmqpQueue::connect(url, records, shared.clone()).await?),
-        };
+        let queue = queue::open(OpenQueue {
+            data_dir: &settings.data_dir,
+            device_name: &settings.device_name,
+            role: Role::Workers,
+            options: &settings.queue_options,
+            broker: settings.queue_url.as_deref().map(|url| BrokerLink {
+                url,
+                snapshot: &shared,
+            }),
+        })
+        .await?;
 
         let stowrsd = match &settings.stowrsd_dir {
             None => None,
@@ -225,14 +225,14 @@ impl Application {
         .with_metrics(metrics.clone());
         let executor = Executor::new(
             archive.clone(),
-            queue.clone(),
+            queue.store.clone(),
             transcoder,
             Arc::new(settings.tls.clone()),
         )
         .with_metrics(metrics.clone());
         let workers = Workers::new(
             executor,
-            queue.clone(),
+            queue.delivery.clone(),
             shared.clone(),
             CancellationToken::new(),
             settings.zone,
@@ -243,16 +243,14 @@ impl Application {
             snapshot: shared.clone(),
             data_dir: settings.data_dir.clone(),
             device_name: settings.device_name.clone(),
-            queue: queue.clone(),
-            broker: settings
-                .queue_url
-                .as_deref()
-                .map(|u| Arc::new(ops::BrokerProbe::new(u))),
+            store: queue.store.clone(),
+            delivery: queue.delivery.clone(),
         };
         let state = ApiState {
             device_name: settings.device_name.clone(),
             snapshot: shared,
-            queue,
+            store: queue.store.clone(),
+            submit: queue.submit(),
             cancel: workers.cancel_handle(),
             archive,
             zone: settings.zone,
@@ -408,7 +406,7 @@ impl Application {
         // Unfinished tasks go back to the queue now: records left IN
         // PROCESS become SCHEDULED (as at start-up); over AMQP their
         // unacknowledged messages are redelivered when the connection closes.
-        if let Err(e) = EmbeddedQueue::open(&self.ops.data_dir, &self.ops.device_name, true).await {
+        if let Err(e) = SqliteStore::open(&self.ops.data_dir, &self.ops.device_name, true).await {
             tracing::error!(error = %e, "cannot return unfinished tasks to the queue; the next start does");
         }
         stop.cancel();

@@ -23,15 +23,22 @@
 //! - [`outcome`]: the result vocabulary of an export (per-instance
 //!   results, the typed kind of each failure, retry advice, a task's
 //!   outcome), below `stow`, `export`, `queue` and `metrics`.
-//! - [`queue`]: the [`queue::TaskQueue`] trait and the embedded SQLite queue.
+//! - [`queue`]: durable tasks in two parts: [`queue::TaskStore`]
+//!   (`queue/store.rs`: the records and per-instance results, the seam a
+//!   PostgreSQL store implements) and [`queue::TaskDelivery`] (moving
+//!   tasks to the workers: embedded or RabbitMQ), both built by
+//!   [`queue::open`]; `queue/embedded.rs` holds the SQLite store and the
+//!   embedded delivery, `queue/amqp.rs` the broker-backed one.
 //! - [`stow`]: the STOW-RS client: multipart framing, requests, responses.
 //! - [`export`]: runs one task: match instances, send, compute the outcome;
 //!   the queue's retry policy.
 //! - [`schedule`]: `dcmSchedule` windows (dcm4chee's grammar).
 //! - [`stowrsd`]: the built-in STOW-RS receiver.
 //! - [`api`]: the control REST API with dcm4chee's paths. It sees the
-//!   live configuration, the task records, the archive's read side and a
-//!   [`export::CancelHandle`], never the worker loops.
+//!   live configuration, the task records ([`queue::TaskStore`]), a
+//!   [`queue::Submit`] handle (publish, reschedule), the archive's read
+//!   side and a [`export::CancelHandle`], never the worker loops or the
+//!   task delivery; readiness asks the backend's own health probe.
 //! - [`http_server`]: the accept loop both listeners share: header and idle
 //!   timeouts, a connection limit, graceful shutdown.
 //! - [`app`]: wires it all together for `serve`.

@@ -477,7 +477,7 @@ async fn the_export_command_publishes_to_the_broker() {
 async fn an_unfinished_delivery_comes_back_and_an_ended_one_does_not_run_again() {
     use stow_exporter::config::DEFAULT_DEVICE_NAME;
     use stow_exporter::outcome::Outcome;
-    use stow_exporter::queue::{AmqpQueue, EmbeddedQueue, Hold, TaskQueue};
+    use stow_exporter::queue::{AmqpQueue, Hold, SqliteStore, TaskDelivery, TaskStore};
     use stow_exporter::task::{Counts, Status};
 
     let tmp = tempfile::tempdir().unwrap();
@@ -489,7 +489,7 @@ async fn an_unfinished_delivery_comes_back_and_an_ended_one_does_not_run_again()
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let open = || async {
-        let records = EmbeddedQueue::open(&data, DEFAULT_DEVICE_NAME, true)
+        let records = SqliteStore::open(&data, DEFAULT_DEVICE_NAME, true)
             .await
             .unwrap();
         AmqpQueue::connect(&amqp_url(), records, shared.clone())
@@ -518,7 +518,10 @@ async fn an_unfinished_delivery_comes_back_and_an_ended_one_does_not_run_again()
     drop(q1);
 
     let q2 = open().await;
-    assert_eq!(q2.get(&t.task_id).await.unwrap().status, Status::Scheduled);
+    assert_eq!(
+        q2.store().get(&t.task_id).await.unwrap().status,
+        Status::Scheduled
+    );
     let again = tokio::time::timeout(limit, q2.next(&q.name, &Hold::none))
         .await
         .unwrap()
@@ -563,14 +566,14 @@ async fn an_unfinished_delivery_comes_back_and_an_ended_one_does_not_run_again()
         0,
         "and its message was acknowledged"
     );
-    let records = q2.list(Default::default()).await.unwrap();
+    let records = q2.store().list(Default::default()).await.unwrap();
     assert_eq!(
         records.iter().filter(|r| r.task_id == t.task_id).count(),
         1,
         "one record of the ended task"
     );
     assert_eq!(
-        q2.get(&t.task_id).await.unwrap().status,
+        q2.store().get(&t.task_id).await.unwrap().status,
         Status::Completed,
         "still ended"
     );

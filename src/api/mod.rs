@@ -13,6 +13,19 @@
 //! and `openapi.json` documents exactly those (a test checks).
 //!
 //! Errors are JSON `{"errorMessage": "..."}` as in dcm4chee.
+//!
+//! What the API reaches of the queue: the task records through
+//! [`TaskStore`] (read, cancel the record, delete), and a [`Submit`] handle
+//! for the two things that must also reach the delivery side: publishing a
+//! new task and delivering a rescheduled one again (over AMQP both put a
+//! message on the broker; a record alone would never run). It never holds
+//! the [`crate::queue::TaskDelivery`] itself, so no handler can take,
+//! finish, release or acknowledge a task: those belong to the workers, and
+//! a request racing them must not be able to settle a delivery.
+//!
+//! Owns the routes, parameter checks and JSON answers; must not touch the
+//! workers (running exports are stopped through [`CancelHandle`] only) or
+//! the configuration's reload logic ([`crate::config::LiveConfig`] owns it).
 
 mod monitor;
 pub mod ops;
@@ -32,7 +45,7 @@ use serde_json::json;
 
 use crate::archive::Archive;
 use crate::export::{CancelHandle, SharedSnapshot, current};
-use crate::queue::{CancelResult, NewTask, QueueError, TaskQueue};
+use crate::queue::{CancelResult, NewTask, QueueError, Submit, TaskStore};
 use crate::schedule::{Schedule, Zone};
 use crate::task::TaskRequest;
 
@@ -41,7 +54,10 @@ use crate::task::TaskRequest;
 pub struct ApiState {
     pub device_name: String,
     pub snapshot: SharedSnapshot,
-    pub queue: Arc<dyn TaskQueue>,
+    /// The task records.
+    pub store: Arc<dyn TaskStore>,
+    /// Publishing and rescheduling (see the module documentation).
+    pub submit: Submit,
     /// Stops exports in process (the only reach into the workers).
     pub cancel: CancelHandle,
     /// The archive index, for the QIDO-style trigger.
@@ -272,7 +288,7 @@ async fn trigger(
         .validate()
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     let task = s
-        .queue
+        .submit
         .publish(NewTask::for_exporter(
             request,
             s.device_name.clone(),
@@ -325,16 +341,16 @@ async fn get_task(
     State(s): State<ApiState>,
     Path(task): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(s.queue.get(&task).await?).into_response())
+    Ok(Json(s.store.get(&task).await?).into_response())
 }
 
 async fn task_instances(
     State(s): State<ApiState>,
     Path(task): Path<String>,
 ) -> Result<Response, ApiError> {
-    s.queue.get(&task).await?;
+    s.store.get(&task).await?;
     let mut v: Vec<_> = s
-        .queue
+        .store
         .instance_results(&task)
         .await?
         .into_values()
@@ -348,7 +364,7 @@ async fn cancel_task(
     State(s): State<ApiState>,
     Path(task): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    match s.queue.cancel(&task).await? {
+    match s.store.cancel(&task).await? {
         CancelResult::Canceled => {
             tracing::info!(task = %task, "task canceled before it started");
             Ok(StatusCode::NO_CONTENT)

@@ -327,7 +327,7 @@ pub(super) async fn list(s: ApiState, headers: HeaderMap, p: Params) -> Result<R
             ),
         ));
     };
-    let tasks = s.queue.list(filter).await?;
+    let tasks = s.store.list(filter).await?;
     Ok(match repr {
         None => Json(tasks).into_response(),
         Some(delimiter) => {
@@ -352,7 +352,7 @@ pub(super) async fn count(
 ) -> Result<Json<Value>, ApiError> {
     let p = Params::new(q);
     p.only(FILTERS)?;
-    let n = s.queue.count(task_filter(&p, false)?).await?;
+    let n = s.store.count(task_filter(&p, false)?).await?;
     Ok(Json(json!({ "count": n })))
 }
 
@@ -364,7 +364,7 @@ pub(super) async fn batches(
     let p = Params::new(q);
     p.only(&allowed(&["offset", "limit"]))?;
     let f = task_filter(&p, true)?;
-    Ok(Json(json!(s.queue.batches(f).await?)))
+    Ok(Json(json!(s.store.batches(f).await?)))
 }
 
 /// `scheduledTime` of a reschedule (now when absent), and the exporter it
@@ -403,7 +403,7 @@ async fn reschedule_one(
 ) -> Result<StatusCode, ApiError> {
     p.only(&["scheduledTime"])?;
     let r = reschedule_args(&s, &p, exporter.as_deref())?;
-    let t = s.queue.reschedule(&task, r).await?;
+    let t = s.submit.reschedule(&task, r).await?;
     tracing::info!(task = %task, exporter = %t.exporter_id, scheduled = %t.scheduled_time, "task rescheduled");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -448,10 +448,10 @@ async fn reschedule_bulk(
 ) -> Result<Response, ApiError> {
     p.only(&allowed(&["scheduledTime"]))?;
     let r = reschedule_args(&s, &p, exporter.as_deref())?;
-    let tasks = s.queue.list(task_filter(&p, false)?).await?;
+    let tasks = s.store.list(task_filter(&p, false)?).await?;
     let (mut count, mut failed) = (0, 0);
     for t in tasks {
-        match s.queue.reschedule(&t.task_id, r.clone()).await {
+        match s.submit.reschedule(&t.task_id, r.clone()).await {
             Ok(_) => count += 1,
             // IN PROCESS, or deleted meanwhile.
             Err(QueueError::Conflict(_) | QueueError::NotFound(_)) => failed += 1,
@@ -502,8 +502,8 @@ pub(super) async fn cancel_matching(
         Some(_) => {}
     }
     let (mut count, mut failed) = (0, 0);
-    for t in s.queue.list(f).await? {
-        match s.queue.cancel(&t.task_id).await {
+    for t in s.store.list(f).await? {
+        match s.store.cancel(&t.task_id).await {
             Ok(CancelResult::Canceled) => count += 1,
             Ok(CancelResult::Running) => {
                 s.cancel.cancel(&t.task_id);
@@ -522,7 +522,7 @@ pub(super) async fn delete(
     State(s): State<ApiState>,
     Path(task): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    s.queue.delete(&task).await?;
+    s.store.delete(&task).await?;
     tracing::info!(task = %task, "task deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -536,7 +536,7 @@ pub(super) async fn delete_matching(
     p.only(FILTERS)?;
     // Tasks IN PROCESS are kept, and counted as failed like the other bulk
     // forms count what they could not change.
-    let (count, failed) = s.queue.delete_matching(task_filter(&p, false)?).await?;
+    let (count, failed) = s.store.delete_matching(task_filter(&p, false)?).await?;
     tracing::info!(count, failed, "tasks deleted");
     Ok(bulk_answer(count, failed))
 }
@@ -646,7 +646,7 @@ pub(super) async fn export_matching(
             batch_id: batch_id.clone(),
             scheduled_time,
         };
-        s.queue
+        s.submit
             .publish(NewTask::for_exporter(
                 request,
                 s.device_name.clone(),

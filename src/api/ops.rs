@@ -5,8 +5,9 @@
 //!   failed and is in flight, as JSON (the web page's throughput).
 //! - `GET /dcm4chee-arc/health/live`: 200 while the process serves.
 //! - `GET /dcm4chee-arc/health/ready`: 200 with the checks (configuration
-//!   loaded, task queue reachable, storage writable), or 503 naming the
-//!   failing one.
+//!   loaded, task store readable and the queue backend's own health probe
+//!   ([`crate::queue::TaskDelivery::health`]: its database, or its link to
+//!   the broker), storage writable), or 503 naming the failing one.
 //!
 //! Access ([`crate::token::require_token`]): with a bearer token configured, every
 //! route of [`router`] and of the control API needs `Authorization: Bearer
@@ -35,7 +36,6 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -45,10 +45,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
-use tokio::sync::Mutex as AsyncMutex;
 
 use crate::config::{Secret, SharedSnapshot, current};
 use crate::metrics::{CONTENT_TYPE, Metrics, QueueGauges};
+use crate::queue::{Backend, QueueError, TaskDelivery, TaskStore};
 use crate::task::Status;
 use crate::token::{TOKEN_ENV, is_loopback};
 
@@ -73,9 +73,9 @@ pub struct OpsState {
     pub data_dir: PathBuf,
     pub device_name: String,
     /// The task store: records by queue and status.
-    pub queue: Arc<dyn crate::queue::TaskQueue>,
-    /// The broker, when tasks travel over AMQP.
-    pub broker: Option<Arc<BrokerProbe>>,
+    pub store: Arc<dyn TaskStore>,
+    /// The queue backend: its health probe and, over AMQP, the depths.
+    pub delivery: Arc<dyn TaskDelivery>,
 }
 
 /// The router of `/metrics` and readiness: behind the token, like the
@@ -336,8 +336,8 @@ async fn metrics(State(s): State<OpsState>) -> Response {
         QueueGauges::default()
     });
     let mut gauges = gauges;
-    if let Some(b) = &s.broker {
-        gauges.depth = b.depths(&queue_names(&s)).await;
+    if let Some(depths) = s.delivery.broker_depths(&queue_names(&s)).await {
+        gauges.depth = depths;
     }
     match s.metrics.render(&gauges) {
         Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
@@ -365,23 +365,22 @@ fn queue_names(s: &OpsState) -> Vec<String> {
 
 /// Task records by queue and status (every configured queue and status,
 /// zeros included), and for the embedded queue its depth.
-async fn queue_gauges(s: &OpsState) -> Result<QueueGauges, String> {
-    let rows = s
-        .queue
-        .status_counts(&s.device_name)
-        .await
-        .map_err(|e| e.to_string())?;
+async fn queue_gauges(s: &OpsState) -> Result<QueueGauges, QueueError> {
+    let rows = s.store.status_counts(&s.device_name).await?;
+    // The embedded queue's waiting records are its depth; a broker counts
+    // its own (`broker_depths`).
+    let embedded = s.delivery.backend() == Backend::Embedded;
     let mut g = QueueGauges::default();
     for q in queue_names(s) {
         for st in Status::ALL {
             g.tasks.insert((q.clone(), st.as_str().to_string()), 0);
         }
-        if s.broker.is_none() {
+        if embedded {
             g.depth.insert(q, 0);
         }
     }
     for (q, st, n) in rows {
-        if s.broker.is_none()
+        if embedded
             && (st == Status::Scheduled.as_str() || st == Status::ScheduledForRetry.as_str())
         {
             *g.depth.entry(q.clone()).or_default() += n;
@@ -399,28 +398,26 @@ async fn ready(State(s): State<OpsState>) -> Response {
         "config",
         json!({"status": "UP", "source": snap.source.to_string(), "exporters": snap.exporters.len()}),
     );
+    let backend = s.delivery.backend().as_str();
     let mut queue = match queue_gauges(&s).await {
-        Ok(_) => {
-            json!({"status": "UP", "backend": if s.broker.is_some() { "amqp" } else { "embedded" }})
-        }
+        Ok(_) => json!({"status": "UP", "backend": backend}),
         Err(e) => {
             failing.push(format!("queue: task store: {e}"));
             json!({"status": "DOWN", "error": format!("task store: {e}")})
         }
     };
-    if let Some(b) = &s.broker
-        && queue["status"] == "UP"
-        && let Err(e) = b.check().await
+    if queue["status"] == "UP"
+        && let Err(e) = s.delivery.health().await
     {
         failing.push(format!("queue: {e}"));
-        queue = json!({"status": "DOWN", "backend": "amqp", "error": e});
+        queue = json!({"status": "DOWN", "backend": backend, "error": e.to_string()});
     }
     checks.insert("queue", queue);
     match storage_writable(&s.data_dir.join("storage")).await {
         Ok(()) => checks.insert("storage", json!({"status": "UP"})),
         Err(e) => {
             failing.push(format!("storage: {e}"));
-            checks.insert("storage", json!({"status": "DOWN", "error": e}))
+            checks.insert("storage", json!({"status": "DOWN", "error": e.to_string()}))
         }
     };
     if failing.is_empty() {
@@ -442,88 +439,42 @@ async fn ready(State(s): State<OpsState>) -> Response {
     }
 }
 
-/// Creates, writes and removes a file in the storage folder.
-async fn storage_writable(dir: &Path) -> Result<(), String> {
+/// Why the storage folder is not writable.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// Creating the folder, or writing, syncing the probe file in it.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The blocking probe did not finish (a panic, or the runtime stopping).
+    #[error("storage probe: {0}")]
+    Probe(#[source] tokio::task::JoinError),
+}
+
+/// Creates, writes and removes a file in the storage folder (off the
+/// runtime: the sync may wait for the disk).
+async fn storage_writable(dir: &Path) -> Result<(), StorageError> {
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
         use std::io::Write;
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(|source| StorageError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         let probe = dir.join(format!(".ready-probe-{}", std::process::id()));
         let r = std::fs::File::create(&probe)
             .and_then(|mut f| f.write_all(b"ready").and_then(|_| f.sync_all()));
         let _ = std::fs::remove_file(&probe);
-        r.map_err(|e| format!("{}: {e}", probe.display()))
+        r.map_err(|source| StorageError::Io {
+            path: probe,
+            source,
+        })
     })
     .await
-    .map_err(|e| e.to_string())?
-}
-
-/// A connection of its own to the AMQP broker, for the ready check and the
-/// queue depth (message counts from passive declares).
-pub struct BrokerProbe {
-    uri: String,
-    conn: AsyncMutex<Option<lapin::Connection>>,
-}
-
-impl BrokerProbe {
-    pub fn new(uri: &str) -> BrokerProbe {
-        BrokerProbe {
-            uri: uri.to_string(),
-            conn: AsyncMutex::new(None),
-        }
-    }
-
-    async fn channel(&self) -> Result<lapin::Channel, String> {
-        let masked = crate::redact::mask_url(&self.uri);
-        let mut conn = self.conn.lock().await;
-        if !conn.as_ref().is_some_and(|c| c.status().connected()) {
-            let c = tokio::time::timeout(
-                Duration::from_secs(5),
-                lapin::Connection::connect(&self.uri, lapin::ConnectionProperties::default()),
-            )
-            .await
-            .map_err(|_| format!("message broker {masked}: no answer within 5 s"))?
-            .map_err(|e| format!("message broker {masked}: {e}"))?;
-            *conn = Some(c);
-        }
-        let Some(c) = conn.as_ref() else {
-            return Err(format!("message broker {masked}: not connected"));
-        };
-        c.create_channel()
-            .await
-            .map_err(|e| format!("message broker {masked}: {e}"))
-    }
-
-    /// The broker answers.
-    pub async fn check(&self) -> Result<(), String> {
-        let ch = self.channel().await?;
-        let _ = ch.close(200, "".into()).await;
-        Ok(())
-    }
-
-    /// Ready messages of each queue that exists on the broker.
-    pub async fn depths(&self, queues: &[String]) -> BTreeMap<String, u64> {
-        let mut out = BTreeMap::new();
-        for q in queues {
-            // A passive declare of a missing queue closes the channel: one
-            // channel per queue.
-            let Ok(ch) = self.channel().await else {
-                return out;
-            };
-            let passive = lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            };
-            if let Ok(info) = ch
-                .queue_declare(q.as_str().into(), passive, Default::default())
-                .await
-            {
-                out.insert(q.clone(), u64::from(info.message_count()));
-                let _ = ch.close(200, "".into()).await;
-            }
-        }
-        out
-    }
+    .map_err(StorageError::Probe)?
 }
 
 #[cfg(test)]

@@ -2,8 +2,10 @@
 //! does, and with `--wait` follow it to its end ([`crate::cli::wait`]).
 //!
 //! Owns the `--queue` argument's reading and the exit status of a waited
-//! task; it publishes only, so it never reschedules tasks that a running
-//! `serve` holds.
+//! task; it opens the queue the way `serve` does ([`crate::queue::open`]),
+//! as a [`crate::queue::Role::Publisher`]: it publishes only, so it never
+//! reschedules tasks that a running `serve` holds, and follows the record
+//! through the [`crate::queue::TaskStore`] alone.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -12,7 +14,7 @@ use crate::cli::CliError;
 use crate::cli::args::{ExportArgs, cleartext_warning};
 use crate::cli::wait;
 use crate::config::LiveConfig;
-use crate::queue::{AmqpQueue, EmbeddedQueue, NewTask, TaskQueue};
+use crate::queue::{self, BrokerLink, NewTask, OpenQueue, QueueOptions, Role};
 use crate::task::TaskRequest;
 
 /// `--queue`: `None` for the embedded queue, else the broker URL.
@@ -56,16 +58,24 @@ pub async fn export(a: ExportArgs) -> Result<ExitCode, CliError> {
             path: a.data.clone(),
             source,
         })?;
-    // Publishing only: never reschedule tasks a running `serve` holds.
-    let records = EmbeddedQueue::open(&a.data, &a.config.device_name, false).await?;
-    let queue: Box<dyn TaskQueue> = match queue_url(&a.queue)? {
-        None => Box::new(records),
-        Some(url) => {
-            let shared = LiveConfig::new(source, &a.config.device_name, snapshot.clone());
-            Box::new(AmqpQueue::connect(&url, records, shared).await?)
-        }
-    };
+    let broker_url = queue_url(&a.queue)?;
+    let shared = broker_url
+        .as_ref()
+        .map(|_| LiveConfig::new(source, &a.config.device_name, snapshot.clone()));
+    let queue = queue::open(OpenQueue {
+        data_dir: &a.data,
+        device_name: &a.config.device_name,
+        // Publishing only: never reschedule tasks a running `serve` holds.
+        role: Role::Publisher,
+        options: &QueueOptions::default(),
+        broker: broker_url
+            .as_deref()
+            .zip(shared.as_ref())
+            .map(|(url, snapshot)| BrokerLink { url, snapshot }),
+    })
+    .await?;
     let task = queue
+        .delivery
         .publish(NewTask::for_exporter(request, a.config.device_name, ex))
         .await?;
     if !a.wait {
@@ -77,7 +87,7 @@ pub async fn export(a: ExportArgs) -> Result<ExitCode, CliError> {
         total: wait::instances_in_archive(&a.data, &task).await,
         progress: std::io::stderr().is_terminal(),
     };
-    match wait::wait_for_task(queue.as_ref(), &task.task_id, &opts).await {
+    match wait::wait_for_task(queue.store.as_ref(), &task.task_id, &opts).await {
         Ok(done) => {
             println!("{}", to_json(&done)?);
             Ok(ExitCode::from(wait::exit_code(done.status)))

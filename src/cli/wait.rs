@@ -17,7 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::time::Instant;
 
 use crate::archive::Archive;
-use crate::queue::{QueueError, TaskQueue};
+use crate::queue::{QueueError, TaskStore};
 use crate::task::{ExportTask, Status};
 
 /// Exit status of `export --wait` for a task that ended COMPLETED.
@@ -84,7 +84,7 @@ pub async fn instances_in_archive(data_dir: &Path, task: &ExportTask) -> Option<
 
 /// Reads the record of `task_id` until its status is final and returns it.
 pub async fn wait_for_task(
-    queue: &dyn TaskQueue,
+    store: &dyn TaskStore,
     task_id: &str,
     opts: &WaitOptions,
 ) -> Result<ExportTask, WaitError> {
@@ -96,7 +96,7 @@ pub async fn wait_for_task(
     let started = Instant::now();
     let deadline = opts.timeout.map(|t| started + t);
     let result = loop {
-        let task = queue.get(task_id).await.map_err(err)?;
+        let task = store.get(task_id).await.map_err(err)?;
         if task.status.is_done() {
             if let Some(n) = task.number_of_instances {
                 bar.set_length(n);
@@ -107,7 +107,7 @@ pub async fn wait_for_task(
         if !bar.is_hidden() {
             // Results are recorded per instance as the run goes; the
             // record's counts only at its end. Counted only for the bar.
-            let done = queue.instance_result_count(task_id).await.map_err(err)?;
+            let done = store.instance_result_count(task_id).await.map_err(err)?;
             bar.set_position(done);
             bar.set_message(status_note(&task));
         }

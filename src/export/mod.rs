@@ -27,7 +27,7 @@ use crate::archive::{Archive, StoredInstance};
 pub use crate::config::{SharedSnapshot, current};
 use crate::config::{Snapshot, WebApp};
 use crate::outcome::{FailureKind, InstanceResult, InstanceStatus, Outcome, Retry};
-use crate::queue::{ExportHook, Hold, Release, TaskQueue};
+use crate::queue::{ExportHook, Hold, Release, TaskDelivery, TaskStore};
 use crate::schedule::Zone;
 use crate::stow::{Converted, Outgoing, StowClient};
 use crate::task::{Counts, ExportTask, Status};
@@ -86,7 +86,8 @@ fn client_key(web_app: &WebApp) -> String {
 #[derive(Clone)]
 pub struct Executor {
     archive: Archive,
-    queue: Arc<dyn TaskQueue>,
+    /// Per-instance results (resume, progress).
+    store: Arc<dyn TaskStore>,
     /// Clients by web app name, rebuilt when the web app's settings change.
     clients: Arc<Mutex<HashMap<String, (String, StowClient)>>>,
     /// Cancellation of running tasks, by task ID.
@@ -106,13 +107,13 @@ pub struct Executor {
 impl Executor {
     pub fn new(
         archive: Archive,
-        queue: Arc<dyn TaskQueue>,
+        store: Arc<dyn TaskStore>,
         transcoder: Transcoder,
         tls: Arc<crate::stow::tls::TlsSettings>,
     ) -> Executor {
         Executor {
             archive,
-            queue,
+            store,
             clients: Arc::default(),
             running: Arc::default(),
             transcoder,
@@ -223,7 +224,7 @@ impl Executor {
             Ok(c) => c,
             Err(e) => return fail(&web_app.name, e.to_string()),
         };
-        let previous = match self.queue.instance_results(&task.task_id).await {
+        let previous = match self.store.instance_results(&task.task_id).await {
             Ok(p) => Arc::new(p),
             Err(e) => return fail(&web_app.name, format!("task store: {e}")),
         };
@@ -396,7 +397,7 @@ impl Executor {
         if results.is_empty() {
             return;
         }
-        if let Err(e) = self.queue.record_instances(&task.task_id, results).await {
+        if let Err(e) = self.store.record_instances(&task.task_id, results).await {
             // The outcome still counts them; only resuming loses precision.
             tracing::error!(task = %task.task_id, error = %e, "cannot record instance results");
         }
@@ -748,7 +749,7 @@ impl CancelHandle {
 #[derive(Clone)]
 pub struct Workers {
     executor: Executor,
-    queue: Arc<dyn TaskQueue>,
+    queue: Arc<dyn TaskDelivery>,
     snapshot: SharedSnapshot,
     running: Arc<Mutex<HashMap<String, ()>>>,
     stop: CancellationToken,
@@ -762,7 +763,7 @@ pub struct Workers {
 impl Workers {
     pub fn new(
         executor: Executor,
-        queue: Arc<dyn TaskQueue>,
+        queue: Arc<dyn TaskDelivery>,
         snapshot: SharedSnapshot,
         stop: CancellationToken,
         zone: Zone,

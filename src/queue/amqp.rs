@@ -1,5 +1,11 @@
-//! The RabbitMQ queue: task delivery through an AMQP 0-9-1 broker, task
-//! records and per-instance results in the local SQLite store.
+//! The RabbitMQ queue: a [`TaskDelivery`] through an AMQP 0-9-1 broker;
+//! task records and per-instance results stay in the local SQLite store
+//! ([`SqliteStore`]), which also counts each message's deliveries.
+//!
+//! Owns the broker link (connection, publisher channel, consumers) and its
+//! typed errors ([`BrokerError`]), and answers the readiness probe and the
+//! queue depths from that link. Must not write records but through the
+//! store.
 //!
 //! Per `dcmQueueName` (e.g. `Export1`) the service declares four durable
 //! queues on the default exchange:
@@ -47,7 +53,7 @@
 //! `dcmMaxTasksParallel` when its consumer started, a reload changes it only
 //! after a reconnect.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,14 +68,16 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Acker, BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 use tokio::sync::Mutex as AsyncMutex;
 
-use super::embedded::{Count, RecordInit};
+use super::embedded::Count;
 use super::{
-    BatchSummary, CancelResult, EmbeddedQueue, Hold, NewTask, QueueError, Release, Reschedule,
-    TaskFilter, TaskQueue,
+    Backend, HealthError, Hold, NewTask, QueueError, RecordFailure, RecordInit, Release,
+    SqliteStore, TaskDelivery, TaskStore,
 };
 use crate::config::{SharedSnapshot, Snapshot, current};
-use crate::outcome::{InstanceResult, Outcome};
-use crate::task::{ExportTask, MAX_BATCH_ID_CHARS, MAX_EXPORTER_ID_CHARS, Status, TaskRequest};
+use crate::outcome::Outcome;
+use crate::task::{
+    ExportTask, MAX_BATCH_ID_CHARS, MAX_EXPORTER_ID_CHARS, RequestError, Status, TaskRequest,
+};
 use crate::text::clip;
 
 /// How long a message of an exporter outside its window waits before it is
@@ -77,6 +85,8 @@ use crate::text::clip;
 const HOLD_DELAY: Duration = Duration::from_secs(60);
 /// How often a closed queue is looked at again.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// How long the health probe waits for the broker.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest task message that is read: a bigger one is dead-lettered
 /// without being parsed (a task request is a few hundred bytes; lapin
 /// already holds the body, nothing more is built from it).
@@ -104,8 +114,57 @@ fn new_message_id() -> String {
     )
 }
 
-fn broker(e: impl std::fmt::Display) -> QueueError {
-    QueueError::Broker(e.to_string())
+/// A broker operation that failed, naming the broker.
+#[derive(Debug, thiserror::Error)]
+#[error("{broker}: {fault}")]
+pub struct BrokerError {
+    /// The broker's URL, password masked.
+    pub broker: String,
+    /// Boxed: lapin's errors are large, and every queue result carries one.
+    #[source]
+    pub fault: Box<BrokerFault>,
+}
+
+/// What failed at the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerFault {
+    #[error("cannot connect: {0}")]
+    Connect(#[source] lapin::Error),
+    /// A step on an open connection (`step` names it: "open a channel",
+    /// "publish", "acknowledge", ...).
+    #[error("{step}: {source}")]
+    Step {
+        step: &'static str,
+        #[source]
+        source: lapin::Error,
+    },
+    #[error("declare queue {queue}: {source}")]
+    Declare {
+        queue: String,
+        #[source]
+        source: lapin::Error,
+    },
+    #[error("the broker did not confirm the message to {routing_key}")]
+    NotConfirmed { routing_key: String },
+    #[error("consumer of {queue} ended")]
+    ConsumerEnded { queue: String },
+    #[error("connection lost")]
+    ConnectionLost,
+    #[error("cannot encode the task message: {0}")]
+    Encode(#[source] serde_json::Error),
+}
+
+/// `fault` at `broker` (masked URL), as a queue error.
+fn broker_error(broker: &str, fault: BrokerFault) -> QueueError {
+    QueueError::Broker(BrokerError {
+        broker: broker.to_string(),
+        fault: Box::new(fault),
+    })
+}
+
+/// A failed `step` at `broker`, as a queue error.
+fn step<'a>(broker: &'a str, step: &'static str) -> impl FnOnce(lapin::Error) -> QueueError + 'a {
+    move |source| broker_error(broker, BrokerFault::Step { step, source })
 }
 
 /// Properties of a message this service publishes.
@@ -126,11 +185,16 @@ fn props(message_id: &str, expiration: Option<Duration>) -> BasicProperties {
 /// prefetch window never fills with deliveries nobody settles.
 struct Unsettled {
     acker: Option<Acker>,
+    /// The broker's masked URL, for an error.
+    broker: Arc<str>,
 }
 
 impl Unsettled {
-    fn new(acker: Acker) -> Unsettled {
-        Unsettled { acker: Some(acker) }
+    fn new(acker: Acker, broker: Arc<str>) -> Unsettled {
+        Unsettled {
+            acker: Some(acker),
+            broker,
+        }
     }
 
     /// Acknowledges the delivery: the broker forgets the message.
@@ -142,7 +206,7 @@ impl Unsettled {
                 .ack(BasicAckOptions::default())
                 .await
                 .map(|_| ())
-                .map_err(broker),
+                .map_err(step(&self.broker, "acknowledge")),
             None => Ok(()),
         }
     }
@@ -194,31 +258,42 @@ struct Pending {
     message_id: String,
 }
 
+/// Why a message cannot run: the reason it is dead-lettered with.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejected {
+    #[error("malformed message: {0}")]
+    Malformed(#[source] serde_json::Error),
+    #[error("invalid message: {0}")]
+    Invalid(#[source] RequestError),
+    #[error("unknown exporter: no exporter {0} in the configuration")]
+    UnknownExporter(String),
+    #[error("exporter {exporter} uses queue {uses}, not {queue}")]
+    OtherQueue {
+        exporter: String,
+        uses: String,
+        queue: String,
+    },
+}
+
 /// The task request in a message body, checked against the configuration;
 /// `Err` is the reason to dead-letter it.
 pub(crate) fn parse_request(
     body: &[u8],
     snap: &Snapshot,
     queue: &str,
-) -> Result<TaskRequest, String> {
-    serde_json::from_slice::<TaskRequest>(body)
-        .map_err(|e| format!("malformed message: {e}"))
-        .and_then(|r| {
-            r.validate()
-                .map_err(|e| format!("invalid message: {e}"))
-                .map(|_| r.normalized())
-        })
-        .and_then(|r| match snap.exporter(&r.exporter_id) {
-            None => Err(format!(
-                "unknown exporter: no exporter {} in the configuration",
-                r.exporter_id
-            )),
-            Some(e) if e.queue != queue => Err(format!(
-                "exporter {} uses queue {}, not {queue}",
-                r.exporter_id, e.queue
-            )),
-            Some(_) => Ok(r),
-        })
+) -> Result<TaskRequest, Rejected> {
+    let r = serde_json::from_slice::<TaskRequest>(body).map_err(Rejected::Malformed)?;
+    r.validate().map_err(Rejected::Invalid)?;
+    let r = r.normalized();
+    match snap.exporter(&r.exporter_id) {
+        None => Err(Rejected::UnknownExporter(r.exporter_id)),
+        Some(e) if e.queue != queue => Err(Rejected::OtherQueue {
+            exporter: r.exporter_id,
+            uses: e.queue.clone(),
+            queue: queue.to_string(),
+        }),
+        Some(_) => Ok(r),
+    }
 }
 
 /// What can be read of a message that cannot run, for its FAILED record:
@@ -247,10 +322,12 @@ struct Link {
     declared: HashSet<String>,
 }
 
-/// The broker-backed [`TaskQueue`].
+/// The broker-backed [`TaskDelivery`].
 pub struct AmqpQueue {
-    records: EmbeddedQueue,
+    records: SqliteStore,
     uri: String,
+    /// `uri` with its password masked, for messages.
+    masked: Arc<str>,
     snapshot: SharedSnapshot,
     link: AsyncMutex<Option<Link>>,
     consumers: Mutex<HashMap<String, Arc<AsyncMutex<Option<Consumer>>>>>,
@@ -264,12 +341,13 @@ impl AmqpQueue {
     /// `dcmMaxTasksParallel`, the consumer's prefetch.
     pub async fn connect(
         uri: &str,
-        records: EmbeddedQueue,
+        records: SqliteStore,
         snapshot: SharedSnapshot,
     ) -> Result<AmqpQueue, QueueError> {
         let q = AmqpQueue {
             records,
             uri: uri.to_string(),
+            masked: crate::redact::mask_url(uri).into(),
             snapshot,
             link: AsyncMutex::new(None),
             consumers: Mutex::default(),
@@ -278,6 +356,15 @@ impl AmqpQueue {
         q.publisher().await?;
         tracing::info!(broker = %crate::redact::mask_url(uri), "connected to the message broker");
         Ok(q)
+    }
+
+    /// The store the records are kept in.
+    pub fn store(&self) -> &SqliteStore {
+        &self.records
+    }
+
+    fn error(&self, fault: BrokerFault) -> QueueError {
+        broker_error(&self.masked, fault)
     }
 
     /// The connection's publisher channel, reconnecting when the
@@ -296,12 +383,15 @@ impl AmqpQueue {
         *link = None;
         let conn = Connection::connect(&self.uri, ConnectionProperties::default())
             .await
-            .map_err(|e| broker(format!("{}: {e}", crate::redact::mask_url(&self.uri))))?;
-        let publisher = conn.create_channel().await.map_err(broker)?;
+            .map_err(|e| self.error(BrokerFault::Connect(e)))?;
+        let publisher = conn
+            .create_channel()
+            .await
+            .map_err(step(&self.masked, "open the publisher channel"))?;
         publisher
             .confirm_select(ConfirmSelectOptions::default())
             .await
-            .map_err(broker)?;
+            .map_err(step(&self.masked, "select confirm mode"))?;
         *link = Some(Link {
             conn,
             publisher: publisher.clone(),
@@ -316,7 +406,7 @@ impl AmqpQueue {
         let ch = self.publisher().await?;
         let mut link = self.link.lock().await;
         let Some(l) = link.as_mut() else {
-            return Err(QueueError::Broker("connection lost".into()));
+            return Err(self.error(BrokerFault::ConnectionLost));
         };
         if l.declared.contains(queue) {
             return Ok(ch);
@@ -342,7 +432,12 @@ impl AmqpQueue {
         ] {
             ch.queue_declare(name.as_str().into(), durable, args)
                 .await
-                .map_err(|e| broker(format!("declare queue {name}: {e}")))?;
+                .map_err(|source| {
+                    self.error(BrokerFault::Declare {
+                        queue: name.clone(),
+                        source,
+                    })
+                })?;
         }
         l.declared.insert(queue.to_string());
         Ok(ch)
@@ -366,15 +461,15 @@ impl AmqpQueue {
                 properties,
             )
             .await
-            .map_err(broker)?
+            .map_err(step(&self.masked, "publish"))?
             .await
-            .map_err(broker)?;
+            .map_err(step(&self.masked, "wait for the publisher confirm"))?;
         if confirm.is_ack() {
             Ok(())
         } else {
-            Err(QueueError::Broker(format!(
-                "the broker did not confirm the message to {routing_key}"
-            )))
+            Err(self.error(BrokerFault::NotConfirmed {
+                routing_key: routing_key.to_string(),
+            }))
         }
     }
 
@@ -398,14 +493,17 @@ impl AmqpQueue {
         let conn_ch = {
             let link = self.link.lock().await;
             let Some(l) = link.as_ref() else {
-                return Err(QueueError::Broker("connection lost".into()));
+                return Err(self.error(BrokerFault::ConnectionLost));
             };
-            l.conn.create_channel().await.map_err(broker)?
+            l.conn
+                .create_channel()
+                .await
+                .map_err(step(&self.masked, "open a consumer channel"))?
         };
         conn_ch
             .basic_qos(prefetch, BasicQosOptions::default())
             .await
-            .map_err(broker)?;
+            .map_err(step(&self.masked, "set the prefetch"))?;
         let c = conn_ch
             .basic_consume(
                 queue.into(),
@@ -414,7 +512,7 @@ impl AmqpQueue {
                 FieldTable::default(),
             )
             .await
-            .map_err(broker)?;
+            .map_err(step(&self.masked, "start consuming"))?;
         tracing::info!(queue, prefetch, "consuming from the message broker");
         Ok(c)
     }
@@ -460,7 +558,7 @@ impl AmqpQueue {
                     .exporter(&request.exporter_id)
                     .and_then(|e| e.ae_title.clone());
                 self.records
-                    .insert_record(RecordInit {
+                    .insert(RecordInit {
                         task: NewTask {
                             request,
                             device_name: snap.device_name.clone(),
@@ -468,11 +566,11 @@ impl AmqpQueue {
                             local_aet,
                         },
                         status: Status::Failed,
-                        message_id,
-                        failure: Some((
-                            format!("Message rejected and moved to {queue}.dlq: {reason}"),
-                            reason,
-                        )),
+                        message_id: Some(message_id),
+                        failure: Some(RecordFailure {
+                            outcome: format!("Message rejected and moved to {queue}.dlq: {reason}"),
+                            error: reason,
+                        }),
                     })
                     .await
                     .map(|_| ())
@@ -518,7 +616,7 @@ impl AmqpQueue {
             properties,
             ..
         } = d;
-        let delivery = Unsettled::new(acker);
+        let delivery = Unsettled::new(acker, self.masked.clone());
         if data.len() > MAX_MESSAGE_BYTES {
             let reason = format!(
                 "message of {} bytes, over the limit of {MAX_MESSAGE_BYTES} bytes; not read",
@@ -537,8 +635,15 @@ impl AmqpQueue {
         else {
             match parsed {
                 Err(reason) => {
-                    self.dead_letter(queue, delivery, &data, &properties, None, reason)
-                        .await?
+                    self.dead_letter(
+                        queue,
+                        delivery,
+                        &data,
+                        &properties,
+                        None,
+                        reason.to_string(),
+                    )
+                    .await?
                 }
                 Ok(_) => self.adopt(queue, delivery, &data, &properties).await?,
             }
@@ -587,8 +692,15 @@ impl AmqpQueue {
         let request = match parsed {
             Ok(r) => r,
             Err(reason) => {
-                self.dead_letter(queue, delivery, &data, &properties, begun.record, reason)
-                    .await?;
+                self.dead_letter(
+                    queue,
+                    delivery,
+                    &data,
+                    &properties,
+                    begun.record,
+                    reason.to_string(),
+                )
+                .await?;
                 return Ok(None);
             }
         };
@@ -602,17 +714,13 @@ impl AmqpQueue {
                 queue: queue.to_string(),
             },
             status,
-            message_id: message_id.clone(),
+            message_id: Some(message_id.clone()),
             failure: None,
         };
         if let Some(wait) = wait {
             let record = match begun.record {
                 Some(t) => t,
-                None => {
-                    self.records
-                        .insert_record(new_record(Status::Scheduled))
-                        .await?
-                }
+                None => self.records.insert(new_record(Status::Scheduled)).await?,
             };
             self.publish_raw(
                 queue,
@@ -632,11 +740,7 @@ impl AmqpQueue {
             // Runnable, not ended and under the cap: `begin_delivery`
             // marked it IN PROCESS.
             Some(t) => t,
-            None => {
-                self.records
-                    .insert_record(new_record(Status::InProcess))
-                    .await?
-            }
+            None => self.records.insert(new_record(Status::InProcess)).await?,
         };
         self.pending
             .lock()
@@ -654,19 +758,18 @@ impl AmqpQueue {
     }
 }
 
-impl TaskQueue for AmqpQueue {
+impl TaskDelivery for AmqpQueue {
     fn publish(&self, task: NewTask) -> BoxFuture<'_, Result<ExportTask, QueueError>> {
         async move {
             let message_id = new_message_id();
             let queue = task.queue.clone();
-            let body = serde_json::to_vec(&task.request).map_err(broker)?;
+            let body = serde_json::to_vec(&task.request)
+                .map_err(|e| self.error(BrokerFault::Encode(e)))?;
             let record = self
                 .records
-                .insert_record(RecordInit {
-                    task,
-                    status: Status::Scheduled,
-                    message_id: message_id.clone(),
-                    failure: None,
+                .insert(RecordInit {
+                    message_id: Some(message_id.clone()),
+                    ..RecordInit::scheduled(task)
                 })
                 .await?;
             if let Err(e) = self
@@ -710,11 +813,13 @@ impl TaskQueue for AmqpQueue {
                     Ok(Some(Ok(d))) => d,
                     Ok(Some(Err(e))) => {
                         *consumer = None;
-                        return Err(broker(e));
+                        return Err(step(&self.masked, "receive a delivery")(e));
                     }
                     Ok(None) => {
                         *consumer = None;
-                        return Err(QueueError::Broker(format!("consumer of {queue} ended")));
+                        return Err(self.error(BrokerFault::ConsumerEnded {
+                            queue: queue.to_string(),
+                        }));
                     }
                 };
                 if let Some(t) = self.take(queue, d, hold).await? {
@@ -725,28 +830,6 @@ impl TaskQueue for AmqpQueue {
         .boxed()
     }
 
-    fn record_instances<'a>(
-        &'a self,
-        task_id: &'a str,
-        results: Vec<InstanceResult>,
-    ) -> BoxFuture<'a, Result<(), QueueError>> {
-        self.records.record_instances(task_id, results)
-    }
-
-    fn instance_results<'a>(
-        &'a self,
-        task_id: &'a str,
-    ) -> BoxFuture<'a, Result<HashMap<String, InstanceResult>, QueueError>> {
-        self.records.instance_results(task_id)
-    }
-
-    fn instance_result_count<'a>(
-        &'a self,
-        task_id: &'a str,
-    ) -> BoxFuture<'a, Result<u64, QueueError>> {
-        self.records.instance_result_count(task_id)
-    }
-
     fn finish<'a>(
         &'a self,
         task_id: &'a str,
@@ -755,7 +838,10 @@ impl TaskQueue for AmqpQueue {
     ) -> BoxFuture<'a, Result<ExportTask, QueueError>> {
         async move {
             // Recorded first: a crash before the ack means redelivery.
-            let t = self.records.finish(task_id, outcome, retry_at).await?;
+            let t = self
+                .records
+                .record_outcome(task_id, outcome, retry_at)
+                .await?;
             let pending = self
                 .pending
                 .lock()
@@ -810,40 +896,10 @@ impl TaskQueue for AmqpQueue {
         .boxed()
     }
 
-    fn cancel<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<CancelResult, QueueError>> {
-        // The record says CANCELED; its message, when it comes, is
-        // acknowledged without running.
-        self.records.cancel(task_id)
-    }
-
-    fn list(&self, filter: TaskFilter) -> BoxFuture<'_, Result<Vec<ExportTask>, QueueError>> {
-        self.records.list(filter)
-    }
-
-    fn get<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<ExportTask, QueueError>> {
-        self.records.get(task_id)
-    }
-
-    fn count(&self, filter: TaskFilter) -> BoxFuture<'_, Result<u64, QueueError>> {
-        self.records.count(filter)
-    }
-
-    fn status_counts<'a>(
-        &'a self,
-        device: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<crate::queue::StatusCount>, QueueError>> {
-        self.records.status_counts(device)
-    }
-
-    fn reschedule<'a>(
-        &'a self,
-        task_id: &'a str,
-        r: Reschedule,
-    ) -> BoxFuture<'a, Result<ExportTask, QueueError>> {
+    fn redeliver<'a>(&'a self, t: &'a ExportTask) -> BoxFuture<'a, Result<(), QueueError>> {
         async move {
-            // The record is reset and its old messages retired, then the
+            // The store reset the record and retired its old messages; the
             // task travels again in a new message linked to the record.
-            let t = self.records.reschedule_record(task_id, r).await?;
             let request = TaskRequest {
                 exporter_id: t.exporter_id.clone(),
                 study_iuid: t.study_iuid.clone(),
@@ -852,35 +908,98 @@ impl TaskQueue for AmqpQueue {
                 batch_id: t.batch_id.clone(),
                 scheduled_time: (t.scheduled_time > Utc::now()).then_some(t.scheduled_time),
             };
-            let body = serde_json::to_vec(&request).map_err(broker)?;
+            let body =
+                serde_json::to_vec(&request).map_err(|e| self.error(BrokerFault::Encode(e)))?;
             let message_id = new_message_id();
-            self.records.link_message(task_id, &message_id).await?;
+            self.records.link_message(&t.task_id, &message_id).await?;
             if let Err(e) = self
                 .publish_raw(&t.queue, &t.queue, &body, props(&message_id, None))
                 .await
             {
                 let _ = self
                     .records
-                    .fail_record(task_id, format!("not accepted by the broker: {e}"))
+                    .fail_record(&t.task_id, format!("not accepted by the broker: {e}"))
                     .await;
                 return Err(e);
             }
-            Ok(t)
+            Ok(())
         }
         .boxed()
     }
 
-    fn delete<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<(), QueueError>> {
-        // Its messages are retired: acknowledged without running when they come.
-        self.records.delete(task_id)
+    fn health(&self) -> BoxFuture<'_, Result<(), HealthError>> {
+        async move {
+            // The link the tasks travel on (made again when it was lost),
+            // asked for a channel: a round trip to the broker.
+            let probe = async {
+                self.publisher().await?;
+                let ch = {
+                    let link = self.link.lock().await;
+                    let Some(l) = link.as_ref() else {
+                        return Err(self.error(BrokerFault::ConnectionLost));
+                    };
+                    l.conn
+                        .create_channel()
+                        .await
+                        .map_err(step(&self.masked, "open a channel"))?
+                };
+                let _ = ch.close(200, "".into()).await;
+                Ok(())
+            };
+            match tokio::time::timeout(HEALTH_TIMEOUT, probe).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(QueueError::Broker(e))) => Err(HealthError::Broker(e)),
+                Ok(Err(e)) => Err(HealthError::Store(e)),
+                Err(_) => Err(HealthError::Timeout {
+                    broker: self.masked.to_string(),
+                    after: HEALTH_TIMEOUT,
+                }),
+            }
+        }
+        .boxed()
     }
 
-    fn delete_matching(&self, filter: TaskFilter) -> BoxFuture<'_, Result<(u64, u64), QueueError>> {
-        self.records.delete_matching(filter)
+    fn broker_depths<'a>(
+        &'a self,
+        queues: &'a [String],
+    ) -> BoxFuture<'a, Option<BTreeMap<String, u64>>> {
+        async move {
+            let mut out = BTreeMap::new();
+            if self.publisher().await.is_err() {
+                return Some(out);
+            }
+            for q in queues {
+                // A passive declare of a missing queue closes its channel:
+                // one channel per queue, never the publisher's.
+                let ch = {
+                    let link = self.link.lock().await;
+                    match link.as_ref() {
+                        Some(l) => l.conn.create_channel().await.ok(),
+                        None => None,
+                    }
+                };
+                let Some(ch) = ch else {
+                    return Some(out);
+                };
+                let passive = QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                };
+                if let Ok(info) = ch
+                    .queue_declare(q.as_str().into(), passive, FieldTable::default())
+                    .await
+                {
+                    out.insert(q.clone(), u64::from(info.message_count()));
+                    let _ = ch.close(200, "".into()).await;
+                }
+            }
+            Some(out)
+        }
+        .boxed()
     }
 
-    fn batches(&self, filter: TaskFilter) -> BoxFuture<'_, Result<Vec<BatchSummary>, QueueError>> {
-        self.records.batches(filter)
+    fn backend(&self) -> Backend {
+        Backend::Amqp
     }
 }
 

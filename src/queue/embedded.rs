@@ -1,4 +1,13 @@
-//! The embedded queue: tasks in an SQLite file under the data directory.
+//! The SQLite task store ([`SqliteStore`]: `queue.sqlite` under the data
+//! directory) and the embedded delivery over it ([`EmbeddedQueue`]).
+//!
+//! The store keeps the records of every backend (the broker-backed queue
+//! included) and, in tables of its own, each delivery's bookkeeping: the
+//! embedded queue's takes, and the broker messages linked to records with
+//! their delivery counts. That bookkeeping is reached through crate-private
+//! methods only; everything else goes through [`TaskStore`]. The embedded
+//! delivery owns waking its workers and must not write records but through
+//! the store.
 //!
 //! Works like dcm4chee's task table: a task is SCHEDULED until due, then
 //! IN PROCESS, then one of the final statuses. At start-up, tasks left IN
@@ -25,8 +34,8 @@ use rusqlite::{OptionalExtension, Row, params};
 use tokio::sync::Notify;
 
 use super::{
-    BatchSummary, CancelResult, Hold, NewTask, OrderField, QueueError, QueueOptions, Release,
-    Reschedule, TaskFilter, TaskQueue,
+    BatchSummary, CancelResult, HealthError, Hold, NewTask, OrderField, QueueError, QueueOptions,
+    RecordInit, Release, Reschedule, TaskDelivery, TaskFilter, TaskStore,
 };
 use crate::db::Db;
 use crate::outcome::{InstanceResult, InstanceStatus, Outcome};
@@ -146,7 +155,7 @@ fn change_counts(c: &rusqlite::Connection, pk: i64, change: Count) -> rusqlite::
     Ok(())
 }
 
-/// What [`EmbeddedQueue::begin_delivery`] found and did.
+/// What [`SqliteStore::begin_delivery`] found and did.
 pub(crate) struct Begun {
     /// Deliveries of the message without a settled decision, this one
     /// included (0 for a retired message or an ended record: not counted).
@@ -159,17 +168,64 @@ pub(crate) struct Begun {
     pub started: bool,
 }
 
-/// The SQLite-backed [`TaskQueue`].
+/// The SQLite [`TaskStore`]. Clones share the database.
 #[derive(Clone)]
-pub struct EmbeddedQueue {
+pub struct SqliteStore {
     db: Db,
     device_name: String,
-    wake: Arc<Notify>,
     /// See [`QueueOptions::max_deliveries`].
     max_deliveries: u32,
 }
 
+/// The embedded delivery: workers take due tasks from the [`SqliteStore`]
+/// directly.
+#[derive(Clone)]
+pub struct EmbeddedQueue {
+    store: SqliteStore,
+    /// Wakes workers waiting in `next` at once for a task published or
+    /// rescheduled in this process (another process's are found by polling).
+    wake: Arc<Notify>,
+}
+
 impl EmbeddedQueue {
+    /// The embedded delivery over `store`.
+    pub fn new(store: SqliteStore) -> EmbeddedQueue {
+        EmbeddedQueue {
+            store,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// [`SqliteStore::open`] and the delivery over it.
+    pub async fn open(
+        data_dir: &Path,
+        device_name: &str,
+        recover: bool,
+    ) -> Result<EmbeddedQueue, QueueError> {
+        Ok(EmbeddedQueue::new(
+            SqliteStore::open(data_dir, device_name, recover).await?,
+        ))
+    }
+
+    /// [`SqliteStore::open_with`] and the delivery over it.
+    pub async fn open_with(
+        data_dir: &Path,
+        device_name: &str,
+        recover: bool,
+        options: &QueueOptions,
+    ) -> Result<EmbeddedQueue, QueueError> {
+        Ok(EmbeddedQueue::new(
+            SqliteStore::open_with(data_dir, device_name, recover, options).await?,
+        ))
+    }
+
+    /// The store the tasks are taken from.
+    pub fn store(&self) -> &SqliteStore {
+        &self.store
+    }
+}
+
+impl SqliteStore {
     /// Opens `<data_dir>/queue.sqlite` with the default [`QueueOptions`].
     /// With `recover`, tasks of `device_name` left IN PROCESS are
     /// rescheduled; only the process that runs the workers may do that,
@@ -178,23 +234,22 @@ impl EmbeddedQueue {
         data_dir: &Path,
         device_name: &str,
         recover: bool,
-    ) -> Result<EmbeddedQueue, QueueError> {
-        EmbeddedQueue::open_with(data_dir, device_name, recover, &QueueOptions::default()).await
+    ) -> Result<SqliteStore, QueueError> {
+        SqliteStore::open_with(data_dir, device_name, recover, &QueueOptions::default()).await
     }
 
-    /// [`EmbeddedQueue::open`] with `options` (the delivery cap and how
+    /// [`SqliteStore::open`] with `options` (the delivery cap and how
     /// commits wait for the disk).
     pub async fn open_with(
         data_dir: &Path,
         device_name: &str,
         recover: bool,
         options: &QueueOptions,
-    ) -> Result<EmbeddedQueue, QueueError> {
+    ) -> Result<SqliteStore, QueueError> {
         let db = Db::open_with(&data_dir.join("queue.sqlite"), SCHEMA, options.synchronous).await?;
-        let q = EmbeddedQueue {
+        let q = SqliteStore {
             db,
             device_name: device_name.to_string(),
-            wake: Arc::new(Notify::new()),
             max_deliveries: options.max_deliveries.max(1),
         };
         if recover {
@@ -304,20 +359,9 @@ impl EmbeddedQueue {
     }
 }
 
-/// What a broker-backed queue stores about a task record it creates.
-pub(crate) struct RecordInit {
-    pub task: NewTask,
-    pub status: Status,
-    /// The broker message the record belongs to.
-    pub message_id: String,
-    /// For a record created FAILED: outcome and error message.
-    pub failure: Option<(String, String)>,
-}
-
-impl EmbeddedQueue {
-    /// Inserts a task record linked to a broker message ID (a
-    /// broker-backed queue keeps its records here).
-    pub(crate) async fn insert_record(&self, init: RecordInit) -> Result<ExportTask, QueueError> {
+impl SqliteStore {
+    /// See [`TaskStore::insert`].
+    async fn insert_record(&self, init: RecordInit) -> Result<ExportTask, QueueError> {
         let now = Utc::now();
         let t = self
             .db
@@ -325,7 +369,7 @@ impl EmbeddedQueue {
                 let tx = c.transaction()?;
                 let r = init.task.request;
                 let (outcome, error) = match init.failure {
-                    Some((o, e)) => (Some(o), Some(e)),
+                    Some(f) => (Some(f.outcome), Some(f.error)),
                     None => (None, None),
                 };
                 let end = init.status.is_done().then(|| ts(now));
@@ -355,10 +399,12 @@ impl EmbeddedQueue {
                     ],
                 )?;
                 let pk = tx.last_insert_rowid();
-                tx.execute(
-                    "INSERT OR REPLACE INTO task_message (message_id, task_pk) VALUES (?1, ?2)",
-                    params![init.message_id, pk],
-                )?;
+                if let Some(message_id) = init.message_id {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO task_message (message_id, task_pk) VALUES (?1, ?2)",
+                        params![message_id, pk],
+                    )?;
+                }
                 if init.status.is_done() {
                     change_counts(&tx, pk, Count::Reset)?;
                 }
@@ -468,7 +514,6 @@ impl EmbeddedQueue {
                 tx.commit()
             })
             .await?;
-        self.wake.notify_waiters();
         Ok(())
     }
 
@@ -571,10 +616,9 @@ fn status_of(c: &rusqlite::Connection, pk: i64) -> rusqlite::Result<Option<Statu
     )
 }
 
-impl EmbeddedQueue {
-    /// Resets a record for another run (see [`TaskQueue::reschedule`]);
-    /// the broker messages linked to it are retired.
-    pub(crate) async fn reschedule_record(
+impl SqliteStore {
+    /// See [`TaskStore::reschedule`].
+    async fn reschedule_record(
         &self,
         task_id: &str,
         r: Reschedule,
@@ -630,7 +674,6 @@ impl EmbeddedQueue {
                 Ok(Ok(t))
             })
             .await??;
-        self.wake.notify_waiters();
         Ok(t)
     }
 
@@ -717,62 +760,9 @@ fn relaxed_commit<R>(
     result
 }
 
-impl TaskQueue for EmbeddedQueue {
-    fn publish(&self, task: NewTask) -> BoxFuture<'_, Result<ExportTask, QueueError>> {
-        async move {
-            let now = Utc::now();
-            let r = task.request;
-            let t = self
-                .db
-                .call(move |c| {
-                    c.execute(
-                        "INSERT INTO task (device_name, queue_name, status, batch_id, created_time, updated_time,
-                            scheduled_time, exporter_id, local_aet, study_iuid, series_iuid, sop_iuid)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                        params![
-                            task.device_name,
-                            task.queue,
-                            Status::Scheduled.as_str(),
-                            r.batch_id,
-                            ts(now),
-                            ts(r.scheduled_time.unwrap_or(now)),
-                            r.exporter_id,
-                            task.local_aet,
-                            r.study_iuid,
-                            r.series_iuid.unwrap_or_else(|| "*".into()),
-                            r.sop_iuid.unwrap_or_else(|| "*".into()),
-                        ],
-                    )?;
-                    let pk = c.last_insert_rowid();
-                    c.query_row("SELECT * FROM task WHERE pk = ?1", [pk], row_to_task)
-                })
-                .await?;
-            self.wake.notify_waiters();
-            Ok(t)
-        }
-        .boxed()
-    }
-
-    fn next<'a>(
-        &'a self,
-        queue: &'a str,
-        hold: &'a (dyn Fn() -> Hold + Send + Sync),
-    ) -> BoxFuture<'a, Result<ExportTask, QueueError>> {
-        async move {
-            loop {
-                // Register interest before looking, so a publish between the
-                // look and the wait is not missed.
-                let notified = self.wake.notified();
-                let h = hold();
-                if !h.queue_closed
-                    && let Some(t) = self.take_due(queue, h.exporters).await?
-                {
-                    return Ok(t);
-                }
-                let _ = tokio::time::timeout(POLL_INTERVAL, notified).await;
-            }
-        }
-        .boxed()
+impl TaskStore for SqliteStore {
+    fn insert(&self, init: RecordInit) -> BoxFuture<'_, Result<ExportTask, QueueError>> {
+        self.insert_record(init).boxed()
     }
 
     fn record_instances<'a>(
@@ -867,7 +857,7 @@ impl TaskQueue for EmbeddedQueue {
         .boxed()
     }
 
-    fn finish<'a>(
+    fn record_outcome<'a>(
         &'a self,
         task_id: &'a str,
         outcome: Outcome,
@@ -918,20 +908,6 @@ impl TaskQueue for EmbeddedQueue {
                 })
                 .await?;
             t.ok_or(QueueError::NotFound(id))
-        }
-        .boxed()
-    }
-
-    fn release<'a>(&'a self, task_id: &'a str, why: Release) -> BoxFuture<'a, ()> {
-        async move {
-            let count = match why {
-                Release::Shutdown => Count::Uncount,
-                Release::Fault => Count::Keep,
-            };
-            if let Err(e) = self.unstart_record(task_id, count).await {
-                // Left IN PROCESS: the next start reschedules it.
-                tracing::error!(task = %task_id, error = %e, "cannot hand the task back to the queue");
-            }
         }
         .boxed()
     }
@@ -1227,6 +1203,95 @@ impl TaskQueue for EmbeddedQueue {
     }
 }
 
+impl TaskDelivery for EmbeddedQueue {
+    fn publish(&self, task: NewTask) -> BoxFuture<'_, Result<ExportTask, QueueError>> {
+        async move {
+            // Stored through the store like any backend's record; the
+            // record is what `next` takes.
+            let t = self.store.insert(RecordInit::scheduled(task)).await?;
+            self.wake.notify_waiters();
+            Ok(t)
+        }
+        .boxed()
+    }
+
+    fn next<'a>(
+        &'a self,
+        queue: &'a str,
+        hold: &'a (dyn Fn() -> Hold + Send + Sync),
+    ) -> BoxFuture<'a, Result<ExportTask, QueueError>> {
+        async move {
+            loop {
+                // Register interest before looking, so a publish between the
+                // look and the wait is not missed.
+                let notified = self.wake.notified();
+                let h = hold();
+                if !h.queue_closed
+                    && let Some(t) = self.store.take_due(queue, h.exporters).await?
+                {
+                    return Ok(t);
+                }
+                let _ = tokio::time::timeout(POLL_INTERVAL, notified).await;
+            }
+        }
+        .boxed()
+    }
+
+    fn finish<'a>(
+        &'a self,
+        task_id: &'a str,
+        outcome: Outcome,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> BoxFuture<'a, Result<ExportTask, QueueError>> {
+        // The record is the queue: a retry is due at its scheduled time.
+        self.store.record_outcome(task_id, outcome, retry_at)
+    }
+
+    fn release<'a>(&'a self, task_id: &'a str, why: Release) -> BoxFuture<'a, ()> {
+        async move {
+            let count = match why {
+                Release::Shutdown => Count::Uncount,
+                Release::Fault => Count::Keep,
+            };
+            if let Err(e) = self.store.unstart_record(task_id, count).await {
+                // Left IN PROCESS: the next start reschedules it.
+                tracing::error!(task = %task_id, error = %e, "cannot hand the task back to the queue");
+            }
+            self.wake.notify_waiters();
+        }
+        .boxed()
+    }
+
+    fn redeliver<'a>(&'a self, _task: &'a ExportTask) -> BoxFuture<'a, Result<(), QueueError>> {
+        // The reset record is the delivery: waiting workers look again now.
+        self.wake.notify_waiters();
+        futures_util::future::ready(Ok(())).boxed()
+    }
+
+    fn health(&self) -> BoxFuture<'_, Result<(), HealthError>> {
+        async move {
+            self.store
+                .db
+                .call(|c| c.query_row("SELECT COUNT(*) FROM task_take", [], |r| r.get::<_, i64>(0)))
+                .await
+                .map(|_| ())
+                .map_err(|e| HealthError::Store(e.into()))
+        }
+        .boxed()
+    }
+
+    fn broker_depths<'a>(
+        &'a self,
+        _queues: &'a [String],
+    ) -> BoxFuture<'a, Option<std::collections::BTreeMap<String, u64>>> {
+        futures_util::future::ready(None).boxed()
+    }
+
+    fn backend(&self) -> super::Backend {
+        super::Backend::Embedded
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1260,23 +1325,30 @@ mod tests {
         let got = q.next("Q", &Hold::none).await.unwrap();
         assert_eq!(got.task_id, t1.task_id);
         assert_eq!(got.status, Status::InProcess);
-        q.record_instances(&got.task_id, vec![InstanceResult::completed("9")])
+        q.store()
+            .record_instances(&got.task_id, vec![InstanceResult::completed("9")])
             .await
             .unwrap();
 
         // Simulate a crash: a new process opens the same file.
         drop(q);
         let q = EmbeddedQueue::open(dir.path(), "dev", true).await.unwrap();
-        assert_eq!(q.get(&t1.task_id).await.unwrap().status, Status::Scheduled);
+        assert_eq!(
+            q.store().get(&t1.task_id).await.unwrap().status,
+            Status::Scheduled
+        );
         let again = q.next("Q", &Hold::none).await.unwrap();
         assert_eq!(
             again.task_id, t1.task_id,
             "the interrupted task comes back first"
         );
-        let done = q.instance_results(&again.task_id).await.unwrap();
+        let done = q.store().instance_results(&again.task_id).await.unwrap();
         assert_eq!(done["9"].status, InstanceStatus::Completed);
         assert_eq!(
-            q.instance_result_count(&again.task_id).await.unwrap(),
+            q.store()
+                .instance_result_count(&again.task_id)
+                .await
+                .unwrap(),
             done.len() as u64
         );
 
@@ -1303,6 +1375,7 @@ mod tests {
         assert_eq!(q.next("Q", &Hold::none).await.unwrap().task_id, t2.task_id);
 
         let listed = q
+            .store()
             .list(TaskFilter {
                 status: Some(Status::Completed),
                 ..TaskFilter::default()
@@ -1310,11 +1383,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(listed.len(), 1);
-        assert!(q.get("nope").await.is_err());
+        assert!(q.store().get("nope").await.is_err());
     }
 
     async fn synchronous(q: &EmbeddedQueue) -> i64 {
-        q.db.call(|c| c.pragma_query_value(None, "synchronous", |r| r.get(0)))
+        q.store
+            .db
+            .call(|c| c.pragma_query_value(None, "synchronous", |r| r.get(0)))
             .await
             .unwrap()
     }
@@ -1329,8 +1404,14 @@ mod tests {
         // again for what follows (the outcome, the next task).
         let t = q.publish(new_task("1.2.3")).await.unwrap();
         let result = InstanceResult::completed("1.2.3.4");
-        q.record_instances(&t.task_id, vec![result]).await.unwrap();
-        assert_eq!(q.instance_result_count(&t.task_id).await.unwrap(), 1);
+        q.store()
+            .record_instances(&t.task_id, vec![result])
+            .await
+            .unwrap();
+        assert_eq!(
+            q.store().instance_result_count(&t.task_id).await.unwrap(),
+            1
+        );
         assert_eq!(synchronous(&q).await, 2);
         let relaxed = QueueOptions {
             synchronous: crate::db::Synchronous::Normal,
@@ -1357,7 +1438,10 @@ mod tests {
             let t = q.next("Q", &Hold::none).await.unwrap();
             assert_eq!(t.task_id, crashing.task_id);
             let q = open().await.unwrap();
-            assert_eq!(q.get(&t.task_id).await.unwrap().status, Status::Scheduled);
+            assert_eq!(
+                q.store().get(&t.task_id).await.unwrap().status,
+                Status::Scheduled
+            );
         }
         let q = open().await.unwrap();
         let other = q.publish(new_task("1.2")).await.unwrap();
@@ -1366,7 +1450,7 @@ mod tests {
             next.task_id, other.task_id,
             "the crashing task is not run again"
         );
-        let t = q.get(&crashing.task_id).await.unwrap();
+        let t = q.store().get(&crashing.task_id).await.unwrap();
         assert_eq!(t.status, Status::Failed);
         assert!(
             t.error_message

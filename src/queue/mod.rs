@@ -1,30 +1,55 @@
-//! Durable export task queues.
+//! Durable export task queues, in two parts.
 //!
-//! [`TaskQueue`] is the seam between producers (REST trigger, CLI) and the
-//! workers that run tasks. The embedded SQLite queue ([`embedded`]) is the
-//! default backend; a broker-backed one plugs in behind the same trait.
-//! Besides moving tasks, a queue keeps each task's record and per-instance
-//! results, so that an interrupted export resumes where it stopped, and
-//! counts how often a task was handed out without an outcome, so that a
-//! task that crashes the process every time ends instead of looping.
+//! - [`TaskStore`] ([`store`]): the task records and their per-instance
+//!   results, what the monitor API, the CLI and the web page read and
+//!   edit. Its contract (durability, what [`QueueError::Conflict`] means,
+//!   ordering) is on the trait; `tests/task_store.rs` checks it for every
+//!   implementation. The SQLite store ([`SqliteStore`], in [`embedded`]) is
+//!   the one today; a PostgreSQL store implements the same trait.
+//! - [`TaskDelivery`]: moving tasks to the workers: publish (the record
+//!   via the store, then the task to the workers), hand out ([`TaskDelivery::next`]),
+//!   finish (record the outcome, then acknowledge), hand back, schedule a
+//!   retry, deliver a rescheduled task again, and a health probe. The
+//!   embedded delivery ([`EmbeddedQueue`]) takes tasks from the store
+//!   itself; the broker-backed one ([`AmqpQueue`]) moves them over
+//!   RabbitMQ and keeps its records in the SQLite store.
+//!
+//! [`open`] is the one place a queue is built (`serve` and `export` both
+//! call it) and returns both handles; the control API gets only the store
+//! and a [`Submit`] handle (publish, reschedule), never the delivery.
+//!
+//! Besides moving tasks, a delivery counts how often a task was handed out
+//! without an outcome (in the store's tables: a take, a broker message's
+//! deliveries), so that a task that crashes the process every time ends
+//! instead of looping. That bookkeeping is the delivery's own and not part
+//! of [`TaskStore`]; an interrupted export resumes from the per-instance
+//! results, which are.
+//!
+//! Owns: the record types shared by store and delivery, the backends'
+//! errors and their construction. Must not touch: the configuration's
+//! reload, the HTTP layer, the export itself (which only reads and writes
+//! through these traits).
 
 pub mod amqp;
 pub mod embedded;
+pub mod store;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 
-use crate::config::Exporter;
+use crate::config::{Exporter, SharedSnapshot};
 use crate::db::Synchronous;
-use crate::outcome::{InstanceResult, Outcome};
+use crate::outcome::Outcome;
 use crate::task::{ExportTask, Status, TaskRequest};
 
-pub use amqp::AmqpQueue;
-pub use embedded::EmbeddedQueue;
+pub use amqp::{AmqpQueue, BrokerError};
+pub use embedded::{EmbeddedQueue, SqliteStore};
+pub use store::{RecordFailure, RecordInit, TaskStore};
 
 /// Errors of a queue backend.
 #[derive(Debug, thiserror::Error)]
@@ -33,13 +58,32 @@ pub enum QueueError {
     Db(#[from] crate::db::DbError),
     #[error("task {0} not found")]
     NotFound(String),
-    #[error("message broker: {0}")]
-    Broker(String),
+    /// The broker did not take or hand over a task (down, or it refused).
+    #[error("message broker {0}")]
+    Broker(#[from] BrokerError),
     #[error("queue backend stopped")]
     Closed,
     /// The task's state does not allow the operation (e.g. IN PROCESS).
     #[error("{0}")]
     Conflict(String),
+}
+
+/// Why a backend is not healthy ([`TaskDelivery::health`]).
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    /// The task store cannot be read.
+    #[error("task store: {0}")]
+    Store(#[source] QueueError),
+    /// The broker cannot be reached or did not answer a step of the probe.
+    #[error("message broker {0}")]
+    Broker(#[source] BrokerError),
+    /// The broker did not answer in time.
+    #[error("message broker {broker}: no answer within {} s", .after.as_secs())]
+    Timeout {
+        /// Its URL, password masked.
+        broker: String,
+        after: std::time::Duration,
+    },
 }
 
 /// How often a task may be handed out (an AMQP delivery, an embedded
@@ -97,7 +141,7 @@ pub(crate) fn gave_up(max: u32, what: &str) -> String {
 }
 
 /// Why a worker hands a task it took back without an outcome
-/// ([`TaskQueue::release`]).
+/// ([`TaskDelivery::release`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Release {
     /// The shutdown deadline stopped its export: not the task's fault, so
@@ -149,7 +193,7 @@ impl Hold {
     }
 }
 
-/// What [`TaskQueue::cancel`] found.
+/// What [`TaskStore::cancel`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelResult {
     /// The task was waiting and is now CANCELED.
@@ -212,9 +256,16 @@ impl Default for TaskOrder {
     }
 }
 
+/// An `orderby` value that is not one of the fields.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not one of createdTime, updatedTime, scheduledTime (with an optional leading '-')"
+)]
+pub struct UnknownOrder(pub String);
+
 impl std::str::FromStr for TaskOrder {
-    type Err = String;
-    fn from_str(s: &str) -> Result<TaskOrder, String> {
+    type Err = UnknownOrder;
+    fn from_str(s: &str) -> Result<TaskOrder, UnknownOrder> {
         let (descending, name) = match s.strip_prefix('-') {
             Some(rest) => (true, rest),
             None => (false, s),
@@ -223,17 +274,13 @@ impl std::str::FromStr for TaskOrder {
             "createdTime" => OrderField::CreatedTime,
             "updatedTime" => OrderField::UpdatedTime,
             "scheduledTime" => OrderField::ScheduledTime,
-            _ => {
-                return Err(format!(
-                    "{s:?} is not one of createdTime, updatedTime, scheduledTime (with an optional leading '-')"
-                ));
-            }
+            _ => return Err(UnknownOrder(s.to_string())),
         };
         Ok(TaskOrder { field, descending })
     }
 }
 
-/// What [`TaskQueue::reschedule`] sets.
+/// What [`TaskStore::reschedule`] sets.
 #[derive(Debug, Clone)]
 pub struct Reschedule {
     /// When the task is due again.
@@ -290,12 +337,16 @@ pub struct BatchSummary {
     pub processing_end_time_range: Option<[DateTime<Utc>; 2]>,
 }
 
-/// A durable task queue. Implementations must never lose a task: a task
-/// taken by [`TaskQueue::next`] and not finished (crash) is handed out
-/// again after a restart.
-pub trait TaskQueue: Send + Sync {
-    /// Stores a new task durably and returns its record; returns only once
-    /// the task would survive a crash.
+/// Moving tasks to the workers: the half of a queue that `serve`'s workers
+/// (and, through [`Submit`], producers) use. Implementations must never
+/// lose a task: a task taken by [`TaskDelivery::next`] and not finished
+/// (crash) is handed out again after a restart. Records are written only
+/// through the backend's [`TaskStore`].
+pub trait TaskDelivery: Send + Sync {
+    /// Stores a new task's record through the store and delivers the task;
+    /// returns only once the task would survive a crash (over AMQP: once
+    /// the broker confirmed the message; a refused message leaves the
+    /// record FAILED).
     fn publish(&self, task: NewTask) -> BoxFuture<'_, Result<ExportTask, QueueError>>;
 
     /// Waits until a task of `queue` is due and not held by `hold` (asked
@@ -307,28 +358,10 @@ pub trait TaskQueue: Send + Sync {
         hold: &'a (dyn Fn() -> Hold + Send + Sync),
     ) -> BoxFuture<'a, Result<ExportTask, QueueError>>;
 
-    /// Records results of instances of a running task, in one write.
-    fn record_instances<'a>(
-        &'a self,
-        task_id: &'a str,
-        results: Vec<InstanceResult>,
-    ) -> BoxFuture<'a, Result<(), QueueError>>;
-
-    /// Results recorded so far for a task (used to resume).
-    fn instance_results<'a>(
-        &'a self,
-        task_id: &'a str,
-    ) -> BoxFuture<'a, Result<HashMap<String, InstanceResult>, QueueError>>;
-
-    /// How many instance results are recorded so far for a task: progress
-    /// while it runs (the record's counts are written at its end).
-    fn instance_result_count<'a>(
-        &'a self,
-        task_id: &'a str,
-    ) -> BoxFuture<'a, Result<u64, QueueError>>;
-
-    /// Records the outcome of a task taken by `next`. With `retry_at`, the
-    /// task goes to SCHEDULED FOR RETRY and is due again at that time.
+    /// Records the outcome of a task taken by `next` (through
+    /// [`TaskStore::record_outcome`]), then settles its delivery. With
+    /// `retry_at`, the task goes to SCHEDULED FOR RETRY and is delivered
+    /// again at that time.
     fn finish<'a>(
         &'a self,
         task_id: &'a str,
@@ -341,47 +374,142 @@ pub trait TaskQueue: Send + Sync {
     /// Never fails: what cannot be written now is repaired at the next start.
     fn release<'a>(&'a self, task_id: &'a str, why: Release) -> BoxFuture<'a, ()>;
 
-    /// Cancels a task: one that waits is CANCELED at once and never starts;
-    /// for one IN PROCESS the caller stops the running export.
-    fn cancel<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<CancelResult, QueueError>>;
+    /// Delivers `task` again after [`TaskStore::reschedule`] reset its
+    /// record (which retired its old messages): AMQP publishes a new
+    /// message linked to the record (a refused one leaves the record
+    /// FAILED); the embedded queue wakes its workers.
+    fn redeliver<'a>(&'a self, task: &'a ExportTask) -> BoxFuture<'a, Result<(), QueueError>>;
 
-    /// Task records for the monitor API, newest update first.
-    fn list(&self, filter: TaskFilter) -> BoxFuture<'_, Result<Vec<ExportTask>, QueueError>>;
+    /// Whether the backend can move tasks now: the embedded queue asks its
+    /// database, the broker-backed one its connection to the broker.
+    fn health(&self) -> BoxFuture<'_, Result<(), HealthError>>;
 
-    /// One task record.
-    fn get<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<ExportTask, QueueError>>;
-
-    /// Number of task records matching `filter` (its offset, limit and
-    /// order ignored).
-    fn count(&self, filter: TaskFilter) -> BoxFuture<'_, Result<u64, QueueError>>;
-
-    /// Task records of `device` by queue name and status, for the metrics.
-    fn status_counts<'a>(
+    /// Messages waiting in each of `queues` as the broker counts them, for
+    /// the metrics; `None` when the backend has no count of its own (the
+    /// embedded queue: the store's waiting records are its depth).
+    fn broker_depths<'a>(
         &'a self,
-        device: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<StatusCount>, QueueError>>;
+        queues: &'a [String],
+    ) -> BoxFuture<'a, Option<BTreeMap<String, u64>>>;
 
-    /// Runs a task again, as dcm4chee does: status SCHEDULED, due at
-    /// `r.scheduled_time`, failures, times, messages, counts and
-    /// per-instance results cleared (the whole entity is sent again),
-    /// optionally for another exporter. [`QueueError::Conflict`] for a task
-    /// IN PROCESS.
-    fn reschedule<'a>(
-        &'a self,
-        task_id: &'a str,
-        r: Reschedule,
-    ) -> BoxFuture<'a, Result<ExportTask, QueueError>>;
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
+}
 
-    /// Deletes a task record and its per-instance results.
-    /// [`QueueError::Conflict`] for a task IN PROCESS (cancel it first).
-    fn delete<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<(), QueueError>>;
+/// The delivery backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Workers take tasks from the SQLite store ([`EmbeddedQueue`]).
+    Embedded,
+    /// Tasks travel over an AMQP broker ([`AmqpQueue`]).
+    Amqp,
+}
 
-    /// Deletes the records matching `filter` except those IN PROCESS, in
-    /// one transaction; returns how many were deleted and how many matching
-    /// ones were kept because they are IN PROCESS.
-    fn delete_matching(&self, filter: TaskFilter) -> BoxFuture<'_, Result<(u64, u64), QueueError>>;
+impl Backend {
+    /// The name the readiness check shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Embedded => "embedded",
+            Backend::Amqp => "amqp",
+        }
+    }
+}
 
-    /// Per-batch summaries of the tasks matching `filter` that have a
-    /// batch ID, the most recently updated batch first.
-    fn batches(&self, filter: TaskFilter) -> BoxFuture<'_, Result<Vec<BatchSummary>, QueueError>>;
+/// The producer's view of a queue: publish a task, run one again. This is
+/// all the control API may do to the delivery side; it never takes,
+/// finishes or hands back tasks (that is the workers').
+#[derive(Clone)]
+pub struct Submit {
+    store: Arc<dyn TaskStore>,
+    delivery: Arc<dyn TaskDelivery>,
+}
+
+impl Submit {
+    /// See [`TaskDelivery::publish`].
+    pub async fn publish(&self, task: NewTask) -> Result<ExportTask, QueueError> {
+        self.delivery.publish(task).await
+    }
+
+    /// Resets the record ([`TaskStore::reschedule`], e.g.
+    /// [`QueueError::Conflict`] for a task IN PROCESS), then delivers it
+    /// again ([`TaskDelivery::redeliver`]).
+    pub async fn reschedule(&self, task_id: &str, r: Reschedule) -> Result<ExportTask, QueueError> {
+        let t = self.store.reschedule(task_id, r).await?;
+        self.delivery.redeliver(&t).await?;
+        Ok(t)
+    }
+}
+
+/// The handles of an opened queue.
+#[derive(Clone)]
+pub struct Queue {
+    /// The records.
+    pub store: Arc<dyn TaskStore>,
+    /// Moving tasks (the workers).
+    pub delivery: Arc<dyn TaskDelivery>,
+}
+
+impl Queue {
+    /// The producer's handle.
+    pub fn submit(&self) -> Submit {
+        Submit {
+            store: self.store.clone(),
+            delivery: self.delivery.clone(),
+        }
+    }
+}
+
+/// Who opens a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `serve`, whose workers run the tasks: records its device left IN
+    /// PROCESS (a killed run) go back to SCHEDULED at open.
+    Workers,
+    /// A command that only publishes (`export`): it must never reschedule
+    /// tasks that a running `serve` holds.
+    Publisher,
+}
+
+/// Where and how a queue is opened.
+#[derive(Clone, Copy)]
+pub struct OpenQueue<'a> {
+    /// Holds `queue.sqlite`, the task store.
+    pub data_dir: &'a Path,
+    pub device_name: &'a str,
+    pub role: Role,
+    pub options: &'a QueueOptions,
+    /// Deliver over this AMQP broker; `None`: the embedded queue.
+    pub broker: Option<BrokerLink<'a>>,
+}
+
+/// The broker a queue delivers over.
+#[derive(Clone, Copy)]
+pub struct BrokerLink<'a> {
+    /// `amqp://user:password@host:port/vhost`.
+    pub url: &'a str,
+    /// The exporters (a message naming an unknown one is dead-lettered)
+    /// and each queue's `dcmMaxTasksParallel`, the consumer's prefetch.
+    pub snapshot: &'a SharedSnapshot,
+}
+
+/// Opens the task store of `at.data_dir` and the delivery over it: the
+/// embedded queue, or the broker of `at.broker` (fails at once when it
+/// cannot connect).
+pub async fn open(at: OpenQueue<'_>) -> Result<Queue, QueueError> {
+    let store = SqliteStore::open_with(
+        at.data_dir,
+        at.device_name,
+        at.role == Role::Workers,
+        at.options,
+    )
+    .await?;
+    let records: Arc<dyn TaskStore> = Arc::new(store.clone());
+    let delivery: Arc<dyn TaskDelivery> = match at.broker {
+        None => Arc::new(EmbeddedQueue::new(store)),
+        Some(b) => Arc::new(AmqpQueue::connect(b.url, store, b.snapshot.clone()).await?),
+    };
+    Ok(Queue {
+        store: records,
+        delivery,
+    })
 }

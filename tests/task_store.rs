@@ -1,0 +1,735 @@
+//! The behaviour every [`TaskStore`] must show (its contract, documented on
+//! the trait), independent of the backend: [`contract`] takes a
+//! constructor and runs each check on a fresh store. The SQLite store runs
+//! it below, on a real database in a temporary directory; another store
+//! (PostgreSQL) adds one test calling `contract` with its constructor.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use stow_exporter::outcome::{InstanceResult, InstanceStatus, Outcome};
+use stow_exporter::queue::{
+    self, CancelResult, NewTask, OpenQueue, OrderField, QueueError, QueueOptions, RecordInit,
+    Reschedule, RescheduleTo, Role, SqliteStore, TaskFilter, TaskOrder, TaskStore, TimeRange,
+};
+use stow_exporter::task::{Counts, Status, TaskRequest};
+
+/// Makes a fresh, empty store; given a fresh directory it may use.
+pub type OpenStore = fn(PathBuf) -> BoxFuture<'static, Arc<dyn TaskStore>>;
+
+const DEVICE: &str = "dev";
+
+#[tokio::test]
+async fn the_sqlite_store_keeps_the_contract() {
+    contract(|dir| {
+        async move {
+            let s = SqliteStore::open(&dir, DEVICE, true).await.unwrap();
+            Arc::new(s) as Arc<dyn TaskStore>
+        }
+        .boxed()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_store_queue_open_hands_out_keeps_the_contract_too() {
+    // What `serve` and `export` get (the API reads through it).
+    contract(|dir| {
+        async move {
+            let at = OpenQueue {
+                data_dir: &dir,
+                device_name: DEVICE,
+                role: Role::Workers,
+                options: &QueueOptions::default(),
+                broker: None,
+            };
+            queue::open(at).await.unwrap().store
+        }
+        .boxed()
+    })
+    .await;
+}
+
+/// One check of the contract, given a fresh store.
+type Check = fn(Arc<dyn TaskStore>) -> BoxFuture<'static, ()>;
+
+/// Runs every check of the contract, each on a store of its own.
+pub async fn contract(open: OpenStore) {
+    let checks: &[(&str, Check)] = &[
+        ("insert and get", |s| insert_and_get(s).boxed()),
+        ("unknown IDs", |s| unknown_ids(s).boxed()),
+        ("list filters", |s| list_filters(s).boxed()),
+        ("list order and paging", |s| {
+            list_order_and_paging(s).boxed()
+        }),
+        ("count and status counts", |s| counts(s).boxed()),
+        ("batches", |s| batches(s).boxed()),
+        ("cancel", |s| cancel(s).boxed()),
+        ("outcome", |s| outcome(s).boxed()),
+        ("reschedule resets", |s| reschedule_resets(s).boxed()),
+        ("in process conflicts", |s| in_process_conflicts(s).boxed()),
+        ("delete", |s| delete(s).boxed()),
+        ("instance results", |s| instance_results(s).boxed()),
+    ];
+    for (name, check) in checks {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path().to_path_buf()).await;
+        eprintln!("task store contract: {name}");
+        check(store).await;
+    }
+}
+
+fn new_task(exporter: &str, study: &str, batch: Option<&str>) -> NewTask {
+    NewTask {
+        request: TaskRequest {
+            exporter_id: exporter.into(),
+            study_iuid: study.into(),
+            series_iuid: None,
+            sop_iuid: None,
+            batch_id: batch.map(str::to_string),
+            scheduled_time: None,
+        },
+        device_name: DEVICE.into(),
+        queue: "Q".into(),
+        local_aet: Some("AET".into()),
+    }
+}
+
+async fn insert(s: &dyn TaskStore, exporter: &str, study: &str) -> String {
+    s.insert(RecordInit::scheduled(new_task(exporter, study, None)))
+        .await
+        .unwrap()
+        .task_id
+}
+
+/// A record IN PROCESS, as a delivery that took it leaves it.
+async fn insert_running(s: &dyn TaskStore, study: &str) -> String {
+    s.insert(RecordInit {
+        status: Status::InProcess,
+        ..RecordInit::scheduled(new_task("E", study, None))
+    })
+    .await
+    .unwrap()
+    .task_id
+}
+
+/// The one place this suite builds an instance result.
+fn result(sop: &str, status: InstanceStatus) -> InstanceResult {
+    InstanceResult {
+        sop_iuid: sop.into(),
+        status,
+        reason: (status != InstanceStatus::Completed).then(|| "why".into()),
+        // A store keeps the words, not the kind (see InstanceResult::kind).
+        kind: None,
+        retry: Default::default(),
+    }
+}
+
+fn failed_outcome() -> Outcome {
+    Outcome {
+        status: Status::Failed,
+        message: "Export failed".into(),
+        error: Some("503".into()),
+        counts: Counts {
+            failed: 2,
+            ..Counts::default()
+        },
+        number_of_instances: 2,
+        retry: Default::default(),
+    }
+}
+
+fn filter() -> TaskFilter {
+    TaskFilter::default()
+}
+
+async fn ids(s: &dyn TaskStore, f: TaskFilter) -> Vec<String> {
+    s.list(f)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.task_id)
+        .collect()
+}
+
+async fn insert_and_get(s: Arc<dyn TaskStore>) {
+    let before = Utc::now() - Duration::seconds(1);
+    let t = s
+        .insert(RecordInit::scheduled(new_task("E", "1.2.3", Some("b"))))
+        .await
+        .unwrap();
+    assert_eq!(t.status, Status::Scheduled);
+    assert_eq!(t.exporter_id, "E");
+    assert_eq!(t.study_iuid, "1.2.3");
+    assert_eq!(t.series_iuid, "*", "an entity level not given is *");
+    assert_eq!(t.sop_iuid, "*");
+    assert_eq!(t.batch_id.as_deref(), Some("b"));
+    assert_eq!(t.device_name, DEVICE);
+    assert_eq!(t.queue, "Q");
+    assert_eq!(t.local_aet.as_deref(), Some("AET"));
+    assert_eq!(t.failures, 0);
+    assert!(t.created_time >= before && t.scheduled_time >= before);
+    assert!(t.processing_start_time.is_none() && t.processing_end_time.is_none());
+    assert_eq!(s.get(&t.task_id).await.unwrap(), t);
+
+    // Due later when the request says so.
+    let at = Utc::now() + Duration::hours(1);
+    let mut later = new_task("E", "1.2.4", None);
+    later.request.scheduled_time = Some(at);
+    let l = s.insert(RecordInit::scheduled(later)).await.unwrap();
+    assert!((l.scheduled_time - at).num_milliseconds().abs() <= 1);
+    assert_ne!(l.task_id, t.task_id, "IDs are unique");
+
+    // A record created FAILED has ended, with its messages.
+    let f = s
+        .insert(RecordInit {
+            status: Status::Failed,
+            failure: Some(queue::RecordFailure {
+                outcome: "rejected".into(),
+                error: "malformed".into(),
+            }),
+            message_id: Some("m-1".into()),
+            ..RecordInit::scheduled(new_task("E", "1.2.5", None))
+        })
+        .await
+        .unwrap();
+    assert_eq!(f.status, Status::Failed);
+    assert_eq!(f.failures, 1);
+    assert_eq!(f.outcome_message.as_deref(), Some("rejected"));
+    assert_eq!(f.error_message.as_deref(), Some("malformed"));
+    assert!(f.processing_end_time.is_some());
+}
+
+async fn unknown_ids(s: Arc<dyn TaskStore>) {
+    let known = insert(s.as_ref(), "E", "1.2.3").await;
+    for id in ["999999", "not-an-id", ""] {
+        assert!(id != known);
+        assert!(
+            matches!(s.get(id).await, Err(QueueError::NotFound(_))),
+            "{id}"
+        );
+        assert!(matches!(s.cancel(id).await, Err(QueueError::NotFound(_))));
+        assert!(matches!(s.delete(id).await, Err(QueueError::NotFound(_))));
+        let r = Reschedule {
+            scheduled_time: Utc::now(),
+            exporter: None,
+        };
+        assert!(matches!(
+            s.reschedule(id, r).await,
+            Err(QueueError::NotFound(_))
+        ));
+    }
+}
+
+async fn list_filters(s: Arc<dyn TaskStore>) {
+    let s = s.as_ref();
+    let a = insert(s, "A", "1.1").await;
+    let b = insert(s, "B", "1.2").await;
+    let c = s
+        .insert(RecordInit::scheduled(new_task("C", "1.1", Some("batch"))))
+        .await
+        .unwrap()
+        .task_id;
+    let mut other = new_task("A", "1.3", None);
+    other.device_name = "other".into();
+    let d = s
+        .insert(RecordInit::scheduled(other))
+        .await
+        .unwrap()
+        .task_id;
+    s.cancel(&b).await.unwrap();
+
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let all = sorted(ids(s, filter()).await);
+    assert_eq!(
+        all,
+        sorted(vec![a.clone(), b.clone(), c.clone(), d.clone()])
+    );
+    let f = TaskFilter {
+        exporter_ids: vec!["A".into(), "C".into()],
+        ..filter()
+    };
+    assert_eq!(
+        sorted(ids(s, f).await),
+        sorted(vec![a.clone(), c.clone(), d.clone()]),
+        "any of the exporters"
+    );
+    let f = TaskFilter {
+        study_iuid: Some("1.1".into()),
+        ..filter()
+    };
+    assert_eq!(sorted(ids(s, f).await), sorted(vec![a.clone(), c.clone()]));
+    let f = TaskFilter {
+        status: Some(Status::Canceled),
+        ..filter()
+    };
+    assert_eq!(ids(s, f).await, vec![b.clone()]);
+    let f = TaskFilter {
+        batch_id: Some("batch".into()),
+        ..filter()
+    };
+    assert_eq!(ids(s, f).await, vec![c.clone()]);
+    let f = TaskFilter {
+        device_name: Some("other".into()),
+        ..filter()
+    };
+    assert_eq!(ids(s, f).await, vec![d.clone()]);
+    let f = TaskFilter {
+        exporter_ids: vec!["A".into()],
+        device_name: Some(DEVICE.into()),
+        ..filter()
+    };
+    assert_eq!(ids(s, f).await, vec![a.clone()], "filters combine");
+
+    // Time ranges: from inclusive, to exclusive, either open.
+    let now = Utc::now();
+    let hour = Duration::hours(1);
+    let range = |from, to| TimeRange { from, to };
+    for (created, n) in [
+        (range(Some(now - hour), None), 4),
+        (range(None, Some(now + hour)), 4),
+        (range(Some(now + hour), None), 0),
+        (range(None, Some(now - hour)), 0),
+    ] {
+        let f = TaskFilter {
+            created,
+            ..filter()
+        };
+        assert_eq!(s.list(f).await.unwrap().len(), n, "created {created:?}");
+    }
+    let canceled = s.get(&b).await.unwrap().updated_time;
+    let f = TaskFilter {
+        updated: range(Some(canceled), Some(canceled + Duration::milliseconds(1))),
+        status: Some(Status::Canceled),
+        ..filter()
+    };
+    assert_eq!(ids(s, f).await, vec![b.clone()], "from is inclusive");
+    let f = TaskFilter {
+        updated: range(None, Some(canceled)),
+        status: Some(Status::Canceled),
+        ..filter()
+    };
+    assert!(ids(s, f).await.is_empty(), "to is exclusive");
+}
+
+async fn list_order_and_paging(s: Arc<dyn TaskStore>) {
+    let s = s.as_ref();
+    let now = Utc::now();
+    let mut inserted = Vec::new();
+    // Inserted out of schedule order: 2 h, 1 h, 3 h.
+    for (study, hours) in [("1.2", 2), ("1.1", 1), ("1.3", 3)] {
+        let mut t = new_task("E", study, None);
+        t.request.scheduled_time = Some(now + Duration::hours(hours));
+        inserted.push(s.insert(RecordInit::scheduled(t)).await.unwrap().task_id);
+    }
+    let (t2, t1, t3) = (
+        inserted[0].clone(),
+        inserted[1].clone(),
+        inserted[2].clone(),
+    );
+    let by = |field, descending| TaskFilter {
+        order: TaskOrder { field, descending },
+        ..filter()
+    };
+    assert_eq!(
+        ids(s, by(OrderField::ScheduledTime, false)).await,
+        vec![t1.clone(), t2.clone(), t3.clone()]
+    );
+    assert_eq!(
+        ids(s, by(OrderField::ScheduledTime, true)).await,
+        vec![t3.clone(), t2.clone(), t1.clone()]
+    );
+    // Created in insertion order (ties by insertion order too).
+    assert_eq!(
+        ids(s, by(OrderField::CreatedTime, false)).await,
+        inserted.clone()
+    );
+    // The default: newest update first, ties newest insertion first.
+    let newest_first: Vec<String> = inserted.iter().rev().cloned().collect();
+    assert_eq!(ids(s, filter()).await, newest_first);
+    assert_eq!(
+        "-updatedTime".parse::<TaskOrder>().unwrap(),
+        TaskOrder::default()
+    );
+    assert!("size".parse::<TaskOrder>().is_err());
+    // An update moves a task forward: the listing follows updatedTime
+    // (the clock may not have moved since the inserts: ties stay possible).
+    s.cancel(&t2).await.unwrap();
+    let listed = s.list(filter()).await.unwrap();
+    assert!(
+        listed
+            .windows(2)
+            .all(|w| w[0].updated_time >= w[1].updated_time),
+        "newest update first"
+    );
+    let canceled = listed.iter().find(|t| t.task_id == t2).unwrap();
+    assert_eq!(canceled.updated_time, listed[0].updated_time);
+
+    // Offset and limit apply after the order.
+    let page = TaskFilter {
+        offset: 1,
+        limit: Some(1),
+        ..by(OrderField::ScheduledTime, false)
+    };
+    assert_eq!(ids(s, page).await, vec![t2.clone()]);
+    let rest = TaskFilter {
+        offset: 1,
+        ..by(OrderField::ScheduledTime, false)
+    };
+    assert_eq!(ids(s, rest).await, vec![t2.clone(), t3.clone()]);
+    let none = TaskFilter {
+        offset: 3,
+        ..filter()
+    };
+    assert!(ids(s, none).await.is_empty());
+}
+
+async fn counts(s: Arc<dyn TaskStore>) {
+    let s = s.as_ref();
+    let a = insert(s, "A", "1.1").await;
+    insert(s, "A", "1.2").await;
+    insert(s, "B", "1.3").await;
+    let mut elsewhere = new_task("A", "1.4", None);
+    elsewhere.device_name = "other".into();
+    elsewhere.queue = "Q2".into();
+    s.insert(RecordInit::scheduled(elsewhere)).await.unwrap();
+    s.cancel(&a).await.unwrap();
+
+    assert_eq!(s.count(filter()).await.unwrap(), 4);
+    let f = TaskFilter {
+        exporter_ids: vec!["A".into()],
+        // Paging and order do not change a count.
+        offset: 2,
+        limit: Some(1),
+        order: TaskOrder {
+            field: OrderField::CreatedTime,
+            descending: false,
+        },
+        ..filter()
+    };
+    assert_eq!(s.count(f).await.unwrap(), 3);
+    let f = TaskFilter {
+        status: Some(Status::Scheduled),
+        device_name: Some(DEVICE.into()),
+        ..filter()
+    };
+    assert_eq!(s.count(f).await.unwrap(), 2);
+
+    let mut rows = s.status_counts(DEVICE).await.unwrap();
+    rows.sort();
+    assert_eq!(
+        rows,
+        vec![
+            ("Q".into(), "CANCELED".into(), 1),
+            ("Q".into(), "SCHEDULED".into(), 2),
+        ],
+        "only this device's records, only pairs that have some"
+    );
+    assert!(s.status_counts("nobody").await.unwrap().is_empty());
+}
+
+async fn batches(s: Arc<dyn TaskStore>) {
+    let s = s.as_ref();
+    let add = |exporter: &'static str, batch: Option<&'static str>| async move {
+        s.insert(RecordInit::scheduled(new_task(exporter, "1.1", batch)))
+            .await
+            .unwrap()
+            .task_id
+    };
+    add("B", Some("b2")).await;
+    add("A", None).await;
+    let one = add("A", Some("b1")).await;
+    add("C", Some("b1")).await;
+    // b1 was updated last: it comes first.
+    s.cancel(&one).await.unwrap();
+
+    let list = s.batches(filter()).await.unwrap();
+    let names: Vec<&str> = list.iter().map(|b| b.batch_id.as_str()).collect();
+    assert_eq!(names, ["b1", "b2"], "tasks without a batch are left out");
+    let b1 = &list[0];
+    assert_eq!(b1.tasks.get("scheduled"), Some(&1));
+    assert_eq!(b1.tasks.get("canceled"), Some(&1));
+    assert_eq!(b1.tasks.values().sum::<u64>(), 2);
+    assert_eq!(b1.exporter_ids, ["A", "C"]);
+    assert_eq!(b1.device_names, [DEVICE]);
+    assert!(b1.created_time_range[0] <= b1.created_time_range[1]);
+    assert!(
+        b1.processing_end_time_range.is_some(),
+        "the canceled one ended"
+    );
+    assert!(list[1].processing_end_time_range.is_none());
+
+    // Filtered, and paged by batch.
+    let f = TaskFilter {
+        exporter_ids: vec!["B".into()],
+        ..filter()
+    };
+    let only: Vec<String> = s
+        .batches(f)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.batch_id)
+        .collect();
+    assert_eq!(only, ["b2"]);
+    let f = TaskFilter {
+        offset: 1,
+        limit: Some(1),
+        ..filter()
+    };
+    let page: Vec<String> = s
+        .batches(f)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.batch_id)
+        .collect();
+    assert_eq!(page, ["b2"]);
+}
+
+async fn cancel(s: Arc<dyn TaskStore>) {
+    let s = s.as_ref();
+    let waiting = insert(s, "E", "1.1").await;
+    assert_eq!(s.cancel(&waiting).await.unwrap(), CancelResult::Canceled);
+    let t = s.get(&waiting).await.unwrap();
+    assert_eq!(t.status, Status::Canceled);
+    assert!(t.processing_end_time.is_some());
+    assert_eq!(
+        s.cancel(&waiting).await.unwrap(),
+        CancelResult::AlreadyDone(Status::Canceled)
+    );
+
+    // One waiting for a retry is canceled too.
+    let retrying = insert(s, "E", "1.2").await;
+    let later = Utc::now() + Duration::hours(1);
+    let t = s
+        .record_outcome(&retrying, failed_outcome(), Some(later))
+        .await
+        .unwrap();
+    assert_eq!(t.status, Status::ScheduledForRetry);
+    assert_eq!(s.cancel(&retrying).await.unwrap(), CancelResult::Canceled);
+
+    // One running is the caller's to stop: nothing is written.
+    let running = insert_running(s, "1.3").await;
+    let before = s.get(&running).await.unwrap();
+    assert_eq!(s.cancel(&running).await.unwrap(), CancelResult::Running);
+    assert_eq!(s.get(&running).await.unwrap(), before);
+}
+
+async fn outcome(s: Arc<dyn TaskStore>) {
+    let s = s.as_ref();
+    let id = insert_running(s, "1.1").await;
+    let ok = Outcome {
+        status: Status::Completed,
+        message: "Export done".into(),
+        error: None,
+        counts: Counts {
+            completed: 3,
+            ..Counts::default()
+        },
+        number_of_instances: 3,
+        retry: Default::default(),
+    };
+    let t = s.record_outcome(&id, ok, None).await.unwrap();
+    assert_eq!(t.status, Status::Completed);
+    assert_eq!(t.completed, 3);
+    assert_eq!(t.number_of_instances, Some(3));
+    assert_eq!(t.failures, 0);
+    assert_eq!(t.outcome_message.as_deref(), Some("Export done"));
+    assert!(t.processing_end_time.is_some());
+    assert_eq!(s.get(&id).await.unwrap(), t, "returned as stored");
+
+    // A retry: SCHEDULED FOR RETRY, due then, a failure counted.
+    let id = insert_running(s, "1.2").await;
+    let at = Utc::now() + Duration::minutes(5);
+    let t = s
+        .record_outcome(&id, failed_outcome(), Some(at))
+        .await
+        .unwrap();
+    assert_eq!(t.status, Status::ScheduledForRetry);
+    assert!((t.scheduled_time - at).num_milliseconds().abs() <= 1);
+    assert_eq!(t.failures, 1);
+    assert_eq!(t.failed, 2);
+    assert_eq!(t.error_message.as_deref(), Some("503"));
+    let t = s.record_outcome(&id, failed_outcome(), None).await.unwrap();
+    assert_eq!(t.status, Status::Failed);
+    assert_eq!(t.failures, 2, "failures add up");
+    assert!(matches!(
+        s.record_outcome("999999", failed_outcome(), None).await,
+        Err(QueueError::NotFound(_))
+    ));
+}
+
+async fn reschedule_resets(s: Arc<dyn TaskStore>) {
+    let s = s.as_ref();
+    let id = insert(s, "E", "1.1").await;
+    s.record_instances(
+        &id,
+        vec![
+            result("1", InstanceStatus::Failed),
+            result("2", InstanceStatus::Failed),
+        ],
+    )
+    .await
+    .unwrap();
+    s.record_outcome(&id, failed_outcome(), None).await.unwrap();
+
+    let at = Utc::now() + Duration::hours(1);
+    let t = s
+        .reschedule(
+            &id,
+            Reschedule {
+                scheduled_time: at,
+                exporter: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.task_id, id, "the same record runs again");
+    assert_eq!(t.status, Status::Scheduled);
+    assert!((t.scheduled_time - at).num_milliseconds().abs() <= 1);
+    assert_eq!(t.failures, 0);
+    assert_eq!(t.outcome_message, None);
+    assert_eq!(t.error_message, None);
+    assert_eq!(t.number_of_instances, None);
+    assert_eq!((t.completed, t.warning, t.failed, t.missing), (0, 0, 0, 0));
+    assert!(t.processing_start_time.is_none() && t.processing_end_time.is_none());
+    assert_eq!((t.exporter_id.as_str(), t.queue.as_str()), ("E", "Q"));
+    assert_eq!(t.local_aet.as_deref(), Some("AET"));
+    assert_eq!(
+        s.instance_result_count(&id).await.unwrap(),
+        0,
+        "the whole entity is sent again"
+    );
+    assert_eq!(s.get(&id).await.unwrap(), t);
+
+    // To another exporter: its ID, queue and AE title.
+    let t = s
+        .reschedule(
+            &id,
+            Reschedule {
+                scheduled_time: Utc::now(),
+                exporter: Some(RescheduleTo {
+                    exporter_id: "E2".into(),
+                    queue: "Q2".into(),
+                    local_aet: None,
+                }),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((t.exporter_id.as_str(), t.queue.as_str()), ("E2", "Q2"));
+    assert_eq!(t.local_aet, None);
+}
+
+async fn in_process_conflicts(s: Arc<dyn TaskStore>) {
+    let s = s.as_ref();
+    let running = insert_running(s, "1.1").await;
+    let before = s.get(&running).await.unwrap();
+    assert_eq!(before.status, Status::InProcess);
+    assert!(before.processing_start_time.is_some());
+    let r = Reschedule {
+        scheduled_time: Utc::now(),
+        exporter: None,
+    };
+    match s.reschedule(&running, r).await {
+        Err(QueueError::Conflict(m)) => assert!(m.contains("IN PROCESS"), "{m}"),
+        other => panic!("reschedule of a running task: {other:?}"),
+    }
+    match s.delete(&running).await {
+        Err(QueueError::Conflict(m)) => assert!(m.contains("IN PROCESS"), "{m}"),
+        other => panic!("delete of a running task: {other:?}"),
+    }
+    assert_eq!(s.get(&running).await.unwrap(), before, "nothing changed");
+}
+
+async fn delete(s: Arc<dyn TaskStore>) {
+    let s = s.as_ref();
+    let one = insert(s, "E", "1.1").await;
+    s.record_instances(&one, vec![result("1", InstanceStatus::Completed)])
+        .await
+        .unwrap();
+    s.delete(&one).await.unwrap();
+    assert!(matches!(s.get(&one).await, Err(QueueError::NotFound(_))));
+    assert!(matches!(s.delete(&one).await, Err(QueueError::NotFound(_))));
+
+    // Matching ones go, but not those IN PROCESS.
+    let a = insert(s, "A", "1.2").await;
+    let b = insert(s, "A", "1.3").await;
+    s.cancel(&b).await.unwrap();
+    let running = s
+        .insert(RecordInit {
+            status: Status::InProcess,
+            ..RecordInit::scheduled(new_task("A", "1.4", None))
+        })
+        .await
+        .unwrap()
+        .task_id;
+    let kept = insert(s, "B", "1.5").await;
+    let f = TaskFilter {
+        exporter_ids: vec!["A".into()],
+        // Paging does not limit a bulk delete.
+        limit: Some(1),
+        ..filter()
+    };
+    assert_eq!(s.delete_matching(f).await.unwrap(), (2, 1));
+    for gone in [&a, &b] {
+        assert!(matches!(s.get(gone).await, Err(QueueError::NotFound(_))));
+    }
+    let mut left = ids(s, filter()).await;
+    left.sort();
+    let mut expected = vec![running.clone(), kept.clone()];
+    expected.sort();
+    assert_eq!(left, expected);
+    assert_eq!(
+        s.delete_matching(TaskFilter {
+            status: Some(Status::Completed),
+            ..filter()
+        })
+        .await
+        .unwrap(),
+        (0, 0)
+    );
+}
+
+async fn instance_results(s: Arc<dyn TaskStore>) {
+    let s = s.as_ref();
+    let id = insert_running(s, "1.1").await;
+    let other = insert_running(s, "1.2").await;
+    assert_eq!(s.instance_result_count(&id).await.unwrap(), 0);
+    assert!(s.instance_results(&id).await.unwrap().is_empty());
+    s.record_instances(
+        &id,
+        vec![
+            result("1", InstanceStatus::Completed),
+            result("2", InstanceStatus::Failed),
+        ],
+    )
+    .await
+    .unwrap();
+    s.record_instances(&other, vec![result("1", InstanceStatus::Missing)])
+        .await
+        .unwrap();
+    assert_eq!(s.instance_result_count(&id).await.unwrap(), 2);
+    // A later result of the same instance replaces the earlier one.
+    s.record_instances(&id, vec![result("2", InstanceStatus::Warning)])
+        .await
+        .unwrap();
+    let got = s.instance_results(&id).await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(s.instance_result_count(&id).await.unwrap(), 2);
+    assert_eq!(got["1"].status, InstanceStatus::Completed);
+    assert_eq!(got["1"].reason, None);
+    assert_eq!(got["2"].status, InstanceStatus::Warning);
+    assert_eq!(got["2"].reason.as_deref(), Some("why"));
+    assert_eq!(got["2"].sop_iuid, "2");
+    let theirs = s.instance_results(&other).await.unwrap();
+    assert_eq!(theirs.len(), 1, "per task");
+    assert_eq!(theirs["1"].status, InstanceStatus::Missing);
+}
