@@ -151,7 +151,7 @@ impl Application {
                 )))
             })?;
         let archive = Archive::open(&settings.data_dir).await?;
-        let shared = LiveConfig::new(
+        let live = LiveConfig::new(
             settings.config.clone(),
             &settings.device_name,
             snapshot.clone(),
@@ -163,7 +163,7 @@ impl Application {
             options: &settings.queue_options,
             broker: settings.queue_url.as_deref().map(|url| BrokerLink {
                 url,
-                snapshot: &shared,
+                config: &live,
             }),
         })
         .await?;
@@ -233,14 +233,14 @@ impl Application {
         let workers = Workers::new(
             executor,
             queue.delivery.clone(),
-            shared.clone(),
+            live.clone(),
             CancellationToken::new(),
             settings.zone,
         )
         .with_export_hook(settings.queue_options.export_hook.clone());
         let ops = OpsState {
             metrics,
-            snapshot: shared.clone(),
+            config: live.clone(),
             data_dir: settings.data_dir.clone(),
             device_name: settings.device_name.clone(),
             store: queue.store.clone(),
@@ -248,7 +248,7 @@ impl Application {
         };
         let state = ApiState {
             device_name: settings.device_name.clone(),
-            snapshot: shared,
+            config: live,
             store: queue.store.clone(),
             submit: queue.submit(),
             cancel: workers.cancel_handle(),
@@ -336,12 +336,12 @@ impl Application {
         // A reload (API or --watch) that adds a queue starts its worker.
         {
             let workers = self.workers.clone();
-            let changes = self.state.snapshot.subscribe();
+            let changes = self.state.config.subscribe();
             let stop = stop.clone();
             tokio::spawn(async move { workers.follow(changes, stop).await });
         }
         if let Some(every) = self.watch {
-            let live = self.state.snapshot.clone();
+            let live = self.state.config.clone();
             let stop = stop.clone();
             tokio::spawn(async move { live.watch(every, stop).await });
         }

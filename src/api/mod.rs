@@ -44,7 +44,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::archive::Archive;
-use crate::export::{CancelHandle, SharedSnapshot, current};
+use crate::config::LiveConfig;
+use crate::export::CancelHandle;
 use crate::queue::{CancelResult, NewTask, QueueError, Submit, TaskStore};
 use crate::schedule::{Schedule, Zone};
 use crate::task::TaskRequest;
@@ -53,7 +54,7 @@ use crate::task::TaskRequest;
 #[derive(Clone)]
 pub struct ApiState {
     pub device_name: String,
-    pub snapshot: SharedSnapshot,
+    pub config: LiveConfig,
     /// The task records.
     pub store: Arc<dyn TaskStore>,
     /// Publishing and rescheduling (see the module documentation).
@@ -259,7 +260,7 @@ async fn trigger(
     sop: Option<String>,
     p: ExportParams,
 ) -> Result<Response, ApiError> {
-    let snap = current(&s.snapshot);
+    let snap = s.config.current();
     if !snap.ae_titles.contains(&aet) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -301,7 +302,7 @@ async fn trigger(
 
 async fn reload(State(s): State<ApiState>) -> Result<StatusCode, ApiError> {
     // Workers follow the swap themselves (they subscribe to it).
-    match s.snapshot.reload().await {
+    match s.config.reload().await {
         Ok(_) => Ok(StatusCode::NO_CONTENT),
         Err(e) => {
             tracing::error!(error = %e, "reload refused; the running configuration stays");
@@ -383,7 +384,7 @@ async fn cancel_task(
 
 /// Configured exporters, sorted by ID.
 async fn list_exporters(State(s): State<ApiState>) -> Json<serde_json::Value> {
-    let snap = current(&s.snapshot);
+    let snap = s.config.current();
     let now = Utc::now();
     Json(json!(
         snap.exporters
@@ -398,7 +399,7 @@ async fn list_exporters(State(s): State<ApiState>) -> Json<serde_json::Value> {
 }
 
 async fn list_queues(State(s): State<ApiState>) -> Json<serde_json::Value> {
-    let snap = current(&s.snapshot);
+    let snap = s.config.current();
     let now = Utc::now();
     Json(json!(
         snap.queues

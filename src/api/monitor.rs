@@ -11,7 +11,6 @@ use serde_json::{Value, json};
 
 use super::{ApiError, ApiState, parse_scheduled};
 use crate::archive::StudyQuery;
-use crate::export::current;
 use crate::queue::{
     CancelResult, NewTask, QueueError, Reschedule, RescheduleTo, TaskFilter, TimeRange,
 };
@@ -382,7 +381,7 @@ fn reschedule_args(
     let exporter = match exporter {
         None => None,
         Some(id) => {
-            let snap = current(&s.snapshot);
+            let snap = s.config.current();
             let e = snap
                 .exporter(id)
                 .ok_or_else(|| bad(format!("No such Exporter: {id}")))?;
@@ -591,7 +590,7 @@ pub(super) async fn export_matching(
         "batchID",
         "scheduledTime",
     ])?;
-    let snap = current(&s.snapshot);
+    let snap = s.config.current();
     if !snap.ae_titles.contains(&aet) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

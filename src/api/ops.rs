@@ -46,7 +46,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use crate::config::{Secret, SharedSnapshot, current};
+use crate::config::{LiveConfig, Secret};
 use crate::metrics::{CONTENT_TYPE, Metrics, QueueGauges};
 use crate::queue::{Backend, QueueError, TaskDelivery, TaskStore};
 use crate::task::Status;
@@ -69,7 +69,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 #[derive(Clone)]
 pub struct OpsState {
     pub metrics: Arc<Metrics>,
-    pub snapshot: SharedSnapshot,
+    pub config: LiveConfig,
     pub data_dir: PathBuf,
     pub device_name: String,
     /// The task store: records by queue and status.
@@ -360,7 +360,7 @@ async fn metrics_summary(State(s): State<OpsState>) -> Json<Value> {
 }
 
 fn queue_names(s: &OpsState) -> Vec<String> {
-    current(&s.snapshot).queues.keys().cloned().collect()
+    s.config.current().queues.keys().cloned().collect()
 }
 
 /// Task records by queue and status (every configured queue and status,
@@ -393,7 +393,7 @@ async fn queue_gauges(s: &OpsState) -> Result<QueueGauges, QueueError> {
 async fn ready(State(s): State<OpsState>) -> Response {
     let mut checks = BTreeMap::new();
     let mut failing = Vec::new();
-    let snap = current(&s.snapshot);
+    let snap = s.config.current();
     checks.insert(
         "config",
         json!({"status": "UP", "source": snap.source.to_string(), "exporters": snap.exporters.len()}),

@@ -71,7 +71,7 @@ pub async fn export(a: ExportArgs) -> Result<ExitCode, CliError> {
         broker: broker_url
             .as_deref()
             .zip(shared.as_ref())
-            .map(|(url, snapshot)| BrokerLink { url, snapshot }),
+            .map(|(url, config)| BrokerLink { url, config }),
     })
     .await?;
     let task = queue

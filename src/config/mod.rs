@@ -27,14 +27,6 @@ pub use ldap::{LdapError, LdapSource};
 pub use live::LiveConfig;
 pub use model::{ConfigError, Exporter, QueueDesc, Secret, Snapshot, WebApp, WebAppProps};
 
-/// Transitional name of [`LiveConfig`] while call sites move over.
-pub type SharedSnapshot = LiveConfig;
-
-/// Reads the current snapshot (see [`LiveConfig::current`]).
-pub fn current(live: &LiveConfig) -> std::sync::Arc<Snapshot> {
-    live.current()
-}
-
 /// The default archive device name, as in dcm4chee-arc.
 pub const DEFAULT_DEVICE_NAME: &str = "dcm4chee-arc";
 

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::archive::{Archive, StoredInstance};
-pub use crate::config::{SharedSnapshot, current};
+pub use crate::config::LiveConfig;
 use crate::config::{Snapshot, WebApp};
 use crate::outcome::{FailureKind, InstanceResult, InstanceStatus, Outcome, Retry};
 use crate::queue::{ExportHook, Hold, Release, TaskDelivery, TaskStore};
@@ -750,7 +750,7 @@ impl CancelHandle {
 pub struct Workers {
     executor: Executor,
     queue: Arc<dyn TaskDelivery>,
-    snapshot: SharedSnapshot,
+    snapshot: LiveConfig,
     running: Arc<Mutex<HashMap<String, ()>>>,
     stop: CancellationToken,
     tracker: TaskTracker,
@@ -764,7 +764,7 @@ impl Workers {
     pub fn new(
         executor: Executor,
         queue: Arc<dyn TaskDelivery>,
-        snapshot: SharedSnapshot,
+        snapshot: LiveConfig,
         stop: CancellationToken,
         zone: Zone,
     ) -> Workers {
@@ -790,7 +790,7 @@ impl Workers {
     /// Starts a loop for every queue of the current snapshot that has none
     /// (called at start and after each reload).
     pub fn ensure_started(&self) {
-        let snap = current(&self.snapshot);
+        let snap = self.snapshot.current();
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         for q in snap.queues.values() {
             if running.insert(q.name.clone(), ()).is_none() {
@@ -828,7 +828,7 @@ impl Workers {
         loop {
             // Parallelism follows the queue's dcmMaxTasksParallel as it is
             // now, so a reload that changes it applies to the next task.
-            let limit = current(&self.snapshot)
+            let limit = self.snapshot.current()
                 .queues
                 .get(&name)
                 .map(|q| q.max_tasks_parallel.max(1))
@@ -840,7 +840,7 @@ impl Workers {
                 }
             }
             let (snapshot, zone, queue_name) = (self.snapshot.clone(), self.zone, name.clone());
-            let hold = move || hold_now(&current(&snapshot), zone, &queue_name);
+            let hold = move || hold_now(&snapshot.current(), zone, &queue_name);
             let task = tokio::select! {
                 _ = self.stop.cancelled() => break,
                 t = self.queue.next(&name, &hold) => t,
@@ -870,7 +870,7 @@ impl Workers {
     }
 
     async fn process(&self, task: ExportTask) {
-        let snapshot = current(&self.snapshot);
+        let snapshot = self.snapshot.current();
         let export = async {
             if let Some(hook) = &self.hook {
                 hook(&task);

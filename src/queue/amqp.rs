@@ -73,7 +73,7 @@ use super::{
     Backend, HealthError, Hold, NewTask, QueueError, RecordFailure, RecordInit, Release,
     SqliteStore, TaskDelivery, TaskStore,
 };
-use crate::config::{SharedSnapshot, Snapshot, current};
+use crate::config::{LiveConfig, Snapshot};
 use crate::outcome::Outcome;
 use crate::task::{
     ExportTask, MAX_BATCH_ID_CHARS, MAX_EXPORTER_ID_CHARS, RequestError, Status, TaskRequest,
@@ -328,7 +328,7 @@ pub struct AmqpQueue {
     uri: String,
     /// `uri` with its password masked, for messages.
     masked: Arc<str>,
-    snapshot: SharedSnapshot,
+    config: LiveConfig,
     link: AsyncMutex<Option<Link>>,
     consumers: Mutex<HashMap<String, Arc<AsyncMutex<Option<Consumer>>>>>,
     pending: Mutex<HashMap<String, Pending>>,
@@ -342,13 +342,13 @@ impl AmqpQueue {
     pub async fn connect(
         uri: &str,
         records: SqliteStore,
-        snapshot: SharedSnapshot,
+        config: LiveConfig,
     ) -> Result<AmqpQueue, QueueError> {
         let q = AmqpQueue {
             records,
             uri: uri.to_string(),
             masked: crate::redact::mask_url(uri).into(),
-            snapshot,
+            config,
             link: AsyncMutex::new(None),
             consumers: Mutex::default(),
             pending: Mutex::default(),
@@ -485,7 +485,7 @@ impl AmqpQueue {
 
     async fn consume(&self, queue: &str) -> Result<Consumer, QueueError> {
         self.declare(queue).await?;
-        let prefetch = current(&self.snapshot)
+        let prefetch = self.config.current()
             .queues
             .get(queue)
             .map(|q| q.max_tasks_parallel.clamp(1, u32::from(u16::MAX)) as u16)
@@ -553,7 +553,7 @@ impl AmqpQueue {
             Some(t) => self.records.fail_record(&t.task_id, reason.clone()).await,
             None => {
                 let request = readable_fields(body);
-                let snap = current(&self.snapshot);
+                let snap = self.config.current();
                 let local_aet = snap
                     .exporter(&request.exporter_id)
                     .and_then(|e| e.ae_title.clone());
@@ -626,7 +626,7 @@ impl AmqpQueue {
                 .await?;
             return Ok(None);
         }
-        let snap = current(&self.snapshot);
+        let snap = self.config.current();
         let parsed = parse_request(&data, &snap, queue);
         let Some(message_id) = properties
             .message_id()

@@ -42,7 +42,7 @@ use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 
-use crate::config::{Exporter, SharedSnapshot};
+use crate::config::{Exporter, LiveConfig};
 use crate::db::Synchronous;
 use crate::outcome::Outcome;
 use crate::task::{ExportTask, Status, TaskRequest};
@@ -489,7 +489,7 @@ pub struct BrokerLink<'a> {
     pub url: &'a str,
     /// The exporters (a message naming an unknown one is dead-lettered)
     /// and each queue's `dcmMaxTasksParallel`, the consumer's prefetch.
-    pub snapshot: &'a SharedSnapshot,
+    pub config: &'a LiveConfig,
 }
 
 /// Opens the task store of `at.data_dir` and the delivery over it: the
@@ -506,7 +506,7 @@ pub async fn open(at: OpenQueue<'_>) -> Result<Queue, QueueError> {
     let records: Arc<dyn TaskStore> = Arc::new(store.clone());
     let delivery: Arc<dyn TaskDelivery> = match at.broker {
         None => Arc::new(EmbeddedQueue::new(store)),
-        Some(b) => Arc::new(AmqpQueue::connect(b.url, store, b.snapshot.clone()).await?),
+        Some(b) => Arc::new(AmqpQueue::connect(b.url, store, b.config.clone()).await?),
     };
     Ok(Queue {
         store: records,
