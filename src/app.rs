@@ -161,10 +161,10 @@ impl Application {
             device_name: &settings.device_name,
             role: Role::Workers,
             options: &settings.queue_options,
-            broker: settings.queue_url.as_deref().map(|url| BrokerLink {
-                url,
-                config: &live,
-            }),
+            broker: settings
+                .queue_url
+                .as_deref()
+                .map(|url| BrokerLink { url, config: &live }),
         })
         .await?;
 

@@ -750,7 +750,7 @@ impl CancelHandle {
 pub struct Workers {
     executor: Executor,
     queue: Arc<dyn TaskDelivery>,
-    snapshot: LiveConfig,
+    config: LiveConfig,
     running: Arc<Mutex<HashMap<String, ()>>>,
     stop: CancellationToken,
     tracker: TaskTracker,
@@ -764,14 +764,14 @@ impl Workers {
     pub fn new(
         executor: Executor,
         queue: Arc<dyn TaskDelivery>,
-        snapshot: LiveConfig,
+        config: LiveConfig,
         stop: CancellationToken,
         zone: Zone,
     ) -> Workers {
         Workers {
             executor,
             queue,
-            snapshot,
+            config,
             running: Arc::default(),
             stop,
             tracker: TaskTracker::new(),
@@ -790,7 +790,7 @@ impl Workers {
     /// Starts a loop for every queue of the current snapshot that has none
     /// (called at start and after each reload).
     pub fn ensure_started(&self) {
-        let snap = self.snapshot.current();
+        let snap = self.config.current();
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         for q in snap.queues.values() {
             if running.insert(q.name.clone(), ()).is_none() {
@@ -828,7 +828,9 @@ impl Workers {
         loop {
             // Parallelism follows the queue's dcmMaxTasksParallel as it is
             // now, so a reload that changes it applies to the next task.
-            let limit = self.snapshot.current()
+            let limit = self
+                .config
+                .current()
                 .queues
                 .get(&name)
                 .map(|q| q.max_tasks_parallel.max(1))
@@ -839,7 +841,7 @@ impl Workers {
                     _ = freed.notified() => continue,
                 }
             }
-            let (snapshot, zone, queue_name) = (self.snapshot.clone(), self.zone, name.clone());
+            let (snapshot, zone, queue_name) = (self.config.clone(), self.zone, name.clone());
             let hold = move || hold_now(&snapshot.current(), zone, &queue_name);
             let task = tokio::select! {
                 _ = self.stop.cancelled() => break,
@@ -870,7 +872,7 @@ impl Workers {
     }
 
     async fn process(&self, task: ExportTask) {
-        let snapshot = self.snapshot.current();
+        let snapshot = self.config.current();
         let export = async {
             if let Some(hook) = &self.hook {
                 hook(&task);

@@ -485,7 +485,9 @@ impl AmqpQueue {
 
     async fn consume(&self, queue: &str) -> Result<Consumer, QueueError> {
         self.declare(queue).await?;
-        let prefetch = self.config.current()
+        let prefetch = self
+            .config
+            .current()
             .queues
             .get(queue)
             .map(|q| q.max_tasks_parallel.clamp(1, u32::from(u16::MAX)) as u16)
