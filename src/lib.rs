@@ -51,8 +51,14 @@
 //!   `tests/fuzz_targets.rs`), one per parser of untrusted input.
 //! - [`transfer_syntax`]: transfer syntax UIDs and dcm4che's keywords,
 //!   below `config` and `transcode`.
-//! - [`token`]: reading the control API's bearer token (file or
-//!   environment), for `serve` and the `tasks` client alike.
+//! - [`token`]: bearer tokens: reading them (file or environment) for
+//!   the control API, the `tasks` client and the receiver, the
+//!   constant-time check and the middleware that requires one.
+//! - [`metrics`]: the metrics of one application on one prometheus-client
+//!   `Registry`, passed explicitly; the page's JSON summary.
+//! - [`db`]: the SQLite connection, kept off the async runtime.
+//! - [`synth`]: synthetic DICOM objects for tests and benchmarks.
+//! - [`transcode`]: transfer syntax choice and decompression.
 //! - [`cli`]: the binary's commands, one function each, and their
 //!   arguments; `main.rs` only parses, sets up logging and the runtime,
 //!   and calls [`cli::run`].

@@ -106,7 +106,7 @@ pub fn check_text(text: &str) -> Result<Secret, BadToken> {
 
 /// A token file's text, for every token the service reads (the control
 /// API's, the receiver's): refused with `InvalidData` past
-/// [`MAX_TOKEN_FILE_BYTES`] instead of read whole. Blocking.
+/// `MAX_TOKEN_FILE_BYTES` (64 KiB) instead of read whole. Blocking.
 pub fn read_token_file(f: &Path) -> std::io::Result<String> {
     use std::io::Read;
     let mut text = String::new();

@@ -27,7 +27,7 @@
 //! confirm. A delivery is acknowledged only after its outcome was recorded
 //! (and, with the default `--sqlite-synchronous full`, is on disk), so a
 //! crash means redelivery, never loss. Every delivery ends in an ack, or a
-//! nack with requeue: it is held by a guard ([`Unsettled`]) that requeues
+//! nack with requeue: it is held by a guard (`Unsettled`) that requeues
 //! it when dropped unsettled (an error, a panic, a cancelled worker), so
 //! the consumer's prefetch window never fills with deliveries nobody
 //! settles. The message ID (a UUID, set by this service when it publishes;

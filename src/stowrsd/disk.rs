@@ -39,7 +39,7 @@ pub enum DiskError {
 }
 
 /// The reserve check of one request: reads the free space before the first
-/// part is stored and then every [`RECHECK_EVERY`] bytes written, or as
+/// part is stored and then every `RECHECK_EVERY` bytes written, or as
 /// soon as what was written may have reached the reserve.
 #[derive(Debug)]
 pub struct DiskGuard {

@@ -26,7 +26,7 @@
 //! With a store directory, each part is streamed to `.<random>.part` there
 //! and, once the part ended cleanly, fsynced and given the name
 //! `<SOPInstanceUID>.dcm`, byte for byte as received; the directory is
-//! fsynced before the reply ([`store`]). An instance already stored is
+//! fsynced before the reply (`store`). An instance already stored is
 //! kept: the same bytes again count as stored (a sender retrying after a
 //! lost reply gets its success), other bytes fail with 0x0111 (duplicate
 //! SOP instance), unless `--overwrite` says to replace it. Without a store
@@ -232,7 +232,7 @@ pub fn router(opts: StowrsdOptions) -> Router {
 }
 
 /// Removes what a crash left in the store directory (temporary files
-/// unwritten for [`store::STALE_PART_AGE`]) once now, before the receiver
+/// unwritten for `store::STALE_PART_AGE`) once now, before the receiver
 /// listens, and then every hour in a task that ends with the runtime. A
 /// failure to sweep is logged, never fatal: the files only take space.
 pub async fn sweep_store(dir: &Path) {

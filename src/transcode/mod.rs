@@ -17,7 +17,7 @@
 //! transfer syntax in the file meta, Photometric Interpretation (YBR
 //! becomes RGB, because the decoders give RGB) and Planar Configuration
 //! (samples come out interleaved). Every other element is copied as
-//! encoded (see [`encode`]).
+//! encoded (see `encode`).
 
 pub mod codestream;
 pub(crate) mod dataset;
