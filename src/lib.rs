@@ -37,7 +37,7 @@
 //! - [`api`]: the control REST API with dcm4chee's paths. It sees the
 //!   live configuration, the task records ([`queue::TaskStore`]), a
 //!   [`queue::Submit`] handle (publish, reschedule), the archive's read
-//!   side and a [`export::CancelHandle`], never the worker loops or the
+//!   side and a [`cancel::CancelHandle`], never the worker loops or the
 //!   task delivery; readiness asks the backend's own health probe.
 //! - [`http_server`]: the accept loop both listeners share: header and idle
 //!   timeouts, a connection limit, graceful shutdown.
@@ -59,6 +59,8 @@
 //! - [`db`]: the SQLite connection, kept off the async runtime.
 //! - [`synth`]: synthetic DICOM objects for tests and benchmarks.
 //! - [`transcode`]: transfer syntax choice and decompression.
+//! - [`cancel`]: the [`cancel::CancelHandle`] that stops running exports
+//!   by task ID, below `export` and `api`.
 //! - [`cli`]: the binary's commands, one function each, and their
 //!   arguments; `main.rs` only parses, sets up logging and the runtime,
 //!   and calls [`cli::run`].
@@ -66,6 +68,7 @@
 pub mod api;
 pub mod app;
 pub mod archive;
+pub mod cancel;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -44,8 +44,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::archive::Archive;
+use crate::cancel::CancelHandle;
 use crate::config::LiveConfig;
-use crate::export::CancelHandle;
 use crate::queue::{CancelResult, NewTask, QueueError, Submit, TaskStore};
 use crate::schedule::{Schedule, Zone};
 use crate::task::TaskRequest;
