@@ -23,7 +23,7 @@ use crate::config::{ConfigSource, LiveConfig, LoadError, Secret, Snapshot};
 use crate::export::{Executor, Workers};
 use crate::http_server::{self, ListenerLimits};
 use crate::metrics::Metrics;
-use crate::queue::{self, BrokerLink, OpenQueue, QueueError, Role, SqliteStore};
+use crate::queue::{self, BrokerLink, OpenQueue, QueueError, Role};
 use crate::schedule::Zone;
 use crate::stowrsd::{self, StowrsdOptions};
 use crate::transcode::Transcoder;
@@ -357,6 +357,8 @@ impl Application {
         // with its own requests) are merged outside that layer. Without a
         // token the site guard covers both, so that no other web page can
         // drive or read the API; liveness is merged outside both.
+        // Kept for the shutdown, which returns unfinished tasks.
+        let store = self.state.store.clone();
         let app = api::router(self.state)
             .merge(ops::router(self.ops.clone()))
             .layer(axum::middleware::from_fn_with_state(
@@ -406,7 +408,7 @@ impl Application {
         // Unfinished tasks go back to the queue now: records left IN
         // PROCESS become SCHEDULED (as at start-up); over AMQP their
         // unacknowledged messages are redelivered when the connection closes.
-        if let Err(e) = SqliteStore::open(&self.ops.data_dir, &self.ops.device_name, true).await {
+        if let Err(e) = store.requeue_unfinished().await {
             tracing::error!(error = %e, "cannot return unfinished tasks to the queue; the next start does");
         }
         stop.cancel();

@@ -73,6 +73,7 @@ pub async fn contract(open: OpenStore) {
         ("in process conflicts", |s| in_process_conflicts(s).boxed()),
         ("delete", |s| delete(s).boxed()),
         ("instance results", |s| instance_results(s).boxed()),
+        ("requeue unfinished", |s| requeue_unfinished(s).boxed()),
     ];
     for (name, check) in checks {
         let dir = tempfile::tempdir().unwrap();
@@ -647,6 +648,31 @@ async fn in_process_conflicts(s: Arc<dyn TaskStore>) {
         other => panic!("delete of a running task: {other:?}"),
     }
     assert_eq!(s.get(&running).await.unwrap(), before, "nothing changed");
+}
+
+async fn requeue_unfinished(s: Arc<dyn TaskStore>) {
+    let s = s.as_ref();
+    let a = insert_running(s, "1.1").await;
+    let b = insert_running(s, "1.2").await;
+    let waiting = insert(s, "E", "1.3").await;
+    // Another device's running task is that device's to return.
+    let other = s
+        .insert(RecordInit {
+            status: Status::InProcess,
+            ..RecordInit::scheduled(NewTask {
+                device_name: "other".into(),
+                ..new_task("E", "1.4", None)
+            })
+        })
+        .await
+        .unwrap()
+        .task_id;
+    assert_eq!(s.requeue_unfinished().await.unwrap(), 2);
+    for id in [&a, &b, &waiting] {
+        assert_eq!(s.get(id).await.unwrap().status, Status::Scheduled, "{id}");
+    }
+    assert_eq!(s.get(&other).await.unwrap().status, Status::InProcess);
+    assert_eq!(s.requeue_unfinished().await.unwrap(), 0, "nothing twice");
 }
 
 async fn delete(s: Arc<dyn TaskStore>) {

@@ -253,16 +253,7 @@ impl SqliteStore {
             max_deliveries: options.max_deliveries.max(1),
         };
         if recover {
-            let device = q.device_name.clone();
-            let n = q
-                .db
-                .call(move |c| {
-                    c.execute(
-                        "UPDATE task SET status = ?1, updated_time = ?2 WHERE status = ?3 AND device_name = ?4",
-                        params![Status::Scheduled.as_str(), ts(Utc::now()), Status::InProcess.as_str(), device],
-                    )
-                })
-                .await?;
+            let n = q.requeue_in_process().await?;
             if n > 0 {
                 tracing::warn!(
                     tasks = n,
@@ -271,6 +262,20 @@ impl SqliteStore {
             }
         }
         Ok(q)
+    }
+
+    async fn requeue_in_process(&self) -> Result<u64, QueueError> {
+        let device = self.device_name.clone();
+        let n = self
+            .db
+            .call(move |c| {
+                c.execute(
+                    "UPDATE task SET status = ?1, updated_time = ?2 WHERE status = ?3 AND device_name = ?4",
+                    params![Status::Scheduled.as_str(), ts(Utc::now()), Status::InProcess.as_str(), device],
+                )
+            })
+            .await?;
+        Ok(n as u64)
     }
 
     /// How many runs without an outcome a task gets.
@@ -761,6 +766,10 @@ fn relaxed_commit<R>(
 }
 
 impl TaskStore for SqliteStore {
+    fn requeue_unfinished(&self) -> BoxFuture<'_, Result<u64, QueueError>> {
+        self.requeue_in_process().boxed()
+    }
+
     fn insert(&self, init: RecordInit) -> BoxFuture<'_, Result<ExportTask, QueueError>> {
         self.insert_record(init).boxed()
     }

@@ -172,4 +172,10 @@ pub trait TaskStore: Send + Sync {
         outcome: Outcome,
         retry_at: Option<DateTime<Utc>>,
     ) -> BoxFuture<'a, Result<ExportTask, QueueError>>;
+
+    /// Returns this store's device's records left IN PROCESS to SCHEDULED
+    /// (after a crash, at start-up, or at shutdown for the tasks that did
+    /// not finish), so they run again; returns how many. Only the process
+    /// that runs this device's workers may call it.
+    fn requeue_unfinished(&self) -> BoxFuture<'_, Result<u64, QueueError>>;
 }
