@@ -27,8 +27,10 @@
 //!   (`queue/store.rs`: the records and per-instance results, the seam a
 //!   PostgreSQL store implements) and [`queue::TaskDelivery`] (moving
 //!   tasks to the workers: embedded or RabbitMQ), both built by
-//!   [`queue::open`]; `queue/embedded.rs` holds the SQLite store and the
-//!   embedded delivery, `queue/amqp.rs` the broker-backed one.
+//!   [`queue::open`]; `queue/ledger.rs` the bookkeeping a broker-backed
+//!   delivery keeps in the store ([`queue::DeliveryLedger`]);
+//!   `queue/embedded.rs` holds the SQLite store and the embedded delivery,
+//!   `queue/amqp.rs` the broker-backed one.
 //! - [`stow`]: the STOW-RS client: multipart framing, requests, responses.
 //! - [`export`]: runs one task: match instances, send, compute the outcome;
 //!   the queue's retry policy.

@@ -477,7 +477,7 @@ async fn the_export_command_publishes_to_the_broker() {
 async fn an_unfinished_delivery_comes_back_and_an_ended_one_does_not_run_again() {
     use stow_exporter::config::DEFAULT_DEVICE_NAME;
     use stow_exporter::outcome::Outcome;
-    use stow_exporter::queue::{AmqpQueue, Hold, SqliteStore, TaskDelivery, TaskStore};
+    use stow_exporter::queue::{AmqpQueue, Hold, SqliteStore, TaskDelivery};
     use stow_exporter::task::{Counts, Status};
 
     let tmp = tempfile::tempdir().unwrap();
@@ -492,7 +492,7 @@ async fn an_unfinished_delivery_comes_back_and_an_ended_one_does_not_run_again()
         let records = SqliteStore::open(&data, DEFAULT_DEVICE_NAME, true)
             .await
             .unwrap();
-        AmqpQueue::connect(&amqp_url(), records, shared.clone())
+        AmqpQueue::connect(&amqp_url(), std::sync::Arc::new(records), shared.clone())
             .await
             .unwrap()
     };

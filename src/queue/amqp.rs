@@ -1,11 +1,13 @@
 //! The RabbitMQ queue: a [`TaskDelivery`] through an AMQP 0-9-1 broker;
-//! task records and per-instance results stay in the local SQLite store
-//! ([`SqliteStore`]), which also counts each message's deliveries.
+//! task records, per-instance results and the bookkeeping of messages
+//! (links to records, delivery counts, retired messages) stay in a store
+//! that implements [`DeliveryLedger`] (today the SQLite store), so the
+//! broker code does not depend on which database that is.
 //!
 //! Owns the broker link (connection, publisher channel, consumers) and its
 //! typed errors ([`BrokerError`]), and answers the readiness probe and the
 //! queue depths from that link. Must not write records but through the
-//! store.
+//! ledger.
 //!
 //! Per `dcmQueueName` (e.g. `Export1`) the service declares four durable
 //! queues on the default exchange:
@@ -68,10 +70,10 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Acker, BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 use tokio::sync::Mutex as AsyncMutex;
 
-use super::embedded::Count;
+use super::ledger::{Count, DeliveryLedger};
 use super::{
     Backend, HealthError, Hold, NewTask, QueueError, RecordFailure, RecordInit, Release,
-    SqliteStore, TaskDelivery, TaskStore,
+    TaskDelivery,
 };
 use crate::config::{LiveConfig, Snapshot};
 use crate::outcome::Outcome;
@@ -324,7 +326,7 @@ struct Link {
 
 /// The broker-backed [`TaskDelivery`].
 pub struct AmqpQueue {
-    records: SqliteStore,
+    records: Arc<dyn DeliveryLedger>,
     uri: String,
     /// `uri` with its password masked, for messages.
     masked: Arc<str>,
@@ -341,7 +343,7 @@ impl AmqpQueue {
     /// `dcmMaxTasksParallel`, the consumer's prefetch.
     pub async fn connect(
         uri: &str,
-        records: SqliteStore,
+        records: Arc<dyn DeliveryLedger>,
         config: LiveConfig,
     ) -> Result<AmqpQueue, QueueError> {
         let q = AmqpQueue {
@@ -359,8 +361,8 @@ impl AmqpQueue {
     }
 
     /// The store the records are kept in.
-    pub fn store(&self) -> &SqliteStore {
-        &self.records
+    pub fn store(&self) -> &dyn DeliveryLedger {
+        self.records.as_ref()
     }
 
     fn error(&self, fault: BrokerFault) -> QueueError {

@@ -33,6 +33,7 @@ use futures_util::future::BoxFuture;
 use rusqlite::{OptionalExtension, Row, params};
 use tokio::sync::Notify;
 
+use super::ledger::{Begun, Count, DeliveryLedger};
 use super::{
     BatchSummary, CancelResult, HealthError, Hold, NewTask, OrderField, QueueError, QueueOptions,
     RecordInit, Release, Reschedule, TaskDelivery, TaskFilter, TaskStore,
@@ -114,17 +115,6 @@ fn parse_ts(s: &str) -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
-/// What happens to a task's hand-out count when it goes back to SCHEDULED.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Count {
-    /// Settled with a decision (held by a window): counting starts anew.
-    Reset,
-    /// This run was not the task's fault (shutdown): it does not count.
-    Uncount,
-    /// This run counts.
-    Keep,
-}
-
 /// Applies `change` to the counts of task `pk` (its takes and the
 /// deliveries of its broker messages).
 fn change_counts(c: &rusqlite::Connection, pk: i64, change: Count) -> rusqlite::Result<()> {
@@ -153,19 +143,6 @@ fn change_counts(c: &rusqlite::Connection, pk: i64, change: Count) -> rusqlite::
         Count::Keep => {}
     }
     Ok(())
-}
-
-/// What [`SqliteStore::begin_delivery`] found and did.
-pub(crate) struct Begun {
-    /// Deliveries of the message without a settled decision, this one
-    /// included (0 for a retired message or an ended record: not counted).
-    pub deliveries: u32,
-    /// The message belongs to a deleted or rescheduled task.
-    pub retired: bool,
-    /// The record linked to the message, as it is now.
-    pub record: Option<ExportTask>,
-    /// The record was marked IN PROCESS.
-    pub started: bool,
 }
 
 /// The SQLite [`TaskStore`]. Clones share the database.
@@ -276,11 +253,6 @@ impl SqliteStore {
             })
             .await?;
         Ok(n as u64)
-    }
-
-    /// How many runs without an outcome a task gets.
-    pub(crate) fn max_deliveries(&self) -> u32 {
-        self.max_deliveries
     }
 
     async fn take_due(
@@ -420,14 +392,20 @@ impl SqliteStore {
             .await?;
         Ok(t)
     }
+}
 
+/// The SQLite side of a broker-backed delivery's bookkeeping (see
+/// [`DeliveryLedger`]): message links, delivery counts and retired
+/// messages live in the same database as the records, so each step is one
+/// transaction with the record it changes.
+impl SqliteStore {
     /// Counts a delivery of broker message `message_id` and looks at its
     /// record, in one transaction committed before the task runs (so that a
     /// run that ends with the process still counts). With `start`, a
     /// record that has not ended is marked IN PROCESS unless the message
     /// is over `max-deliveries`. A retired message or an ended record is
     /// not counted (it is acknowledged without running).
-    pub(crate) async fn begin_delivery(
+    async fn begin_delivery_in_db(
         &self,
         message_id: &str,
         start: bool,
@@ -497,11 +475,7 @@ impl SqliteStore {
     /// Puts a record IN PROCESS back to SCHEDULED (held by a window, not
     /// yet due, or handed back by a worker), changing its counts as `count`
     /// says, in one transaction.
-    pub(crate) async fn unstart_record(
-        &self,
-        task_id: &str,
-        count: Count,
-    ) -> Result<(), QueueError> {
+    async fn unstart_record_in_db(&self, task_id: &str, count: Count) -> Result<(), QueueError> {
         let pk = task_pk(task_id)?;
         self.db
             .call(move |c| {
@@ -523,7 +497,7 @@ impl SqliteStore {
     }
 
     /// Marks a record FAILED with a reason (a message that could not be delivered).
-    pub(crate) async fn fail_record(&self, task_id: &str, error: String) -> Result<(), QueueError> {
+    async fn fail_record_in_db(&self, task_id: &str, error: String) -> Result<(), QueueError> {
         let pk = task_pk(task_id)?;
         self.db
             .call(move |c| {
@@ -539,6 +513,59 @@ impl SqliteStore {
             })
             .await?;
         Ok(())
+    }
+
+    /// Links another broker message ID to a record.
+    async fn link_message_in_db(&self, task_id: &str, message_id: &str) -> Result<(), QueueError> {
+        let pk = task_pk(task_id)?;
+        let mid = message_id.to_string();
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT OR REPLACE INTO task_message (message_id, task_pk) VALUES (?1, ?2)",
+                    params![mid, pk],
+                )
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+impl DeliveryLedger for SqliteStore {
+    fn max_deliveries(&self) -> u32 {
+        self.max_deliveries
+    }
+
+    fn begin_delivery<'a>(
+        &'a self,
+        message_id: &'a str,
+        start: bool,
+    ) -> BoxFuture<'a, Result<Begun, QueueError>> {
+        self.begin_delivery_in_db(message_id, start).boxed()
+    }
+
+    fn unstart_record<'a>(
+        &'a self,
+        task_id: &'a str,
+        count: Count,
+    ) -> BoxFuture<'a, Result<(), QueueError>> {
+        self.unstart_record_in_db(task_id, count).boxed()
+    }
+
+    fn fail_record<'a>(
+        &'a self,
+        task_id: &'a str,
+        error: String,
+    ) -> BoxFuture<'a, Result<(), QueueError>> {
+        self.fail_record_in_db(task_id, error).boxed()
+    }
+
+    fn link_message<'a>(
+        &'a self,
+        task_id: &'a str,
+        message_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), QueueError>> {
+        self.link_message_in_db(task_id, message_id).boxed()
     }
 }
 
@@ -680,25 +707,6 @@ impl SqliteStore {
             })
             .await??;
         Ok(t)
-    }
-
-    /// Links another broker message ID to a record.
-    pub(crate) async fn link_message(
-        &self,
-        task_id: &str,
-        message_id: &str,
-    ) -> Result<(), QueueError> {
-        let pk = task_pk(task_id)?;
-        let mid = message_id.to_string();
-        self.db
-            .call(move |c| {
-                c.execute(
-                    "INSERT OR REPLACE INTO task_message (message_id, task_pk) VALUES (?1, ?2)",
-                    params![mid, pk],
-                )
-            })
-            .await?;
-        Ok(())
     }
 }
 

@@ -32,6 +32,7 @@
 
 pub mod amqp;
 pub mod embedded;
+pub mod ledger;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -49,6 +50,7 @@ use crate::task::{ExportTask, Status, TaskRequest};
 
 pub use amqp::{AmqpQueue, BrokerError};
 pub use embedded::{EmbeddedQueue, SqliteStore};
+pub use ledger::DeliveryLedger;
 pub use store::{RecordFailure, RecordInit, TaskStore};
 
 /// Errors of a queue backend.
@@ -506,7 +508,7 @@ pub async fn open(at: OpenQueue<'_>) -> Result<Queue, QueueError> {
     let records: Arc<dyn TaskStore> = Arc::new(store.clone());
     let delivery: Arc<dyn TaskDelivery> = match at.broker {
         None => Arc::new(EmbeddedQueue::new(store)),
-        Some(b) => Arc::new(AmqpQueue::connect(b.url, store, b.config.clone()).await?),
+        Some(b) => Arc::new(AmqpQueue::connect(b.url, Arc::new(store), b.config.clone()).await?),
     };
     Ok(Queue {
         store: records,
