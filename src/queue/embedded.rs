@@ -21,6 +21,11 @@
 //! `max-deliveries` times without an outcome (each run ended with the
 //! process) ends FAILED at its next take instead of running again. The
 //! broker-backed queue keeps the same count per message here.
+//!
+//! The file's schema is versioned: a `schema_version` table and numbered
+//! steps ([`SQLITE_SCHEMA_VERSION`]) applied at open; a file from before
+//! versioning is version 1, and one a newer stow-exporter migrated is
+//! refused ([`QueueError::SchemaTooNew`]).
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -5,7 +5,9 @@
 //!   edit. Its contract (durability, what [`QueueError::Conflict`] means,
 //!   ordering) is on the trait; `tests/task_store.rs` checks it for every
 //!   implementation. The SQLite store ([`SqliteStore`], in [`embedded`]) is
-//!   the one today; a PostgreSQL store implements the same trait.
+//!   the one [`open`] builds; the PostgreSQL store ([`PgStore`], in
+//!   [`postgres`]) keeps the same contract on one database that several
+//!   processes share, and is not yet built by [`open`].
 //! - [`TaskDelivery`]: moving tasks to the workers: publish (the record
 //!   via the store, then the task to the workers), hand out ([`TaskDelivery::next`]),
 //!   finish (record the outcome, then acknowledge), hand back, schedule a
