@@ -240,11 +240,25 @@ async fn two_postgres_stores_on_one_database_share_one_view() {
 async fn a_postgres_password_never_appears_in_an_error() {
     let secret = "s3cr3t-Pa55";
     let options = QueueOptions::default();
-    for url in [
+    for (url, shown) in [
         // Nothing listens on port 1: cannot connect.
-        format!("postgres://postgres:{secret}@127.0.0.1:1/x"),
+        (
+            format!("postgres://postgres:{secret}@127.0.0.1:1/x"),
+            "postgres://postgres:****@127.0.0.1:1/x",
+        ),
+        (
+            format!("postgres://postgres@127.0.0.1:1/x?password={secret}"),
+            "postgres://****@127.0.0.1:1/x?password=****",
+        ),
+        (
+            format!("host=127.0.0.1 port=1 user=postgres password={secret} dbname=x"),
+            "host=127.0.0.1 port=1 user=postgres password=**** dbname=x",
+        ),
         // Not a port: cannot parse.
-        format!("postgres://postgres:{secret}@127.0.0.1:port/x"),
+        (
+            format!("postgres://postgres:{secret}@127.0.0.1:port/x"),
+            "postgres://postgres:****@127.0.0.1:port/x",
+        ),
     ] {
         let e = PgStore::connect(&url, DEVICE, &options)
             .await
@@ -256,9 +270,80 @@ async fn a_postgres_password_never_appears_in_an_error() {
             source = s.source();
         }
         assert!(!text.contains(secret), "{text}");
-        assert!(text.contains("postgres:****@127.0.0.1"), "{text}");
+        assert!(text.contains(shown), "{text}");
         assert!(matches!(e, QueueError::Postgres { .. }), "{e:?}");
     }
+}
+
+/// Waits until a statement on database `name` waits for a lock (a row
+/// another connection holds), at most 10 s.
+async fn until_blocked(watch: &tokio_postgres::Client, name: &str) {
+    for _ in 0..1000 {
+        let n: i64 = watch
+            .query_one(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("no statement waited for the row lock within 10 s");
+}
+
+#[tokio::test]
+async fn a_task_another_process_takes_meanwhile_is_neither_canceled_nor_deleted() {
+    let db = postgres::TestDatabase::create().await;
+    let s = PgStore::connect(db.url(), DEVICE, &QueueOptions::default())
+        .await
+        .unwrap();
+    let watch = postgres::admin_client().await;
+    // Another process takes the task (marks it IN PROCESS) in a transaction
+    // it has not committed yet while the store decides on the same row.
+    let mut taker = postgres::client(db.url()).await;
+    let take = "UPDATE task SET status = 'IN PROCESS' WHERE pk = $1::bigint";
+
+    let waiting = insert(&s, "A", "1.1").await;
+    let pk: i64 = waiting.parse().unwrap();
+    let tx = taker.transaction().await.unwrap();
+    tx.execute(take, &[&pk]).await.unwrap();
+    let store = s.clone();
+    let id = waiting.clone();
+    let cancel = tokio::spawn(async move { store.cancel(&id).await });
+    until_blocked(&watch, db.name()).await;
+    tx.commit().await.unwrap();
+    assert_eq!(
+        cancel.await.unwrap().unwrap(),
+        CancelResult::Running,
+        "the take came first: the cancel sees it running"
+    );
+    assert_eq!(s.get(&waiting).await.unwrap().status, Status::InProcess);
+
+    let waiting = insert(&s, "B", "1.2").await;
+    let pk: i64 = waiting.parse().unwrap();
+    let tx = taker.transaction().await.unwrap();
+    tx.execute(take, &[&pk]).await.unwrap();
+    let store = s.clone();
+    let delete = tokio::spawn(async move {
+        store
+            .delete_matching(TaskFilter {
+                exporter_ids: vec!["B".into()],
+                ..filter()
+            })
+            .await
+    });
+    until_blocked(&watch, db.name()).await;
+    tx.commit().await.unwrap();
+    assert_eq!(
+        delete.await.unwrap().unwrap(),
+        (0, 1),
+        "taken while the delete waited: kept"
+    );
+    assert_eq!(s.get(&waiting).await.unwrap().status, Status::InProcess);
 }
 
 /// The rows of `queue.sqlite`'s `schema_version` table.

@@ -22,9 +22,11 @@
 //! Task IDs are the decimal primary key, as in SQLite.
 //!
 //! The URL's password never appears in an error or a log line: errors
-//! carry the URL through [`crate::redact::mask_url`].
+//! carry the URL through [`masked`] ([`crate::redact::mask_url`], and a
+//! `password` parameter masked too).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -115,6 +117,51 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// the metrics share them; more would only queue inside the server.
 const POOL_SIZE: usize = 8;
 
+/// How long connecting may take when the URL does not say
+/// (`connect_timeout`): an unreachable server fails a request instead of
+/// holding it.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `url` as errors and logs show it: the password of the user information
+/// ([`crate::redact::mask_url`]) and the value of any `password` parameter
+/// (`?password=...`, or `password=...` in a key=value string) masked.
+pub fn masked(url: &str) -> String {
+    let url = crate::redact::mask_url(url);
+    let mut out = String::with_capacity(url.len());
+    let mut rest = url.as_str();
+    while let Some(i) = rest.to_ascii_lowercase().find("password") {
+        let after = &rest[i + "password".len()..];
+        let Some(value) = after.trim_start().strip_prefix('=') else {
+            out.push_str(&rest[..i + "password".len()]);
+            rest = after;
+            continue;
+        };
+        let value = value.trim_start();
+        out.push_str(&rest[..i]);
+        out.push_str("password=****");
+        // A quoted value ends at its closing quote (a `\'` inside does
+        // not close it); a bare one at the next parameter.
+        let end = if let Some(quoted) = value.strip_prefix('\'') {
+            let mut escaped = false;
+            quoted
+                .char_indices()
+                .find(|&(_, c)| {
+                    let closes = c == '\'' && !escaped;
+                    escaped = c == '\\' && !escaped;
+                    closes
+                })
+                .map_or(value.len(), |(j, _)| j + 2)
+        } else {
+            value
+                .find(|c: char| c == '&' || c == '#' || c.is_whitespace())
+                .unwrap_or(value.len())
+        };
+        rest = &value[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Serialises migrations of concurrent openers of one database (an
 /// arbitrary constant: "stow" in ASCII).
 const MIGRATION_LOCK: i64 = 0x73746f77;
@@ -166,13 +213,16 @@ impl PgStore {
         options: &QueueOptions,
         migrations: &[Migration],
     ) -> Result<PgStore, QueueError> {
-        let database = crate::redact::mask_url(url);
-        let config: tokio_postgres::Config =
+        let database = masked(url);
+        let mut config: tokio_postgres::Config =
             url.parse().map_err(|source| QueueError::Postgres {
                 database: database.clone(),
                 context: "invalid database URL",
                 source,
             })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -241,6 +291,23 @@ impl PgStore {
         let supported = migrations.len() as i64;
         let mut c = self.client().await?;
         let e = self.err("schema migration");
+        // The common case, a database at this version, takes no lock and
+        // writes nothing.
+        let versioned: bool = c
+            .query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])
+            .await
+            .map_err(&e)?
+            .get(0);
+        if versioned {
+            let version: Option<i64> = c
+                .query_one("SELECT MAX(version) FROM schema_version", &[])
+                .await
+                .map_err(&e)?
+                .get(0);
+            if version == Some(supported) {
+                return Ok(());
+            }
+        }
         let tx = c.transaction().await.map_err(&e)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await
@@ -326,11 +393,12 @@ fn filter_sql(f: &TaskFilter) -> (String, Vec<Arg>) {
         cond(&mut sql, "device_name =", Box::new(v.clone()));
     }
     for (col, range) in [("created_time", f.created), ("updated_time", f.updated)] {
+        // Bounds at the stored precision, as SQLite compares them.
         if let Some(from) = range.from {
-            cond(&mut sql, &format!("{col} >="), Box::new(from));
+            cond(&mut sql, &format!("{col} >="), Box::new(ms(from)));
         }
         if let Some(to) = range.to {
-            cond(&mut sql, &format!("{col} <"), Box::new(to));
+            cond(&mut sql, &format!("{col} <"), Box::new(ms(to)));
         }
     }
     (sql, args)
@@ -1048,5 +1116,40 @@ impl TaskStore for PgStore {
 
     fn requeue_unfinished(&self) -> BoxFuture<'_, Result<u64, QueueError>> {
         self.requeue_in_process().boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::masked;
+
+    #[test]
+    fn passwords_are_masked_wherever_the_url_holds_them() {
+        for (url, shown) in [
+            (
+                "postgres://stow:s3cret@db:5432/stow",
+                "postgres://stow:****@db:5432/stow",
+            ),
+            (
+                "postgres://stow@db/stow?password=s3cret&sslmode=disable",
+                "postgres://****@db/stow?password=****&sslmode=disable",
+            ),
+            (
+                "postgres://stow@db/stow?PASSWORD=s3cret",
+                "postgres://****@db/stow?password=****",
+            ),
+            (
+                "host=db user=stow password = 's3 cr\\'et' dbname=stow",
+                "host=db user=stow password=**** dbname=stow",
+            ),
+            (
+                "host=db password=s3cret user=stow",
+                "host=db password=**** user=stow",
+            ),
+            ("postgres://db/passwords", "postgres://db/passwords"),
+        ] {
+            assert_eq!(masked(url), shown, "{url}");
+            assert!(!masked(url).contains("s3"), "{url}");
+        }
     }
 }
