@@ -195,7 +195,10 @@ impl PgStore {
     /// [`QueueError::SchemaTooNew`] for a database that a newer version of
     /// stow-exporter has migrated. Unlike [`super::SqliteStore::open`] it
     /// does not requeue this device's unfinished tasks: the process that
-    /// runs the workers calls [`TaskStore::requeue_unfinished`].
+    /// runs the workers calls [`TaskStore::requeue_unfinished`]. Of
+    /// `options` it keeps `max_deliveries`; `synchronous` is SQLite's (a
+    /// PostgreSQL commit waits for the WAL as the server's
+    /// `synchronous_commit` says, by default until it is flushed).
     pub async fn connect(
         url: &str,
         device_name: &str,
@@ -918,13 +921,14 @@ impl PgStore {
         args.push(Box::new(Status::InProcess.as_str()));
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(&e)?;
-        // Locks the rows to delete. PostgreSQL re-checks the condition on a
+        // Locks the rows to delete, in one order so that two bulk deletes
+        // do not deadlock on each other. PostgreSQL re-checks the condition on a
         // row another process changed meanwhile: one taken (IN PROCESS)
         // since the statement began is skipped, never deleted.
         let chosen: Vec<i64> = tx
             .query(
                 &format!(
-                    "SELECT pk FROM task{where_} AND status <> ${} FOR UPDATE",
+                    "SELECT pk FROM task{where_} AND status <> ${} ORDER BY pk FOR UPDATE",
                     args.len()
                 ),
                 &refs(&args),
