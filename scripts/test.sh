@@ -76,11 +76,26 @@ scripts/rabbitmq.sh install
 # tests/orthanc.rs starts private Orthanc instances (scripts/orthanc.sh): the
 # packages orthanc and orthanc-dicomweb must be there.
 scripts/orthanc.sh install
+# The private servers started below, stopped by their PIDs on exit.
+RABBITMQ_DIR=""
+POSTGRES_DIR=""
+stop_servers() {
+  if [ -n "$RABBITMQ_DIR" ]; then scripts/rabbitmq.sh stop "$RABBITMQ_DIR"; rm -rf "$RABBITMQ_DIR"; fi
+  if [ -n "$POSTGRES_DIR" ]; then scripts/postgres.sh stop "$POSTGRES_DIR"; rm -rf "$POSTGRES_DIR"; fi
+}
+trap stop_servers EXIT
 # tests/amqp.rs needs RabbitMQ on 127.0.0.1:5672: a private node when none answers there.
 if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
   RABBITMQ_DIR="$(mktemp -d)"
-  trap 'scripts/rabbitmq.sh stop "$RABBITMQ_DIR"; rm -rf "$RABBITMQ_DIR"' EXIT
   scripts/rabbitmq.sh start "$RABBITMQ_DIR" 5672
+fi
+# tests/task_store.rs needs PostgreSQL: at STOW_TEST_DATABASE_URL when that
+# is set, else on 127.0.0.1:5432 (user postgres, no password), a private
+# cluster (scripts/postgres.sh, installing the package postgresql) when
+# none answers there. The tests are never skipped.
+if [ -z "${STOW_TEST_DATABASE_URL:-}" ] && ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+  POSTGRES_DIR="$(mktemp -d)"
+  scripts/postgres.sh start "$POSTGRES_DIR" 5432
 fi
 log "cargo test"
 cargo test --all-targets "$@"

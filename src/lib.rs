@@ -30,7 +30,9 @@
 //!   [`queue::open`]; `queue/ledger.rs` the bookkeeping a broker-backed
 //!   delivery keeps in the store ([`queue::DeliveryLedger`]);
 //!   `queue/embedded.rs` holds the SQLite store and the embedded delivery,
-//!   `queue/amqp.rs` the broker-backed one.
+//!   `queue/postgres.rs` the PostgreSQL store ([`queue::PgStore`], one
+//!   database several processes share), `queue/amqp.rs` the broker-backed
+//!   delivery. Both stores version their schema and refuse a newer one.
 //! - [`stow`]: the STOW-RS client: multipart framing, requests, responses.
 //! - [`export`]: runs one task: match instances, send, compute the outcome;
 //!   the queue's retry policy.
@@ -58,7 +60,8 @@
 //!   constant-time check and the middleware that requires one.
 //! - [`metrics`]: the metrics of one application on one prometheus-client
 //!   `Registry`, passed explicitly; the page's JSON summary.
-//! - [`db`]: the SQLite connection, kept off the async runtime.
+//! - [`db`]: the SQLite connection, kept off the async runtime (the
+//!   PostgreSQL store's connections are async already: its own pool).
 //! - [`synth`]: synthetic DICOM objects for tests and benchmarks.
 //! - [`transcode`]: transfer syntax choice and decompression.
 //! - [`cancel`]: the [`cancel::CancelHandle`] that stops running exports

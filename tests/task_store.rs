@@ -1,8 +1,9 @@
 //! The behaviour every [`TaskStore`] must show (its contract, documented on
 //! the trait), independent of the backend: [`contract`] takes a
 //! constructor and runs each check on a fresh store. The SQLite store runs
-//! it below, on a real database in a temporary directory; another store
-//! (PostgreSQL) adds one test calling `contract` with its constructor.
+//! it below, on a real database in a temporary directory; the PostgreSQL
+//! store on a fresh database per check (`common/postgres.rs`). The schema
+//! versioning of both stores is checked here too.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,14 +12,36 @@ use chrono::{Duration, Utc};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use stow_exporter::outcome::{InstanceResult, InstanceStatus, Outcome};
+use stow_exporter::queue::postgres::{self as postgres_store, SCHEMA_VERSION as PG_SCHEMA_VERSION};
 use stow_exporter::queue::{
-    self, CancelResult, NewTask, OpenQueue, OrderField, QueueError, QueueOptions, RecordInit,
-    Reschedule, RescheduleTo, Role, SqliteStore, TaskFilter, TaskOrder, TaskStore, TimeRange,
+    self, CancelResult, NewTask, OpenQueue, OrderField, PgStore, QueueError, QueueOptions,
+    RecordInit, Reschedule, RescheduleTo, Role, SQLITE_SCHEMA_VERSION, SqliteStore, TaskFilter,
+    TaskOrder, TaskStore, TimeRange,
 };
 use stow_exporter::task::{Counts, Status, TaskRequest};
 
+#[path = "common/postgres.rs"]
+mod postgres;
+
 /// Makes a fresh, empty store; given a fresh directory it may use.
-pub type OpenStore = fn(PathBuf) -> BoxFuture<'static, Arc<dyn TaskStore>>;
+pub type OpenStore = fn(PathBuf) -> BoxFuture<'static, Fresh>;
+
+/// A fresh store, and what must live as long as it does (a database that
+/// is dropped after the check).
+pub struct Fresh {
+    pub store: Arc<dyn TaskStore>,
+    pub keep: Box<dyn Send>,
+}
+
+impl Fresh {
+    /// A store that needs nothing kept beside it.
+    fn store(store: Arc<dyn TaskStore>) -> Fresh {
+        Fresh {
+            store,
+            keep: Box::new(()),
+        }
+    }
+}
 
 const DEVICE: &str = "dev";
 
@@ -27,7 +50,7 @@ async fn the_sqlite_store_keeps_the_contract() {
     contract(|dir| {
         async move {
             let s = SqliteStore::open(&dir, DEVICE, true).await.unwrap();
-            Arc::new(s) as Arc<dyn TaskStore>
+            Fresh::store(Arc::new(s))
         }
         .boxed()
     })
@@ -46,11 +69,349 @@ async fn the_store_queue_open_hands_out_keeps_the_contract_too() {
                 options: &QueueOptions::default(),
                 broker: None,
             };
-            queue::open(at).await.unwrap().store
+            Fresh::store(queue::open(at).await.unwrap().store)
         }
         .boxed()
     })
     .await;
+}
+
+#[tokio::test]
+async fn the_postgres_store_keeps_the_contract() {
+    contract(|_dir| {
+        async move {
+            let db = postgres::TestDatabase::create().await;
+            let s = PgStore::connect(db.url(), DEVICE, &QueueOptions::default())
+                .await
+                .unwrap();
+            Fresh {
+                store: Arc::new(s),
+                keep: Box::new(db),
+            }
+        }
+        .boxed()
+    })
+    .await;
+}
+
+/// The rows of a PostgreSQL store's `schema_version` table.
+async fn pg_versions(url: &str) -> Vec<(i64, chrono::DateTime<Utc>)> {
+    postgres::client(url)
+        .await
+        .query(
+            "SELECT version, applied_time FROM schema_version ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_postgres_database_is_migrated_forward_and_a_newer_one_refused() {
+    let db = postgres::TestDatabase::create().await;
+    let options = QueueOptions::default();
+    // An empty database is brought to this version, step by step.
+    let s = PgStore::connect(db.url(), DEVICE, &options).await.unwrap();
+    let versions = pg_versions(db.url()).await;
+    let numbers: Vec<i64> = versions.iter().map(|v| v.0).collect();
+    assert_eq!(numbers, (1..=PG_SCHEMA_VERSION).collect::<Vec<_>>());
+    let id = insert(&s, "E", "1.1").await;
+    drop(s);
+
+    // A newer version of the code migrates this (older) database, keeping
+    // its records.
+    let newer: Vec<postgres_store::Migration> = [
+        postgres_store::MIGRATIONS,
+        &["ALTER TABLE task ADD COLUMN note TEXT"],
+    ]
+    .concat();
+    let s = PgStore::connect_with_migrations(db.url(), DEVICE, &options, &newer)
+        .await
+        .unwrap();
+    assert_eq!(s.get(&id).await.unwrap().study_iuid, "1.1");
+    let after = pg_versions(db.url()).await;
+    assert_eq!(after.len() as i64, PG_SCHEMA_VERSION + 1);
+    assert_eq!(
+        after[..versions.len()],
+        versions[..],
+        "old steps not run again"
+    );
+    drop(s);
+
+    // This version refuses the database the newer one migrated, naming both.
+    let e = PgStore::connect(db.url(), DEVICE, &options)
+        .await
+        .expect_err("a newer schema is refused");
+    match &e {
+        QueueError::SchemaTooNew {
+            found, supported, ..
+        } => assert_eq!(
+            (*found, *supported),
+            (PG_SCHEMA_VERSION + 1, PG_SCHEMA_VERSION)
+        ),
+        other => panic!("{other:?}"),
+    }
+    let m = e.to_string();
+    assert!(
+        m.contains(&format!("schema version {}", PG_SCHEMA_VERSION + 1))
+            && m.contains(&format!("version {PG_SCHEMA_VERSION} that this")),
+        "{m}"
+    );
+    assert_eq!(pg_versions(db.url()).await, after, "nothing changed");
+}
+
+#[tokio::test]
+async fn opening_an_up_to_date_postgres_database_changes_nothing() {
+    let db = postgres::TestDatabase::create().await;
+    let options = QueueOptions::default();
+    let s = PgStore::connect(db.url(), DEVICE, &options).await.unwrap();
+    let id = insert(&s, "E", "1.1").await;
+    let before = pg_versions(db.url()).await;
+    // Two processes opening together: each step runs once.
+    let (a, b) = tokio::join!(
+        PgStore::connect(db.url(), DEVICE, &options),
+        PgStore::connect(db.url(), "other", &options)
+    );
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(pg_versions(db.url()).await, before);
+    assert_eq!(s.get(&id).await.unwrap().study_iuid, "1.1");
+}
+
+#[tokio::test]
+async fn two_postgres_stores_on_one_database_share_one_view() {
+    let db = postgres::TestDatabase::create().await;
+    let options = QueueOptions::default();
+    // Two devices, each with its own pool: two processes on one database.
+    let (a, b) = tokio::join!(
+        PgStore::connect(db.url(), "dev-a", &options),
+        PgStore::connect(db.url(), "dev-b", &options)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let on = |device: &str, study: &str, status| RecordInit {
+        status,
+        ..RecordInit::scheduled(NewTask {
+            device_name: device.into(),
+            ..new_task("E", study, Some("shared"))
+        })
+    };
+    let a_running = a
+        .insert(on("dev-a", "1.1", Status::InProcess))
+        .await
+        .unwrap()
+        .task_id;
+    let a_waiting = a
+        .insert(on("dev-a", "1.2", Status::Scheduled))
+        .await
+        .unwrap()
+        .task_id;
+    let b_running = b
+        .insert(on("dev-b", "1.3", Status::InProcess))
+        .await
+        .unwrap()
+        .task_id;
+
+    for s in [&a, &b] {
+        assert_eq!(s.count(filter()).await.unwrap(), 3, "one set of records");
+        let batches = s.batches(filter()).await.unwrap();
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].device_names, ["dev-a", "dev-b"]);
+    }
+    // What one writes the other reads at once.
+    assert_eq!(b.cancel(&a_waiting).await.unwrap(), CancelResult::Canceled);
+    assert_eq!(a.get(&a_waiting).await.unwrap().status, Status::Canceled);
+    b.record_instances(&a_running, vec![result("9", InstanceStatus::Completed)])
+        .await
+        .unwrap();
+    assert_eq!(a.instance_result_count(&a_running).await.unwrap(), 1);
+    // Each device returns only its own unfinished tasks.
+    assert_eq!(a.requeue_unfinished().await.unwrap(), 1);
+    assert_eq!(b.get(&a_running).await.unwrap().status, Status::Scheduled);
+    assert_eq!(a.get(&b_running).await.unwrap().status, Status::InProcess);
+    let mut counts = b.status_counts("dev-b").await.unwrap();
+    counts.sort();
+    assert_eq!(counts, vec![("Q".into(), "IN PROCESS".into(), 1)]);
+}
+
+#[tokio::test]
+async fn a_postgres_password_never_appears_in_an_error() {
+    let secret = "s3cr3t-Pa55";
+    let options = QueueOptions::default();
+    for (url, shown) in [
+        // Nothing listens on port 1: cannot connect.
+        (
+            format!("postgres://postgres:{secret}@127.0.0.1:1/x"),
+            "postgres://postgres:****@127.0.0.1:1/x",
+        ),
+        (
+            format!("postgres://postgres@127.0.0.1:1/x?password={secret}"),
+            "postgres://****@127.0.0.1:1/x?password=****",
+        ),
+        (
+            format!("host=127.0.0.1 port=1 user=postgres password={secret} dbname=x"),
+            "host=127.0.0.1 port=1 user=postgres password=**** dbname=x",
+        ),
+        // Not a port: cannot parse.
+        (
+            format!("postgres://postgres:{secret}@127.0.0.1:port/x"),
+            "postgres://postgres:****@127.0.0.1:port/x",
+        ),
+    ] {
+        let e = PgStore::connect(&url, DEVICE, &options)
+            .await
+            .expect_err("cannot connect");
+        let mut text = format!("{e} {e:?}");
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text.push_str(&format!(" {s} {s:?}"));
+            source = s.source();
+        }
+        assert!(!text.contains(secret), "{text}");
+        assert!(text.contains(shown), "{text}");
+        assert!(matches!(e, QueueError::Postgres { .. }), "{e:?}");
+    }
+}
+
+/// Waits until a statement on database `name` waits for a lock (a row
+/// another connection holds), at most 10 s.
+async fn until_blocked(watch: &tokio_postgres::Client, name: &str) {
+    for _ in 0..1000 {
+        let n: i64 = watch
+            .query_one(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("no statement waited for the row lock within 10 s");
+}
+
+#[tokio::test]
+async fn a_task_another_process_takes_meanwhile_is_neither_canceled_nor_deleted() {
+    let db = postgres::TestDatabase::create().await;
+    let s = PgStore::connect(db.url(), DEVICE, &QueueOptions::default())
+        .await
+        .unwrap();
+    let watch = postgres::admin_client().await;
+    // Another process takes the task (marks it IN PROCESS) in a transaction
+    // it has not committed yet while the store decides on the same row.
+    let mut taker = postgres::client(db.url()).await;
+    let take = "UPDATE task SET status = 'IN PROCESS' WHERE pk = $1::bigint";
+
+    let waiting = insert(&s, "A", "1.1").await;
+    let pk: i64 = waiting.parse().unwrap();
+    let tx = taker.transaction().await.unwrap();
+    tx.execute(take, &[&pk]).await.unwrap();
+    let store = s.clone();
+    let id = waiting.clone();
+    let cancel = tokio::spawn(async move { store.cancel(&id).await });
+    until_blocked(&watch, db.name()).await;
+    tx.commit().await.unwrap();
+    assert_eq!(
+        cancel.await.unwrap().unwrap(),
+        CancelResult::Running,
+        "the take came first: the cancel sees it running"
+    );
+    assert_eq!(s.get(&waiting).await.unwrap().status, Status::InProcess);
+
+    let waiting = insert(&s, "B", "1.2").await;
+    let pk: i64 = waiting.parse().unwrap();
+    let tx = taker.transaction().await.unwrap();
+    tx.execute(take, &[&pk]).await.unwrap();
+    let store = s.clone();
+    let delete = tokio::spawn(async move {
+        store
+            .delete_matching(TaskFilter {
+                exporter_ids: vec!["B".into()],
+                ..filter()
+            })
+            .await
+    });
+    until_blocked(&watch, db.name()).await;
+    tx.commit().await.unwrap();
+    assert_eq!(
+        delete.await.unwrap().unwrap(),
+        (0, 1),
+        "taken while the delete waited: kept"
+    );
+    assert_eq!(s.get(&waiting).await.unwrap().status, Status::InProcess);
+}
+
+/// The rows of `queue.sqlite`'s `schema_version` table.
+fn sqlite_versions(dir: &std::path::Path) -> Vec<(i64, String)> {
+    let c = rusqlite::Connection::open(dir.join("queue.sqlite")).unwrap();
+    let mut st = c
+        .prepare("SELECT version, applied_time FROM schema_version ORDER BY version")
+        .unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_sqlite_store_is_versioned_without_breaking_older_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path(), DEVICE, true).await.unwrap();
+    let id = insert(&s, "E", "1.1").await;
+    drop(s);
+    let versions = sqlite_versions(dir.path());
+    assert_eq!(versions.len() as i64, SQLITE_SCHEMA_VERSION);
+
+    // Opening it again changes nothing.
+    let s = SqliteStore::open(dir.path(), DEVICE, true).await.unwrap();
+    drop(s);
+    assert_eq!(sqlite_versions(dir.path()), versions);
+
+    // A file from before versioning (no schema_version table) is version 1.
+    let c = rusqlite::Connection::open(dir.path().join("queue.sqlite")).unwrap();
+    c.execute_batch("DROP TABLE schema_version").unwrap();
+    drop(c);
+    let s = SqliteStore::open(dir.path(), DEVICE, true).await.unwrap();
+    assert_eq!(s.get(&id).await.unwrap().study_iuid, "1.1", "records kept");
+    drop(s);
+    let numbers: Vec<i64> = sqlite_versions(dir.path()).iter().map(|v| v.0).collect();
+    assert_eq!(numbers, (1..=SQLITE_SCHEMA_VERSION).collect::<Vec<_>>());
+
+    // A file a newer version migrated is refused, naming both versions.
+    let newer = SQLITE_SCHEMA_VERSION + 1;
+    let c = rusqlite::Connection::open(dir.path().join("queue.sqlite")).unwrap();
+    c.execute(
+        "INSERT INTO schema_version (version, applied_time) VALUES (?1, 'later')",
+        [newer],
+    )
+    .unwrap();
+    drop(c);
+    let e = SqliteStore::open(dir.path(), DEVICE, true)
+        .await
+        .err()
+        .expect("a newer schema is refused");
+    match &e {
+        QueueError::SchemaTooNew {
+            database,
+            found,
+            supported,
+        } => {
+            assert_eq!((*found, *supported), (newer, SQLITE_SCHEMA_VERSION));
+            assert!(database.ends_with("queue.sqlite"), "{database}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let m = e.to_string();
+    assert!(
+        m.contains(&format!("schema version {newer}"))
+            && m.contains(&format!("version {SQLITE_SCHEMA_VERSION} that this")),
+        "{m}"
+    );
 }
 
 /// One check of the contract, given a fresh store.
@@ -77,9 +438,10 @@ pub async fn contract(open: OpenStore) {
     ];
     for (name, check) in checks {
         let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path().to_path_buf()).await;
+        let Fresh { store, keep } = open(dir.path().to_path_buf()).await;
         eprintln!("task store contract: {name}");
         check(store).await;
+        drop(keep);
     }
 }
 

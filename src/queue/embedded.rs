@@ -21,6 +21,11 @@
 //! `max-deliveries` times without an outcome (each run ended with the
 //! process) ends FAILED at its next take instead of running again. The
 //! broker-backed queue keeps the same count per message here.
+//!
+//! The file's schema is versioned: a `schema_version` table and numbered
+//! steps ([`SQLITE_SCHEMA_VERSION`]) applied at open; a file from before
+//! versioning is version 1, and one a newer stow-exporter migrated is
+//! refused ([`QueueError::SchemaTooNew`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -42,7 +47,12 @@ use crate::db::Db;
 use crate::outcome::{InstanceResult, InstanceStatus, Outcome};
 use crate::task::{ExportTask, Status};
 
-const SCHEMA: &str = "
+/// Version 1 of `queue.sqlite`: the schema the store had before it was
+/// versioned. Its statements are idempotent (`IF NOT EXISTS`) because a
+/// file from that time has no `schema_version` table and gets this step
+/// applied over the tables it holds (completing an older file that lacks
+/// an index added since).
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS task (
     pk INTEGER PRIMARY KEY AUTOINCREMENT,
     device_name TEXT NOT NULL,
@@ -100,6 +110,65 @@ CREATE TABLE IF NOT EXISTS message_delivery (
     deliveries INTEGER NOT NULL
 ) WITHOUT ROWID;
 ";
+
+/// The schema steps of `queue.sqlite`; step `i` (from 0) makes version
+/// `i + 1`. Never edit a step that has shipped: add one.
+const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+
+/// The schema version of `queue.sqlite` this code reads and writes.
+pub const SQLITE_SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings `c` to the last of [`MIGRATIONS`] in one write transaction (so
+/// that `serve` and the `export` CLI opening the file together apply each
+/// step once); a file without a `schema_version` table is version 1 once
+/// step 1 completed it. Returns the version found when it is newer than
+/// this code's (nothing is changed then). An up-to-date file is not
+/// written.
+fn migrate(c: &mut rusqlite::Connection) -> rusqlite::Result<Result<(), i64>> {
+    let versioned = |c: &rusqlite::Connection| -> rusqlite::Result<bool> {
+        c.query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)
+    };
+    let current = |c: &rusqlite::Connection| -> rusqlite::Result<i64> {
+        c.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+            [],
+            |r| r.get(0),
+        )
+    };
+    // The common case, a file at this version, reads and writes nothing else.
+    if versioned(c)? && current(c)? == SQLITE_SCHEMA_VERSION {
+        return Ok(Ok(()));
+    }
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let found = if versioned(&tx)? {
+        current(&tx)?
+    } else {
+        tx.execute_batch(
+            "CREATE TABLE schema_version (
+                version INTEGER PRIMARY KEY,
+                applied_time TEXT NOT NULL
+            );",
+        )?;
+        0
+    };
+    if found > SQLITE_SCHEMA_VERSION {
+        return Ok(Err(found));
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tx.execute_batch(step)?;
+        tx.execute(
+            "INSERT INTO schema_version (version, applied_time) VALUES (?1, ?2)",
+            params![i as i64 + 1, ts(Utc::now())],
+        )?;
+    }
+    tx.commit()?;
+    Ok(Ok(()))
+}
 
 /// How often an idle worker looks for tasks inserted by another process.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -223,7 +292,16 @@ impl SqliteStore {
         recover: bool,
         options: &QueueOptions,
     ) -> Result<SqliteStore, QueueError> {
-        let db = Db::open_with(&data_dir.join("queue.sqlite"), SCHEMA, options.synchronous).await?;
+        // The schema comes from the numbered migrations below, not from
+        // the handle's one idempotent batch.
+        let db = Db::open_with(&data_dir.join("queue.sqlite"), "", options.synchronous).await?;
+        if let Err(found) = db.call(migrate).await? {
+            return Err(QueueError::SchemaTooNew {
+                database: db.path().display().to_string(),
+                found,
+                supported: SQLITE_SCHEMA_VERSION,
+            });
+        }
         let q = SqliteStore {
             db,
             device_name: device_name.to_string(),

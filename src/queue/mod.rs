@@ -5,7 +5,9 @@
 //!   edit. Its contract (durability, what [`QueueError::Conflict`] means,
 //!   ordering) is on the trait; `tests/task_store.rs` checks it for every
 //!   implementation. The SQLite store ([`SqliteStore`], in [`embedded`]) is
-//!   the one today; a PostgreSQL store implements the same trait.
+//!   the one [`open`] builds; the PostgreSQL store ([`PgStore`], in
+//!   [`postgres`]) keeps the same contract on one database that several
+//!   processes share, and is not yet built by [`open`].
 //! - [`TaskDelivery`]: moving tasks to the workers: publish (the record
 //!   via the store, then the task to the workers), hand out ([`TaskDelivery::next`]),
 //!   finish (record the outcome, then acknowledge), hand back, schedule a
@@ -33,6 +35,7 @@
 pub mod amqp;
 pub mod embedded;
 pub mod ledger;
+pub mod postgres;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -49,8 +52,9 @@ use crate::outcome::Outcome;
 use crate::task::{ExportTask, Status, TaskRequest};
 
 pub use amqp::{AmqpQueue, BrokerError};
-pub use embedded::{EmbeddedQueue, SqliteStore};
+pub use embedded::{EmbeddedQueue, SQLITE_SCHEMA_VERSION, SqliteStore};
 pub use ledger::DeliveryLedger;
+pub use postgres::PgStore;
 pub use store::{RecordFailure, RecordInit, TaskStore};
 
 /// Errors of a queue backend.
@@ -68,6 +72,41 @@ pub enum QueueError {
     /// The task's state does not allow the operation (e.g. IN PROCESS).
     #[error("{0}")]
     Conflict(String),
+    /// The PostgreSQL task store failed (a malformed URL, an unreachable
+    /// server, a failed statement).
+    #[error("task store {database}: {context}: {source}")]
+    Postgres {
+        /// Its URL, password masked.
+        database: String,
+        /// What the store was doing.
+        context: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The PostgreSQL store's connection pool failed other than by a
+    /// driver error (it was closed, or could not be built).
+    #[error("task store {database}: connection pool: {source}")]
+    PostgresPool {
+        /// Its URL, password masked.
+        database: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The task store's schema was migrated by a newer version of
+    /// stow-exporter: this one does not know its tables and refuses it
+    /// rather than write records the newer one cannot read.
+    #[error(
+        "task store {database} has schema version {found}, newer than version {supported} \
+         that this stow-exporter knows: run the newer stow-exporter, or use another database"
+    )]
+    SchemaTooNew {
+        /// The database (a file, or a URL with its password masked).
+        database: String,
+        /// The version found in it.
+        found: i64,
+        /// The newest version this code knows.
+        supported: i64,
+    },
 }
 
 /// Why a backend is not healthy ([`TaskDelivery::health`]).

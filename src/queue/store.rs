@@ -5,9 +5,9 @@
 //! Owns the contract every store keeps (below, on the trait). Must not
 //! touch delivery: taking tasks, broker messages and their counts belong to
 //! the [`super::TaskDelivery`] backends, which write records only through a
-//! store. The SQLite store ([`super::SqliteStore`]) implements it today;
-//! `tests/task_store.rs` is the behaviour suite any implementation must
-//! pass (a PostgreSQL store adds one line there).
+//! store. The SQLite store ([`super::SqliteStore`]) and the PostgreSQL
+//! store ([`super::PgStore`]) implement it; `tests/task_store.rs` is the
+//! behaviour suite any implementation must pass, and both do.
 
 use std::collections::HashMap;
 
