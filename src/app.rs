@@ -23,7 +23,7 @@ use crate::config::{ConfigSource, LiveConfig, LoadError, Secret, Snapshot};
 use crate::export::{Executor, Workers};
 use crate::http_server::{self, ListenerLimits};
 use crate::metrics::Metrics;
-use crate::queue::{self, BrokerLink, OpenQueue, QueueError, Role};
+use crate::queue::{self, BrokerLink, DatabaseLink, OpenQueue, QueueError, Role};
 use crate::schedule::Zone;
 use crate::stowrsd::{self, StowrsdOptions};
 use crate::transcode::Transcoder;
@@ -70,6 +70,9 @@ pub struct Settings {
     pub tls: crate::stow::tls::TlsSettings,
     /// Delivery cap and durability of the task store.
     pub queue_options: crate::queue::QueueOptions,
+    /// Keep task records in this shared PostgreSQL database
+    /// (`postgres://...`, a secret) instead of the data directory.
+    pub database: Option<Secret>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -93,6 +96,13 @@ impl std::fmt::Debug for Settings {
             .field(
                 "queue_url",
                 &self.queue_url.as_deref().map(crate::redact::mask_url),
+            )
+            .field(
+                "database",
+                &self
+                    .database
+                    .as_ref()
+                    .map(|d| crate::queue::postgres::masked(d.expose())),
             )
             .finish()
     }
@@ -156,6 +166,7 @@ impl Application {
             &settings.device_name,
             snapshot.clone(),
         );
+        let instance = instance_name(&settings.device_name, settings.listen).await;
         let queue = queue::open(OpenQueue {
             data_dir: &settings.data_dir,
             device_name: &settings.device_name,
@@ -165,6 +176,12 @@ impl Application {
                 .queue_url
                 .as_deref()
                 .map(|url| BrokerLink { url, config: &live }),
+            // One instance per host and control API port: a restarted
+            // instance finds the tasks it left IN PROCESS by this name.
+            database: settings.database.as_ref().map(|d| DatabaseLink {
+                url: d.expose(),
+                instance: Some(&instance),
+            }),
         })
         .await?;
 
@@ -453,4 +470,16 @@ fn stowrsd_address(snapshot: &Snapshot) -> String {
             Some(rest.split('/').next()?.to_string())
         })
         .unwrap_or_else(|| DEFAULT_STOWRSD_ADDR.to_string())
+}
+
+/// This process's name among the instances of its device on a shared
+/// database: device, host and control API port, which stay the same when
+/// the instance restarts and differ between instances.
+async fn instance_name(device: &str, listen: SocketAddr) -> String {
+    // A machine without the file gets "localhost".
+    let host = tokio::fs::read_to_string("/proc/sys/kernel/hostname")
+        .await
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{device}@{host}:{}", listen.port())
 }

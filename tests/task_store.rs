@@ -68,6 +68,7 @@ async fn the_store_queue_open_hands_out_keeps_the_contract_too() {
                 role: Role::Workers,
                 options: &QueueOptions::default(),
                 broker: None,
+                database: None,
             };
             Fresh::store(queue::open(at).await.unwrap().store)
         }

@@ -301,6 +301,86 @@ pub struct ServeArgs {
     pub listener: ListenerArgs,
     #[command(flatten)]
     pub queue_args: QueueArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// Where task records are kept when several instances share them.
+#[derive(clap::Args, Clone)]
+pub struct DatabaseArgs {
+    /// Keep task records in this shared PostgreSQL database instead of the
+    /// data directory: postgres://USER[:PASSWORD]@HOST:PORT/DB (needs
+    /// --queue amqp://... in this version). May also come from the
+    /// environment; the password also from --database-password-file.
+    #[arg(
+        long,
+        env = "STOW_EXPORTER_DATABASE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub database: Option<String>,
+    /// File holding the database password (instead of in the URL).
+    #[arg(long, value_name = "FILE", requires = "database")]
+    pub database_password_file: Option<PathBuf>,
+}
+
+impl DatabaseArgs {
+    /// The database URL with the password of --database-password-file in
+    /// it, as a secret; `None` without --database.
+    pub async fn url(&self) -> Result<Option<Secret>, CliError> {
+        let Some(url) = &self.database else {
+            return Ok(None);
+        };
+        let lower = url.to_ascii_lowercase();
+        if !(lower.starts_with("postgres://") || lower.starts_with("postgresql://")) {
+            return Err(CliError::DatabaseArgument(crate::queue::postgres::masked(
+                url,
+            )));
+        }
+        let Some(f) = &self.database_password_file else {
+            return Ok(Some(Secret::new(url.clone())));
+        };
+        let f2 = f.clone();
+        let password = tokio::task::spawn_blocking(move || crate::token::read_token_file(&f2))
+            .await
+            .map_err(|e| CliError::PasswordFile {
+                path: f.clone(),
+                source: std::io::Error::other(e),
+            })?
+            .map_err(|source| CliError::PasswordFile {
+                path: f.clone(),
+                source,
+            })?;
+        let password = password.trim_end_matches(['\r', '\n']);
+        with_password(url, password)
+            .map(|u| Some(Secret::new(u)))
+            .ok_or_else(|| CliError::DatabaseArgument(crate::queue::postgres::masked(url)))
+    }
+}
+
+/// `url` with `password` (percent-encoded) in its user information;
+/// `None` when the URL names no user or already holds a password.
+fn with_password(url: &str, password: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (user, host) = rest[..end].rsplit_once('@')?;
+    if user.is_empty() || user.contains(':') {
+        return None;
+    }
+    let encoded: String = password
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    Some(format!(
+        "{scheme}://{user}:{encoded}@{host}{}",
+        &rest[end..]
+    ))
 }
 
 /// The options of `Stowrsd`.
@@ -346,6 +426,8 @@ pub struct ExportArgs {
     pub series: Option<String>,
     #[arg(long, requires = "series")]
     pub instance: Option<String>,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
     #[arg(long)]
     pub batch_id: Option<String>,
     /// Task delivery: "embedded" (default; the SQLite queue in the data
@@ -508,5 +590,16 @@ mod tests {
     #[test]
     fn verify_cli() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_password_file_goes_into_the_url_percent_encoded() {
+        assert_eq!(
+            with_password("postgres://stow@db:5432/stow?sslmode=disable", "p@ss:w/rd").as_deref(),
+            Some("postgres://stow:p%40ss%3Aw%2Frd@db:5432/stow?sslmode=disable")
+        );
+        // No user to give it to, or a password already there: refused.
+        assert_eq!(with_password("postgres://db:5432/stow", "x"), None);
+        assert_eq!(with_password("postgres://u:p@db/stow", "x"), None);
     }
 }

@@ -14,7 +14,7 @@ use crate::cli::CliError;
 use crate::cli::args::{ExportArgs, cleartext_warning};
 use crate::cli::wait;
 use crate::config::LiveConfig;
-use crate::queue::{self, BrokerLink, NewTask, OpenQueue, QueueOptions, Role};
+use crate::queue::{self, BrokerLink, DatabaseLink, NewTask, OpenQueue, QueueOptions, Role};
 use crate::task::TaskRequest;
 
 /// `--queue`: `None` for the embedded queue, else the broker URL.
@@ -59,6 +59,7 @@ pub async fn export(a: ExportArgs) -> Result<ExitCode, CliError> {
             source,
         })?;
     let broker_url = queue_url(&a.queue)?;
+    let database = a.database.url().await?;
     let shared = broker_url
         .as_ref()
         .map(|_| LiveConfig::new(source, &a.config.device_name, snapshot.clone()));
@@ -72,6 +73,11 @@ pub async fn export(a: ExportArgs) -> Result<ExitCode, CliError> {
             .as_deref()
             .zip(shared.as_ref())
             .map(|(url, config)| BrokerLink { url, config }),
+        // Publishing takes no task, so it needs no stable instance name.
+        database: database.as_ref().map(|d| DatabaseLink {
+            url: d.expose(),
+            instance: None,
+        }),
     })
     .await?;
     let task = queue

@@ -35,6 +35,12 @@ pub enum CliError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// `--database` is not a PostgreSQL URL, or its password cannot be
+    /// put in it (shown masked).
+    #[error(
+        "--database: expected postgres://USER[:PASSWORD]@HOST:PORT/DB (with a user to give --database-password-file to, and no password of its own then), got {0}"
+    )]
+    DatabaseArgument(String),
     /// `--queue` is neither "embedded" nor an AMQP URL (shown masked).
     #[error("--queue: expected \"embedded\" or an amqp:// or amqps:// URL, got {0}")]
     QueueArgument(String),

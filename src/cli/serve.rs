@@ -57,6 +57,7 @@ pub async fn serve(a: ServeArgs) -> Result<(), CliError> {
         },
         tls,
         queue_options: a.queue_args.options(),
+        database: a.database.url().await?,
     })
     .await?
     .with_api_token(api_token)

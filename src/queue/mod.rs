@@ -107,6 +107,15 @@ pub enum QueueError {
         /// The newest version this code knows.
         supported: i64,
     },
+    /// `--database` without a broker: the delivery on PostgreSQL alone is
+    /// not built yet, and SQLite's would not be shared.
+    #[error(
+        "--database {database} needs --queue amqp://...: on a shared database, tasks travel over RabbitMQ in this version"
+    )]
+    DatabaseWithoutBroker {
+        /// The URL, password masked.
+        database: String,
+    },
 }
 
 /// Why a backend is not healthy ([`TaskDelivery::health`]).
@@ -521,6 +530,21 @@ pub struct OpenQueue<'a> {
     pub options: &'a QueueOptions,
     /// Deliver over this AMQP broker; `None`: the embedded queue.
     pub broker: Option<BrokerLink<'a>>,
+    /// Keep the records in this shared PostgreSQL database instead of
+    /// `queue.sqlite`; `None`: SQLite, as always.
+    pub database: Option<DatabaseLink<'a>>,
+}
+
+/// The shared database a queue keeps its records in.
+#[derive(Clone, Copy)]
+pub struct DatabaseLink<'a> {
+    /// `postgres://user:password@host:port/db`: a secret (its password
+    /// never goes into a message; see [`postgres::masked`]).
+    pub url: &'a str,
+    /// This process among the device's instances on the database (see
+    /// [`PgStore::with_instance`]); `None`: a random name, so nothing it
+    /// left IN PROCESS is returned at the next start but by redelivery.
+    pub instance: Option<&'a str>,
 }
 
 /// The broker a queue delivers over.
@@ -533,10 +557,14 @@ pub struct BrokerLink<'a> {
     pub config: &'a LiveConfig,
 }
 
-/// Opens the task store of `at.data_dir` and the delivery over it: the
-/// embedded queue, or the broker of `at.broker` (fails at once when it
-/// cannot connect).
+/// Opens the task store (`queue.sqlite` in `at.data_dir`, or the shared
+/// database of `at.database`) and the delivery over it: the embedded
+/// queue, or the broker of `at.broker` (fails at once when it cannot
+/// connect).
 pub async fn open(at: OpenQueue<'_>) -> Result<Queue, QueueError> {
+    if let Some(db) = at.database {
+        return open_shared(&at, db).await;
+    }
     let store = SqliteStore::open_with(
         at.data_dir,
         at.device_name,
@@ -552,5 +580,33 @@ pub async fn open(at: OpenQueue<'_>) -> Result<Queue, QueueError> {
     Ok(Queue {
         store: records,
         delivery,
+    })
+}
+
+/// [`open`] on a shared PostgreSQL database: the records and the broker
+/// delivery's bookkeeping there, the tasks over the broker.
+async fn open_shared(at: &OpenQueue<'_>, db: DatabaseLink<'_>) -> Result<Queue, QueueError> {
+    let Some(b) = at.broker else {
+        return Err(QueueError::DatabaseWithoutBroker {
+            database: postgres::masked(db.url),
+        });
+    };
+    let mut store = PgStore::connect(db.url, at.device_name, at.options).await?;
+    if let Some(instance) = db.instance {
+        store = store.with_instance(instance);
+    }
+    if at.role == Role::Workers {
+        // What this instance left IN PROCESS when it was stopped; what
+        // another instance runs is not touched (see PgStore::with_instance).
+        let n = store.requeue_unfinished().await?;
+        if n > 0 {
+            tracing::warn!(tasks = n, "rescheduled tasks this instance left IN PROCESS");
+        }
+    }
+    let store = Arc::new(store);
+    let delivery = AmqpQueue::connect(b.url, store.clone(), b.config.clone()).await?;
+    Ok(Queue {
+        store,
+        delivery: Arc::new(delivery),
     })
 }

@@ -35,6 +35,7 @@ use futures_util::future::BoxFuture;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row, Transaction};
 
+use super::ledger::{Begun, Count, DeliveryLedger};
 use super::{
     BatchSummary, CancelResult, OrderField, QueueError, QueueOptions, RecordInit, Reschedule,
     TaskFilter, TaskStore,
@@ -49,7 +50,8 @@ pub type Migration = &'static str;
 
 /// The schema steps of this version of the code; step `i` (from 0) makes
 /// version `i + 1`. Never edit a step that has shipped: add one.
-pub const MIGRATIONS: &[Migration] = &["
+pub const MIGRATIONS: &[Migration] = &[
+    "
 CREATE TABLE task (
     pk BIGSERIAL PRIMARY KEY,
     device_name TEXT NOT NULL,
@@ -108,7 +110,14 @@ CREATE TABLE message_delivery (
     message_id TEXT PRIMARY KEY,
     deliveries INTEGER NOT NULL
 );
-"];
+",
+    "
+-- Which process runs a task IN PROCESS: several instances of one device
+-- share the database, and one that restarts returns only its own
+-- unfinished tasks, never those another instance is running.
+ALTER TABLE task ADD COLUMN owner TEXT;
+",
+];
 
 /// The schema version this code reads and writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -173,6 +182,9 @@ pub struct PgStore {
     /// The URL, password masked: what errors name.
     database: String,
     device_name: String,
+    /// This process among the instances of the device: what a task IN
+    /// PROCESS records as its owner (see [`PgStore::with_instance`]).
+    instance: String,
     /// See [`QueueOptions::max_deliveries`]: kept for the deliveries that
     /// will take tasks from this store.
     max_deliveries: u32,
@@ -246,10 +258,26 @@ impl PgStore {
             pool,
             database,
             device_name: device_name.to_string(),
+            instance: format!("{device_name}/{:016x}", rand::random::<u64>()),
             max_deliveries: options.max_deliveries.max(1),
         };
         store.migrate(migrations).await?;
         Ok(store)
+    }
+
+    /// Names this process among the instances of its device sharing the
+    /// database (default: the device name and a random suffix). A stable
+    /// name (host and port) lets a restarted instance return the tasks it
+    /// left IN PROCESS ([`TaskStore::requeue_unfinished`]); it never
+    /// touches those another instance runs.
+    pub fn with_instance(mut self, instance: impl Into<String>) -> PgStore {
+        self.instance = instance.into();
+        self
+    }
+
+    /// See [`PgStore::with_instance`].
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     /// The database URL with its password masked.
@@ -532,8 +560,10 @@ impl PgStore {
             .query_one(
                 "INSERT INTO task (device_name, queue_name, status, batch_id, created_time,
                     updated_time, scheduled_time, exporter_id, local_aet, study_iuid, series_iuid,
-                    sop_iuid, outcome_msg, error_msg, proc_end_time, num_failures, proc_start_time)
-                 VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                    sop_iuid, outcome_msg, error_msg, proc_end_time, num_failures, proc_start_time,
+                    owner)
+                 VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                    $17)
                  RETURNING *",
                 &[
                     &init.task.device_name,
@@ -552,6 +582,7 @@ impl PgStore {
                     &end,
                     &failures,
                     &start,
+                    &start.map(|_| self.instance.as_str()),
                 ],
             )
             .await
@@ -1021,16 +1052,20 @@ impl PgStore {
     async fn requeue_in_process(&self) -> Result<u64, QueueError> {
         let e = self.err("requeue unfinished tasks");
         let c = self.client().await?;
-        // Only this device's: another device's running tasks are its own.
+        // Only this device's: another device's running tasks are its own;
+        // and of this device only what this instance (or a version before
+        // owners were kept) left: another instance of the device may be
+        // running the rest right now.
         let n = c
             .execute(
-                "UPDATE task SET status = $1, updated_time = $2
-                 WHERE status = $3 AND device_name = $4",
+                "UPDATE task SET status = $1, updated_time = $2, owner = NULL
+                 WHERE status = $3 AND device_name = $4 AND (owner = $5 OR owner IS NULL)",
                 &[
                     &Status::Scheduled.as_str(),
                     &now(),
                     &Status::InProcess.as_str(),
                     &self.device_name,
+                    &self.instance,
                 ],
             )
             .await
@@ -1120,6 +1155,217 @@ impl TaskStore for PgStore {
 
     fn requeue_unfinished(&self) -> BoxFuture<'_, Result<u64, QueueError>> {
         self.requeue_in_process().boxed()
+    }
+}
+
+/// Changes the delivery counts of task `pk` as `change` says, inside the
+/// transaction that changes its record (see [`Count`]).
+async fn change_counts(
+    tx: &Transaction<'_>,
+    pk: i64,
+    change: Count,
+) -> Result<(), tokio_postgres::Error> {
+    match change {
+        Count::Reset => reset_counts(tx, pk).await,
+        Count::Uncount => {
+            tx.execute(
+                "UPDATE task_take SET takes = GREATEST(takes - 1, 0) WHERE task_pk = $1",
+                &[&pk],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE message_delivery SET deliveries = GREATEST(deliveries - 1, 0)
+                 WHERE message_id IN (SELECT message_id FROM task_message WHERE task_pk = $1)",
+                &[&pk],
+            )
+            .await?;
+            Ok(())
+        }
+        Count::Keep => Ok(()),
+    }
+}
+
+/// The bookkeeping of a broker delivery in the shared database. A message
+/// redelivered to another instance (its first taker died) finds the record
+/// through `task_message` and takes it over: the same record, now owned
+/// by the new instance, resumed from its per-instance results.
+impl PgStore {
+    async fn begin_delivery_in_db(
+        &self,
+        message_id: &str,
+        start: bool,
+    ) -> Result<Begun, QueueError> {
+        let e = self.err("count a delivery");
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(&e)?;
+        let retired: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM retired_message WHERE message_id = $1)",
+                &[&message_id],
+            )
+            .await
+            .map_err(&e)?
+            .get(0);
+        // Locked: a cancel or delete on another instance waits for this
+        // decision, and this decision for theirs.
+        let record = match tx
+            .query_opt(
+                "SELECT task.* FROM task JOIN task_message ON task_message.task_pk = task.pk
+                 WHERE task_message.message_id = $1 FOR UPDATE OF task",
+                &[&message_id],
+            )
+            .await
+            .map_err(&e)?
+        {
+            Some(row) => Some(row_to_task(&row).map_err(&e)?),
+            None => None,
+        };
+        if retired || record.as_ref().is_some_and(|t| t.status.is_done()) {
+            tx.execute(
+                "DELETE FROM message_delivery WHERE message_id = $1",
+                &[&message_id],
+            )
+            .await
+            .map_err(&e)?;
+            tx.commit().await.map_err(&e)?;
+            return Ok(Begun {
+                deliveries: 0,
+                retired,
+                record,
+                started: false,
+            });
+        }
+        let deliveries: i32 = tx
+            .query_one(
+                "INSERT INTO message_delivery (message_id, deliveries) VALUES ($1, 1)
+                 ON CONFLICT (message_id)
+                 DO UPDATE SET deliveries = message_delivery.deliveries + 1
+                 RETURNING deliveries",
+                &[&message_id],
+            )
+            .await
+            .map_err(&e)?
+            .get(0);
+        let deliveries = u32::try_from(deliveries).unwrap_or(0);
+        let mut begun = Begun {
+            deliveries,
+            retired: false,
+            record,
+            started: false,
+        };
+        if let Some(t) = &begun.record
+            && start
+            && deliveries <= self.max_deliveries
+        {
+            let pk = task_pk(&t.task_id)?;
+            let now = now();
+            let row = tx
+                .query_one(
+                    "UPDATE task SET status = $1, proc_start_time = $2, updated_time = $2,
+                        owner = $3
+                     WHERE pk = $4 RETURNING *",
+                    &[&Status::InProcess.as_str(), &now, &self.instance, &pk],
+                )
+                .await
+                .map_err(&e)?;
+            begun.record = Some(row_to_task(&row).map_err(&e)?);
+            begun.started = true;
+        }
+        tx.commit().await.map_err(&e)?;
+        Ok(begun)
+    }
+
+    async fn unstart_record_in_db(&self, task_id: &str, count: Count) -> Result<(), QueueError> {
+        let pk = task_pk(task_id)?;
+        let e = self.err("hand a task back");
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(&e)?;
+        tx.execute(
+            "UPDATE task SET status = $1, updated_time = $2, owner = NULL
+             WHERE pk = $3 AND status = $4",
+            &[
+                &Status::Scheduled.as_str(),
+                &now(),
+                &pk,
+                &Status::InProcess.as_str(),
+            ],
+        )
+        .await
+        .map_err(&e)?;
+        change_counts(&tx, pk, count).await.map_err(&e)?;
+        tx.commit().await.map_err(&e)?;
+        Ok(())
+    }
+
+    async fn fail_record_in_db(&self, task_id: &str, error: String) -> Result<(), QueueError> {
+        let pk = task_pk(task_id)?;
+        let e = self.err("record an undeliverable task");
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(&e)?;
+        let now = now();
+        tx.execute(
+            "UPDATE task SET status = $1, updated_time = $2, proc_end_time = $2, error_msg = $3,
+                outcome_msg = $3, num_failures = num_failures + 1, owner = NULL WHERE pk = $4",
+            &[&Status::Failed.as_str(), &now, &error, &pk],
+        )
+        .await
+        .map_err(&e)?;
+        reset_counts(&tx, pk).await.map_err(&e)?;
+        tx.commit().await.map_err(&e)?;
+        Ok(())
+    }
+
+    async fn link_message_in_db(&self, task_id: &str, message_id: &str) -> Result<(), QueueError> {
+        let pk = task_pk(task_id)?;
+        let e = self.err("link a broker message");
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO task_message (message_id, task_pk) VALUES ($1, $2)
+                 ON CONFLICT (message_id) DO UPDATE SET task_pk = excluded.task_pk",
+                &[&message_id, &pk],
+            )
+            .await
+            .map_err(&e)?;
+        Ok(())
+    }
+}
+
+impl DeliveryLedger for PgStore {
+    fn max_deliveries(&self) -> u32 {
+        self.max_deliveries
+    }
+
+    fn begin_delivery<'a>(
+        &'a self,
+        message_id: &'a str,
+        start: bool,
+    ) -> BoxFuture<'a, Result<Begun, QueueError>> {
+        self.begin_delivery_in_db(message_id, start).boxed()
+    }
+
+    fn unstart_record<'a>(
+        &'a self,
+        task_id: &'a str,
+        count: Count,
+    ) -> BoxFuture<'a, Result<(), QueueError>> {
+        self.unstart_record_in_db(task_id, count).boxed()
+    }
+
+    fn fail_record<'a>(
+        &'a self,
+        task_id: &'a str,
+        error: String,
+    ) -> BoxFuture<'a, Result<(), QueueError>> {
+        self.fail_record_in_db(task_id, error).boxed()
+    }
+
+    fn link_message<'a>(
+        &'a self,
+        task_id: &'a str,
+        message_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), QueueError>> {
+        self.link_message_in_db(task_id, message_id).boxed()
     }
 }
 

@@ -269,6 +269,7 @@ impl Service {
             transcode_limits: Default::default(),
             tls: Default::default(),
             queue_options: Default::default(),
+            database: None,
         }
     }
 

@@ -1,0 +1,154 @@
+//! Several `serve` instances on one PostgreSQL database, one storage
+//! directory and one RabbitMQ queue (issue 14): every task runs exactly
+//! once, and every instance's monitor API shows all of them. Real
+//! PostgreSQL (a fresh database per test, see `common/postgres.rs`), real
+//! RabbitMQ on 127.0.0.1:5672, real receivers on loopback.
+
+mod common;
+#[path = "common/postgres.rs"]
+mod postgres;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::amqp::*;
+use common::*;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use postgres::TestDatabase;
+use serde_json::Value;
+use stow_exporter::config::{ConfigSource, Secret};
+
+/// An instance on the shared database, queue and data directory.
+async fn start(cfg: &Path, data: &Path, db: &TestDatabase) -> Service {
+    let mut s = Service::settings(ConfigSource::Ldif(cfg.to_path_buf()), data);
+    s.queue_url = Some(amqp_url());
+    s.database = Some(Secret::new(db.url()));
+    Service::start_with_settings(s).await
+}
+
+fn ids(l: &[Value]) -> BTreeSet<String> {
+    l.iter()
+        .map(|t| t["taskID"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn two_instances_on_one_database_run_each_task_once_and_show_one_view() {
+    let db = TestDatabase::create().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let q = TestQueue::new();
+    let rcv = Receiver::start(&tmp.path().join("received"), Duration::from_millis(20)).await;
+    let cfg = write_config(tmp.path(), rcv.addr.port(), &q.ldif(""));
+    let mut studies = Vec::new();
+    let mut files = Vec::new();
+    for i in 0..20 {
+        let (uid, f) = study(&tmp.path().join(format!("src{i}")), 1, 16);
+        studies.push(uid);
+        files.extend(f);
+    }
+    // One data directory for both: the shared storage.
+    let data = tmp.path().join("shared");
+    import(&data, &files).await;
+    let (_conn, ch) = client(&amqp_url()).await;
+    let a = start(&cfg, &data, &db).await;
+    let b = start(&cfg, &data, &db).await;
+    // Both consumers are there before the work arrives, so both share it.
+    let waited = Instant::now();
+    loop {
+        let d = ch
+            .queue_declare(
+                q.name.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        if d.is_ok_and(|d| d.consumer_count() == 2) {
+            break;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "two consumers on {}",
+            q.name
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for s in &studies {
+        let body = format!(
+            r#"{{"ExporterID":"{}","StudyInstanceUID":"{s}","batchID":"shared"}}"#,
+            q.exporter
+        );
+        publish(&ch, &q.name, body.as_bytes(), None).await;
+    }
+    // One view: instance A's monitor shows every task, whichever ran it.
+    let from_a = eventually(Duration::from_secs(60), || async {
+        let l = a.list("batchID=shared&status=COMPLETED").await;
+        if l.len() == studies.len() {
+            Ok(l)
+        } else {
+            Err(format!(
+                "{} of {} completed (seen from A)",
+                l.len(),
+                studies.len()
+            ))
+        }
+    })
+    .await;
+    let from_b = b.list("batchID=shared").await;
+    assert_eq!(ids(&from_a), ids(&from_b), "B shows the same tasks as A");
+    assert_eq!(
+        from_b.iter().filter(|t| t["status"] == "COMPLETED").count(),
+        studies.len()
+    );
+    // Exactly once: one record per study, and the receiver got each
+    // study's instance once.
+    let mut ran: Vec<String> = from_a
+        .iter()
+        .map(|t| t["StudyInstanceUID"].as_str().unwrap().to_string())
+        .collect();
+    ran.sort();
+    studies.sort();
+    assert_eq!(ran, studies, "every study has one record");
+    assert_eq!(rcv.seen().len(), studies.len(), "each instance sent once");
+    // The records are the database's, not either instance's data directory.
+    let rows: i64 = postgres::client(db.url())
+        .await
+        .query_one(
+            "SELECT COUNT(*) FROM task WHERE batch_id = 'shared' AND status = 'COMPLETED'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, studies.len() as i64);
+    assert!(!data.join("queue.sqlite").exists(), "no local task store");
+    assert_arrived(&rcv, &files);
+    // Both did work: the records of the shared store are the only trace
+    // of who ran what, so each instance's own metrics tell.
+    for (name, svc) in [("A", &a), ("B", &b)] {
+        let summary: Value = svc
+            .http
+            .get(format!("http://{}/metrics/summary", svc.addr))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let sent: u64 = summary["destinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["instancesSent"].as_u64().unwrap())
+            .sum();
+        assert!(sent > 0, "instance {name} sent nothing: {summary}");
+    }
+    a.stop().await;
+    b.stop().await;
+    q.delete(&ch).await;
+}
