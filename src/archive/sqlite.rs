@@ -221,10 +221,15 @@ impl SqliteIndex {
                     String::from("SELECT DISTINCT study_iuid FROM instance AS i WHERE 1=1");
                 let mut args: Vec<String> = Vec::new();
                 if let Some(p) = q.patient_id {
-                    args.push(p.replace('[', "[[]"));
-                    let op = if args[args.len() - 1].contains(['*', '?']) {
+                    // GLOB's `*` and `?` are QIDO's wildcards; its `[` would
+                    // open a character class, so it is matched literally.
+                    // Escaping only for GLOB: with `=` the escape would be
+                    // compared as written and an ID with `[` never match.
+                    let op = if p.contains(['*', '?']) {
+                        args.push(p.replace('[', "[[]"));
                         "GLOB"
                     } else {
+                        args.push(p);
                         "="
                     };
                     sql.push_str(&format!(" AND patient_id {op} ?{}", args.len()));
