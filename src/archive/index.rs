@@ -85,7 +85,7 @@ pub enum IndexError {
 /// - **Durability.** A commit that returned [`Commit::Stored`] is committed
 ///   (and on disk where the backend was opened durable) and its file has
 ///   its name; fsyncing the directory that holds the name is the caller's
-///   (see [`super::import`]). Any other outcome, or an `Err`, indexed
+///   (see `archive/import.rs`). Any other outcome, or an `Err`, indexed
 ///   nothing. When the row cannot be committed after the rename, the file
 ///   stays in place without a row; the next commit of that UID renames over
 ///   it.
