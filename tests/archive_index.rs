@@ -476,6 +476,8 @@ async fn study_query(e: Env) {
         (StudyQuery::default(), vec!["10.1", "10.2", "10.3", "10.4"]),
         (q(Some("PAT-1"), None, None, &[]), vec!["10.1"]),
         (q(Some("PAT"), None, None, &[]), vec![]),
+        (q(Some("pat-1"), None, None, &[]), vec![]),
+        (q(Some("pat-*"), None, None, &[]), vec![]),
         (q(Some("PAT-*"), None, None, &[]), vec!["10.1", "10.2"]),
         (q(Some("PAT-?"), None, None, &[]), vec!["10.1", "10.2"]),
         (q(Some("P?T"), None, None, &[]), vec![]),

@@ -27,8 +27,9 @@ pub struct InstanceRecord {
     pub transfer_syntax: String,
     pub size: u64,
     /// Where the file goes, relative to the storage directory and
-    /// `/`-separated (`<StudyUID>/<SeriesUID>/<SOPUID>.dcm`); this, never
-    /// an absolute path, is what the index keeps.
+    /// `/`-separated (`<StudyUID>/<SeriesUID>/<SOPUID>.dcm`, of UIDs import
+    /// checked to be digits and dots, so it cannot leave the storage
+    /// directory); this, never an absolute path, is what the index keeps.
     pub rel_path: String,
     pub patient_id: Option<String>,
     /// `StudyDate`, `YYYYMMDD`.
@@ -139,10 +140,12 @@ pub trait ArchiveIndex: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<StoredInstance>, IndexError>>;
 
     /// Study Instance UIDs of the studies matching `q`, each once, in UID
-    /// order. A study matches `patient_id` (exact, or with `*` matching
-    /// any run and `?` one character; other characters literal) and the
-    /// date bounds when one of its instances does, and `modalities` when
-    /// one of its instances has one of them.
+    /// order. A study matches when one of its instances matches
+    /// `patient_id` (exact, or with `*` matching any run and `?` one
+    /// character; every other character literal, case-sensitive) and both
+    /// date bounds (inclusive; an instance without `StudyDate` or
+    /// `PatientID` matches no bound on it), and, given `modalities`, some
+    /// instance of the study (not necessarily the same) has one of them.
     fn find_studies(&self, q: StudyQuery) -> BoxFuture<'_, Result<Vec<String>, IndexError>>;
 
     /// Number of indexed instances.
