@@ -18,7 +18,12 @@
 //! - [`config`]: LDIF parsing, the raw entry model shared with the LDAP
 //!   loader, validation into a [`config::Snapshot`], and the one owner of
 //!   the running snapshot, its reload and `--watch`: [`config::LiveConfig`].
-//! - [`archive`]: the storage directory and its SQLite index; `import`.
+//! - [`archive`]: the storage directory and its index; `import`. The
+//!   index is behind [`archive::ArchiveIndex`] (`archive/index.rs`: the
+//!   seam and its contract, the one a PostgreSQL index implements; paths
+//!   kept relative to the storage directory), today the embedded
+//!   [`archive::SqliteIndex`] (`archive/sqlite.rs`); export, the
+//!   QIDO-style trigger and the CLI use [`archive::Archive`] only.
 //! - [`task`]: the export task record with dcm4chee's JSON field names.
 //! - [`outcome`]: the result vocabulary of an export (per-instance
 //!   results, the typed kind of each failure, retry advice, a task's

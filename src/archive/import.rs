@@ -1,13 +1,20 @@
 //! Importing files into the archive: header parsing, byte-for-byte copy into
 //! storage, indexing, and the directory walk of `import`.
 //!
-//! A file reported stored is on disk: its copy is fsynced before the
-//! rename that gives it its name, the directories that hold that name are
-//! fsynced after it (and any directory created on the way, in its parent),
-//! and the index commits with `synchronous=FULL`.
+//! A file reported stored is on disk, whatever the index backend: it is
+//! copied to a hidden, randomised temp name in the directory of its
+//! destination (so the rename is atomic and never crosses a file system)
+//! and fsynced before the rename that gives it its name; that rename
+//! happens inside [`super::ArchiveIndex::commit`], together with the row,
+//! so a SOP Instance UID is claimed once; any directory created on the way
+//! is fsynced in its parent, and the directory holding the name after the
+//! rename, before the file is reported stored; the index commits durably
+//! (SQLite: `synchronous=FULL`). A temp file that is not renamed (a
+//! duplicate, a failure) is removed here.
 //!
-//! Owns the write side of the archive; it must not be reached by an
-//! export, which only reads ([`super::Archive`]'s queries).
+//! Owns the write side of storage; it must not be reached by an export,
+//! which only reads ([`super::Archive`]'s queries), and it reaches the index
+//! only through [`super::ArchiveIndex`].
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -20,7 +27,7 @@ use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use futures_util::StreamExt;
 use walkdir::WalkDir;
 
-use super::index::{Commit, InstanceRecord};
+use super::index::{Commit, InstanceRecord, resolve};
 use super::scan::{self, PREAMBLE_LEN, ScanError};
 use super::{Archive, ImportError, Imported};
 
@@ -180,7 +187,7 @@ pub(super) async fn import_file(archive: &Archive, path: &Path) -> Result<Import
         return outcome(path, found, same);
     }
 
-    let dest = inner.storage.join(&rec.rel_path);
+    let dest = resolve(&inner.storage, &rec.rel_path);
     let tmp = blocking(path, {
         let (path, dest, size) = (path.to_path_buf(), dest.clone(), rec.size);
         move || {

@@ -1,57 +1,38 @@
-//! The SQLite index of stored instances.
+//! The archive index seam: [`ArchiveIndex`], everything the program asks
+//! of the index of stored instances, and what goes in and out of it
+//! ([`InstanceRecord`], [`Commit`], [`IndexError`]).
 //!
-//! One denormalised `instance` table: the exporter always selects instances
-//! by study (optionally narrowed to series/instance), so the hierarchy needs
-//! no tables of its own; the study/series columns are indexed instead.
-//!
-//! Owns the table and its queries; files on disk are [`super::import`]'s.
+//! Owns the contract every index keeps (below, on the trait). Must not
+//! touch the content of stored files: copying, comparing and fsyncing
+//! them is [`super::import`]'s; an index only renames a finished temp file
+//! into place inside its commit. The SQLite index ([`super::SqliteIndex`])
+//! implements it today; `tests/archive_index.rs` is the behaviour suite
+//! any implementation must pass (a PostgreSQL index adds one test there).
 
 use std::io;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
+use futures_util::future::BoxFuture;
 
-use super::StoredInstance;
-use crate::db::{Db, DbError};
-
-pub(crate) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS instance (
-    sop_iuid         TEXT PRIMARY KEY NOT NULL,
-    study_iuid       TEXT NOT NULL,
-    series_iuid      TEXT NOT NULL,
-    sop_cuid         TEXT NOT NULL,
-    transfer_syntax  TEXT NOT NULL,
-    size             INTEGER NOT NULL,
-    -- relative to the storage directory, '/'-separated
-    path             TEXT NOT NULL,
-    patient_id       TEXT,
-    study_date       TEXT,
-    modality         TEXT,
-    accession_number TEXT,
-    series_number    INTEGER,
-    instance_number  INTEGER,
-    -- RFC 3339, UTC
-    imported_at      TEXT NOT NULL
-) STRICT;
-CREATE INDEX IF NOT EXISTS instance_study ON instance (study_iuid, series_iuid);
-CREATE INDEX IF NOT EXISTS instance_page ON instance (study_iuid, series_iuid, sop_iuid);
-CREATE INDEX IF NOT EXISTS instance_series ON instance (series_iuid);
-CREATE INDEX IF NOT EXISTS instance_patient ON instance (patient_id);
-";
-
-const COLUMNS: &str = "study_iuid, series_iuid, sop_iuid, sop_cuid, transfer_syntax, size, path";
+use super::{StoredInstance, StudyQuery};
+use crate::db::DbError;
 
 /// Everything indexed about one instance, as read from its header.
-#[derive(Debug, Clone)]
-pub(crate) struct InstanceRecord {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRecord {
     pub study_iuid: String,
     pub series_iuid: String,
     pub sop_iuid: String,
     pub sop_cuid: String,
     pub transfer_syntax: String,
     pub size: u64,
+    /// Where the file goes, relative to the storage directory and
+    /// `/`-separated (`<StudyUID>/<SeriesUID>/<SOPUID>.dcm`, of UIDs import
+    /// checked to be digits and dots, so it cannot leave the storage
+    /// directory); this, never an absolute path, is what the index keeps.
     pub rel_path: String,
     pub patient_id: Option<String>,
+    /// `StudyDate`, `YYYYMMDD`.
     pub study_date: Option<String>,
     pub modality: Option<String>,
     pub accession_number: Option<String>,
@@ -59,262 +40,144 @@ pub(crate) struct InstanceRecord {
     pub instance_number: Option<i64>,
 }
 
-/// What [`Index::commit`] did.
+/// What [`ArchiveIndex::commit`] did.
 #[derive(Debug)]
-pub(crate) enum Commit {
+pub enum Commit {
     /// The temp file was renamed into place and the row written.
     Stored(StoredInstance),
-    /// The row existed already with this stored instance; nothing changed.
+    /// The SOP Instance UID is indexed already, as this instance; nothing
+    /// changed and the temp file is left where it was, for the caller to
+    /// compare with the stored copy and remove.
     Existing(StoredInstance),
-    /// Renaming the temp file failed; nothing was indexed.
+    /// Renaming the temp file failed; nothing was indexed and the temp
+    /// file is the caller's to remove.
     RenameFailed(io::Error),
 }
 
-#[derive(Clone)]
-pub(crate) struct Index {
-    db: Db,
-    storage: PathBuf,
+/// Errors of an index backend, with the database they concern.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// The embedded SQLite index.
+    #[error(transparent)]
+    Sqlite(#[from] DbError),
 }
 
-impl Index {
-    pub(crate) fn new(db: Db, storage: PathBuf) -> Index {
-        Index { db, storage }
-    }
+/// The index of the instances in one storage directory.
+///
+/// An index is opened for a storage directory, the absolute path at which
+/// this process sees it; several processes (with a shared index) may see
+/// the same storage at different paths.
+///
+/// # Contract
+///
+/// - **Relative paths.** The index keeps each file's path relative to the
+///   storage directory ([`InstanceRecord::rel_path`]) and hands out
+///   [`StoredInstance::path`] resolved against its own storage directory
+///   ([`resolve`]); a row written with an absolute path (older versions
+///   did not, but a copied database might hold one) is handed out as it is.
+/// - **Once per SOP Instance UID.** [`ArchiveIndex::commit`] claims the
+///   UID, renames the temp file to its place and writes the row as one
+///   step: of concurrent commits of the same UID (from this process or any
+///   other sharing the index) exactly one returns [`Commit::Stored`], the
+///   others [`Commit::Existing`] with the winner's instance, and a stored
+///   file is never replaced by a later commit. The one exception is a row
+///   whose file is missing from storage: a commit of the same study and
+///   series puts the new file in its place ([`Commit::Stored`]).
+/// - **Durability.** A commit that returned [`Commit::Stored`] is committed
+///   (and on disk where the backend was opened durable) and its file has
+///   its name; fsyncing the directory that holds the name is the caller's
+///   (see `archive/import.rs`). Any other outcome, or an `Err`, indexed
+///   nothing. When the row cannot be committed after the rename, the file
+///   stays in place without a row; the next commit of that UID renames over
+///   it.
+/// - **Ordering.** [`ArchiveIndex::find`] orders by series UID, then
+///   instance number (missing last), then SOP Instance UID;
+///   [`ArchiveIndex::find_page`] by (series UID, SOP Instance UID), so that
+///   a page can start after the previous one; [`ArchiveIndex::find_studies`]
+///   by Study Instance UID.
+/// - **No blocking.** The futures never block the async runtime: a backend
+///   with blocking calls (SQLite, the rename) runs them off it.
+pub trait ArchiveIndex: Send + Sync {
+    /// The absolute storage directory paths are resolved against.
+    fn storage_dir(&self) -> &Path;
 
-    pub(crate) async fn get(&self, sop_iuid: &str) -> Result<Option<StoredInstance>, DbError> {
-        let storage = self.storage.clone();
-        let sop = sop_iuid.to_string();
-        self.db.call(move |conn| get(conn, &storage, &sop)).await
-    }
+    /// The indexed instance with this SOP Instance UID, if any.
+    fn get<'a>(
+        &'a self,
+        sop_iuid: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredInstance>, IndexError>>;
 
-    /// Atomically claims `rec.sop_iuid` and moves `tmp` to its final path.
-    ///
-    /// The check, rename and insert run in one IMMEDIATE transaction, so a
-    /// concurrent import of the same SOP Instance UID (from this process or
-    /// another one sharing the file) cannot overwrite the first stored copy.
-    /// A row whose file has vanished from storage is repaired in place when
-    /// the new object belongs to the same study and series.
-    pub(crate) async fn commit(
+    /// Claims `rec.sop_iuid`, renames `tmp` (a finished, fsynced file in
+    /// the directory of its destination) to `rec.rel_path` under the storage
+    /// directory and writes the row, as one step; see the contract.
+    fn commit(
         &self,
         rec: InstanceRecord,
         tmp: PathBuf,
-    ) -> Result<Commit, DbError> {
-        let storage = self.storage.clone();
-        let imported_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        self.db
-            .call(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let existing = get(&tx, &storage, &rec.sop_iuid)?;
-                let repair = match existing {
-                    None => false,
-                    Some(found)
-                        if !found.path.exists()
-                            && found.study_iuid == rec.study_iuid
-                            && found.series_iuid == rec.series_iuid =>
-                    {
-                        tracing::warn!(
-                            sop_iuid = %rec.sop_iuid,
-                            path = %found.path.display(),
-                            "stored file missing; restoring it from the new import"
-                        );
-                        true
-                    }
-                    Some(found) => return Ok(Commit::Existing(found)),
-                };
-                let dest = storage.join(&rec.rel_path);
-                if let Err(e) = std::fs::rename(&tmp, &dest) {
-                    // dropping `tx` rolls back
-                    return Ok(Commit::RenameFailed(e));
-                }
-                let size = i64::try_from(rec.size).unwrap_or(i64::MAX);
-                if repair {
-                    tx.execute("DELETE FROM instance WHERE sop_iuid = ?1", [&rec.sop_iuid])?;
-                }
-                tx.execute(
-                    "INSERT INTO instance (study_iuid, series_iuid, sop_iuid, sop_cuid,
-                        transfer_syntax, size, path, patient_id, study_date, modality,
-                        accession_number, series_number, instance_number, imported_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-                    params![
-                        rec.study_iuid,
-                        rec.series_iuid,
-                        rec.sop_iuid,
-                        rec.sop_cuid,
-                        rec.transfer_syntax,
-                        size,
-                        rec.rel_path,
-                        rec.patient_id,
-                        rec.study_date,
-                        rec.modality,
-                        rec.accession_number,
-                        rec.series_number,
-                        rec.instance_number,
-                        imported_at,
-                    ],
-                )?;
-                tx.commit()?;
-                Ok(Commit::Stored(StoredInstance {
-                    study_iuid: rec.study_iuid,
-                    series_iuid: rec.series_iuid,
-                    sop_iuid: rec.sop_iuid,
-                    sop_cuid: rec.sop_cuid,
-                    transfer_syntax: rec.transfer_syntax,
-                    size: rec.size,
-                    path: dest,
-                }))
-            })
-            .await
-    }
+    ) -> BoxFuture<'_, Result<Commit, IndexError>>;
 
-    pub(crate) async fn find(
-        &self,
-        study: &str,
-        series: Option<&str>,
-        instance: Option<&str>,
-    ) -> Result<Vec<StoredInstance>, DbError> {
-        let storage = self.storage.clone();
-        let (study, series, instance) = (
-            study.to_string(),
-            series.map(str::to_string),
-            instance.map(str::to_string),
-        );
-        self.db
-            .call(move |conn| {
-                let mut stmt = conn.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM instance
-                     WHERE study_iuid = ?1
-                       AND (?2 IS NULL OR series_iuid = ?2)
-                       AND (?3 IS NULL OR sop_iuid = ?3)
-                     ORDER BY series_iuid, instance_number IS NULL, instance_number, sop_iuid"
-                ))?;
-                let rows = stmt.query_map(params![study, series, instance], |row| {
-                    from_row(row, &storage)
-                })?;
-                rows.collect()
-            })
-            .await
-    }
+    /// Instances of `study`, optionally narrowed to a series and an
+    /// instance (each must match; no series with an instance means any
+    /// series).
+    fn find<'a>(
+        &'a self,
+        study: &'a str,
+        series: Option<&'a str>,
+        instance: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<StoredInstance>, IndexError>>;
 
-    /// One page of [`Index::find`]'s matches in (series, SOP instance UID)
-    /// order, starting after `after` = (series UID, SOP instance UID): an
-    /// export walks a study of any size in bounded memory.
-    pub(crate) async fn find_page(
-        &self,
-        study: &str,
-        series: Option<&str>,
-        instance: Option<&str>,
-        after: Option<(&str, &str)>,
+    /// At most `limit` of [`ArchiveIndex::find`]'s matches in (series UID,
+    /// SOP Instance UID) order, after `after` = (series UID, SOP Instance
+    /// UID) of the previous page's last instance: an export walks a study of
+    /// any size in bounded memory.
+    fn find_page<'a>(
+        &'a self,
+        study: &'a str,
+        series: Option<&'a str>,
+        instance: Option<&'a str>,
+        after: Option<(&'a str, &'a str)>,
         limit: usize,
-    ) -> Result<Vec<StoredInstance>, DbError> {
-        let storage = self.storage.clone();
-        let (study, series, instance) = (
-            study.to_string(),
-            series.map(str::to_string),
-            instance.map(str::to_string),
+    ) -> BoxFuture<'a, Result<Vec<StoredInstance>, IndexError>>;
+
+    /// Study Instance UIDs of the studies matching `q`, each once, in UID
+    /// order. A study matches when one of its instances matches
+    /// `patient_id` (exact, or with `*` matching any run and `?` one
+    /// character; every other character literal, case-sensitive) and both
+    /// date bounds (inclusive; an instance without `StudyDate` or
+    /// `PatientID` matches no bound on it), and, given `modalities`, some
+    /// instance of the study (not necessarily the same) has one of them.
+    fn find_studies(&self, q: StudyQuery) -> BoxFuture<'_, Result<Vec<String>, IndexError>>;
+
+    /// Number of indexed instances.
+    fn count(&self) -> BoxFuture<'_, Result<u64, IndexError>>;
+}
+
+/// Where a stored path points, seen from `storage`: a relative path (what
+/// an index keeps) under it, an absolute one as it is.
+pub fn resolve(storage: &Path, stored: &str) -> PathBuf {
+    let p = Path::new(stored);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        // Kept '/'-separated so that it means the same on every host.
+        storage.join(stored.split('/').collect::<PathBuf>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_relative_and_keeps_absolute() {
+        let storage = Path::new("/mnt/a/storage");
+        assert_eq!(
+            resolve(storage, "1.2/3.4/5.6.dcm"),
+            PathBuf::from("/mnt/a/storage/1.2/3.4/5.6.dcm")
         );
-        let (after_series, after_sop) = match after {
-            Some((se, so)) => (Some(se.to_string()), Some(so.to_string())),
-            None => (None, None),
-        };
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.db
-            .call(move |conn| {
-                let mut stmt = conn.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM instance
-                     WHERE study_iuid = ?1
-                       AND (?2 IS NULL OR series_iuid = ?2)
-                       AND (?3 IS NULL OR sop_iuid = ?3)
-                       AND (?4 IS NULL OR (series_iuid, sop_iuid) > (?4, ?5))
-                     ORDER BY series_iuid, sop_iuid
-                     LIMIT ?6"
-                ))?;
-                let rows = stmt.query_map(
-                    params![study, series, instance, after_series, after_sop, limit],
-                    |row| from_row(row, &storage),
-                )?;
-                rows.collect()
-            })
-            .await
+        assert_eq!(
+            resolve(storage, "/old/storage/1.2/3.4/5.6.dcm"),
+            PathBuf::from("/old/storage/1.2/3.4/5.6.dcm")
+        );
     }
-
-    /// Study Instance UIDs of the studies matching `q`, in UID order.
-    pub(crate) async fn find_studies(&self, q: super::StudyQuery) -> Result<Vec<String>, DbError> {
-        self.db
-            .call(move |conn| {
-                let mut sql =
-                    String::from("SELECT DISTINCT study_iuid FROM instance AS i WHERE 1=1");
-                let mut args: Vec<String> = Vec::new();
-                if let Some(p) = q.patient_id {
-                    args.push(p.replace('[', "[[]"));
-                    let op = if args[args.len() - 1].contains(['*', '?']) {
-                        "GLOB"
-                    } else {
-                        "="
-                    };
-                    sql.push_str(&format!(" AND patient_id {op} ?{}", args.len()));
-                }
-                if let Some(from) = q.study_date_from {
-                    args.push(from);
-                    sql.push_str(&format!(" AND study_date >= ?{}", args.len()));
-                }
-                if let Some(to) = q.study_date_to {
-                    args.push(to);
-                    sql.push_str(&format!(" AND study_date <= ?{}", args.len()));
-                }
-                if !q.modalities.is_empty() {
-                    // Any instance of the study has one of the modalities.
-                    let mut marks = Vec::new();
-                    for m in q.modalities {
-                        args.push(m);
-                        marks.push(format!("?{}", args.len()));
-                    }
-                    sql.push_str(&format!(
-                        " AND EXISTS (SELECT 1 FROM instance AS m WHERE m.study_iuid = i.study_iuid
-                            AND m.modality IN ({}))",
-                        marks.join(", ")
-                    ));
-                }
-                sql.push_str(" ORDER BY study_iuid");
-                let mut stmt = conn.prepare(&sql)?;
-                let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
-                rows.collect()
-            })
-            .await
-    }
-
-    pub(crate) async fn count(&self) -> Result<u64, DbError> {
-        self.db
-            .call(|conn| {
-                conn.query_row("SELECT COUNT(*) FROM instance", [], |row| {
-                    row.get::<_, i64>(0)
-                })
-            })
-            .await
-            .map(|n| u64::try_from(n).unwrap_or(0))
-    }
-}
-
-fn get(
-    conn: &rusqlite::Connection,
-    storage: &Path,
-    sop_iuid: &str,
-) -> rusqlite::Result<Option<StoredInstance>> {
-    conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM instance WHERE sop_iuid = ?1"
-    ))?
-    .query_row([sop_iuid], |row| from_row(row, storage))
-    .optional()
-}
-
-fn from_row(row: &Row<'_>, storage: &Path) -> rusqlite::Result<StoredInstance> {
-    let rel: String = row.get(6)?;
-    Ok(StoredInstance {
-        study_iuid: row.get(0)?,
-        series_iuid: row.get(1)?,
-        sop_iuid: row.get(2)?,
-        sop_cuid: row.get(3)?,
-        transfer_syntax: row.get(4)?,
-        size: u64::try_from(row.get::<_, i64>(5)?).unwrap_or(0),
-        path: storage.join(rel),
-    })
 }

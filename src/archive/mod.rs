@@ -1,12 +1,21 @@
-//! The archive: a storage directory of DICOM files plus an embedded SQLite
-//! index of them.
+//! The archive: a storage directory of DICOM files plus an index of them.
 //!
 //! Layout under the data directory:
 //!
 //! ```text
-//! <data_dir>/archive.sqlite                               the index
+//! <data_dir>/archive.sqlite                               the index (embedded)
 //! <data_dir>/storage/<StudyUID>/<SeriesUID>/<SOPUID>.dcm  byte-identical copies
 //! ```
+//!
+//! [`Archive`] is what the rest of the program uses: import (write side,
+//! `import.rs`) and the queries of export, the QIDO-style trigger and the
+//! CLI (read side). It holds the storage directory and an
+//! [`ArchiveIndex`] (`index.rs`: the seam and its contract), today the
+//! embedded [`SqliteIndex`] (`sqlite.rs`); the index keeps paths relative
+//! to the storage directory, so processes may share one storage mounted at
+//! different paths. `scan.rs` checks a file's structure before it is
+//! parsed. Nothing outside this module touches the index or writes to
+//! storage.
 //!
 //! Files are imported byte for byte (never re-encoded), so what STOW-RS
 //! later sends is exactly what was imported. A SOP Instance UID is stored
@@ -17,16 +26,16 @@
 mod import;
 mod index;
 pub(crate) mod scan;
+mod sqlite;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use crate::db::{Db, DbError};
-use index::Index;
-
 pub use import::{ImportProgress, ImportReport, NoProgress, import_paths};
+pub use index::{ArchiveIndex, Commit, IndexError, InstanceRecord, resolve};
+pub use sqlite::SqliteIndex;
 
 /// How many files are parsed at the same time. Parsing holds the header in
 /// memory (bounded by the file size after the pre-scan); two at a time keeps
@@ -48,8 +57,9 @@ impl std::fmt::Debug for Archive {
 }
 
 struct Inner {
+    /// The index's storage directory, kept here for import's temp files.
     storage: PathBuf,
-    index: Index,
+    index: Arc<dyn ArchiveIndex>,
     parse_permits: Semaphore,
 }
 
@@ -62,7 +72,8 @@ pub struct StoredInstance {
     pub sop_cuid: String,
     pub transfer_syntax: String,
     pub size: u64,
-    /// Absolute path of the stored file.
+    /// Absolute path of the stored file, as this process sees it (the
+    /// index keeps it relative to the storage directory).
     pub path: PathBuf,
 }
 
@@ -106,7 +117,7 @@ pub enum ArchiveError {
         source: std::io::Error,
     },
     #[error("archive index: {0}")]
-    Index(#[from] DbError),
+    Index(#[from] IndexError),
 }
 
 /// Why one file could not be imported. Every variant names the file.
@@ -159,7 +170,7 @@ pub enum ImportError {
         source: std::io::Error,
     },
     #[error("{}: archive index: {source}", path.display())]
-    Index { path: PathBuf, source: DbError },
+    Index { path: PathBuf, source: IndexError },
     #[error("{}: import failed: {message}", path.display())]
     Internal { path: PathBuf, message: String },
 }
@@ -183,7 +194,8 @@ impl ImportError {
 }
 
 impl Archive {
-    /// Opens (creating) `<data_dir>/storage/` and `<data_dir>/archive.sqlite`.
+    /// Opens (creating) `<data_dir>/storage/` and `<data_dir>/archive.sqlite`,
+    /// the embedded index.
     pub async fn open(data_dir: &Path) -> Result<Archive, ArchiveError> {
         let storage = data_dir.join("storage");
         tokio::fs::create_dir_all(&storage)
@@ -201,14 +213,20 @@ impl Archive {
                     path: storage.clone(),
                     source,
                 })?;
-        let db = Db::open(&data_dir.join("archive.sqlite"), index::SCHEMA).await?;
-        Ok(Archive {
+        let index = SqliteIndex::open(&data_dir.join("archive.sqlite"), storage).await?;
+        Ok(Archive::with_index(Arc::new(index)))
+    }
+
+    /// An archive over `index`, storing into the index's storage directory
+    /// (which must exist): how another index backend is plugged in.
+    pub fn with_index(index: Arc<dyn ArchiveIndex>) -> Archive {
+        Archive {
             inner: Arc::new(Inner {
-                index: Index::new(db, storage.clone()),
-                storage,
+                storage: index.storage_dir().to_path_buf(),
+                index,
                 parse_permits: Semaphore::new(PARSE_CONCURRENCY),
             }),
-        })
+        }
     }
 
     /// The absolute storage directory.

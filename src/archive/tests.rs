@@ -156,6 +156,24 @@ async fn concurrent_duplicates_store_once() {
     }
     assert_eq!(stored, 1);
     assert_eq!(archive.count().await.unwrap(), 1);
+    // The losers' temp files are gone.
+    assert_eq!(
+        files_in(
+            &archive
+                .storage_dir()
+                .join(&s.study_iuid)
+                .join(&s.series_iuid)
+        ),
+        [format!("{}.dcm", s.sop_iuid)]
+    );
+}
+
+/// Names of the files in `dir`.
+fn files_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
 }
 
 #[tokio::test]
@@ -177,10 +195,14 @@ async fn different_object_with_same_uid_is_refused() {
     let msg = err.to_string();
     assert!(msg.contains(&b.display().to_string()), "{msg}");
     assert!(msg.contains(&first.sop_iuid), "{msg}");
-    // the first one is kept
+    // the first one is kept, and the refused copy is not left behind
     assert_eq!(
         std::fs::read(&stored.path).unwrap(),
         std::fs::read(&a).unwrap()
+    );
+    assert_eq!(
+        files_in(stored.path.parent().unwrap()),
+        [format!("{}.dcm", first.sop_iuid)]
     );
 
     // same UID, other study: also a different object
