@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::ops::{self, OpsState};
 use crate::api::{self, ApiState};
 use crate::archive::Archive;
+use crate::cluster::Signals;
 use crate::config::{ConfigSource, LiveConfig, LoadError, Secret, Snapshot};
 use crate::export::{Executor, Workers};
 use crate::http_server::{self, ListenerLimits};
@@ -166,7 +167,16 @@ impl Application {
             &settings.device_name,
             snapshot.clone(),
         );
-        let instance = instance_name(&settings.device_name, settings.listen).await;
+        // Bound before the queue opens: the port it got names this instance.
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| AppError::Bind {
+                    addr: settings.listen.to_string(),
+                    source,
+                })?;
+        let bound = listener.local_addr().unwrap_or(settings.listen);
+        let instance = instance_name(&settings.device_name, bound).await;
         let queue = queue::open(OpenQueue {
             data_dir: &settings.data_dir,
             device_name: &settings.device_name,
@@ -220,13 +230,6 @@ impl Application {
                 Some((l, opts))
             }
         };
-        let listener =
-            TcpListener::bind(settings.listen)
-                .await
-                .map_err(|source| AppError::Bind {
-                    addr: settings.listen.to_string(),
-                    source,
-                })?;
 
         tracing::info!(
             source = %settings.config,
@@ -263,12 +266,23 @@ impl Application {
             store: queue.store.clone(),
             delivery: queue.delivery.clone(),
         };
+        // On a shared database the instances tell one another of cancels
+        // and reloads; alone, there is nobody to tell.
+        let cluster = settings
+            .database
+            .as_ref()
+            .map(|d| Signals::new(d.expose(), &instance));
+        let cancel = match &cluster {
+            Some(c) => workers.cancel_handle().with_broadcast(Arc::new(c.clone())),
+            None => workers.cancel_handle(),
+        };
         let state = ApiState {
             device_name: settings.device_name.clone(),
             config: live,
             store: queue.store.clone(),
             submit: queue.submit(),
-            cancel: workers.cancel_handle(),
+            cancel,
+            cluster,
             archive,
             zone: settings.zone,
         };
@@ -350,6 +364,16 @@ impl Application {
             })
         });
         self.workers.ensure_started();
+        if let Some(cluster) = self.state.cluster.clone() {
+            // Cancels from other instances stop exports here, without
+            // being passed on again.
+            let (cancel, live, stop) = (
+                self.workers.cancel_handle(),
+                self.state.config.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(cluster.listen(cancel, live, stop));
+        }
         // A reload (API or --watch) that adds a queue starts its worker.
         {
             let workers = self.workers.clone();

@@ -71,6 +71,9 @@
 //! - [`transcode`]: transfer syntax choice and decompression.
 //! - [`cancel`]: the [`cancel::CancelHandle`] that stops running exports
 //!   by task ID, below `export` and `api`.
+//! - [`cluster`]: signals between the instances sharing a PostgreSQL
+//!   database (cancel a task running elsewhere, reload everywhere), over
+//!   LISTEN/NOTIFY; above `cancel` and `config`, below `api` and `app`.
 //! - [`cli`]: the binary's commands, one function each, and their
 //!   arguments; `main.rs` only parses, sets up logging and the runtime,
 //!   and calls [`cli::run`].
@@ -80,6 +83,7 @@ pub mod app;
 pub mod archive;
 pub mod cancel;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod export;

@@ -152,3 +152,118 @@ async fn two_instances_on_one_database_run_each_task_once_and_show_one_view() {
     b.stop().await;
     q.delete(&ch).await;
 }
+
+/// The exporter IDs `svc` runs with (`GET /export`).
+async fn exporters(svc: &Service) -> BTreeSet<String> {
+    let l: Vec<Value> = svc.get_json("/export").await;
+    l.iter()
+        .map(|e| e["id"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Waits until `svc` lists the task in one of `statuses`; returns it.
+async fn wait_status(svc: &Service, task_id: &str, statuses: &[&str]) -> Value {
+    eventually(Duration::from_secs(30), || async {
+        let t: Value = svc.get_json(&format!("/monitor/export/{task_id}")).await;
+        if statuses.iter().any(|s| t["status"] == *s) {
+            Ok(t)
+        } else {
+            Err(format!(
+                "task {task_id} is {}, not {statuses:?}",
+                t["status"]
+            ))
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_cancel_sent_to_one_instance_stops_the_export_running_on_another() {
+    let db = TestDatabase::create().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let q = TestQueue::new();
+    // Slow enough that the cancel arrives while instances remain.
+    let rcv = Receiver::start(&tmp.path().join("received"), Duration::from_millis(300)).await;
+    let cfg = write_config(tmp.path(), rcv.addr.port(), &q.ldif(""));
+    let (study_uid, files) = study(&tmp.path().join("src"), 12, 16);
+    let data = tmp.path().join("shared");
+    import(&data, &files).await;
+    let (_conn, ch) = client(&amqp_url()).await;
+    // Only A consumes when the task arrives, so A runs it.
+    let a = start(&cfg, &data, &db).await;
+    let body = format!(
+        r#"{{"ExporterID":"{}","StudyInstanceUID":"{study_uid}","batchID":"cancel"}}"#,
+        q.exporter
+    );
+    publish(&ch, &q.name, body.as_bytes(), None).await;
+    let running = eventually(Duration::from_secs(30), || async {
+        let l = a.list("batchID=cancel&status=IN%20PROCESS").await;
+        l.first()
+            .cloned()
+            .ok_or_else(|| "not started on A yet".to_string())
+    })
+    .await;
+    let id = running["taskID"].as_str().unwrap().to_string();
+    let b = start(&cfg, &data, &db).await;
+    assert_eq!(
+        b.call(
+            reqwest::Method::POST,
+            &format!("/monitor/export/{id}/cancel")
+        )
+        .await,
+        204,
+        "B cancels a task it does not run"
+    );
+    let ended = wait_status(&a, &id, &["CANCELED"]).await;
+    let sent = rcv.seen().len();
+    assert!(
+        sent < files.len(),
+        "A stopped before its last instance: {sent} of {} sent; {ended}",
+        files.len()
+    );
+    // B shows the same end.
+    assert_eq!(
+        wait_status(&b, &id, &["CANCELED"]).await["taskID"],
+        ended["taskID"]
+    );
+    a.stop().await;
+    b.stop().await;
+    q.delete(&ch).await;
+}
+
+#[tokio::test]
+async fn reload_with_all_reloads_every_instance_on_the_database() {
+    let db = TestDatabase::create().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let q = TestQueue::new();
+    let rcv = Receiver::start(&tmp.path().join("received"), Duration::ZERO).await;
+    let cfg = write_config(tmp.path(), rcv.addr.port(), &q.ldif(""));
+    let data = tmp.path().join("shared");
+    std::fs::create_dir_all(&data).unwrap();
+    let a = start(&cfg, &data, &db).await;
+    let b = start(&cfg, &data, &db).await;
+    assert!(!exporters(&b).await.contains("Added"));
+    // A new exporter in the source, then one reload with all=true on A.
+    let added = q.ldif_with("", "")
+        + &format!(
+            "dn: dcmExporterID=Added,{DEVICE}\nobjectClass: dcmExporter\ndcmExporterID: Added\n\
+         dcmURI: stow:stowrsd\ndicomAETitle: {AET}\ndcmQueueName: {}\n\n",
+            q.name
+        );
+    write_config(tmp.path(), rcv.addr.port(), &added);
+    assert_eq!(
+        a.call(reqwest::Method::POST, "/ctrl/reload?all=true").await,
+        204
+    );
+    eventually(Duration::from_secs(20), || async {
+        if exporters(&b).await.contains("Added") {
+            Ok(())
+        } else {
+            Err("B has not reloaded".to_string())
+        }
+    })
+    .await;
+    assert!(exporters(&a).await.contains("Added"));
+    a.stop().await;
+    b.stop().await;
+}

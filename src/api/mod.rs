@@ -45,6 +45,7 @@ use serde_json::json;
 
 use crate::archive::Archive;
 use crate::cancel::CancelHandle;
+use crate::cluster::{Signal, Signals};
 use crate::config::LiveConfig;
 use crate::queue::{CancelResult, NewTask, QueueError, Submit, TaskStore};
 use crate::schedule::{Schedule, Zone};
@@ -59,8 +60,12 @@ pub struct ApiState {
     pub store: Arc<dyn TaskStore>,
     /// Publishing and rescheduling (see the module documentation).
     pub submit: Submit,
-    /// Stops exports in process (the only reach into the workers).
+    /// Stops exports in process (the only reach into the workers), here
+    /// and, on a shared database, on the other instances.
     pub cancel: CancelHandle,
+    /// Signals to the other instances on a shared database (reload all);
+    /// `None` when this instance is alone.
+    pub cluster: Option<Signals>,
     /// The archive index, for the QIDO-style trigger.
     pub archive: Archive,
     /// Time zone of the `dcmSchedule` windows, to show when they open.
@@ -300,10 +305,37 @@ async fn trigger(
     Ok((StatusCode::ACCEPTED, Json(task)).into_response())
 }
 
-async fn reload(State(s): State<ApiState>) -> Result<StatusCode, ApiError> {
+/// `POST /ctrl/reload[?all=true]`: `all` also asks every other instance
+/// sharing the database to reload (each validates before it swaps, as
+/// here); alone, `all` is this instance.
+#[derive(Deserialize)]
+struct ReloadQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn reload(
+    State(s): State<ApiState>,
+    Query(q): Query<ReloadQuery>,
+) -> Result<StatusCode, ApiError> {
     // Workers follow the swap themselves (they subscribe to it).
     match s.config.reload().await {
-        Ok(_) => Ok(StatusCode::NO_CONTENT),
+        Ok(_) => match (&s.cluster, q.all) {
+            (Some(cluster), true) => match cluster.send(&Signal::Reload).await {
+                Ok(()) => Ok(StatusCode::NO_CONTENT),
+                Err(e) => {
+                    tracing::error!(error = %e, "reloaded here; the other instances were not told");
+                    Err(ApiError {
+                        status: StatusCode::SERVICE_UNAVAILABLE,
+                        message: format!(
+                            "configuration reloaded on this instance; the other instances were not told: {e}"
+                        ),
+                        details: Vec::new(),
+                    })
+                }
+            },
+            _ => Ok(StatusCode::NO_CONTENT),
+        },
         Err(e) => {
             tracing::error!(error = %e, "reload refused; the running configuration stays");
             // An unreachable directory is a temporary condition (503); an

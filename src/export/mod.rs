@@ -178,6 +178,7 @@ impl Executor {
     pub fn cancel_handle(&self) -> CancelHandle {
         CancelHandle {
             running: self.running.clone(),
+            broadcast: None,
         }
     }
 
