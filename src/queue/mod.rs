@@ -14,7 +14,10 @@
 //!   retry, deliver a rescheduled task again, and a health probe. The
 //!   embedded delivery ([`EmbeddedQueue`]) takes tasks from the store
 //!   itself; the broker-backed one ([`AmqpQueue`]) moves them over
-//!   RabbitMQ and keeps its records in the SQLite store.
+//!   RabbitMQ and keeps its records in the SQLite store; the PostgreSQL
+//!   delivery ([`PgQueue`], in [`pg_delivery`]) takes them from the
+//!   PostgreSQL store as the embedded one does, safely for several
+//!   processes, and is not yet built by [`open`].
 //!
 //! [`open`] is the one place a queue is built (`serve` and `export` both
 //! call it) and returns both handles; the control API gets only the store
@@ -35,6 +38,7 @@
 pub mod amqp;
 pub mod embedded;
 pub mod ledger;
+pub mod pg_delivery;
 pub mod postgres;
 pub mod store;
 
@@ -54,6 +58,7 @@ use crate::task::{ExportTask, Status, TaskRequest};
 pub use amqp::{AmqpQueue, BrokerError};
 pub use embedded::{EmbeddedQueue, SQLITE_SCHEMA_VERSION, SqliteStore};
 pub use ledger::DeliveryLedger;
+pub use pg_delivery::PgQueue;
 pub use postgres::PgStore;
 pub use store::{RecordFailure, RecordInit, TaskStore};
 
@@ -118,6 +123,13 @@ pub enum HealthError {
     /// The broker cannot be reached or did not answer a step of the probe.
     #[error("message broker {0}")]
     Broker(#[source] BrokerError),
+    /// The task store (a PostgreSQL server) did not answer in time.
+    #[error("task store {database}: no answer within {} s", .after.as_secs())]
+    StoreTimeout {
+        /// Its URL, password masked.
+        database: String,
+        after: std::time::Duration,
+    },
     /// The broker did not answer in time.
     #[error("message broker {broker}: no answer within {} s", .after.as_secs())]
     Timeout {
@@ -444,6 +456,9 @@ pub enum Backend {
     Embedded,
     /// Tasks travel over an AMQP broker ([`AmqpQueue`]).
     Amqp,
+    /// Workers of one or more processes take tasks from the PostgreSQL
+    /// store ([`PgQueue`]).
+    Postgres,
 }
 
 impl Backend {
@@ -452,6 +467,7 @@ impl Backend {
         match self {
             Backend::Embedded => "embedded",
             Backend::Amqp => "amqp",
+            Backend::Postgres => "postgres",
         }
     }
 }
