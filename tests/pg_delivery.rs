@@ -382,6 +382,90 @@ async fn a_publish_on_one_instance_wakes_a_waiting_worker_of_another() {
     assert_eq!(got.task_id, r.task_id);
 }
 
+/// The server processes of the test database that listen for tasks.
+async fn listeners(db: &TestDatabase) -> HashSet<i32> {
+    postgres::client(db.url())
+        .await
+        .query(
+            "SELECT pid FROM pg_stat_activity
+             WHERE datname = current_database() AND query = 'LISTEN stow_exporter_task'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_connects_again_when_its_connection_drops() {
+    const SLOW_POLL: Duration = Duration::from_secs(60);
+    const PROMPT: Duration = Duration::from_secs(5);
+    let db = TestDatabase::create().await;
+    let a = connect(&db, &QueueOptions::default()).await;
+    let b = PgQueue::connect_with_poll(db.url(), DEVICE, &QueueOptions::default(), SLOW_POLL)
+        .await
+        .unwrap();
+    for q in [&a, &b] {
+        tokio::time::timeout(BOUND, q.listening())
+            .await
+            .expect("listening");
+    }
+    // The server ends both listeners' connections (a restart, an idle
+    // timeout, an operator): each instance connects again by itself.
+    let before = listeners(&db).await;
+    assert_eq!(before.len(), 2, "{before:?}");
+    let ended: i64 = postgres::admin_client()
+        .await
+        .query_one(
+            "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE pid = ANY($1)) t",
+            &[&before.iter().copied().collect::<Vec<i32>>()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ended, 2);
+    tokio::time::timeout(BOUND, async {
+        loop {
+            let now = listeners(&db).await;
+            if now.len() == 2 && now.is_disjoint(&before) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("both listen again on new connections");
+    tokio::time::timeout(BOUND, b.listening())
+        .await
+        .expect("B listens again");
+
+    let (hold, mut looks) = SharedHold::new(Hold {
+        queue_closed: true,
+        exporters: Vec::new(),
+    });
+    let opener = hold.clone();
+    let first_look = move || {
+        let h = opener.ask();
+        opener.set(Hold::none());
+        h
+    };
+    let waiting = {
+        let b = b.clone();
+        tokio::spawn(async move { b.next("Q", &first_look).await })
+    };
+    asked(&mut looks, 1).await;
+    let t = a.publish(new_task("E", "1.1")).await.unwrap();
+    let got = tokio::time::timeout(PROMPT, waiting)
+        .await
+        .expect("the new listener's notification woke B's worker")
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.task_id, t.task_id);
+}
+
 /// What `Submit::reschedule` does on `q`: the store resets the record,
 /// the delivery delivers it again.
 async fn reschedule_on(

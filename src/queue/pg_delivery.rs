@@ -118,7 +118,13 @@ impl PgQueue {
     /// each process takes the tasks of its own `device_name`. Several
     /// `serve` processes of one device (same `dicomDeviceName`) on one
     /// database therefore share that device's tasks, each task taken by
-    /// exactly one of them: the scale-out of issue 14.
+    /// exactly one of them: the scale-out of issue 14. Caution for that
+    /// wiring: [`TaskStore::requeue_unfinished`] returns *all* of the
+    /// device's tasks IN PROCESS to SCHEDULED, those a live sibling is
+    /// running included, so as it stands a restarting (or stopping)
+    /// instance would have its siblings' running tasks taken a second
+    /// time; the takes need an owner (an instance ID, or a lease) before
+    /// several instances of one device run under `serve`.
     pub async fn connect(
         url: &str,
         device_name: &str,
