@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A private PostgreSQL cluster on loopback, for the tests (tests/task_store.rs),
+# A private PostgreSQL cluster on loopback, for the tests (tests/task_store.rs, tests/pg_delivery.rs),
 # with all of its state in WORKDIR: its data directory, its Unix socket and
 # its log. Installs the Debian package postgresql when it is missing
 # (without starting the system service). The cluster trusts every local

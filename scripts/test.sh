@@ -89,7 +89,7 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
   RABBITMQ_DIR="$(mktemp -d)"
   scripts/rabbitmq.sh start "$RABBITMQ_DIR" 5672
 fi
-# tests/task_store.rs needs PostgreSQL: at STOW_TEST_DATABASE_URL when that
+# tests/task_store.rs and tests/pg_delivery.rs need PostgreSQL: at STOW_TEST_DATABASE_URL when that
 # is set, else on 127.0.0.1:5432 (user postgres, no password), a private
 # cluster (scripts/postgres.sh, installing the package postgresql) when
 # none answers there. The tests are never skipped.

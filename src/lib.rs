@@ -36,8 +36,12 @@
 //!   delivery keeps in the store ([`queue::DeliveryLedger`]);
 //!   `queue/embedded.rs` holds the SQLite store and the embedded delivery,
 //!   `queue/postgres.rs` the PostgreSQL store ([`queue::PgStore`], one
-//!   database several processes share), `queue/amqp.rs` the broker-backed
-//!   delivery. Both stores version their schema and refuse a newer one.
+//!   database several processes share), `queue/pg_delivery.rs` the
+//!   delivery over it ([`queue::PgQueue`]: row-locked takes, so several
+//!   `serve` processes of one device share its tasks, woken by
+//!   `LISTEN`/`NOTIFY`; not yet selectable), `queue/amqp.rs` the
+//!   broker-backed delivery. Both stores version their schema and refuse a
+//!   newer one.
 //! - [`stow`]: the STOW-RS client: multipart framing, requests, responses.
 //! - [`export`]: runs one task: match instances, send, compute the outcome;
 //!   the queue's retry policy.

@@ -28,6 +28,14 @@ async fn start(cfg: &Path, data: &Path, db: &TestDatabase) -> Service {
     Service::start_with_settings(s).await
 }
 
+/// An instance on the shared database and data directory that takes its
+/// tasks from the database (no broker).
+async fn start_brokerless(cfg: &Path, data: &Path, db: &TestDatabase) -> Service {
+    let mut s = Service::settings(ConfigSource::Ldif(cfg.to_path_buf()), data);
+    s.database = Some(Secret::new(db.url()));
+    Service::start_with_settings(s).await
+}
+
 fn ids(l: &[Value]) -> BTreeSet<String> {
     l.iter()
         .map(|t| t["taskID"].as_str().unwrap().to_string())
@@ -264,6 +272,48 @@ async fn reload_with_all_reloads_every_instance_on_the_database() {
     })
     .await;
     assert!(exporters(&a).await.contains("Added"));
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_broker_two_instances_take_each_task_once_from_the_database() {
+    let db = TestDatabase::create().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let rcv = Receiver::start(&tmp.path().join("received"), Duration::from_millis(20)).await;
+    let cfg = write_config(tmp.path(), rcv.addr.port(), "");
+    let mut studies = Vec::new();
+    let mut files = Vec::new();
+    for i in 0..20 {
+        let (uid, f) = study(&tmp.path().join(format!("src{i}")), 1, 16);
+        studies.push(uid);
+        files.extend(f);
+    }
+    let data = tmp.path().join("shared");
+    import(&data, &files).await;
+    let a = start_brokerless(&cfg, &data, &db).await;
+    let b = start_brokerless(&cfg, &data, &db).await;
+    // Triggered through both APIs; either instance may run any of them.
+    for (i, s) in studies.iter().enumerate() {
+        let via = if i % 2 == 0 { &a } else { &b };
+        via.export_study("StowExporter", s).await;
+    }
+    let done = eventually(Duration::from_secs(60), || async {
+        let l = b.list("status=COMPLETED").await;
+        if l.len() == studies.len() {
+            Ok(l)
+        } else {
+            Err(format!(
+                "{} of {} completed (seen from B)",
+                l.len(),
+                studies.len()
+            ))
+        }
+    })
+    .await;
+    assert_eq!(ids(&done), ids(&a.list("").await), "one view");
+    assert_eq!(rcv.seen().len(), studies.len(), "each study sent once");
+    assert_arrived(&rcv, &files);
     a.stop().await;
     b.stop().await;
 }

@@ -367,9 +367,10 @@ fn queue_names(s: &OpsState) -> Vec<String> {
 /// zeros included), and for the embedded queue its depth.
 async fn queue_gauges(s: &OpsState) -> Result<QueueGauges, QueueError> {
     let rows = s.store.status_counts(&s.device_name).await?;
-    // The embedded queue's waiting records are its depth; a broker counts
-    // its own (`broker_depths`).
-    let embedded = s.delivery.backend() == Backend::Embedded;
+    // A delivery that takes from the store (embedded, PostgreSQL) has its
+    // waiting records as its depth; a broker counts its own
+    // (`broker_depths`).
+    let embedded = matches!(s.delivery.backend(), Backend::Embedded | Backend::Postgres);
     let mut g = QueueGauges::default();
     for q in queue_names(s) {
         for st in Status::ALL {

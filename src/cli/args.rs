@@ -309,8 +309,9 @@ pub struct ServeArgs {
 #[derive(clap::Args, Clone)]
 pub struct DatabaseArgs {
     /// Keep task records in this shared PostgreSQL database instead of the
-    /// data directory: postgres://USER[:PASSWORD]@HOST:PORT/DB (needs
-    /// --queue amqp://... in this version). May also come from the
+    /// data directory: postgres://USER[:PASSWORD]@HOST:PORT/DB. Several
+    /// instances on one database share the tasks (over --queue amqp://...,
+    /// or taken from the database itself). May also come from the
     /// environment; the password also from --database-password-file.
     #[arg(
         long,

@@ -14,7 +14,10 @@
 //!   retry, deliver a rescheduled task again, and a health probe. The
 //!   embedded delivery ([`EmbeddedQueue`]) takes tasks from the store
 //!   itself; the broker-backed one ([`AmqpQueue`]) moves them over
-//!   RabbitMQ and keeps its records in the SQLite store.
+//!   RabbitMQ and keeps its records in the SQLite store; the PostgreSQL
+//!   delivery ([`PgQueue`], in [`pg_delivery`]) takes them from the
+//!   PostgreSQL store as the embedded one does, safely for several
+//!   processes, and is not yet built by [`open`].
 //!
 //! [`open`] is the one place a queue is built (`serve` and `export` both
 //! call it) and returns both handles; the control API gets only the store
@@ -35,6 +38,7 @@
 pub mod amqp;
 pub mod embedded;
 pub mod ledger;
+pub mod pg_delivery;
 pub mod postgres;
 pub mod store;
 
@@ -54,6 +58,7 @@ use crate::task::{ExportTask, Status, TaskRequest};
 pub use amqp::{AmqpQueue, BrokerError};
 pub use embedded::{EmbeddedQueue, SQLITE_SCHEMA_VERSION, SqliteStore};
 pub use ledger::DeliveryLedger;
+pub use pg_delivery::PgQueue;
 pub use postgres::PgStore;
 pub use store::{RecordFailure, RecordInit, TaskStore};
 
@@ -107,15 +112,6 @@ pub enum QueueError {
         /// The newest version this code knows.
         supported: i64,
     },
-    /// `--database` without a broker: the delivery on PostgreSQL alone is
-    /// not built yet, and SQLite's would not be shared.
-    #[error(
-        "--database {database} needs --queue amqp://...: on a shared database, tasks travel over RabbitMQ in this version"
-    )]
-    DatabaseWithoutBroker {
-        /// The URL, password masked.
-        database: String,
-    },
 }
 
 /// Why a backend is not healthy ([`TaskDelivery::health`]).
@@ -127,6 +123,13 @@ pub enum HealthError {
     /// The broker cannot be reached or did not answer a step of the probe.
     #[error("message broker {0}")]
     Broker(#[source] BrokerError),
+    /// The task store (a PostgreSQL server) did not answer in time.
+    #[error("task store {database}: no answer within {} s", .after.as_secs())]
+    StoreTimeout {
+        /// Its URL, password masked.
+        database: String,
+        after: std::time::Duration,
+    },
     /// The broker did not answer in time.
     #[error("message broker {broker}: no answer within {} s", .after.as_secs())]
     Timeout {
@@ -453,6 +456,9 @@ pub enum Backend {
     Embedded,
     /// Tasks travel over an AMQP broker ([`AmqpQueue`]).
     Amqp,
+    /// Workers of one or more processes take tasks from the PostgreSQL
+    /// store ([`PgQueue`]).
+    Postgres,
 }
 
 impl Backend {
@@ -461,6 +467,7 @@ impl Backend {
         match self {
             Backend::Embedded => "embedded",
             Backend::Amqp => "amqp",
+            Backend::Postgres => "postgres",
         }
     }
 }
@@ -587,8 +594,18 @@ pub async fn open(at: OpenQueue<'_>) -> Result<Queue, QueueError> {
 /// delivery's bookkeeping there, the tasks over the broker.
 async fn open_shared(at: &OpenQueue<'_>, db: DatabaseLink<'_>) -> Result<Queue, QueueError> {
     let Some(b) = at.broker else {
-        return Err(QueueError::DatabaseWithoutBroker {
-            database: postgres::masked(db.url),
+        // No broker: the workers take tasks from the database itself.
+        let mut q = PgQueue::connect(db.url, at.device_name, at.options).await?;
+        if let Some(instance) = db.instance {
+            q = q.with_instance(instance);
+        }
+        if at.role == Role::Workers {
+            requeue_own(q.store()).await?;
+        }
+        let store: Arc<dyn TaskStore> = Arc::new(q.store().clone());
+        return Ok(Queue {
+            store,
+            delivery: Arc::new(q),
         });
     };
     let mut store = PgStore::connect(db.url, at.device_name, at.options).await?;
@@ -596,12 +613,7 @@ async fn open_shared(at: &OpenQueue<'_>, db: DatabaseLink<'_>) -> Result<Queue, 
         store = store.with_instance(instance);
     }
     if at.role == Role::Workers {
-        // What this instance left IN PROCESS when it was stopped; what
-        // another instance runs is not touched (see PgStore::with_instance).
-        let n = store.requeue_unfinished().await?;
-        if n > 0 {
-            tracing::warn!(tasks = n, "rescheduled tasks this instance left IN PROCESS");
-        }
+        requeue_own(&store).await?;
     }
     let store = Arc::new(store);
     let delivery = AmqpQueue::connect(b.url, store.clone(), b.config.clone()).await?;
@@ -609,4 +621,15 @@ async fn open_shared(at: &OpenQueue<'_>, db: DatabaseLink<'_>) -> Result<Queue, 
         store,
         delivery: Arc::new(delivery),
     })
+}
+
+/// What this instance left IN PROCESS when it was stopped goes back to
+/// SCHEDULED; what another instance runs is not touched (see
+/// [`PgStore::with_instance`]).
+async fn requeue_own(store: &PgStore) -> Result<(), QueueError> {
+    let n = store.requeue_unfinished().await?;
+    if n > 0 {
+        tracing::warn!(tasks = n, "rescheduled tasks this instance left IN PROCESS");
+    }
+    Ok(())
 }

@@ -286,13 +286,15 @@ impl PgStore {
     }
 
     /// How many runs without an outcome a task gets.
-    #[allow(dead_code)] // read by the PostgreSQL delivery (a later step of issue 14)
     pub(crate) fn max_deliveries(&self) -> u32 {
         self.max_deliveries
     }
 
     /// Wraps a driver error with the database and what was being done.
-    fn err(&self, context: &'static str) -> impl Fn(tokio_postgres::Error) -> QueueError + '_ {
+    pub(super) fn err(
+        &self,
+        context: &'static str,
+    ) -> impl Fn(tokio_postgres::Error) -> QueueError + '_ {
         move |source| QueueError::Postgres {
             database: self.database.clone(),
             context,
@@ -300,7 +302,7 @@ impl PgStore {
         }
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, QueueError> {
+    pub(super) async fn client(&self) -> Result<deadpool_postgres::Object, QueueError> {
         self.pool.get().await.map_err(|e| match e {
             deadpool_postgres::PoolError::Backend(source) => QueueError::Postgres {
                 database: self.database.clone(),
@@ -381,7 +383,7 @@ impl PgStore {
 
 /// Times as SQLite keeps them (milliseconds), so that a record reads the
 /// same from either store.
-fn now() -> DateTime<Utc> {
+pub(super) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(3)
 }
 
@@ -458,7 +460,7 @@ fn order_sql(f: &TaskFilter) -> String {
     format!(" ORDER BY {col} {dir}, pk {dir}{}", paging_sql(f))
 }
 
-fn row_to_task(r: &Row) -> Result<ExportTask, tokio_postgres::Error> {
+pub(super) fn row_to_task(r: &Row) -> Result<ExportTask, tokio_postgres::Error> {
     let status: String = r.try_get("status")?;
     let count = |name: &str| -> Result<u64, tokio_postgres::Error> {
         Ok(u64::try_from(r.try_get::<_, i64>(name)?).unwrap_or(0))
@@ -494,7 +496,7 @@ fn row_to_task(r: &Row) -> Result<ExportTask, tokio_postgres::Error> {
 }
 
 /// A task ID of this store: its primary key. Anything else is not found.
-fn task_pk(task_id: &str) -> Result<i64, QueueError> {
+pub(super) fn task_pk(task_id: &str) -> Result<i64, QueueError> {
     task_id
         .parse()
         .map_err(|_| QueueError::NotFound(task_id.to_string()))
@@ -502,7 +504,10 @@ fn task_pk(task_id: &str) -> Result<i64, QueueError> {
 
 /// Clears the delivery counts of task `pk` (its takes and the deliveries
 /// of its broker messages): an outcome or a final status settles them.
-async fn reset_counts(tx: &Transaction<'_>, pk: i64) -> Result<(), tokio_postgres::Error> {
+pub(super) async fn reset_counts(
+    tx: &Transaction<'_>,
+    pk: i64,
+) -> Result<(), tokio_postgres::Error> {
     tx.execute("DELETE FROM task_take WHERE task_pk = $1", &[&pk])
         .await?;
     tx.execute(
@@ -1366,6 +1371,23 @@ impl DeliveryLedger for PgStore {
         message_id: &'a str,
     ) -> BoxFuture<'a, Result<(), QueueError>> {
         self.link_message_in_db(task_id, message_id).boxed()
+    }
+}
+
+/// What the PostgreSQL delivery ([`super::pg_delivery`]) reads of the
+/// store beside the helpers above it shares (`client`, `err`,
+/// `row_to_task`, `reset_counts`): kept in a block of its own so that the
+/// delivery's needs stay visible and apart from the store's queries.
+impl PgStore {
+    /// The device whose tasks this store's deliveries take.
+    pub(super) fn device(&self) -> &str {
+        &self.device_name
+    }
+
+    /// This process's name among the device's instances (see
+    /// [`PgStore::with_instance`]): the owner a take records.
+    pub(super) fn owner(&self) -> &str {
+        &self.instance
     }
 }
 
