@@ -1,6 +1,8 @@
 //! Several `serve` instances on one PostgreSQL database, one storage
 //! directory and one RabbitMQ queue (issue 14): every task runs exactly
-//! once, and every instance's monitor API shows all of them. Real
+//! once, every instance's monitor API shows all of them, and a study
+//! imported once (`import --database`) is found by every instance through
+//! the archive index in the database. Real
 //! PostgreSQL (a fresh database per test, see `common/postgres.rs`), real
 //! RabbitMQ on 127.0.0.1:5672, real receivers on loopback.
 
@@ -9,7 +11,7 @@ mod common;
 mod postgres;
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::amqp::*;
@@ -26,6 +28,29 @@ async fn start(cfg: &Path, data: &Path, db: &TestDatabase) -> Service {
     s.queue_url = Some(amqp_url());
     s.database = Some(Secret::new(db.url()));
     Service::start_with_settings(s).await
+}
+
+/// `stow-exporter import --database URL --data DIR paths...`, the binary
+/// as an operator runs it on any host: the files go into DIR's storage,
+/// their rows into the database's archive index.
+async fn import_into(db: &TestDatabase, data: &Path, paths: &[PathBuf]) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stow-exporter"));
+    cmd.arg("import")
+        .arg("--database")
+        .arg(db.url())
+        .arg("--data")
+        .arg(data)
+        .args(paths);
+    // The process is waited for off the runtime.
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "import --database failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn ids(l: &[Value]) -> BTreeSet<String> {
@@ -48,9 +73,10 @@ async fn two_instances_on_one_database_run_each_task_once_and_show_one_view() {
         studies.push(uid);
         files.extend(f);
     }
-    // One data directory for both: the shared storage.
+    // One data directory for both: the shared storage, indexed in the
+    // database.
     let data = tmp.path().join("shared");
-    import(&data, &files).await;
+    import_into(&db, &data, &files).await;
     let (_conn, ch) = client(&amqp_url()).await;
     let a = start(&cfg, &data, &db).await;
     let b = start(&cfg, &data, &db).await;
@@ -127,6 +153,10 @@ async fn two_instances_on_one_database_run_each_task_once_and_show_one_view() {
         .get(0);
     assert_eq!(rows, studies.len() as i64);
     assert!(!data.join("queue.sqlite").exists(), "no local task store");
+    assert!(
+        !data.join("archive.sqlite").exists(),
+        "no local archive index"
+    );
     assert_arrived(&rcv, &files);
     // Both did work: the records of the shared store are the only trace
     // of who ran what, so each instance's own metrics tell.
@@ -148,6 +178,73 @@ async fn two_instances_on_one_database_run_each_task_once_and_show_one_view() {
             .sum();
         assert!(sent > 0, "instance {name} sent nothing: {summary}");
     }
+    a.stop().await;
+    b.stop().await;
+    q.delete(&ch).await;
+}
+
+#[tokio::test]
+async fn a_study_imported_once_is_found_and_exported_by_every_instance() {
+    let db = TestDatabase::create().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let q = TestQueue::new();
+    let rcv = Receiver::start(&tmp.path().join("received"), Duration::from_millis(5)).await;
+    let cfg = write_config(tmp.path(), rcv.addr.port(), &q.ldif(""));
+    let src = tmp.path().join("src");
+    let (uid, files) = study(&src, 3, 16);
+    // Imported once, by the CLI, into the storage both instances share.
+    let data = tmp.path().join("shared");
+    import_into(&db, &data, std::slice::from_ref(&src)).await;
+    let rows: i64 = postgres::client(db.url())
+        .await
+        .query_one(
+            "SELECT COUNT(*) FROM archive_instance WHERE study_iuid = $1",
+            &[&uid],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 3, "the rows are the database's");
+    let (_conn, ch) = client(&amqp_url()).await;
+    let a = start(&cfg, &data, &db).await;
+    let b = start(&cfg, &data, &db).await;
+    // The QIDO-style trigger matches studies in the receiving instance's
+    // index: each of them finds the study (the database is this test's
+    // alone, so no filter is needed).
+    for (name, svc) in [("A", &a), ("B", &b)] {
+        let r = svc
+            .http
+            .post(svc.url(&format!(
+                "/aets/{AET}/rs/studies/export/{}?batchID=from{name}",
+                q.exporter
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "instance {name}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["count"], 1, "instance {name} finds the study: {body}");
+    }
+    // Both tasks are exported with every instance, whichever instance
+    // took each from the queue.
+    for name in ["A", "B"] {
+        let done = eventually(Duration::from_secs(60), || async {
+            let l = a.list(&format!("batchID=from{name}")).await;
+            match l.first() {
+                Some(t) if ended(t) => Ok(t.clone()),
+                other => Err(format!("task of batch from{name}: {other:?}")),
+            }
+        })
+        .await;
+        assert_eq!(done["status"], "COMPLETED", "{done}");
+        assert_eq!(done["StudyInstanceUID"], uid.as_str());
+        assert_eq!(done["completed"], 3, "{done}");
+    }
+    assert_arrived(&rcv, &files);
+    assert!(
+        !data.join("archive.sqlite").exists(),
+        "no local archive index"
+    );
     a.stop().await;
     b.stop().await;
     q.delete(&ch).await;
