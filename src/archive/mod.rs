@@ -7,13 +7,17 @@
 //! <data_dir>/storage/<StudyUID>/<SeriesUID>/<SOPUID>.dcm  byte-identical copies
 //! ```
 //!
+//! or, with a shared database (`--database`), the index in PostgreSQL and
+//! no `archive.sqlite`.
+//!
 //! [`Archive`] is what the rest of the program uses: import (write side,
 //! `import.rs`) and the queries of export, the QIDO-style trigger and the
 //! CLI (read side). It holds the storage directory and an
-//! [`ArchiveIndex`] (`index.rs`: the seam and its contract), today the
-//! embedded [`SqliteIndex`] (`sqlite.rs`); the index keeps paths relative
-//! to the storage directory, so processes may share one storage mounted at
-//! different paths. `scan.rs` checks a file's structure before it is
+//! [`ArchiveIndex`] (`index.rs`: the seam and its contract): the embedded
+//! [`SqliteIndex`] (`sqlite.rs`), or the [`PgIndex`] (`postgres.rs`) that
+//! several processes on several hosts share ([`Archive::open_on`]); the
+//! index keeps paths relative to the storage directory, so processes may
+//! share one storage mounted at different paths. `scan.rs` checks a file's structure before it is
 //! parsed. Nothing outside this module touches the index or writes to
 //! storage.
 //!
