@@ -152,6 +152,26 @@ async fn the_postgres_index_migrates_and_refuses_a_newer_schema() {
     assert_eq!(versions("schema_version").await, task_store);
 }
 
+/// A server that cannot be reached fails the open with the driver's
+/// error, the URL in it with its password masked.
+#[tokio::test]
+async fn the_postgres_index_masks_the_password_in_errors() {
+    let root = tempfile::tempdir().unwrap();
+    // Port 1 on loopback: nothing listens there.
+    let url = "postgres://stow:hunter2@127.0.0.1:1/db?connect_timeout=5";
+    let err = PgIndex::connect(url, root.path().to_path_buf())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, IndexError::Postgres { .. }), "{err:?}");
+    let msg = format!("{err} {err:?}");
+    assert!(!msg.contains("hunter2"), "{msg}");
+    assert!(msg.contains("127.0.0.1:1"), "{msg}");
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "the driver error is the source"
+    );
+}
+
 /// What a check gets: a fresh index, and how to open it again.
 struct Env {
     index: Arc<dyn ArchiveIndex>,
@@ -176,6 +196,7 @@ pub async fn contract(open: OpenIndex) {
         ("rename failure indexes nothing", |e| {
             rename_failure(e).boxed()
         }),
+        ("orphan file replaced", |e| orphan_file_replaced(e).boxed()),
         ("relative paths", |e| relative_paths(e).boxed()),
         ("study query", |e| study_query(e).boxed()),
         ("counts", |e| counts(e).boxed()),
@@ -477,6 +498,23 @@ async fn rename_failure(e: Env) {
     assert_eq!(ix.count().await.unwrap(), 0);
     // The UID was not claimed.
     store(ix, rec, b"now").await;
+}
+
+async fn orphan_file_replaced(e: Env) {
+    // A crash between the rename and the index's commit leaves the file
+    // at its name without a row: the UID is not claimed, and the next
+    // commit of it renames its own copy over the orphan.
+    let ix = &*e.index;
+    let rec = record("16", "16.1", "16.1.1", &CT, 3);
+    let dest = e.at.storage.join(&rec.rel_path);
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    std::fs::write(&dest, b"orphan").unwrap();
+    assert_eq!(ix.get("16.1.1").await.unwrap(), None);
+    let stored = store(ix, rec, b"new").await;
+    assert_eq!(stored.path, dest);
+    assert_eq!(std::fs::read(&dest).unwrap(), b"new");
+    assert_eq!(names(dest.parent().unwrap()), ["16.1.1.dcm"]);
+    assert_eq!(ix.count().await.unwrap(), 1);
 }
 
 async fn relative_paths(e: Env) {
