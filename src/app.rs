@@ -161,6 +161,14 @@ impl Application {
                     settings.data_dir.display()
                 )))
             })?;
+        // The queue refuses this too, but only after the archive would have
+        // connected to the database and migrated its index: say it first.
+        if let (Some(d), None) = (&settings.database, &settings.queue_url) {
+            return Err(QueueError::DatabaseWithoutBroker {
+                database: crate::queue::postgres::masked(d.expose()),
+            }
+            .into());
+        }
         // With a shared database the archive index is there too, so that
         // every instance finds what was imported on any host.
         let archive = Archive::open_on(
