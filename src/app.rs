@@ -71,8 +71,9 @@ pub struct Settings {
     pub tls: crate::stow::tls::TlsSettings,
     /// Delivery cap and durability of the task store.
     pub queue_options: crate::queue::QueueOptions,
-    /// Keep task records in this shared PostgreSQL database
-    /// (`postgres://...`, a secret) instead of the data directory.
+    /// Keep task records and the archive index in this shared PostgreSQL
+    /// database (`postgres://...`, a secret) instead of the data
+    /// directory; the storage stays `<data_dir>/storage`.
     pub database: Option<Secret>,
 }
 
@@ -161,7 +162,13 @@ impl Application {
                     settings.data_dir.display()
                 )))
             })?;
-        let archive = Archive::open(&settings.data_dir).await?;
+        // With a shared database the archive index is there too, so that
+        // every instance finds what was imported on any host.
+        let archive = Archive::open_on(
+            &settings.data_dir,
+            settings.database.as_ref().map(|d| d.expose()),
+        )
+        .await?;
         let live = LiveConfig::new(
             settings.config.clone(),
             &settings.device_name,

@@ -20,10 +20,11 @@
 //!   the running snapshot, its reload and `--watch`: [`config::LiveConfig`].
 //! - [`archive`]: the storage directory and its index; `import`. The
 //!   index is behind [`archive::ArchiveIndex`] (`archive/index.rs`: the
-//!   seam and its contract, the one a PostgreSQL index implements; paths
-//!   kept relative to the storage directory), today the embedded
-//!   [`archive::SqliteIndex`] (`archive/sqlite.rs`); export, the
-//!   QIDO-style trigger and the CLI use [`archive::Archive`] only.
+//!   seam and its contract; paths kept relative to the storage
+//!   directory): the embedded [`archive::SqliteIndex`]
+//!   (`archive/sqlite.rs`), or with `--database` the shared
+//!   [`archive::PgIndex`] (`archive/postgres.rs`); export, the QIDO-style
+//!   trigger and the CLI use [`archive::Archive`] only.
 //! - [`task`]: the export task record with dcm4chee's JSON field names.
 //! - [`outcome`]: the result vocabulary of an export (per-instance
 //!   results, the typed kind of each failure, retry advice, a task's

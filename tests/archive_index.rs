@@ -1,19 +1,22 @@
 //! The behaviour every [`ArchiveIndex`] must show (its contract, documented
 //! on the trait), independent of the backend: [`contract`] takes a
 //! constructor and runs each check on a fresh index over a fresh storage
-//! directory, with real files. The SQLite index runs it below; another
-//! index (PostgreSQL) adds one test calling `contract` with its
-//! constructor.
+//! directory, with real files. The SQLite index and the PostgreSQL index
+//! (a fresh database per check, see `common/postgres.rs`) run it below,
+//! and the PostgreSQL index's schema migrations are checked.
 
-use std::collections::BTreeSet;
+#[path = "common/postgres.rs"]
+mod postgres;
+
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use stow_exporter::archive::{
-    Archive, ArchiveIndex, Commit, Imported, InstanceRecord, SqliteIndex, StoredInstance,
-    StudyQuery,
+    Archive, ArchiveIndex, Commit, Imported, IndexError, InstanceRecord, PgIndex, SqliteIndex,
+    StoredInstance, StudyQuery,
 };
 
 /// Where to open an index.
@@ -44,6 +47,131 @@ async fn the_sqlite_index_keeps_the_contract() {
     .await;
 }
 
+/// The database of each index directory the PostgreSQL contract opened:
+/// a fresh one for a fresh directory, the same one when a check opens its
+/// directory again (another process sharing the index). Dropped (with
+/// their databases) when the test ends.
+static PG_DATABASES: tokio::sync::Mutex<Option<HashMap<PathBuf, postgres::TestDatabase>>> =
+    tokio::sync::Mutex::const_new(None);
+
+#[tokio::test]
+async fn the_postgres_index_keeps_the_contract() {
+    contract(|at| {
+        async move {
+            let url = {
+                let mut dbs = PG_DATABASES.lock().await;
+                let dbs = dbs.get_or_insert_with(HashMap::new);
+                if !dbs.contains_key(&at.dir) {
+                    dbs.insert(at.dir.clone(), postgres::TestDatabase::create().await);
+                }
+                dbs[&at.dir].url().to_string()
+            };
+            let i = PgIndex::connect(&url, at.storage).await.unwrap();
+            Arc::new(i) as Arc<dyn ArchiveIndex>
+        }
+        .boxed()
+    })
+    .await;
+    let dbs = PG_DATABASES.lock().await.take();
+    drop(dbs);
+}
+
+/// A fresh database gets the current schema, beside the task store's
+/// tables; opening it again changes nothing; an index a newer version
+/// migrated is refused with both versions named, the password masked.
+#[tokio::test]
+async fn the_postgres_index_migrates_and_refuses_a_newer_schema() {
+    use stow_exporter::archive::postgres::{MIGRATIONS, SCHEMA_VERSION};
+    let db = postgres::TestDatabase::create().await;
+    let root = tempfile::tempdir().unwrap();
+    let storage = std::fs::canonicalize(root.path()).unwrap();
+    // The task store first: the two schemas share the database.
+    stow_exporter::queue::postgres::PgStore::connect(
+        db.url(),
+        "dev",
+        &stow_exporter::queue::QueueOptions::default(),
+    )
+    .await
+    .unwrap();
+    let ix = PgIndex::connect(db.url(), storage.clone()).await.unwrap();
+    store(&ix, record("20", "20.1", "20.1.1", &CT, 3), b"abc").await;
+    let c = postgres::client(db.url()).await;
+    let versions = |table: &'static str| {
+        let c = &c;
+        async move {
+            let v: Vec<i64> = c
+                .query(
+                    &format!("SELECT version FROM {table} ORDER BY version"),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            v
+        }
+    };
+    let current: Vec<i64> = (1..=SCHEMA_VERSION).collect();
+    assert_eq!(versions("archive_schema_version").await, current);
+    let task_store = versions("schema_version").await;
+    assert_eq!(
+        task_store.len() as i64,
+        stow_exporter::queue::postgres::SCHEMA_VERSION
+    );
+
+    // Opened again: the same rows, nothing migrated twice.
+    let again = PgIndex::connect(db.url(), storage.clone()).await.unwrap();
+    assert_eq!(again.count().await.unwrap(), 1);
+    assert_eq!(versions("archive_schema_version").await, current);
+
+    // A newer version adds a step; this one refuses the database.
+    let mut newer = MIGRATIONS.to_vec();
+    newer.push("ALTER TABLE archive_instance ADD COLUMN later TEXT;");
+    PgIndex::connect_with_migrations(db.url(), storage.clone(), &newer)
+        .await
+        .unwrap();
+    let with_password = db.url().replacen("postgres@", "postgres:hunter2@", 1);
+    let err = PgIndex::connect(&with_password, storage).await.unwrap_err();
+    match &err {
+        IndexError::SchemaTooNew {
+            found, supported, ..
+        } => {
+            assert_eq!((*found, *supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
+        }
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("schema version {}", SCHEMA_VERSION + 1))
+            && msg.contains(&format!("version {SCHEMA_VERSION} ")),
+        "{msg}"
+    );
+    assert!(!msg.contains("hunter2"), "{msg}");
+    // The task store is not affected by the index's version.
+    assert_eq!(versions("schema_version").await, task_store);
+}
+
+/// A server that cannot be reached fails the open with the driver's
+/// error, the URL in it with its password masked.
+#[tokio::test]
+async fn the_postgres_index_masks_the_password_in_errors() {
+    let root = tempfile::tempdir().unwrap();
+    // Port 1 on loopback: nothing listens there.
+    let url = "postgres://stow:hunter2@127.0.0.1:1/db?connect_timeout=5";
+    let err = PgIndex::connect(url, root.path().to_path_buf())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, IndexError::Postgres { .. }), "{err:?}");
+    let msg = format!("{err} {err:?}");
+    assert!(!msg.contains("hunter2"), "{msg}");
+    assert!(msg.contains("127.0.0.1:1"), "{msg}");
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "the driver error is the source"
+    );
+}
+
 /// What a check gets: a fresh index, and how to open it again.
 struct Env {
     index: Arc<dyn ArchiveIndex>,
@@ -68,6 +196,7 @@ pub async fn contract(open: OpenIndex) {
         ("rename failure indexes nothing", |e| {
             rename_failure(e).boxed()
         }),
+        ("orphan file replaced", |e| orphan_file_replaced(e).boxed()),
         ("relative paths", |e| relative_paths(e).boxed()),
         ("study query", |e| study_query(e).boxed()),
         ("counts", |e| counts(e).boxed()),
@@ -369,6 +498,23 @@ async fn rename_failure(e: Env) {
     assert_eq!(ix.count().await.unwrap(), 0);
     // The UID was not claimed.
     store(ix, rec, b"now").await;
+}
+
+async fn orphan_file_replaced(e: Env) {
+    // A crash between the rename and the index's commit leaves the file
+    // at its name without a row: the UID is not claimed, and the next
+    // commit of it renames its own copy over the orphan.
+    let ix = &*e.index;
+    let rec = record("16", "16.1", "16.1.1", &CT, 3);
+    let dest = e.at.storage.join(&rec.rel_path);
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    std::fs::write(&dest, b"orphan").unwrap();
+    assert_eq!(ix.get("16.1.1").await.unwrap(), None);
+    let stored = store(ix, rec, b"new").await;
+    assert_eq!(stored.path, dest);
+    assert_eq!(std::fs::read(&dest).unwrap(), b"new");
+    assert_eq!(names(dest.parent().unwrap()), ["16.1.1.dcm"]);
+    assert_eq!(ix.count().await.unwrap(), 1);
 }
 
 async fn relative_paths(e: Env) {

@@ -877,3 +877,48 @@ async fn export_wait_fails_with_the_destination_and_times_out() {
         text(&out.stderr)
     );
 }
+
+/// `serve --database` with an unreachable database fails naming it,
+/// masked (nothing listens on the URL's port here); `import --database`
+/// too; the password never shows.
+#[tokio::test]
+async fn an_unreachable_database_is_named_and_its_password_stays_hidden() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = "postgres://stow:hunter2@127.0.0.1:1/db?connect_timeout=5";
+    let data = tmp.path().join("data");
+    let mut cmd = bin();
+    cmd.args(["serve", "--config"])
+        .arg(shipped_ldif())
+        .arg("--data")
+        .arg(&data)
+        .args(["--listen", "127.0.0.1:0", "--database", url])
+        .env_remove("STOW_EXPORTER_QUEUE");
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("postgres://stow:"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+
+    let (_, files) = study(&tmp.path().join("src"), 1, 16);
+    let mut cmd = bin();
+    cmd.arg("import")
+        .arg("--data")
+        .arg(&data)
+        .args(["--database", url])
+        .args(&files);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("archive index postgres://stow:"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert!(!data.join("archive.sqlite").exists());
+}

@@ -9,7 +9,7 @@ mod common;
 mod postgres;
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::amqp::*;
@@ -26,6 +26,29 @@ async fn start(cfg: &Path, data: &Path, db: &TestDatabase) -> Service {
     s.queue_url = Some(amqp_url());
     s.database = Some(Secret::new(db.url()));
     Service::start_with_settings(s).await
+}
+
+/// `stow-exporter import --database URL --data DIR paths...`, the binary
+/// as an operator runs it on any host: the files go into DIR's storage,
+/// their rows into the database's archive index.
+async fn import_into(db: &TestDatabase, data: &Path, paths: &[PathBuf]) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stow-exporter"));
+    cmd.arg("import")
+        .arg("--database")
+        .arg(db.url())
+        .arg("--data")
+        .arg(data)
+        .args(paths);
+    // The process is waited for off the runtime.
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "import --database failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// An instance on the shared database and data directory that takes its
@@ -58,7 +81,7 @@ async fn two_instances_on_one_database_run_each_task_once_and_show_one_view() {
     }
     // One data directory for both: the shared storage.
     let data = tmp.path().join("shared");
-    import(&data, &files).await;
+    import_into(&db, &data, &files).await;
     let (_conn, ch) = client(&amqp_url()).await;
     let a = start(&cfg, &data, &db).await;
     let b = start(&cfg, &data, &db).await;
@@ -135,6 +158,7 @@ async fn two_instances_on_one_database_run_each_task_once_and_show_one_view() {
         .get(0);
     assert_eq!(rows, studies.len() as i64);
     assert!(!data.join("queue.sqlite").exists(), "no local task store");
+    assert!(!data.join("archive.sqlite").exists(), "no local archive index");
     assert_arrived(&rcv, &files);
     // Both did work: the records of the shared store are the only trace
     // of who ran what, so each instance's own metrics tell.
@@ -195,7 +219,7 @@ async fn a_cancel_sent_to_one_instance_stops_the_export_running_on_another() {
     let cfg = write_config(tmp.path(), rcv.addr.port(), &q.ldif(""));
     let (study_uid, files) = study(&tmp.path().join("src"), 12, 16);
     let data = tmp.path().join("shared");
-    import(&data, &files).await;
+    import_into(&db, &data, &files).await;
     let (_conn, ch) = client(&amqp_url()).await;
     // Only A consumes when the task arrives, so A runs it.
     let a = start(&cfg, &data, &db).await;
@@ -290,7 +314,7 @@ async fn without_a_broker_two_instances_take_each_task_once_from_the_database() 
         files.extend(f);
     }
     let data = tmp.path().join("shared");
-    import(&data, &files).await;
+    import_into(&db, &data, &files).await;
     let a = start_brokerless(&cfg, &data, &db).await;
     let b = start_brokerless(&cfg, &data, &db).await;
     // Triggered through both APIs; either instance may run any of them.
@@ -316,4 +340,71 @@ async fn without_a_broker_two_instances_take_each_task_once_from_the_database() 
     assert_arrived(&rcv, &files);
     a.stop().await;
     b.stop().await;
+}
+
+#[tokio::test]
+async fn a_study_imported_once_is_found_and_exported_by_every_instance() {
+    let db = TestDatabase::create().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let q = TestQueue::new();
+    let rcv = Receiver::start(&tmp.path().join("received"), Duration::from_millis(5)).await;
+    let cfg = write_config(tmp.path(), rcv.addr.port(), &q.ldif(""));
+    let src = tmp.path().join("src");
+    let (uid, files) = study(&src, 3, 16);
+    // Imported once, by the CLI, into the storage both instances share.
+    let data = tmp.path().join("shared");
+    import_into(&db, &data, std::slice::from_ref(&src)).await;
+    let rows: i64 = postgres::client(db.url())
+        .await
+        .query_one(
+            "SELECT COUNT(*) FROM archive_instance WHERE study_iuid = $1",
+            &[&uid],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 3, "the rows are the database's");
+    let (_conn, ch) = client(&amqp_url()).await;
+    let a = start(&cfg, &data, &db).await;
+    let b = start(&cfg, &data, &db).await;
+    // The QIDO-style trigger matches studies in the receiving instance's
+    // index: each of them finds the study (the database is this test's
+    // alone, so no filter is needed).
+    for (name, svc) in [("A", &a), ("B", &b)] {
+        let r = svc
+            .http
+            .post(svc.url(&format!(
+                "/aets/{AET}/rs/studies/export/{}?batchID=from{name}",
+                q.exporter
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "instance {name}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["count"], 1, "instance {name} finds the study: {body}");
+    }
+    // Both tasks are exported with every instance, whichever instance
+    // took each from the queue.
+    for name in ["A", "B"] {
+        let done = eventually(Duration::from_secs(60), || async {
+            let l = a.list(&format!("batchID=from{name}")).await;
+            match l.first() {
+                Some(t) if ended(t) => Ok(t.clone()),
+                other => Err(format!("task of batch from{name}: {other:?}")),
+            }
+        })
+        .await;
+        assert_eq!(done["status"], "COMPLETED", "{done}");
+        assert_eq!(done["StudyInstanceUID"], uid.as_str());
+        assert_eq!(done["completed"], 3, "{done}");
+    }
+    assert_arrived(&rcv, &files);
+    assert!(
+        !data.join("archive.sqlite").exists(),
+        "no local archive index"
+    );
+    a.stop().await;
+    b.stop().await;
+    q.delete(&ch).await;
 }

@@ -5,9 +5,10 @@
 //! Owns the contract every index keeps (below, on the trait). Must not
 //! touch the content of stored files: copying, comparing and fsyncing
 //! them is [`super::import`]'s; an index only renames a finished temp file
-//! into place inside its commit. The SQLite index ([`super::SqliteIndex`])
-//! implements it today; `tests/archive_index.rs` is the behaviour suite
-//! any implementation must pass (a PostgreSQL index adds one test there).
+//! into place inside its commit. The SQLite index ([`super::SqliteIndex`],
+//! embedded) and the PostgreSQL index ([`super::PgIndex`], shared by
+//! several processes) implement it; `tests/archive_index.rs` is the
+//! behaviour suite every implementation passes.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -60,6 +61,41 @@ pub enum IndexError {
     /// The embedded SQLite index.
     #[error(transparent)]
     Sqlite(#[from] DbError),
+    /// The PostgreSQL index failed (a malformed URL, an unreachable
+    /// server, a failed statement).
+    #[error("archive index {database}: {context}: {source}")]
+    Postgres {
+        /// Its URL, password masked.
+        database: String,
+        /// What the index was doing.
+        context: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The PostgreSQL index's connection pool failed other than by a
+    /// driver error (it was closed, or could not be built).
+    #[error("archive index {database}: connection pool: {source}")]
+    PostgresPool {
+        /// Its URL, password masked.
+        database: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The index's schema was migrated by a newer version of
+    /// stow-exporter: this one refuses it rather than write rows the newer
+    /// one cannot read.
+    #[error(
+        "archive index {database} has schema version {found}, newer than version {supported} \
+         that this stow-exporter knows: run the newer stow-exporter, or use another database"
+    )]
+    SchemaTooNew {
+        /// The URL, password masked.
+        database: String,
+        /// The version found in it.
+        found: i64,
+        /// The newest version this code knows.
+        supported: i64,
+    },
 }
 
 /// The index of the instances in one storage directory.

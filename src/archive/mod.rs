@@ -7,13 +7,17 @@
 //! <data_dir>/storage/<StudyUID>/<SeriesUID>/<SOPUID>.dcm  byte-identical copies
 //! ```
 //!
+//! or, with a shared database (`--database`), the index in PostgreSQL and
+//! no `archive.sqlite`.
+//!
 //! [`Archive`] is what the rest of the program uses: import (write side,
 //! `import.rs`) and the queries of export, the QIDO-style trigger and the
 //! CLI (read side). It holds the storage directory and an
-//! [`ArchiveIndex`] (`index.rs`: the seam and its contract), today the
-//! embedded [`SqliteIndex`] (`sqlite.rs`); the index keeps paths relative
-//! to the storage directory, so processes may share one storage mounted at
-//! different paths. `scan.rs` checks a file's structure before it is
+//! [`ArchiveIndex`] (`index.rs`: the seam and its contract): the embedded
+//! [`SqliteIndex`] (`sqlite.rs`), or the [`PgIndex`] (`postgres.rs`) that
+//! several processes on several hosts share ([`Archive::open_on`]); the
+//! index keeps paths relative to the storage directory, so processes may
+//! share one storage mounted at different paths. `scan.rs` checks a file's structure before it is
 //! parsed. Nothing outside this module touches the index or writes to
 //! storage.
 //!
@@ -25,6 +29,7 @@
 
 mod import;
 mod index;
+pub mod postgres;
 pub(crate) mod scan;
 mod sqlite;
 
@@ -35,6 +40,7 @@ use tokio::sync::Semaphore;
 
 pub use import::{ImportProgress, ImportReport, NoProgress, import_paths};
 pub use index::{ArchiveIndex, Commit, IndexError, InstanceRecord, resolve};
+pub use postgres::PgIndex;
 pub use sqlite::SqliteIndex;
 
 /// How many files are parsed at the same time. Parsing holds the header in
@@ -197,6 +203,16 @@ impl Archive {
     /// Opens (creating) `<data_dir>/storage/` and `<data_dir>/archive.sqlite`,
     /// the embedded index.
     pub async fn open(data_dir: &Path) -> Result<Archive, ArchiveError> {
+        Archive::open_on(data_dir, None).await
+    }
+
+    /// Opens (creating) `<data_dir>/storage/` with the shared PostgreSQL
+    /// index at `database` (a URL, a secret: errors mask its password)
+    /// when given, else as [`Archive::open`] does: several processes on
+    /// any host, each with the shared storage mounted as its
+    /// `<data_dir>/storage`, then see one archive. No `archive.sqlite` is
+    /// created with a database.
+    pub async fn open_on(data_dir: &Path, database: Option<&str>) -> Result<Archive, ArchiveError> {
         let storage = data_dir.join("storage");
         tokio::fs::create_dir_all(&storage)
             .await
@@ -213,8 +229,11 @@ impl Archive {
                     path: storage.clone(),
                     source,
                 })?;
-        let index = SqliteIndex::open(&data_dir.join("archive.sqlite"), storage).await?;
-        Ok(Archive::with_index(Arc::new(index)))
+        let index: Arc<dyn ArchiveIndex> = match database {
+            Some(url) => Arc::new(PgIndex::connect(url, storage).await?),
+            None => Arc::new(SqliteIndex::open(&data_dir.join("archive.sqlite"), storage).await?),
+        };
+        Ok(Archive::with_index(index))
     }
 
     /// An archive over `index`, storing into the index's storage directory

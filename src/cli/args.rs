@@ -305,11 +305,13 @@ pub struct ServeArgs {
     pub database: DatabaseArgs,
 }
 
-/// Where task records are kept when several instances share them.
+/// Where task records and the archive index are kept when several
+/// instances share them.
 #[derive(clap::Args, Clone)]
 pub struct DatabaseArgs {
-    /// Keep task records in this shared PostgreSQL database instead of the
-    /// data directory: postgres://USER[:PASSWORD]@HOST:PORT/DB. Several
+    /// Keep task records and the archive index in this shared PostgreSQL
+    /// database instead of the data directory (whose storage/ the
+    /// instances share): postgres://USER[:PASSWORD]@HOST:PORT/DB. Several
     /// instances on one database share the tasks (over --queue amqp://...,
     /// or taken from the database itself). May also come from the
     /// environment; the password also from --database-password-file.
@@ -408,6 +410,8 @@ pub struct StowrsdArgs {
 pub struct ImportArgs {
     #[arg(long, default_value = "data")]
     pub data: PathBuf,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
 }

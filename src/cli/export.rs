@@ -90,7 +90,8 @@ pub async fn export(a: ExportArgs) -> Result<ExitCode, CliError> {
     }
     let opts = wait::WaitOptions {
         timeout: a.timeout.map(std::time::Duration::from_secs),
-        total: wait::instances_in_archive(&a.data, &task).await,
+        total: wait::instances_in_archive(&a.data, database.as_ref().map(|d| d.expose()), &task)
+            .await,
         progress: std::io::stderr().is_terminal(),
     };
     match wait::wait_for_task(queue.store.as_ref(), &task.task_id, &opts).await {

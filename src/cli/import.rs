@@ -2,7 +2,9 @@
 //! progress bar on a terminal and one line per file that was skipped.
 //!
 //! Owns only the presentation; reading, checking and storing files is
-//! [`crate::archive::import_paths`].
+//! [`crate::archive::import_paths`]. With `--database` the files go into
+//! the storage under `--data` and their rows into the shared PostgreSQL
+//! index, where every `serve` on that database finds them.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -12,6 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::archive::{self, Archive, ImportError, ImportProgress, Imported};
 use crate::cli::CliError;
+use crate::config::Secret;
 
 /// Progress on a terminal; one line per file that could not be imported.
 struct Progress {
@@ -33,15 +36,20 @@ impl ImportProgress for Progress {
 }
 
 /// `import`: exit status 0 when every file was stored (or already was),
-/// 2 when some were skipped.
-pub async fn import(data: &Path, paths: &[PathBuf]) -> Result<ExitCode, CliError> {
+/// 2 when some were skipped. `database`: the shared PostgreSQL index
+/// (`--database`) instead of `<data>/archive.sqlite`.
+pub async fn import(
+    data: &Path,
+    database: Option<&Secret>,
+    paths: &[PathBuf],
+) -> Result<ExitCode, CliError> {
     tokio::fs::create_dir_all(data)
         .await
         .map_err(|source| CliError::CreateDir {
             path: data.to_path_buf(),
             source,
         })?;
-    let archive = Archive::open(data).await?;
+    let archive = Archive::open_on(data, database.map(|d| d.expose())).await?;
     let bar = if std::io::stderr().is_terminal() {
         let b = ProgressBar::new(0);
         b.set_style(

@@ -99,7 +99,10 @@ pub async fn run(command: Command) -> Result<ExitCode, CliError> {
     match command {
         Command::Serve(a) => serve::serve(a).await.map(|()| ExitCode::SUCCESS),
         Command::Stowrsd(a) => serve::stowrsd(a).await.map(|()| ExitCode::SUCCESS),
-        Command::Import(a) => import::import(&a.data, &a.paths).await,
+        Command::Import(a) => {
+            let database = a.database.url().await?;
+            import::import(&a.data, database.as_ref(), &a.paths).await
+        }
         Command::Export(a) => export::export(a).await,
         Command::Tasks(a) => tasks::run(a)
             .await

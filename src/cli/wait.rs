@@ -71,10 +71,15 @@ pub struct WaitOptions {
 }
 
 /// Number of indexed instances the task's entity matches in the archive of
-/// `data_dir`, as the export will match them; `None` if the archive cannot
-/// be read (the bar then has no length).
-pub async fn instances_in_archive(data_dir: &Path, task: &ExportTask) -> Option<u64> {
-    let archive = Archive::open(data_dir).await.ok()?;
+/// `data_dir` (its index in the shared `database` when given, as `serve`
+/// on that database reads it), as the export will match them; `None` if
+/// the archive cannot be read (the bar then has no length).
+pub async fn instances_in_archive(
+    data_dir: &Path,
+    database: Option<&str>,
+    task: &ExportTask,
+) -> Option<u64> {
+    let archive = Archive::open_on(data_dir, database).await.ok()?;
     let found = archive
         .find(&task.study_iuid, task.series(), task.instance())
         .await
