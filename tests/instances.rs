@@ -158,7 +158,10 @@ async fn two_instances_on_one_database_run_each_task_once_and_show_one_view() {
         .get(0);
     assert_eq!(rows, studies.len() as i64);
     assert!(!data.join("queue.sqlite").exists(), "no local task store");
-    assert!(!data.join("archive.sqlite").exists(), "no local archive index");
+    assert!(
+        !data.join("archive.sqlite").exists(),
+        "no local archive index"
+    );
     assert_arrived(&rcv, &files);
     // Both did work: the records of the shared store are the only trace
     // of who ran what, so each instance's own metrics tell.
