@@ -9,7 +9,8 @@
 # Usage:
 #   scripts/postgres.sh start WORKDIR [PORT]
 #       default 5432; returns once the server accepts connections on
-#       127.0.0.1:PORT (postgres://postgres@127.0.0.1:PORT/postgres)
+#       127.0.0.1:PORT (postgres://postgres@127.0.0.1:PORT/postgres). A
+#       WORKDIR stopped before is started again with its data.
 #   scripts/postgres.sh install
 #       installs postgresql if missing (without starting the system service)
 #   scripts/postgres.sh stop WORKDIR
@@ -92,8 +93,12 @@ cmd_start() {
     chown postgres: "$w"
     as=(runuser -u postgres --)
   fi
-  "${as[@]}" "$bin/initdb" -D "$w/data" -U postgres --auth=trust -E UTF8 --no-locale \
-    >"$w/initdb.log" 2>&1 || { cat "$w/initdb.log" >&2; die "initdb failed (log in $w/initdb.log)"; }
+  # A WORKDIR that holds a cluster already is started again as it is (a
+  # restart: tests/instances.rs stops and starts the server mid-run).
+  if [ ! -s "$w/data/PG_VERSION" ]; then
+    "${as[@]}" "$bin/initdb" -D "$w/data" -U postgres --auth=trust -E UTF8 --no-locale \
+      >"$w/initdb.log" 2>&1 || { cat "$w/initdb.log" >&2; die "initdb failed (log in $w/initdb.log)"; }
+  fi
   "${as[@]}" "$bin/pg_ctl" -D "$w/data" -l "$w/postgres.log" -w -t 60 \
     -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$w" \
     start >"$w/pg_ctl.log" 2>&1 || {

@@ -244,7 +244,12 @@ impl Application {
             queues = snapshot.queues.len(),
             "configuration loaded"
         );
-        let metrics = Arc::new(Metrics::new());
+        // Instances sharing a database label their own counts with their
+        // name; alone, the series are as they always were.
+        let metrics = Arc::new(match settings.database {
+            Some(_) => Metrics::for_instance(&instance),
+            None => Metrics::new(),
+        });
         let transcoder = match settings.transcode_jobs {
             Some(n) => Transcoder::new(n, settings.transcode_limits),
             None => Transcoder::per_core(settings.transcode_limits),
@@ -272,6 +277,10 @@ impl Application {
             device_name: settings.device_name.clone(),
             store: queue.store.clone(),
             delivery: queue.delivery.clone(),
+            database: settings
+                .database
+                .as_ref()
+                .map(|d| crate::queue::masked_database(d.expose())),
         };
         // On a shared database the instances tell one another of cancels
         // and reloads; alone, there is nobody to tell.

@@ -48,6 +48,11 @@ pub const DECODE_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// The label naming the instance (`dicomDeviceName@host:port`) on the
+/// counters of an instance sharing a database ([`Metrics::for_instance`]).
+/// Not `instance`, which Prometheus sets to the scraped address.
+pub const INSTANCE_LABEL: &str = "stow_instance";
+
 /// The reason classes of failed instances.
 pub const REASON_CLASSES: &[&str] = FailureKind::CLASSES;
 
@@ -144,12 +149,23 @@ impl Families {
     }
 
     /// A registry holding every family, in the order the hand-written
-    /// writer used. Names are given without the `_total` the encoder
+    /// writer used but for the task gauges, now last. Names are given without the `_total` the encoder
     /// appends to counters, and help texts without the final period it
     /// appends, so the exposed names and texts are the ones before the
     /// move to `prometheus-client`.
-    fn registry(&self) -> Registry {
-        let mut r = Registry::default();
+    fn registry(&self, instance: Option<&str>) -> Registry {
+        let mut top = Registry::default();
+        // With several instances on one database, each instance's own
+        // counts carry its name, so that a scrape of every instance sums
+        // up; the task records are the database's, the same on every
+        // instance, and stay without it.
+        let r = match instance {
+            Some(name) => top.sub_registry_with_label((
+                std::borrow::Cow::Borrowed(INSTANCE_LABEL),
+                std::borrow::Cow::Owned(name.to_string()),
+            )),
+            None => &mut top,
+        };
         r.register(
             "stow_exporter_instances_sent",
             "Instances the destination stored (COMPLETED or WARNING)",
@@ -181,16 +197,6 @@ impl Families {
             Declared(self.latency.clone()),
         );
         r.register(
-            "stow_exporter_tasks",
-            "Task records of this device by queue and status",
-            Declared(self.tasks.clone()),
-        );
-        r.register(
-            "stow_exporter_queue_depth",
-            "Tasks waiting in the queue (embedded: SCHEDULED and SCHEDULED FOR RETRY records; AMQP: ready messages of the broker queue)",
-            Declared(self.depth.clone()),
-        );
-        r.register(
             "stow_exporter_transcoded_instances",
             "Instances decompressed for destinations that do not take the stored syntax, by stored transfer syntax and result",
             Declared(self.transcoded.clone()),
@@ -200,7 +206,17 @@ impl Families {
             "Time to read and decompress one instance, by stored transfer syntax",
             Declared(self.decode.clone()),
         );
-        r
+        top.register(
+            "stow_exporter_tasks",
+            "Task records of this device by queue and status",
+            Declared(self.tasks.clone()),
+        );
+        top.register(
+            "stow_exporter_queue_depth",
+            "Tasks waiting in the queue (embedded: SCHEDULED and SCHEDULED FOR RETRY records; AMQP: ready messages of the broker queue)",
+            Declared(self.depth.clone()),
+        );
+        top
     }
 }
 
@@ -332,9 +348,21 @@ pub struct DestinationSummary {
 
 impl Metrics {
     pub fn new() -> Metrics {
+        Metrics::build(None)
+    }
+
+    /// The metrics of one of several instances sharing a database: its own
+    /// counters (instances sent, failures, requests, decoding) carry the
+    /// label [`INSTANCE_LABEL`] with its name; the task records, which
+    /// every instance reads from the database, do not.
+    pub fn for_instance(instance: &str) -> Metrics {
+        Metrics::build(Some(instance))
+    }
+
+    fn build(instance: Option<&str>) -> Metrics {
         let families = Families::new();
         Metrics {
-            registry: families.registry(),
+            registry: families.registry(instance),
             families,
             destinations: Mutex::default(),
             scrape: Mutex::default(),

@@ -411,3 +411,266 @@ async fn a_study_imported_once_is_found_and_exported_by_every_instance() {
     b.stop().await;
     q.delete(&ch).await;
 }
+
+/// A real `serve` process on the shared database and data directory, on
+/// control port `port`, over `queue` (a broker URL) or taking its tasks
+/// from the database (`None`); `extra` are more options. Its log goes to
+/// `log`; it is killed (SIGKILL) when dropped.
+fn spawn_serve(
+    cfg: &Path,
+    data: &Path,
+    db_url: &str,
+    port: u16,
+    queue: Option<&str>,
+    extra: &[&str],
+    log: &Path,
+) -> KillOnDrop {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stow-exporter"));
+    cmd.args(["serve", "--config"])
+        .arg(cfg)
+        .arg("--data")
+        .arg(data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--database", db_url])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    if let Some(q) = queue {
+        cmd.args(["--queue", q]);
+    }
+    KillOnDrop(cmd.spawn().unwrap())
+}
+
+/// The control API of a `serve` process on `port`.
+fn api(port: u16) -> String {
+    format!("http://127.0.0.1:{port}/dcm4chee-arc")
+}
+
+/// The tasks IN PROCESS now and the port of the instance running each
+/// (its owner is `device@host:port`), read from the database.
+async fn running_on(db: &TestDatabase) -> Vec<(String, u16)> {
+    postgres::client(db.url())
+        .await
+        .query(
+            "SELECT pk::TEXT, owner FROM task WHERE status = 'IN PROCESS' AND owner IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let owner: String = r.get(1);
+            let port = owner.rsplit(':').next().unwrap().parse().unwrap();
+            (r.get(0), port)
+        })
+        .collect()
+}
+
+/// Studies of `n` instances each, imported into `data` and the database.
+async fn studies(
+    db: &TestDatabase,
+    tmp: &Path,
+    data: &Path,
+    count: usize,
+    n: usize,
+) -> (Vec<String>, Vec<PathBuf>) {
+    let mut uids = Vec::new();
+    let mut files = Vec::new();
+    for i in 0..count {
+        let (uid, f) = study(&tmp.join(format!("src{i}")), n, 16);
+        uids.push(uid);
+        files.extend(f);
+    }
+    import_into(db, data, &files).await;
+    (uids, files)
+}
+
+/// Lists every task through the control API at `base`.
+async fn all_tasks(http: &reqwest::Client, base: &str) -> Vec<Value> {
+    http.get(format!("{base}/monitor/export?limit=1000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_on_one_queue_finish_everything_when_one_is_sigkilled_mid_task() {
+    const STUDIES: usize = 6;
+    const PER_STUDY: usize = 8;
+    let db = TestDatabase::create().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let q = TestQueue::new();
+    // Slow, so that the kill lands while each instance runs a task.
+    let rcv = Receiver::start(&tmp.path().join("received"), Duration::from_millis(150)).await;
+    let cfg = write_config(tmp.path(), rcv.addr.port(), &q.ldif(""));
+    let data = tmp.path().join("shared");
+    let (uids, files) = studies(&db, tmp.path(), &data, STUDIES, PER_STUDY).await;
+    let (_conn, ch) = client(&amqp_url()).await;
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut procs: Vec<Option<KillOnDrop>> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Some(spawn_serve(
+                &cfg,
+                &data,
+                db.url(),
+                *p,
+                Some(&amqp_url()),
+                &[],
+                &tmp.path().join(format!("serve{i}.log")),
+            ))
+        })
+        .collect();
+    for p in &ports {
+        wait_up(*p, Duration::from_secs(60)).await;
+    }
+    for uid in &uids {
+        let body = format!(
+            r#"{{"ExporterID":"{}","StudyInstanceUID":"{uid}","batchID":"kill"}}"#,
+            q.exporter
+        );
+        publish(&ch, &q.name, body.as_bytes(), None).await;
+    }
+    // Kill the instance running a task once that task has sent part of
+    // its study.
+    let (victim_task, victim_port) = eventually(Duration::from_secs(60), || async {
+        let running = running_on(&db).await;
+        let started = rcv.seen().len();
+        match running.first() {
+            Some(r) if started >= 2 => Ok(r.clone()),
+            _ => Err(format!("{started} requests, running: {running:?}")),
+        }
+    })
+    .await;
+    let victim = ports.iter().position(|p| *p == victim_port).unwrap();
+    let killed_running = running_on(&db)
+        .await
+        .iter()
+        .filter(|(_, p)| *p == victim_port)
+        .count();
+    procs[victim].take().unwrap().kill();
+    let survivor = ports[(victim + 1) % 3];
+    let http = reqwest::Client::new();
+    let done = eventually(Duration::from_secs(120), || async {
+        let l = all_tasks(&http, &api(survivor)).await;
+        let ended = l.iter().filter(|t| ended(t)).count();
+        if l.len() == STUDIES && ended == STUDIES {
+            Ok(l)
+        } else {
+            Err(format!("{ended} of {} tasks ended: {l:?}", l.len()))
+        }
+    })
+    .await;
+    for t in &done {
+        assert_eq!(t["status"], "COMPLETED", "{t}");
+        assert_eq!(t["completed"], PER_STUDY as u64, "{t}");
+    }
+    // One record per study: the redelivered message resumed the killed
+    // run's record (the same task ID), not a second one.
+    let studies_done: BTreeSet<String> = done
+        .iter()
+        .map(|t| t["StudyInstanceUID"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(studies_done.len(), STUDIES);
+    assert!(
+        done.iter().any(|t| t["taskID"] == victim_task.as_str()),
+        "the killed run's record {victim_task} completed: {done:?}"
+    );
+    assert_arrived(&rcv, &files);
+    // Resumed, not restarted: only what was in flight at the kill (one
+    // request per running task, concurrency 1) may have gone twice.
+    let requests = rcv.seen().len();
+    assert!(
+        requests <= files.len() + killed_running,
+        "{requests} requests for {} instances ({killed_running} tasks were running on the killed instance)",
+        files.len()
+    );
+    // Every surviving instance shows the same, complete view.
+    for (i, p) in ports.iter().enumerate() {
+        if i != victim {
+            assert_eq!(ids(&all_tasks(&http, &api(*p)).await), ids(&done));
+        }
+    }
+    drop(procs);
+    q.delete(&ch).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_broker_a_task_of_a_sigkilled_instance_is_taken_over_and_resumed() {
+    const PER_STUDY: usize = 12;
+    let db = TestDatabase::create().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let rcv = Receiver::start(&tmp.path().join("received"), Duration::from_millis(150)).await;
+    let cfg = write_config(tmp.path(), rcv.addr.port(), "");
+    let data = tmp.path().join("shared");
+    let (uids, files) = studies(&db, tmp.path(), &data, 1, PER_STUDY).await;
+    let [pa, pb] = [free_port(), free_port()];
+    // A short takeover time, so that the test does not wait 30 s.
+    let takeover = ["--takeover-after", "2"];
+    let mut a = spawn_serve(
+        &cfg,
+        &data,
+        db.url(),
+        pa,
+        None,
+        &takeover,
+        &tmp.path().join("a.log"),
+    );
+    wait_up(pa, Duration::from_secs(60)).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!(
+            "{}/aets/{AET}/rs/studies/{}/export/StowExporter",
+            api(pa),
+            uids[0]
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let task: Value = r.json().await.unwrap();
+    let id = task["taskID"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(60), || async {
+        let n = rcv.seen().len();
+        if n >= 3 {
+            Ok(())
+        } else {
+            Err(format!("{n} instances sent"))
+        }
+    })
+    .await;
+    a.kill();
+    let sent_before = rcv.seen().len();
+    assert!(sent_before < PER_STUDY, "killed mid-task");
+    // B starts after the kill: the task is IN PROCESS, owned by A, which
+    // no longer says it is alive.
+    let _b = spawn_serve(
+        &cfg,
+        &data,
+        db.url(),
+        pb,
+        None,
+        &takeover,
+        &tmp.path().join("b.log"),
+    );
+    wait_up(pb, Duration::from_secs(60)).await;
+    let done = wait_done(&http, &api(pb), &id, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert_eq!(done["completed"], PER_STUDY as u64, "{done}");
+    assert_arrived(&rcv, &files);
+    let requests = rcv.seen().len();
+    assert!(
+        requests <= PER_STUDY + 1,
+        "resumed after the {sent_before} instances A sent: {requests} requests for {PER_STUDY}"
+    );
+    assert_eq!(all_tasks(&http, &api(pb)).await.len(), 1, "one record");
+    let log = std::fs::read_to_string(tmp.path().join("b.log")).unwrap();
+    assert!(
+        log.contains("silent for longer than the takeover time"),
+        "B says it took the task over: {log}"
+    );
+}

@@ -76,6 +76,9 @@ pub struct OpsState {
     pub store: Arc<dyn TaskStore>,
     /// The queue backend: its health probe and, over AMQP, the depths.
     pub delivery: Arc<dyn TaskDelivery>,
+    /// The shared database (`--database`), password masked: readiness
+    /// then names it as a dependency of its own, beside the broker.
+    pub database: Option<String>,
 }
 
 /// The router of `/metrics` and readiness: behind the token, like the
@@ -400,9 +403,26 @@ async fn ready(State(s): State<OpsState>) -> Response {
         json!({"status": "UP", "source": snap.source.to_string(), "exporters": snap.exporters.len()}),
     );
     let backend = s.delivery.backend().as_str();
-    let mut queue = match queue_gauges(&s).await {
-        Ok(_) => json!({"status": "UP", "backend": backend}),
-        Err(e) => {
+    let store = queue_gauges(&s).await;
+    // With a shared database, the task records (and the archive index)
+    // are there: when it is down, readiness says so by name, and the
+    // queue check is left to the delivery's own probe (the broker's
+    // link, which may well be up).
+    let mut queue = match (&s.database, store) {
+        (Some(db), Ok(_)) => {
+            checks.insert("database", json!({"status": "UP", "database": db}));
+            json!({"status": "UP", "backend": backend})
+        }
+        (Some(db), Err(e)) => {
+            failing.push(format!("database: {e}"));
+            checks.insert(
+                "database",
+                json!({"status": "DOWN", "database": db, "error": e.to_string()}),
+            );
+            json!({"status": "UP", "backend": backend})
+        }
+        (None, Ok(_)) => json!({"status": "UP", "backend": backend}),
+        (None, Err(e)) => {
             failing.push(format!("queue: task store: {e}"));
             json!({"status": "DOWN", "error": format!("task store: {e}")})
         }

@@ -163,6 +163,14 @@ pub struct QueueArgs {
     /// SCHEDULED). A crash of the process alone loses nothing.
     #[arg(long, value_name = "full|normal", default_value = "full")]
     pub sqlite_synchronous: crate::db::Synchronous,
+    /// With --database and no --queue (instances taking tasks from
+    /// PostgreSQL): seconds an instance may be silent (killed, powered off,
+    /// cut from the database) before another instance takes over the tasks
+    /// it left IN PROCESS; each resumes after the instances already stored.
+    /// Over a broker, the broker redelivers a dead instance's tasks at once.
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::queue::DEFAULT_TAKEOVER_AFTER.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub takeover_after: u64,
 }
 
 impl QueueArgs {
@@ -170,6 +178,7 @@ impl QueueArgs {
         crate::queue::QueueOptions {
             max_deliveries: self.max_deliveries,
             synchronous: self.sqlite_synchronous,
+            takeover_after: std::time::Duration::from_secs(self.takeover_after),
             export_hook: None,
         }
     }

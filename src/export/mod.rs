@@ -38,6 +38,18 @@ const RECORD_BATCH: usize = 64;
 /// Matches read from the index at a time.
 const PAGE_SIZE: usize = 500;
 
+/// How a run of a task ended.
+#[derive(Debug)]
+pub enum RunEnd {
+    /// With an outcome to record.
+    Outcome(Outcome),
+    /// Without one: the task's records or the archive index could not be
+    /// read (a database restarting, a network cut, a broken file). Not
+    /// an outcome of the task: the workers hand it back (see
+    /// [`workers::Workers`]), and a later run resumes it.
+    Unread(String),
+}
+
 /// One instance's part of a task.
 enum Work {
     /// To be sent in one request (or more, when decoded sizes exceed the
@@ -187,20 +199,24 @@ impl Executor {
         self.cancel_handle().cancel(task_id);
     }
 
-    /// Runs `task` with `snapshot` and returns its outcome. Instances that
-    /// an earlier, interrupted run of the same task already stored are not
-    /// sent again.
-    pub async fn run(&self, snapshot: &Snapshot, task: &ExportTask) -> Outcome {
+    /// Runs `task` with `snapshot` and returns its outcome, or
+    /// [`RunEnd::Unread`] when the task store or the archive index could
+    /// not be read. Instances that an earlier, interrupted run of the same
+    /// task already stored are not sent again.
+    pub async fn run(&self, snapshot: &Snapshot, task: &ExportTask) -> RunEnd {
         let entity = task.entity();
-        let fail = |dest: &str, msg: String| Outcome {
-            status: Status::Failed,
-            message: format!("Export {entity} to {dest} failed: {msg}"),
-            error: Some(msg),
-            counts: Counts::default(),
-            number_of_instances: 0,
-            // Configuration, archive and task store problems may be gone
-            // by the next attempt; the queue's policy decides.
-            retry: Retry::Yes,
+        let fail = |dest: &str, msg: String| {
+            RunEnd::Outcome(Outcome {
+                status: Status::Failed,
+                message: format!("Export {entity} to {dest} failed: {msg}"),
+                error: Some(msg),
+                counts: Counts::default(),
+                number_of_instances: 0,
+                // Configuration problems and a study not (yet) in the
+                // archive may be gone by the next attempt; the queue's
+                // policy decides.
+                retry: Retry::Yes,
+            })
         };
         let Some(exporter) = snapshot.exporter(&task.exporter_id) else {
             return fail(
@@ -226,7 +242,7 @@ impl Executor {
         };
         let previous = match self.store.instance_results(&task.task_id).await {
             Ok(p) => Arc::new(p),
-            Err(e) => return fail(&web_app.name, format!("task store: {e}")),
+            Err(e) => return RunEnd::Unread(format!("task store: {e}")),
         };
         if !previous.is_empty() {
             tracing::info!(task = %task.task_id, recorded = previous.len(), "resuming: instances stored by an earlier run are not sent again");
@@ -315,7 +331,7 @@ impl Executor {
             .remove(&task.task_id);
         let matched = matched.load(Ordering::SeqCst);
         if let Some(e) = index_error {
-            return fail(&web_app.name, format!("archive index: {e}"));
+            return RunEnd::Unread(format!("archive index: {e}"));
         }
         if matched == 0 {
             return fail(
@@ -323,7 +339,7 @@ impl Executor {
                 format!("could not find {entity} in the archive"),
             );
         }
-        tally.outcome(&entity, &web_app.name, matched)
+        RunEnd::Outcome(tally.outcome(&entity, &web_app.name, matched))
     }
 
     /// The task's matches as a stream of work items, read from the index

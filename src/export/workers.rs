@@ -17,10 +17,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{CancelHandle, Executor, retry};
+use super::{CancelHandle, Executor, RunEnd, retry};
 use crate::config::{LiveConfig, Snapshot};
 use crate::outcome::{Outcome, Retry};
-use crate::queue::{ExportHook, Hold, Release, TaskDelivery};
+use crate::queue::{ExportHook, Hold, QueueError, Release, TaskDelivery};
 use crate::schedule::Zone;
 use crate::task::{Counts, ExportTask, Status};
 
@@ -176,6 +176,7 @@ impl Workers {
         tracing::debug!(queue = %name, "worker started");
         let in_use = Arc::new(AtomicU32::new(0));
         let freed = Arc::new(Notify::new());
+        let mut take_failing = false;
         loop {
             // Parallelism follows the queue's dcmMaxTasksParallel as it is
             // now, so a reload that changes it applies to the next task.
@@ -199,11 +200,23 @@ impl Workers {
                 t = self.queue.next(&name, &hold) => t,
             };
             let task = match task {
-                Ok(t) => t,
+                Ok(t) => {
+                    if take_failing {
+                        tracing::info!(queue = %name, "taking tasks again");
+                        take_failing = false;
+                    }
+                    t
+                }
                 Err(e) => {
-                    tracing::error!(queue = %name, error = %e, "cannot take a task; retrying in 1 s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
+                    // Once per outage, not once a second.
+                    if !take_failing {
+                        tracing::error!(queue = %name, error = %e, "cannot take a task; trying again every second until the queue backend answers");
+                        take_failing = true;
+                    }
+                    tokio::select! {
+                        _ = self.stop.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
                 }
             };
             let slot = Slot::take(&in_use, &freed);
@@ -231,7 +244,11 @@ impl Workers {
             self.executor.run(&snapshot, &task).await
         };
         let outcome = match AssertUnwindSafe(export).catch_unwind().await {
-            Ok(outcome) => outcome,
+            Ok(RunEnd::Outcome(outcome)) => outcome,
+            Ok(RunEnd::Unread(reason)) => {
+                self.unread(&task, &reason).await;
+                return;
+            }
             Err(p) => {
                 let message = panic_message(&*p);
                 tracing::error!(task = %task.task_id, panic = %message, "export panicked; the task ends FAILED");
@@ -288,18 +305,46 @@ impl Workers {
                 tracing::info!(task = %task.task_id, status = %outcome.status, "{}", outcome.message)
             }
         }
-        // Retry the write: a finished task left IN PROCESS would be sent
-        // again after a restart (harmless, resumed) but never reported.
-        for attempt in 0..5 {
+        // Retried until the store answers (a database restarting, a network
+        // cut): the outcome waits here rather than the export running
+        // again. Said once, not once per attempt. Only a shutdown gives up
+        // waiting; the task is then handed back, or left IN PROCESS for the
+        // next start when even that cannot be written.
+        let mut wait = Duration::from_millis(200);
+        let mut failing_since: Option<std::time::Instant> = None;
+        loop {
             match self
                 .queue
                 .finish(&task.task_id, outcome.clone(), retry_at)
                 .await
             {
-                Ok(_) => return,
+                Ok(_) => {
+                    if let Some(since) = failing_since {
+                        tracing::info!(task = %task.task_id, waited_s = since.elapsed().as_secs(), "task outcome recorded");
+                    }
+                    return;
+                }
+                // Another instance runs the task now (this one was silent
+                // too long): its run ends the task, not this one.
+                Err(e @ QueueError::TakenOver { .. }) => {
+                    tracing::warn!(task = %task.task_id, error = %e, "outcome not recorded");
+                    return;
+                }
+                // Deleted meanwhile: nothing left to record it on.
+                Err(e @ QueueError::NotFound(_)) => {
+                    tracing::warn!(task = %task.task_id, error = %e, "outcome not recorded");
+                    return;
+                }
                 Err(e) => {
-                    tracing::error!(task = %task.task_id, error = %e, attempt, "cannot record task outcome");
-                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                    if failing_since.is_none() {
+                        tracing::error!(task = %task.task_id, error = %e, "cannot record task outcome; it is kept until the task store answers");
+                        failing_since = Some(std::time::Instant::now());
+                    }
+                    tokio::select! {
+                        _ = self.stop.cancelled() => break,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(5));
                 }
             }
         }
@@ -307,6 +352,35 @@ impl Workers {
         // rather than held until the connection closes). The run counts,
         // so a task that can never be recorded is eventually given up.
         self.queue.release(&task.task_id, Release::Fault).await;
+    }
+
+    /// A run that could not read the task's records or the archive index
+    /// ([`RunEnd::Unread`]). When the task store does not answer either,
+    /// that is an outage (a database restarting): the task waits here until
+    /// the store answers and goes back uncounted, so an outage fails no
+    /// task (the worker loop says once that the backend is down). When the
+    /// store answers, the fault is elsewhere (a broken index): the task
+    /// goes back counted, so a fault that stays ends it after
+    /// `max-deliveries`.
+    async fn unread(&self, task: &ExportTask, reason: &str) {
+        if self.executor.store.ping().await.is_ok() {
+            tracing::error!(task = %task.task_id, reason, "the export could not read what it needs; the task goes back to the queue");
+            self.queue.release(&task.task_id, Release::Fault).await;
+            return;
+        }
+        tracing::debug!(task = %task.task_id, reason, "the task store does not answer; the task waits for it");
+        let mut wait = Duration::from_millis(200);
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            if self.executor.store.ping().await.is_ok() {
+                break;
+            }
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
+        self.queue.release(&task.task_id, Release::Outage).await;
     }
 
     /// The handle that cancels these workers' running tasks.

@@ -887,7 +887,7 @@ impl TaskDelivery for AmqpQueue {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(task_id);
             let count = match why {
-                Release::Shutdown => Count::Uncount,
+                Release::Shutdown | Release::Outage => Count::Uncount,
                 Release::Fault => Count::Keep,
             };
             if let Err(e) = self.records.unstart_record(task_id, count).await {

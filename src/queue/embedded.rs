@@ -852,6 +852,16 @@ fn relaxed_commit<R>(
 }
 
 impl TaskStore for SqliteStore {
+    fn ping(&self) -> BoxFuture<'_, Result<(), QueueError>> {
+        async move {
+            self.db
+                .call(|c| c.query_row("SELECT 1", [], |_| Ok(())))
+                .await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
     fn requeue_unfinished(&self) -> BoxFuture<'_, Result<u64, QueueError>> {
         self.requeue_in_process().boxed()
     }
@@ -1345,7 +1355,7 @@ impl TaskDelivery for EmbeddedQueue {
     fn release<'a>(&'a self, task_id: &'a str, why: Release) -> BoxFuture<'a, ()> {
         async move {
             let count = match why {
-                Release::Shutdown => Count::Uncount,
+                Release::Shutdown | Release::Outage => Count::Uncount,
                 Release::Fault => Count::Keep,
             };
             if let Err(e) = self.store.unstart_record(task_id, count).await {

@@ -59,7 +59,7 @@ pub use amqp::{AmqpQueue, BrokerError};
 pub use embedded::{EmbeddedQueue, SQLITE_SCHEMA_VERSION, SqliteStore};
 pub use ledger::DeliveryLedger;
 pub use pg_delivery::PgQueue;
-pub use postgres::PgStore;
+pub use postgres::{PgStore, masked as masked_database};
 pub use store::{RecordFailure, RecordInit, TaskStore};
 
 /// Errors of a queue backend.
@@ -96,6 +96,20 @@ pub enum QueueError {
         database: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The outcome of a run that another instance took over meanwhile
+    /// (this one was silent for longer than the takeover time, see
+    /// [`PgQueue`]): the other's run is the task's, this one's outcome
+    /// is not recorded.
+    #[error(
+        "task {task} was taken over by instance {} while this instance was silent; \
+         its outcome here is not recorded",
+        .by.as_deref().unwrap_or("(none)")
+    )]
+    TakenOver {
+        task: String,
+        /// The instance that runs it now, if any still does.
+        by: Option<String>,
     },
     /// The task store's schema was migrated by a newer version of
     /// stow-exporter: this one does not know its tables and refuses it
@@ -159,16 +173,28 @@ pub struct QueueOptions {
     /// every recorded outcome (and, over AMQP, every acknowledgement that
     /// follows one) survive an OS crash.
     pub synchronous: Synchronous,
+    /// How long an instance taking tasks from PostgreSQL without a broker
+    /// may be silent before the others take over the tasks it left IN
+    /// PROCESS (see [`PgQueue::take_over_after`]). Unused by the other
+    /// backends (a broker redelivers a dead consumer's messages itself).
+    pub takeover_after: std::time::Duration,
     /// See [`ExportHook`].
     #[doc(hidden)]
     pub export_hook: Option<ExportHook>,
 }
+
+/// Default of [`QueueOptions::takeover_after`] (`serve --takeover-after`):
+/// long enough that a busy database or a short network hiccup does not
+/// hand a running task to a second instance, short enough that a crashed
+/// instance's task resumes within a minute.
+pub const DEFAULT_TAKEOVER_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Default for QueueOptions {
     fn default() -> QueueOptions {
         QueueOptions {
             max_deliveries: DEFAULT_MAX_DELIVERIES,
             synchronous: Synchronous::Full,
+            takeover_after: DEFAULT_TAKEOVER_AFTER,
             export_hook: None,
         }
     }
@@ -179,6 +205,7 @@ impl std::fmt::Debug for QueueOptions {
         f.debug_struct("QueueOptions")
             .field("max_deliveries", &self.max_deliveries)
             .field("synchronous", &self.synchronous)
+            .field("takeover_after", &self.takeover_after)
             .field("export_hook", &self.export_hook.is_some())
             .finish()
     }
@@ -200,6 +227,10 @@ pub enum Release {
     /// The shutdown deadline stopped its export: not the task's fault, so
     /// this run does not count against `max-deliveries`.
     Shutdown,
+    /// Its export could not read the task store or the archive index while
+    /// the task store did not answer (a database restarting): not the
+    /// task's fault either, so uncounted, as [`Release::Shutdown`].
+    Outage,
     /// Its outcome could not be recorded (or the worker failed): the run
     /// counts, so a task that always ends this way is eventually given up.
     Fault,
@@ -601,6 +632,7 @@ async fn open_shared(at: &OpenQueue<'_>, db: DatabaseLink<'_>) -> Result<Queue, 
         }
         if at.role == Role::Workers {
             requeue_own(q.store()).await?;
+            q = q.take_over_after(at.options.takeover_after);
         }
         let store: Arc<dyn TaskStore> = Arc::new(q.store().clone());
         return Ok(Queue {

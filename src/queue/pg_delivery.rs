@@ -85,6 +85,22 @@ pub struct PgQueue {
     /// See [`POLL_INTERVAL`].
     poll: Duration,
     listener: Arc<Listener>,
+    /// The heartbeat and takeover task, once [`PgQueue::take_over_after`]
+    /// started it.
+    keeper: Option<Arc<Keeper>>,
+}
+
+/// The task that keeps this instance's heartbeat and takes over the tasks
+/// of silent instances ([`keep_lease`]); stops when the last clone of the
+/// queue is dropped.
+struct Keeper {
+    task: JoinHandle<()>,
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// The task that keeps the `LISTEN` connection, and whether it listens now.
@@ -165,7 +181,28 @@ impl PgQueue {
             wake,
             poll: poll.max(Duration::from_millis(1)),
             listener: Arc::new(Listener { task, listening }),
+            keeper: None,
         })
+    }
+
+    /// Starts this instance's heartbeat (a row in the table `instance`,
+    /// written every `lease / 5` by the database's clock) and the takeover
+    /// of tasks left IN PROCESS by an instance of the device that has been
+    /// silent for `lease`: SIGKILL, a power loss or a network cut leave no
+    /// task IN PROCESS for good; another instance takes it again and the
+    /// export resumes after the instances already stored. Only for the
+    /// process that runs workers, after [`PgQueue::with_instance`].
+    ///
+    /// A takeover needs this instance to have been heard for a whole
+    /// `lease` itself, so that after an outage of the database, which
+    /// silences every instance at once, the owners speak again before
+    /// anyone takes their tasks. Tasks delivered over a broker are not
+    /// taken over: their broker redelivers them.
+    pub fn take_over_after(mut self, lease: Duration) -> PgQueue {
+        let lease = lease.max(Duration::from_millis(500));
+        let task = tokio::spawn(keep_lease(self.store.clone(), self.wake.clone(), lease));
+        self.keeper = Some(Arc::new(Keeper { task }));
+        self
     }
 
     /// Names this process among the device's instances: the owner its
@@ -320,13 +357,14 @@ impl PgQueue {
         let queue: Option<String> = tx
             .query_opt(
                 "UPDATE task SET status = $1, updated_time = $2, owner = NULL
-                 WHERE pk = $3 AND status = $4
+                 WHERE pk = $3 AND status = $4 AND (owner = $5 OR owner IS NULL)
                  RETURNING queue_name",
                 &[
                     &Status::Scheduled.as_str(),
                     &now(),
                     &pk,
                     &Status::InProcess.as_str(),
+                    &s.owner(),
                 ],
             )
             .await
@@ -369,6 +407,121 @@ impl PgQueue {
     }
 }
 
+/// Every `lease / 5`: says this instance is alive and, once it has been
+/// heard for a whole `lease`, takes over what silent instances left (see
+/// [`PgQueue::take_over_after`]). Errors are logged once per outage (the
+/// workers and the health check say the rest). Runs until aborted.
+async fn keep_lease(store: PgStore, wake: Arc<Notify>, lease: Duration) {
+    let beat = (lease / 5).clamp(Duration::from_millis(100), Duration::from_secs(10));
+    let mut heard_since: Option<tokio::time::Instant> = None;
+    let mut failing = false;
+    loop {
+        let step = async {
+            heartbeat(&store).await?;
+            let since = *heard_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() >= lease {
+                take_over(&store, lease).await
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        match step.await {
+            Ok(taken) => {
+                if failing {
+                    tracing::info!(database = %store.database(), "heartbeat written again");
+                    failing = false;
+                }
+                for (task, queue, owner) in &taken {
+                    tracing::warn!(task, queue, silent_instance = %owner, lease_s = lease.as_secs_f64(),
+                        "task left IN PROCESS by an instance silent for longer than the takeover time: scheduled again here");
+                }
+                if !taken.is_empty() {
+                    wake.notify_waiters();
+                }
+            }
+            Err(e) => {
+                heard_since = None;
+                if !failing {
+                    tracing::warn!(error = %e, "cannot write this instance's heartbeat; other instances may take over its tasks if this lasts");
+                    failing = true;
+                }
+            }
+        }
+        tokio::time::sleep(beat).await;
+    }
+}
+
+/// Writes this instance's heartbeat row (the database's clock, so that
+/// the hosts' clocks need not agree).
+async fn heartbeat(store: &PgStore) -> Result<(), QueueError> {
+    let c = store.client().await?;
+    c.execute(
+        "INSERT INTO instance (name, device_name, started_time, heartbeat_time)
+         VALUES ($1, $2, now(), now())
+         ON CONFLICT (name) DO UPDATE SET heartbeat_time = now(), device_name = excluded.device_name",
+        &[&store.owner(), &store.device()],
+    )
+    .await
+    .map_err(store.err("write the heartbeat"))?;
+    Ok(())
+}
+
+/// Schedules again the device's tasks IN PROCESS whose owner has not
+/// written its heartbeat for `lease` (or never did), except tasks that
+/// travel over a broker (linked to a message: the broker redelivers them)
+/// and this instance's own. Their take count stays: a task that ends every
+/// instance that runs it is given up after `max-deliveries`. Returns the
+/// tasks (id, queue, the silent owner); the notification reaches the other
+/// processes at the commit.
+async fn take_over(
+    store: &PgStore,
+    lease: Duration,
+) -> Result<Vec<(String, String, String)>, QueueError> {
+    let e = store.err("take over tasks of silent instances");
+    let mut c = store.client().await?;
+    let tx = c.transaction().await.map_err(&e)?;
+    let rows = tx
+        .query(
+            "WITH silent AS (
+                 SELECT pk, owner FROM task
+                 WHERE status = $1 AND device_name = $2 AND owner IS NOT NULL AND owner <> $3
+                   AND NOT EXISTS (SELECT 1 FROM task_message m WHERE m.task_pk = task.pk)
+                   AND NOT EXISTS (SELECT 1 FROM instance i WHERE i.name = task.owner
+                                   AND i.heartbeat_time > now() - make_interval(secs => $4))
+                 FOR UPDATE SKIP LOCKED)
+             UPDATE task t SET status = $5, updated_time = $6, owner = NULL
+             FROM silent WHERE t.pk = silent.pk
+             RETURNING t.pk, t.queue_name, silent.owner",
+            &[
+                &Status::InProcess.as_str(),
+                &store.device(),
+                &store.owner(),
+                &lease.as_secs_f64(),
+                &Status::Scheduled.as_str(),
+                &now(),
+            ],
+        )
+        .await
+        .map_err(&e)?;
+    let taken: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.get::<_, i64>(0).to_string(),
+                r.get::<_, String>(1),
+                r.get::<_, String>(2),
+            )
+        })
+        .collect();
+    if !taken.is_empty() {
+        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &taken[0].1])
+            .await
+            .map_err(&e)?;
+    }
+    tx.commit().await.map_err(&e)?;
+    Ok(taken)
+}
+
 /// Keeps a connection that `LISTEN`s on [`CHANNEL`], waking `wake` at each
 /// notification; connects again with backoff whenever it drops. Runs until
 /// aborted (the [`PgQueue`] dropped).
@@ -382,17 +535,21 @@ async fn listen(
     loop {
         let ended = listen_once(&config, &wake, &listening).await;
         let was_listening = listening.send_replace(false);
-        match ended {
-            Ok(()) => {
-                tracing::warn!(database = %database, "task notification connection closed; connecting again")
-            }
-            Err(e) => {
-                tracing::warn!(database = %database, error = %e, "task notification connection failed; connecting again (tasks are found by polling meanwhile)")
-            }
-        }
+        // Said when a listening connection ends; the failed attempts to
+        // connect again during an outage are not repeated in the log.
         if was_listening {
+            match ended {
+                Ok(()) => {
+                    tracing::warn!(database = %database, "task notification connection closed; connecting again (tasks are found by polling meanwhile)")
+                }
+                Err(e) => {
+                    tracing::warn!(database = %database, error = %e, "task notification connection failed; connecting again (tasks are found by polling meanwhile)")
+                }
+            }
             // It had worked: a drop now is not a server that refuses us.
             backoff = LISTEN_BACKOFF_MIN;
+        } else if let Err(e) = ended {
+            tracing::debug!(database = %database, error = %e, "task notification connection: still cannot connect");
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
@@ -479,10 +636,11 @@ impl TaskDelivery for PgQueue {
         retry_at: Option<DateTime<Utc>>,
     ) -> BoxFuture<'a, Result<ExportTask, QueueError>> {
         async move {
-            // The store clears the take count with the outcome.
+            // The store clears the take count with the outcome; a run
+            // another instance took over meanwhile is not this one's to end.
             let t = self
                 .store
-                .record_outcome(task_id, outcome, retry_at)
+                .record_task_outcome(task_id, outcome, retry_at, Some(self.store.owner()))
                 .await?;
             if retry_at.is_some() {
                 // A retry due now is taken at once, by any process.
@@ -496,7 +654,7 @@ impl TaskDelivery for PgQueue {
     fn release<'a>(&'a self, task_id: &'a str, why: Release) -> BoxFuture<'a, ()> {
         async move {
             let count = match why {
-                Release::Shutdown => Count::Uncount,
+                Release::Shutdown | Release::Outage => Count::Uncount,
                 Release::Fault => Count::Keep,
             };
             if let Err(e) = self.hand_back(task_id, count).await {

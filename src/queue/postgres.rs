@@ -6,7 +6,7 @@
 //! ([`SCHEMA_VERSION`], checked and applied at [`PgStore::connect`]), its
 //! queries, and its connection pool. Must not touch: delivery (taking
 //! tasks, broker messages and their counts are the
-//! [`super::TaskDelivery`] backends'; the tables `task_take`,
+//! [`super::TaskDelivery`] backends'; the tables `task_take`, `instance`,
 //! `task_message`, `retired_message` and `message_delivery` exist so that
 //! a delivery can keep its bookkeeping beside the records, as it does in
 //! the SQLite store, and this store only clears or retires them where the
@@ -116,6 +116,18 @@ CREATE TABLE message_delivery (
 -- share the database, and one that restarts returns only its own
 -- unfinished tasks, never those another instance is running.
 ALTER TABLE task ADD COLUMN owner TEXT;
+",
+    "
+-- The instances that take tasks from the database (broker-less delivery)
+-- and when each last said it was alive, by the database's clock: a task
+-- IN PROCESS whose owner has been silent for longer than the takeover
+-- time is handed to another instance.
+CREATE TABLE instance (
+    name TEXT PRIMARY KEY,
+    device_name TEXT NOT NULL,
+    started_time TIMESTAMPTZ NOT NULL,
+    heartbeat_time TIMESTAMPTZ NOT NULL
+);
 ",
 ];
 
@@ -1004,11 +1016,16 @@ impl PgStore {
         Ok((deleted, u64::try_from(kept).unwrap_or(0)))
     }
 
-    async fn record_task_outcome(
+    /// Records the outcome of a run. With `owner`, only if the task is
+    /// still that instance's run: one taken over by another instance
+    /// (see [`super::pg_delivery`]) keeps the other's run, and this one's
+    /// outcome is refused with [`QueueError::TakenOver`].
+    pub(super) async fn record_task_outcome(
         &self,
         task_id: &str,
         outcome: Outcome,
         retry_at: Option<DateTime<Utc>>,
+        owner: Option<&str>,
     ) -> Result<ExportTask, QueueError> {
         let pk = task_pk(task_id)?;
         let e = self.err("record outcome");
@@ -1028,7 +1045,7 @@ impl PgStore {
                     updated_time = $4, num_failures = num_failures + $5, num_instances = $6,
                     completed = $7, warning = $8, failed = $9, missing = $10,
                     scheduled_time = COALESCE($11, scheduled_time)
-                 WHERE pk = $12
+                 WHERE pk = $12 AND ($13::TEXT IS NULL OR owner = $13)
                  RETURNING *",
                 &[
                     &status.as_str(),
@@ -1043,11 +1060,24 @@ impl PgStore {
                     &n(outcome.counts.missing),
                     &retry_at.map(ms),
                     &pk,
+                    &owner,
                 ],
             )
             .await
-            .map_err(&e)?
-            .ok_or_else(|| QueueError::NotFound(task_id.to_string()))?;
+            .map_err(&e)?;
+        let Some(row) = row else {
+            let now_owner = tx
+                .query_opt("SELECT owner FROM task WHERE pk = $1", &[&pk])
+                .await
+                .map_err(&e)?;
+            return Err(match now_owner {
+                None => QueueError::NotFound(task_id.to_string()),
+                Some(r) => QueueError::TakenOver {
+                    task: task_id.to_string(),
+                    by: r.get(0),
+                },
+            });
+        };
         reset_counts(&tx, pk).await.map_err(&e)?;
         let t = row_to_task(&row).map_err(&e)?;
         tx.commit().await.map_err(&e)?;
@@ -1080,6 +1110,17 @@ impl PgStore {
 }
 
 impl TaskStore for PgStore {
+    fn ping(&self) -> BoxFuture<'_, Result<(), QueueError>> {
+        async move {
+            let c = self.client().await?;
+            c.query_one("SELECT 1", &[])
+                .await
+                .map_err(self.err("ping"))?;
+            Ok(())
+        }
+        .boxed()
+    }
+
     fn insert(&self, init: RecordInit) -> BoxFuture<'_, Result<ExportTask, QueueError>> {
         self.insert_record(init).boxed()
     }
@@ -1155,7 +1196,8 @@ impl TaskStore for PgStore {
         outcome: Outcome,
         retry_at: Option<DateTime<Utc>>,
     ) -> BoxFuture<'a, Result<ExportTask, QueueError>> {
-        self.record_task_outcome(task_id, outcome, retry_at).boxed()
+        self.record_task_outcome(task_id, outcome, retry_at, None)
+            .boxed()
     }
 
     fn requeue_unfinished(&self) -> BoxFuture<'_, Result<u64, QueueError>> {

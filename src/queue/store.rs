@@ -100,6 +100,10 @@ pub trait TaskStore: Send + Sync {
     /// order ignored).
     fn count(&self, filter: TaskFilter) -> BoxFuture<'_, Result<u64, QueueError>>;
 
+    /// Whether the store answers now (one trivial query): tells an outage
+    /// (a database restarting, a network cut) from a fault of one task.
+    fn ping(&self) -> BoxFuture<'_, Result<(), QueueError>>;
+
     /// Task records of `device` by queue name and status, for the metrics
     /// (only pairs that have records).
     fn status_counts<'a>(
