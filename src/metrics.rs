@@ -501,6 +501,27 @@ mod tests {
     }
 
     #[test]
+    fn an_instance_labels_its_own_counts_and_not_the_task_records() {
+        let m = Metrics::for_instance("dev@host:8080");
+        m.destination("Ex", "W")
+            .results(&[InstanceResult::completed("1")], |_| 10);
+        let mut g = QueueGauges::default();
+        g.tasks.insert(("Q".into(), "COMPLETED".into()), 1);
+        let text = m.render(&g).unwrap();
+        assert!(
+            text.contains(
+                "stow_exporter_instances_sent_total{stow_instance=\"dev@host:8080\",exporter=\"Ex\",web_app=\"W\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("stow_exporter_tasks{queue=\"Q\",status=\"COMPLETED\"} 1"),
+            "{text}"
+        );
+        assert!(!Metrics::new().render(&g).unwrap().contains("stow_instance"));
+    }
+
+    #[test]
     fn renders_text_format_with_escaped_labels() {
         let m = Metrics::new();
         let d = m.destination("Ex\"1", "W\\1");

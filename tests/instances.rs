@@ -16,7 +16,7 @@ use common::amqp::*;
 use common::*;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
-use postgres::TestDatabase;
+use postgres::{PrivateServer, TestDatabase};
 use serde_json::Value;
 use stow_exporter::config::{ConfigSource, Secret};
 
@@ -32,10 +32,15 @@ async fn start(cfg: &Path, data: &Path, db: &TestDatabase) -> Service {
 /// as an operator runs it on any host: the files go into DIR's storage,
 /// their rows into the database's archive index.
 async fn import_into(db: &TestDatabase, data: &Path, paths: &[PathBuf]) {
+    import_to(db.url(), data, paths).await
+}
+
+/// [`import_into`] the database at `url`.
+async fn import_to(url: &str, data: &Path, paths: &[PathBuf]) {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stow-exporter"));
     cmd.arg("import")
         .arg("--database")
-        .arg(db.url())
+        .arg(url)
         .arg("--data")
         .arg(data)
         .args(paths);
@@ -673,4 +678,170 @@ async fn without_a_broker_a_task_of_a_sigkilled_instance_is_taken_over_and_resum
         log.contains("silent for longer than the takeover time"),
         "B says it took the task over: {log}"
     );
+}
+
+/// The sum of `stow_exporter_instances_sent_total` in the metrics of the
+/// instance on control port `port`, the `stow_instance` labels it carries
+/// and the whole text.
+async fn sent_by(http: &reqwest::Client, port: u16) -> (f64, BTreeSet<String>, String) {
+    let text = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let mut sum = 0.0;
+    let mut labels = BTreeSet::new();
+    for s in scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "stow_exporter_instances_sent_total")
+    {
+        if let prometheus_parse::Value::Counter(v) = s.value {
+            sum += v;
+        }
+        labels.extend(s.labels.get("stow_instance").map(str::to_string));
+    }
+    (sum, labels, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_restarted_during_500_tasks_loses_nothing() {
+    const N: usize = 500;
+    let pg = PrivateServer::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let q = TestQueue::new();
+    let rcv = Receiver::start(&tmp.path().join("received"), Duration::from_millis(5)).await;
+    let cfg = write_config(tmp.path(), rcv.addr.port(), &q.ldif(""));
+    let data = tmp.path().join("shared");
+    let mut uids = Vec::new();
+    let mut files = Vec::new();
+    for i in 0..N {
+        let (uid, f) = study(&tmp.path().join(format!("src{i}")), 1, 8);
+        uids.push(uid);
+        files.extend(f);
+    }
+    import_to(&pg.url(), &data, &files).await;
+    let (_conn, ch) = client(&amqp_url()).await;
+    let ports = [free_port(), free_port()];
+    let logs = [tmp.path().join("a.log"), tmp.path().join("b.log")];
+    let procs: Vec<KillOnDrop> = (0..2)
+        .map(|i| {
+            spawn_serve(
+                &cfg,
+                &data,
+                &pg.url(),
+                ports[i],
+                Some(&amqp_url()),
+                &[],
+                &logs[i],
+            )
+        })
+        .collect();
+    for p in ports {
+        wait_up(p, Duration::from_secs(60)).await;
+    }
+    for uid in &uids {
+        let body = format!(
+            r#"{{"ExporterID":"{}","StudyInstanceUID":"{uid}","batchID":"restart"}}"#,
+            q.exporter
+        );
+        publish(&ch, &q.name, body.as_bytes(), None).await;
+    }
+    eventually(Duration::from_secs(120), || async {
+        let n = rcv.seen().len();
+        if n >= N / 5 {
+            Ok(())
+        } else {
+            Err(format!("{n} of {N} sent"))
+        }
+    })
+    .await;
+    pg.down().await;
+    let at_stop = rcv.seen().len();
+    let http = reqwest::Client::new();
+    // Readiness names the database as what is down.
+    let ready = eventually(Duration::from_secs(30), || async {
+        let r = http
+            .get(format!("{}/health/ready", api(ports[0])))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = r.status();
+        let body: Value = r.json().await.map_err(|e| e.to_string())?;
+        if status == 503 && body["checks"]["database"]["status"] == "DOWN" {
+            Ok(body)
+        } else {
+            Err(format!("{status} {body}"))
+        }
+    })
+    .await;
+    assert!(
+        ready["errorMessage"].as_str().unwrap().contains("database"),
+        "{ready}"
+    );
+    assert_eq!(
+        ready["checks"]["queue"]["status"], "UP",
+        "the broker is up: {ready}"
+    );
+    pg.up().await;
+    let done = eventually(Duration::from_secs(240), || async {
+        let l = all_tasks(&http, &api(ports[1])).await;
+        let completed = l.iter().filter(|t| t["status"] == "COMPLETED").count();
+        if completed == N {
+            Ok(l)
+        } else {
+            Err(format!("{completed} of {N} COMPLETED, {} records", l.len()))
+        }
+    })
+    .await;
+    assert_eq!(done.len(), N, "one record per task");
+    assert_arrived(&rcv, &files);
+    let requests = rcv.seen().len();
+    eprintln!("PostgreSQL stopped after {at_stop} of {N} sent; {requests} requests in all");
+    assert_eq!(
+        requests, N,
+        "each instance sent once: outcomes waited for the database"
+    );
+    // Ready again, and each instance's counters carry its own name and
+    // add up to what was sent.
+    for p in ports {
+        let r = http
+            .get(format!("{}/health/ready", api(p)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let mut total = 0.0;
+    for p in ports {
+        let (sum, labels, text) = sent_by(&http, p).await;
+        assert_eq!(labels.len(), 1, "{text}");
+        assert!(
+            labels.iter().next().unwrap().ends_with(&format!(":{p}")),
+            "{labels:?}"
+        );
+        total += sum;
+    }
+    assert_eq!(total, N as f64, "the instances' counters add up");
+    drop(procs);
+    // Said once per outage, not once per task.
+    for log in &logs {
+        let text = std::fs::read_to_string(log).unwrap();
+        let complaints: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+            .collect();
+        eprintln!("{}:\n{}", log.display(), complaints.join("\n"));
+        assert!(
+            complaints.len() <= 20,
+            "{} warnings and errors for one outage during {N} tasks:\n{}",
+            complaints.len(),
+            complaints.join("\n")
+        );
+    }
+    q.delete(&ch).await;
 }

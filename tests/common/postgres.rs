@@ -123,3 +123,91 @@ impl Drop for TestDatabase {
         }
     }
 }
+
+/// A private PostgreSQL server (`scripts/postgres.sh`) on a free loopback
+/// port with all its state in a directory of its own; it can be stopped
+/// and started again (a restart), and is stopped by its PID when dropped.
+pub struct PrivateServer {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl PrivateServer {
+    fn script() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres.sh")
+    }
+
+    /// Makes the cluster and starts it.
+    pub async fn start() -> PrivateServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let s = PrivateServer {
+            dir: tempfile::tempdir().unwrap(),
+            port,
+        };
+        s.up().await;
+        s
+    }
+
+    /// Its `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the server (again); returns once it takes connections.
+    pub async fn up(&self) {
+        let out = tokio::process::Command::new(Self::script())
+            .arg("start")
+            .arg(self.dir.path())
+            .arg(self.port.to_string())
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "postgres.sh start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the server (a fast shutdown: sessions are ended); returns
+    /// once it no longer answers.
+    pub async fn down(&self) {
+        let out = tokio::process::Command::new(Self::script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "postgres.sh stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let start = std::time::Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_ok()
+        {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(30),
+                "PostgreSQL still answers after stop"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(Self::script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
