@@ -420,17 +420,23 @@ impl PgIndex {
         };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let c = self.client().await?;
+        // Once per export page: the connection's statement cache spares
+        // the server a parse and the client a round trip.
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM archive_instance
+                 WHERE study_iuid = $1
+                   AND ($2::text IS NULL OR series_iuid = $2)
+                   AND ($3::text IS NULL OR sop_iuid = $3)
+                   AND ($4::text IS NULL OR (series_iuid, sop_iuid) > ($4, $5::text))
+                 ORDER BY series_iuid, sop_iuid
+                 LIMIT $6"
+            ))
+            .await
+            .map_err(self.err("find a page of instances"))?;
         let rows = c
             .query(
-                &format!(
-                    "SELECT {COLUMNS} FROM archive_instance
-                     WHERE study_iuid = $1
-                       AND ($2::text IS NULL OR series_iuid = $2)
-                       AND ($3::text IS NULL OR sop_iuid = $3)
-                       AND ($4::text IS NULL OR (series_iuid, sop_iuid) > ($4, $5::text))
-                     ORDER BY series_iuid, sop_iuid
-                     LIMIT $6"
-                ),
+                &st,
                 &[
                     &study,
                     &series,

@@ -276,12 +276,16 @@ impl PgQueue {
             // passed over too, the next one in order taken instead.
             let Some(row) = tx
                 .query_opt(
-                    "SELECT pk FROM task
+                    &tx.prepare_cached(
+                        "SELECT pk FROM task
                      WHERE queue_name = $1 AND device_name = $2 AND status = ANY($3)
                        AND scheduled_time <= $4 AND exporter_id <> ALL($5)
                      ORDER BY scheduled_time, pk
                      LIMIT 1
                      FOR UPDATE SKIP LOCKED",
+                    )
+                    .await
+                    .map_err(&e)?,
                     &[&queue, &s.device(), &&waiting[..], &now, &held],
                 )
                 .await
@@ -296,9 +300,13 @@ impl PgQueue {
             // that ends with the process still counts.
             let takes: i32 = tx
                 .query_one(
-                    "INSERT INTO task_take (task_pk, takes) VALUES ($1, 1)
+                    &tx.prepare_cached(
+                        "INSERT INTO task_take (task_pk, takes) VALUES ($1, 1)
                      ON CONFLICT (task_pk) DO UPDATE SET takes = task_take.takes + 1
                      RETURNING takes",
+                    )
+                    .await
+                    .map_err(&e)?,
                     &[&pk],
                 )
                 .await
@@ -308,17 +316,26 @@ impl PgQueue {
                 break pk;
             }
             let t = row_to_task(
-                &tx.query_one("SELECT * FROM task WHERE pk = $1", &[&pk])
-                    .await
-                    .map_err(&e)?,
+                &tx.query_one(
+                    &tx.prepare_cached("SELECT * FROM task WHERE pk = $1")
+                        .await
+                        .map_err(&e)?,
+                    &[&pk],
+                )
+                .await
+                .map_err(&e)?,
             )
             .map_err(&e)?;
             let reason = super::gave_up(max, "taken");
             tracing::error!(task = pk, "{reason}");
             tx.execute(
-                "UPDATE task SET status = $1, updated_time = $2, proc_end_time = $2,
+                &tx.prepare_cached(
+                    "UPDATE task SET status = $1, updated_time = $2, proc_end_time = $2,
                     error_msg = $3, outcome_msg = $4, num_failures = num_failures + 1
                  WHERE pk = $5",
+                )
+                .await
+                .map_err(&e)?,
                 &[
                     &Status::Failed.as_str(),
                     &now,
@@ -333,9 +350,13 @@ impl PgQueue {
         };
         let row = tx
             .query_one(
-                "UPDATE task SET status = $1, proc_start_time = $2, updated_time = $2,
+                &tx.prepare_cached(
+                    "UPDATE task SET status = $1, proc_start_time = $2, updated_time = $2,
                     owner = $4
                  WHERE pk = $3 RETURNING *",
+                )
+                .await
+                .map_err(&e)?,
                 &[&Status::InProcess.as_str(), &now, &pk, &self.store.owner()],
             )
             .await

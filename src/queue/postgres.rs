@@ -29,11 +29,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
+use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row, Transaction};
+use tokio_postgres::{NoTls, Row};
 
 use super::ledger::{Begun, Count, DeliveryLedger};
 use super::{
@@ -517,14 +518,21 @@ pub(super) fn task_pk(task_id: &str) -> Result<i64, QueueError> {
 /// Clears the delivery counts of task `pk` (its takes and the deliveries
 /// of its broker messages): an outcome or a final status settles them.
 pub(super) async fn reset_counts(
-    tx: &Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     pk: i64,
 ) -> Result<(), tokio_postgres::Error> {
-    tx.execute("DELETE FROM task_take WHERE task_pk = $1", &[&pk])
-        .await?;
     tx.execute(
-        "DELETE FROM message_delivery WHERE message_id IN
+        &tx.prepare_cached("DELETE FROM task_take WHERE task_pk = $1")
+            .await?,
+        &[&pk],
+    )
+    .await?;
+    tx.execute(
+        &tx.prepare_cached(
+            "DELETE FROM message_delivery WHERE message_id IN
          (SELECT message_id FROM task_message WHERE task_pk = $1)",
+        )
+        .await?,
         &[&pk],
     )
     .await?;
@@ -575,13 +583,17 @@ impl PgStore {
         let tx = c.transaction().await.map_err(&e)?;
         let row = tx
             .query_one(
-                "INSERT INTO task (device_name, queue_name, status, batch_id, created_time,
+                &tx.prepare_cached(
+                    "INSERT INTO task (device_name, queue_name, status, batch_id, created_time,
                     updated_time, scheduled_time, exporter_id, local_aet, study_iuid, series_iuid,
                     sop_iuid, outcome_msg, error_msg, proc_end_time, num_failures, proc_start_time,
                     owner)
                  VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
                     $17)
                  RETURNING *",
+                )
+                .await
+                .map_err(&e)?,
                 &[
                     &init.task.device_name,
                     &init.task.queue,
@@ -608,8 +620,12 @@ impl PgStore {
         let pk: i64 = row.get("pk");
         if let Some(message_id) = init.message_id {
             tx.execute(
-                "INSERT INTO task_message (message_id, task_pk) VALUES ($1, $2)
+                &tx.prepare_cached(
+                    "INSERT INTO task_message (message_id, task_pk) VALUES ($1, $2)
                  ON CONFLICT (message_id) DO UPDATE SET task_pk = excluded.task_pk",
+                )
+                .await
+                .map_err(&e)?,
                 &[&message_id, &pk],
             )
             .await
@@ -627,7 +643,12 @@ impl PgStore {
         let e = self.err("read task");
         let c = self.client().await?;
         let row = c
-            .query_opt("SELECT * FROM task WHERE pk = $1", &[&pk])
+            .query_opt(
+                &c.prepare_cached("SELECT * FROM task WHERE pk = $1")
+                    .await
+                    .map_err(&e)?,
+                &[&pk],
+            )
             .await
             .map_err(&e)?
             .ok_or_else(|| QueueError::NotFound(task_id.to_string()))?;
@@ -794,10 +815,14 @@ impl PgStore {
             .await
             .map_err(&e)?;
         tx.execute(
-            "INSERT INTO task_instance (task_pk, sop_iuid, status, reason)
+            &tx.prepare_cached(
+                "INSERT INTO task_instance (task_pk, sop_iuid, status, reason)
              SELECT $1::bigint, * FROM unnest($2::text[], $3::text[], $4::text[])
              ON CONFLICT (task_pk, sop_iuid)
              DO UPDATE SET status = excluded.status, reason = excluded.reason",
+            )
+            .await
+            .map_err(&e)?,
             &[&pk, &sops, &statuses, &reasons],
         )
         .await
@@ -815,7 +840,11 @@ impl PgStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT sop_iuid, status, reason FROM task_instance WHERE task_pk = $1",
+                &c.prepare_cached(
+                    "SELECT sop_iuid, status, reason FROM task_instance WHERE task_pk = $1",
+                )
+                .await
+                .map_err(&e)?,
                 &[&pk],
             )
             .await
@@ -1041,12 +1070,12 @@ impl PgStore {
         let tx = c.transaction().await.map_err(&e)?;
         let row = tx
             .query_opt(
-                "UPDATE task SET status = $1, outcome_msg = $2, error_msg = $3, proc_end_time = $4,
+                &tx.prepare_cached("UPDATE task SET status = $1, outcome_msg = $2, error_msg = $3, proc_end_time = $4,
                     updated_time = $4, num_failures = num_failures + $5, num_instances = $6,
                     completed = $7, warning = $8, failed = $9, missing = $10,
                     scheduled_time = COALESCE($11, scheduled_time)
                  WHERE pk = $12 AND ($13::TEXT IS NULL OR owner = $13)
-                 RETURNING *",
+                 RETURNING *").await.map_err(&e)?,
                 &[
                     &status.as_str(),
                     &outcome.message,
@@ -1067,7 +1096,12 @@ impl PgStore {
             .map_err(&e)?;
         let Some(row) = row else {
             let now_owner = tx
-                .query_opt("SELECT owner FROM task WHERE pk = $1", &[&pk])
+                .query_opt(
+                    &tx.prepare_cached("SELECT owner FROM task WHERE pk = $1")
+                        .await
+                        .map_err(&e)?,
+                    &[&pk],
+                )
                 .await
                 .map_err(&e)?;
             return Err(match now_owner {
@@ -1247,7 +1281,11 @@ impl PgStore {
         let tx = c.transaction().await.map_err(&e)?;
         let retired: bool = tx
             .query_one(
-                "SELECT EXISTS (SELECT 1 FROM retired_message WHERE message_id = $1)",
+                &tx.prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM retired_message WHERE message_id = $1)",
+                )
+                .await
+                .map_err(&e)?,
                 &[&message_id],
             )
             .await
@@ -1257,8 +1295,12 @@ impl PgStore {
         // decision, and this decision for theirs.
         let record = match tx
             .query_opt(
-                "SELECT task.* FROM task JOIN task_message ON task_message.task_pk = task.pk
+                &tx.prepare_cached(
+                    "SELECT task.* FROM task JOIN task_message ON task_message.task_pk = task.pk
                  WHERE task_message.message_id = $1 FOR UPDATE OF task",
+                )
+                .await
+                .map_err(&e)?,
                 &[&message_id],
             )
             .await
@@ -1269,7 +1311,9 @@ impl PgStore {
         };
         if retired || record.as_ref().is_some_and(|t| t.status.is_done()) {
             tx.execute(
-                "DELETE FROM message_delivery WHERE message_id = $1",
+                &tx.prepare_cached("DELETE FROM message_delivery WHERE message_id = $1")
+                    .await
+                    .map_err(&e)?,
                 &[&message_id],
             )
             .await
@@ -1284,10 +1328,14 @@ impl PgStore {
         }
         let deliveries: i32 = tx
             .query_one(
-                "INSERT INTO message_delivery (message_id, deliveries) VALUES ($1, 1)
+                &tx.prepare_cached(
+                    "INSERT INTO message_delivery (message_id, deliveries) VALUES ($1, 1)
                  ON CONFLICT (message_id)
                  DO UPDATE SET deliveries = message_delivery.deliveries + 1
                  RETURNING deliveries",
+                )
+                .await
+                .map_err(&e)?,
                 &[&message_id],
             )
             .await
@@ -1308,9 +1356,13 @@ impl PgStore {
             let now = now();
             let row = tx
                 .query_one(
-                    "UPDATE task SET status = $1, proc_start_time = $2, updated_time = $2,
+                    &tx.prepare_cached(
+                        "UPDATE task SET status = $1, proc_start_time = $2, updated_time = $2,
                         owner = $3
                      WHERE pk = $4 RETURNING *",
+                    )
+                    .await
+                    .map_err(&e)?,
                     &[&Status::InProcess.as_str(), &now, &self.instance, &pk],
                 )
                 .await
