@@ -164,13 +164,20 @@ PG_VERSION=$(psql "$ADMIN_URL" -qAtX -c 'SHOW server_version') ||
     die "PostgreSQL does not answer at $ADMIN_URL"
 say "broker and PostgreSQL $PG_VERSION OK; queue $QUEUE, exporter $EXPORTER; work dir $WORK"
 
-# new_db LABEL: a fresh database for one configuration; sets DB_URL.
+# new_db LABEL SRC...: a fresh database for one configuration, its archive
+# index made by importing SRC into the shared --data (the files are there
+# already: each is written again under a temporary name and renamed over
+# itself); sets DB_URL.
 new_db() {
-    local db=${DB_PREFIX}_$1
+    local db=${DB_PREFIX}_$1 out
+    shift
     psql "$ADMIN_URL" -qAtX -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db" >/dev/null ||
         die "cannot create the database $db"
     DBS+=("$db")
     DB_URL=${ADMIN_URL%/*}/$db
+    out=$("$BIN" import --database "$DB_URL" --data "$WORK/data" "$@" 2>>"$LOGS/import.log") ||
+        { echo "$out" >&2; log_tail "$LOGS/import.log"; die "import into $db failed"; }
+    say "archive index of $db: $out"
 }
 
 # ------------------------------------------------------------ test data
@@ -432,20 +439,20 @@ latency() {
 
 : >"$WORK/cpu.tsv"
 backlog sqlite-1 1 "$WORK/studies.txt"
-new_db pg1
+new_db pg1 "$WORK/src"
 backlog pg-1 1 "$WORK/studies.txt" --database "$DB_URL"
-new_db pg2
+new_db pg2 "$WORK/src"
 backlog pg-2 2 "$WORK/studies.txt" --database "$DB_URL"
-new_db pg3
+new_db pg3 "$WORK/src"
 backlog pg-3 3 "$WORK/studies.txt" --database "$DB_URL"
 if ((LARGE)); then
-    new_db large1
+    new_db large1 "$WORK/src-large"
     backlog large-1 1 "$WORK/large-studies.txt" --database "$DB_URL"
-    new_db large2
+    new_db large2 "$WORK/src-large"
     backlog large-2 2 "$WORK/large-studies.txt" --database "$DB_URL"
 fi
 latency lat-sqlite
-new_db lat
+new_db lat "$WORK/src"
 latency lat-pg --database "$DB_URL"
 
 stop_pid "$LPID"
@@ -557,11 +564,12 @@ two = rows["pg-2"]["rate"] / base_pg
 lat_ratio = p50["lat-pg"][0] / p50["lat-sqlite"][0]
 print("Targets (issue 14):")
 print(f"- one instance on PostgreSQL within 10 % of SQLite: backlog {one:.0%} of SQLite's tasks/s "
-      f"({'PASS' if one >= 0.9 else 'FAIL'}); latency p50 {p50['lat-pg'][0]:.1f} vs {p50['lat-sqlite'][0]:.1f} ms "
-      f"= {lat_ratio:.0%} ({'PASS' if lat_ratio <= 1.1 else 'FAIL'}), p95 {p50['lat-pg'][1]:.1f} vs {p50['lat-sqlite'][1]:.1f} ms. "
-      f"CPU per task on the backlog: PostgreSQL server {rows['pg-1']['pg'] / n * 1e3:.2f} ms, instance "
+      f"({'PASS' if one >= 0.9 else 'FAIL'}). CPU per task on the backlog: PostgreSQL server {rows['pg-1']['pg'] / n * 1e3:.2f} ms, instance "
       f"{rows['pg-1']['inst'][0] / n * 1e3:.2f} ms on PostgreSQL against {rows['sqlite-1']['inst'][0] / n * 1e3:.2f} ms on SQLite "
       f"(+ {rows['sqlite-1']['pg'] / n * 1e3:.2f} ms PostgreSQL server, idle then)")
+print(f"- p50 publish-to-first-byte under 20 ms as today: PostgreSQL {p50['lat-pg'][0]:.1f} ms "
+      f"({'PASS' if p50['lat-pg'][0] < 20 else 'FAIL'}), SQLite {p50['lat-sqlite'][0]:.1f} ms ({lat_ratio:.0%}); "
+      f"p95 {p50['lat-pg'][1]:.1f} vs {p50['lat-sqlite'][1]:.1f} ms")
 r2 = rows["pg-2"]
 busy2 = r2["machine"] / r2["window"]
 rcv2 = r2["rcv"] / r2["window"]

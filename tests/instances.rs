@@ -845,3 +845,91 @@ async fn postgresql_restarted_during_500_tasks_loses_nothing() {
     }
     q.delete(&ch).await;
 }
+
+#[tokio::test]
+async fn counts_csv_reschedule_and_delete_on_one_instance_act_on_tasks_another_ran() {
+    let db = TestDatabase::create().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let q = TestQueue::new();
+    let rcv = Receiver::start(&tmp.path().join("received"), Duration::ZERO).await;
+    let cfg = write_config(tmp.path(), rcv.addr.port(), &q.ldif(""));
+    let data = tmp.path().join("shared");
+    let (uids, files) = studies(&db, tmp.path(), &data, 4, 1).await;
+    let (_conn, ch) = client(&amqp_url()).await;
+    // Only A consumes while the tasks run: every record is A's run.
+    let a = start(&cfg, &data, &db).await;
+    for uid in &uids {
+        let body = format!(
+            r#"{{"ExporterID":"{}","StudyInstanceUID":"{uid}","batchID":"ops"}}"#,
+            q.exporter
+        );
+        publish(&ch, &q.name, body.as_bytes(), None).await;
+    }
+    let done = eventually(Duration::from_secs(60), || async {
+        let l = a.list("batchID=ops&status=COMPLETED").await;
+        if l.len() == uids.len() {
+            Ok(l)
+        } else {
+            Err(format!("{} of {} completed", l.len(), uids.len()))
+        }
+    })
+    .await;
+    assert_eq!(rcv.seen().len(), files.len());
+    let b = start(&cfg, &data, &db).await;
+    // Counts and CSV on B.
+    let count: Value = b.get_json("/monitor/export/count?batchID=ops").await;
+    assert_eq!(count["count"], uids.len() as u64, "{count}");
+    let csv = b
+        .http
+        .get(b.url("/monitor/export?batchID=ops"))
+        .header("Accept", "text/csv")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for t in &done {
+        assert!(
+            csv.contains(t["taskID"].as_str().unwrap()),
+            "B's CSV lists task {}: {csv}",
+            t["taskID"]
+        );
+    }
+    // B reschedules a task A ran: it runs again (on either instance) and
+    // both show it COMPLETED again, sent a second time.
+    let id = done[0]["taskID"].as_str().unwrap().to_string();
+    assert_eq!(
+        b.call(
+            reqwest::Method::POST,
+            &format!("/monitor/export/{id}/reschedule")
+        )
+        .await,
+        204
+    );
+    eventually(Duration::from_secs(60), || async {
+        let n = rcv.seen().len();
+        if n == files.len() + 1 {
+            Ok(())
+        } else {
+            Err(format!("{n} requests"))
+        }
+    })
+    .await;
+    let again = wait_status(&a, &id, &["COMPLETED"]).await;
+    assert_eq!(again["completed"], 1, "{again}");
+    // A bulk delete on B removes A's records for both.
+    let r = b
+        .http
+        .delete(b.url("/monitor/export?batchID=ops"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let deleted: Value = r.json().await.unwrap();
+    assert_eq!(deleted["count"], uids.len() as u64, "{deleted}");
+    assert!(a.list("batchID=ops").await.is_empty(), "gone on A too");
+    a.stop().await;
+    b.stop().await;
+    q.delete(&ch).await;
+}

@@ -579,18 +579,29 @@ impl PgStore {
         let end = init.status.is_done().then_some(now);
         let start = (init.status == Status::InProcess).then_some(now);
         let failures = i32::from(init.status == Status::Failed);
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(&e)?;
-        let row = tx
+        let c = self.client().await?;
+        // The record, its message link and, for a record that is born
+        // ended, the message's cleared delivery count, in one statement:
+        // one commit and one round trip. (The new record has no take
+        // count to clear, and its only message is this one.)
+        let row = c
             .query_one(
-                &tx.prepare_cached(
-                    "INSERT INTO task (device_name, queue_name, status, batch_id, created_time,
-                    updated_time, scheduled_time, exporter_id, local_aet, study_iuid, series_iuid,
-                    sop_iuid, outcome_msg, error_msg, proc_end_time, num_failures, proc_start_time,
-                    owner)
-                 VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                    $17)
-                 RETURNING *",
+                &c.prepare_cached(
+                    "WITH t AS (
+                        INSERT INTO task (device_name, queue_name, status, batch_id, created_time,
+                            updated_time, scheduled_time, exporter_id, local_aet, study_iuid,
+                            series_iuid, sop_iuid, outcome_msg, error_msg, proc_end_time,
+                            num_failures, proc_start_time, owner)
+                        VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                            $15, $16, $17)
+                        RETURNING *),
+                     link AS (
+                        INSERT INTO task_message (message_id, task_pk)
+                        SELECT $18::TEXT, pk FROM t WHERE $18::TEXT IS NOT NULL
+                        ON CONFLICT (message_id) DO UPDATE SET task_pk = excluded.task_pk),
+                     counts AS (
+                        DELETE FROM message_delivery WHERE $19 AND message_id = $18::TEXT)
+                     SELECT * FROM t",
                 )
                 .await
                 .map_err(&e)?,
@@ -612,30 +623,13 @@ impl PgStore {
                     &failures,
                     &start,
                     &start.map(|_| self.instance.as_str()),
+                    &init.message_id,
+                    &init.status.is_done(),
                 ],
             )
             .await
             .map_err(&e)?;
-        let t = row_to_task(&row).map_err(&e)?;
-        let pk: i64 = row.get("pk");
-        if let Some(message_id) = init.message_id {
-            tx.execute(
-                &tx.prepare_cached(
-                    "INSERT INTO task_message (message_id, task_pk) VALUES ($1, $2)
-                 ON CONFLICT (message_id) DO UPDATE SET task_pk = excluded.task_pk",
-                )
-                .await
-                .map_err(&e)?,
-                &[&message_id, &pk],
-            )
-            .await
-            .map_err(&e)?;
-        }
-        if init.status.is_done() {
-            reset_counts(&tx, pk).await.map_err(&e)?;
-        }
-        tx.commit().await.map_err(&e)?;
-        Ok(t)
+        row_to_task(&row).map_err(&e)
     }
 
     async fn get_record(&self, task_id: &str) -> Result<ExportTask, QueueError> {
@@ -811,21 +805,21 @@ impl PgStore {
         // acknowledged to nobody (they only spare a resumed export from
         // sending again), so their commit does not wait for the WAL flush;
         // the next durable commit carries them.
-        tx.batch_execute("SET LOCAL synchronous_commit = off")
-            .await
-            .map_err(&e)?;
-        tx.execute(
-            &tx.prepare_cached(
+        let insert = tx
+            .prepare_cached(
                 "INSERT INTO task_instance (task_pk, sop_iuid, status, reason)
-             SELECT $1::bigint, * FROM unnest($2::text[], $3::text[], $4::text[])
-             ON CONFLICT (task_pk, sop_iuid)
-             DO UPDATE SET status = excluded.status, reason = excluded.reason",
+                 SELECT $1::bigint, * FROM unnest($2::text[], $3::text[], $4::text[])
+                 ON CONFLICT (task_pk, sop_iuid)
+                 DO UPDATE SET status = excluded.status, reason = excluded.reason",
             )
             .await
-            .map_err(&e)?,
-            &[&pk, &sops, &statuses, &reasons],
+            .map_err(&e)?;
+        // Polled together, the two go out pipelined: one round trip.
+        let params: [&(dyn ToSql + Sync); 4] = [&pk, &sops, &statuses, &reasons];
+        tokio::try_join!(
+            tx.batch_execute("SET LOCAL synchronous_commit = off"),
+            tx.execute(&insert, &params),
         )
-        .await
         .map_err(&e)?;
         tx.commit().await.map_err(&e)?;
         Ok(())
@@ -1065,17 +1059,31 @@ impl PgStore {
             outcome.status
         };
         let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        let mut c = self.client().await?;
-        // The outcome and the cleared counts in one commit.
-        let tx = c.transaction().await.map_err(&e)?;
-        let row = tx
+        let c = self.client().await?;
+        // The outcome and the cleared counts in one statement, so one
+        // commit and one round trip: the deletions act on the row the
+        // update returned, and on nothing when it returned none.
+        let row = c
             .query_opt(
-                &tx.prepare_cached("UPDATE task SET status = $1, outcome_msg = $2, error_msg = $3, proc_end_time = $4,
-                    updated_time = $4, num_failures = num_failures + $5, num_instances = $6,
-                    completed = $7, warning = $8, failed = $9, missing = $10,
-                    scheduled_time = COALESCE($11, scheduled_time)
-                 WHERE pk = $12 AND ($13::TEXT IS NULL OR owner = $13)
-                 RETURNING *").await.map_err(&e)?,
+                &c.prepare_cached(
+                    "WITH done AS (
+                        UPDATE task SET status = $1, outcome_msg = $2, error_msg = $3,
+                            proc_end_time = $4, updated_time = $4,
+                            num_failures = num_failures + $5, num_instances = $6,
+                            completed = $7, warning = $8, failed = $9, missing = $10,
+                            scheduled_time = COALESCE($11, scheduled_time)
+                        WHERE pk = $12 AND ($13::TEXT IS NULL OR owner = $13)
+                        RETURNING *),
+                     takes AS (
+                        DELETE FROM task_take WHERE task_pk IN (SELECT pk FROM done)),
+                     deliveries AS (
+                        DELETE FROM message_delivery WHERE message_id IN
+                            (SELECT message_id FROM task_message
+                             WHERE task_pk IN (SELECT pk FROM done)))
+                     SELECT * FROM done",
+                )
+                .await
+                .map_err(&e)?,
                 &[
                     &status.as_str(),
                     &outcome.message,
@@ -1095,13 +1103,8 @@ impl PgStore {
             .await
             .map_err(&e)?;
         let Some(row) = row else {
-            let now_owner = tx
-                .query_opt(
-                    &tx.prepare_cached("SELECT owner FROM task WHERE pk = $1")
-                        .await
-                        .map_err(&e)?,
-                    &[&pk],
-                )
+            let now_owner = c
+                .query_opt("SELECT owner FROM task WHERE pk = $1", &[&pk])
                 .await
                 .map_err(&e)?;
             return Err(match now_owner {
@@ -1112,10 +1115,7 @@ impl PgStore {
                 },
             });
         };
-        reset_counts(&tx, pk).await.map_err(&e)?;
-        let t = row_to_task(&row).map_err(&e)?;
-        tx.commit().await.map_err(&e)?;
-        Ok(t)
+        row_to_task(&row).map_err(&e)
     }
 
     async fn requeue_in_process(&self) -> Result<u64, QueueError> {
