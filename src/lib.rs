@@ -40,13 +40,17 @@
 //!   database several processes share), `queue/pg_delivery.rs` the
 //!   delivery over it ([`queue::PgQueue`]: row-locked takes, so several
 //!   `serve` processes of one device share its tasks, woken by
-//!   `LISTEN`/`NOTIFY`; not yet selectable), `queue/amqp.rs` the
-//!   broker-backed delivery. Both stores version their schema and refuse a
-//!   newer one.
+//!   `LISTEN`/`NOTIFY`, with heartbeats and the takeover of a silent
+//!   instance's tasks; `serve --database` without `--queue`),
+//!   `queue/amqp.rs` the broker-backed delivery. Both stores version
+//!   their schema and refuse a newer one.
 //! - [`stow`]: the STOW-RS client: multipart framing, requests, responses.
 //! - [`export`]: runs one task: match instances, send, compute the outcome;
 //!   the queue's retry policy.
 //! - [`schedule`]: `dcmSchedule` windows (dcm4chee's grammar).
+//! - [`conditions`]: dcm4chee's match conditions of export rules
+//!   (`Keyword=regex`, tags, negation, sequence paths, value positions,
+//!   the sending and receiving parties), below `config`.
 //! - [`stowrsd`]: the built-in STOW-RS receiver.
 //! - [`api`]: the control REST API with dcm4chee's paths. It sees the
 //!   live configuration, the task records ([`queue::TaskStore`]), a
@@ -89,6 +93,7 @@ pub mod archive;
 pub mod cancel;
 pub mod cli;
 pub mod cluster;
+pub mod conditions;
 pub mod config;
 pub mod db;
 pub mod export;

@@ -666,3 +666,73 @@ async fn cn_config_schema_loads_with_ldapadd_into_a_core_only_slapd() {
         .unwrap();
     assert_eq!(s.exporter("StowExporter").unwrap().uri, "stow:DCM4CHEE");
 }
+
+#[tokio::test]
+async fn export_rules_of_the_device_and_of_an_ae_load_from_slapd_like_the_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let slapd = Slapd::start(&tmp.path().join("slapd"), &shipped_ldif());
+    // The shipped schema takes dcmExportRule: ldapadd refuses an entry
+    // of an unknown class or attribute.
+    let rules = format!(
+        "dn: cn=Forward CT,{DEV}\nobjectClass: dcmExportRule\ncn: Forward CT\ndcmEntity: Series\n\
+         dcmDuration: PT1M\ndcmExporterID: STOWRSD\ndcmExporterID: StowExporter\n\
+         dcmProperty: Modality=CT\ndcmProperty: SendingApplicationEntityTitle!=TEST.*\n\
+         dcmSchedule: hour=7-18\ndcmExportReoccurredInstances: ALWAYS\n\n\
+         dn: cn=From the AE,dicomAETitle=DCM4CHEE1,{DEV}\nobjectClass: dcmExportRule\n\
+         cn: From the AE\ndcmEntity: Study\ndcmExporterID: STOWRSD\n"
+    );
+    slapd.tool("ldapadd", &rules);
+    let snap = ConfigSource::Ldap(slapd.source())
+        .load(DEFAULT_DEVICE_NAME)
+        .await
+        .unwrap();
+    let files = tmp.path().join("ldif");
+    std::fs::create_dir_all(&files).unwrap();
+    for e in std::fs::read_dir(shipped_ldif()).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, files.join(p.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(
+        files.join("90-rules.ldif"),
+        format!("version: 1\n\n{rules}"),
+    )
+    .unwrap();
+    let from_files = ConfigSource::Ldif(files)
+        .load(DEFAULT_DEVICE_NAME)
+        .await
+        .unwrap();
+    for s in [&snap, &from_files] {
+        let json = serde_json::to_value(&s.export_rules).unwrap();
+        assert_eq!(json.as_array().unwrap().len(), 2, "{json}");
+        let device_rule = s
+            .export_rules
+            .iter()
+            .find(|r| r.name == "Forward CT")
+            .unwrap();
+        let v = serde_json::to_value(device_rule).unwrap();
+        assert_eq!(v["entity"], "Series");
+        assert_eq!(
+            v["exporter_ids"],
+            serde_json::json!(["STOWRSD", "StowExporter"])
+        );
+        assert_eq!(v["duration"], "PT1M");
+        assert_eq!(v["reoccurred"], "ALWAYS");
+        assert_eq!(v["schedules"], serde_json::json!(["hour=7-18"]));
+        assert_eq!(
+            v["conditions"],
+            serde_json::json!(["Modality=CT", "SendingApplicationEntityTitle!=TEST.*"])
+        );
+        assert_eq!(v["ae_title"], serde_json::Value::Null);
+        let ae_rule = s
+            .export_rules
+            .iter()
+            .find(|r| r.name == "From the AE")
+            .unwrap();
+        assert_eq!(ae_rule.ae_title.as_deref(), Some("DCM4CHEE1"));
+        assert_eq!(
+            serde_json::to_value(ae_rule).unwrap()["reoccurred"],
+            "REPLACE",
+            "dcm4chee's default"
+        );
+    }
+}

@@ -175,6 +175,7 @@ const ROUTES: &[(&str, &str, Handler)] = &[
     ),
     ("GET", "/export", |m| on(m, list_exporters)),
     ("GET", "/queue", |m| on(m, list_queues)),
+    ("GET", "/export-rules", |m| on(m, list_export_rules)),
 ];
 
 /// (method, full path) of every route the service answers: the control
@@ -439,6 +440,31 @@ async fn list_queues(State(s): State<ApiState>) -> Json<serde_json::Value> {
             .map(|q| {
                 let mut v = json!({"name": q.name, "description": q.description, "maxTasksParallel": q.max_tasks_parallel, "installed": q.installed});
                 merge(&mut v, window(s.zone, &q.schedule, now));
+                v
+            })
+            .collect::<Vec<_>>()
+    ))
+}
+
+/// The export rules, with dcm4chee's attribute names and their window.
+async fn list_export_rules(State(s): State<ApiState>) -> Json<serde_json::Value> {
+    let snap = s.config.current();
+    let now = Utc::now();
+    Json(json!(
+        snap.export_rules
+            .iter()
+            .map(|r| {
+                let mut v = json!({
+                    "cn": r.name,
+                    "dn": r.dn,
+                    "dcmEntity": r.entity,
+                    "dcmExporterID": r.exporter_ids,
+                    "dcmProperty": r.conditions.texts(),
+                    "dcmDuration": crate::config::model::format_iso_duration(r.duration),
+                    "dcmExportReoccurredInstances": r.reoccurred,
+                    "dicomAETitle": r.ae_title,
+                });
+                merge(&mut v, window(s.zone, &r.schedule, now));
                 v
             })
             .collect::<Vec<_>>()

@@ -9,7 +9,7 @@
 //! table of its own, `archive_schema_version`, and applied at
 //! [`PgIndex::connect`] under an advisory lock of its own), its queries,
 //! its connection pool, and the rename inside a commit. Must not touch:
-//! file content (copying and fsyncing are [`super::import`]'s), the task
+//! file content (copying and fsyncing are `super::import`'s), the task
 //! store's tables (`crate::queue::postgres`).
 //!
 //! Same semantics as [`super::SqliteIndex`], method by method. SQLite

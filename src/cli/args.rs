@@ -320,7 +320,7 @@ pub struct ServeArgs {
 pub struct DatabaseArgs {
     /// Keep task records and the archive index in this shared PostgreSQL
     /// database instead of the data directory (whose storage/ the
-    /// instances share): postgres://USER[:PASSWORD]@HOST:PORT/DB. Several
+    /// instances share): postgres://USER:PASSWORD@HOST:PORT/DB (the :PASSWORD part optional). Several
     /// instances on one database share the tasks (over --queue amqp://...,
     /// or taken from the database itself). May also come from the
     /// environment; the password also from --database-password-file.

@@ -1,6 +1,6 @@
 //! The `check-config` command: loads and validates the configuration as
-//! `serve` would, and prints the exporters it defines as a table, or every
-//! error found (each naming its DN and attribute).
+//! `serve` would, and prints the exporters and export rules it defines as
+//! tables, or every error found (each naming its DN and attribute).
 //!
 //! Owns the table's layout; secrets reach it only in their masked
 //! serialized form.
@@ -61,6 +61,37 @@ fn table(s: &Snapshot) -> String {
         out += &format!(
             "{:<16} {:<58} {:<10} {:<24} {}\n",
             e.id, url, e.queue, schedule, props
+        );
+    }
+    if !s.export_rules.is_empty() {
+        out += &format!(
+            "{:<24} {:<8} {:<24} {:<10} {:<24} CONDITIONS\n",
+            "EXPORT RULE", "ENTITY", "EXPORTERS", "DURATION", "SCHEDULE"
+        );
+    }
+    for r in &s.export_rules {
+        let schedule = if r.schedule.values().is_empty() {
+            "-".to_string()
+        } else {
+            r.schedule.values().join(" | ")
+        };
+        let name = match &r.ae_title {
+            Some(aet) => format!("{} ({aet})", r.name),
+            None => r.name.clone(),
+        };
+        let conditions = if r.conditions.is_empty() {
+            "-".to_string()
+        } else {
+            r.conditions.to_string()
+        };
+        out += &format!(
+            "{:<24} {:<8} {:<24} {:<10} {:<24} {}\n",
+            name,
+            format!("{:?}", r.entity),
+            r.exporter_ids.join(","),
+            crate::config::model::format_iso_duration(r.duration),
+            schedule,
+            conditions
         );
     }
     for w in &s.warnings {

@@ -36,7 +36,8 @@ const PAGE_SIZE: i32 = 500;
 const OP_TIMEOUT: Duration = Duration::from_secs(30);
 
 const FILTER: &str = "(|(objectClass=dicomDevice)(objectClass=dicomNetworkConnection)(objectClass=dicomNetworkAE)\
-(objectClass=dcmWebApp)(objectClass=dcmExporter)(objectClass=dcmQueue)(objectClass=dcmKeycloakClient))";
+(objectClass=dcmWebApp)(objectClass=dcmExporter)(objectClass=dcmQueue)(objectClass=dcmKeycloakClient)\
+(objectClass=dcmExportRule))";
 
 /// Why the directory could not be read.
 #[derive(Debug, thiserror::Error)]

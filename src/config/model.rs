@@ -242,6 +242,71 @@ pub struct Exporter {
     pub schedule: Schedule,
 }
 
+/// What one task of an export rule covers (`dcmEntity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Entity {
+    Study,
+    Series,
+    Instance,
+}
+
+/// What a rule does when an instance it has seen arrives again
+/// (`dcmExportReoccurredInstances`; dcm4chee's default REPLACE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Reoccurred {
+    /// No task for an instance received before.
+    Never,
+    /// A task every time.
+    Always,
+    /// A task when the instance replaced a different stored one.
+    Replace,
+    /// A task when the instance completes what was received before.
+    Complete,
+}
+
+/// Longest `dcmDuration` of an export rule: a week (a longer one is a typo;
+/// the task would wait that long after the last instance).
+pub const MAX_RULE_DURATION: Duration = Duration::from_secs(7 * 86_400);
+
+/// A `dcmExportRule` of the archive device (`cn=<name>,<device>`) or of one
+/// of its AEs (`cn=<name>,dicomAETitle=<AET>,<device>`, which applies only
+/// to objects that AE receives): objects it matches become export tasks.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportRule {
+    /// `cn`.
+    pub name: String,
+    pub dn: String,
+    pub entity: Entity,
+    /// `dcmExporterID`: one task per exporter (STOW-RS exporters of this
+    /// device only; the others are left out with a warning).
+    pub exporter_ids: Vec<String>,
+    /// `dcmProperty` conditions, all of which must hold.
+    #[serde(serialize_with = "condition_texts")]
+    pub conditions: crate::conditions::Conditions,
+    /// `dcmSchedule`: the rule fires only for objects received inside.
+    #[serde(rename = "schedules", serialize_with = "schedule_values")]
+    pub schedule: Schedule,
+    /// `dcmDuration`: how long after the entity's last instance its task
+    /// runs (each new instance pushes it back).
+    #[serde(serialize_with = "iso_duration")]
+    pub duration: Duration,
+    pub reoccurred: Reoccurred,
+    /// The AE the rule is configured under, if any.
+    pub ae_title: Option<String>,
+}
+
+fn condition_texts<S: serde::Serializer>(
+    c: &crate::conditions::Conditions,
+    ser: S,
+) -> Result<S::Ok, S::Error> {
+    ser.collect_seq(c.texts())
+}
+
+fn iso_duration<S: serde::Serializer>(d: &Duration, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(&format_iso_duration(*d))
+}
+
 /// An exporter of another kind (`dicom:`, `wado:` ...), not this service's.
 #[derive(Debug, Clone, Serialize)]
 pub struct SkippedExporter {
@@ -282,6 +347,8 @@ pub struct Snapshot {
     pub queues: BTreeMap<String, QueueDesc>,
     /// Web apps referenced by the exporters, by name.
     pub web_apps: BTreeMap<String, WebApp>,
+    /// `dcmExportRule` entries of the device and its AEs, by DN.
+    pub export_rules: Vec<ExportRule>,
     /// Non-fatal findings (unknown property keys, skipped exporters).
     pub warnings: Vec<String>,
     /// Where the configuration was read from.
@@ -474,6 +541,8 @@ impl Builder<'_> {
             );
         }
 
+        let export_rules = self.export_rules(device, device_name, &exporters, &skipped);
+
         if !self.errors.is_empty() {
             return Err(self.errors);
         }
@@ -485,8 +554,152 @@ impl Builder<'_> {
             skipped_exporters: skipped,
             queues,
             web_apps,
+            export_rules,
             warnings: self.warnings,
             source: source.to_string(),
+        })
+    }
+
+    /// The device's export rules and those of its AEs (dcm4chee reads
+    /// both: `cn=<rule>,<device>` and `cn=<rule>,dicomAETitle=<AET>,<device>`),
+    /// each validated with errors naming its DN and attribute.
+    fn export_rules(
+        &mut self,
+        device: &RawEntry,
+        device_name: &str,
+        exporters: &BTreeMap<String, Exporter>,
+        skipped: &[SkippedExporter],
+    ) -> Vec<ExportRule> {
+        let dir = self.dir;
+        let mut rules = Vec::new();
+        for e in dir.iter().filter(|e| e.has_class("dcmExportRule")) {
+            let ae_title = match e.dn.parent() {
+                Some(p) if p.key() == device.dn.key() => None,
+                Some(p) if p.is_child_of(&device.dn) => match p.rdn().value("dicomAETitle") {
+                    Some(aet) => Some(aet.to_string()),
+                    None => continue,
+                },
+                _ => continue,
+            };
+            if let Some(rule) = self.export_rule(e, ae_title, device_name, exporters, skipped) {
+                rules.push(rule);
+            }
+        }
+        rules.sort_by(|a, b| a.dn.cmp(&b.dn));
+        rules
+    }
+
+    fn export_rule(
+        &mut self,
+        e: &RawEntry,
+        ae_title: Option<String>,
+        device_name: &str,
+        exporters: &BTreeMap<String, Exporter>,
+        skipped: &[SkippedExporter],
+    ) -> Option<ExportRule> {
+        let before = self.errors.len();
+        let name = e.first("cn").or(e.dn.rdn().value("cn")).map(str::to_string);
+        if name.is_none() {
+            self.error(e, Some("cn"), "missing");
+        }
+        let entity = match e.first("dcmEntity").map(str::trim) {
+            None => {
+                self.error(e, Some("dcmEntity"), "missing");
+                None
+            }
+            Some(v) if v.eq_ignore_ascii_case("Study") => Some(Entity::Study),
+            Some(v) if v.eq_ignore_ascii_case("Series") => Some(Entity::Series),
+            Some(v) if v.eq_ignore_ascii_case("Instance") => Some(Entity::Instance),
+            Some(v) => {
+                self.error(
+                    e,
+                    Some("dcmEntity"),
+                    format!("{} is not Study, Series or Instance", shown(v)),
+                );
+                None
+            }
+        };
+        if let Some(other) = e.first("dicomDeviceName")
+            && other != device_name
+        {
+            self.error(
+                e,
+                Some("dicomDeviceName"),
+                format!(
+                    "{} is not device {device_name}: a rule runs the exporters of this device only",
+                    shown(other)
+                ),
+            );
+        }
+        let mut exporter_ids = Vec::new();
+        if e.values("dcmExporterID").is_empty() {
+            self.error(e, Some("dcmExporterID"), "missing");
+        }
+        for id in e.values("dcmExporterID") {
+            if exporters.contains_key(id) {
+                exporter_ids.push(id.clone());
+            } else if skipped.iter().any(|s| &s.id == id) {
+                self.warnings.push(format!(
+                    "{}: rule names exporter {id}, not a STOW-RS exporter: no task is made for it",
+                    e.dn
+                ));
+            } else {
+                self.error(
+                    e,
+                    Some("dcmExporterID"),
+                    format!("no dcmExporter {} on device {device_name}", shown(id)),
+                );
+            }
+        }
+        let conditions = match crate::conditions::Conditions::parse(
+            e.values("dcmProperty").iter().map(String::as_str),
+        ) {
+            Ok(c) => c,
+            Err(err) => {
+                self.error(e, Some("dcmProperty"), clip(&err.to_string()));
+                crate::conditions::Conditions::default()
+            }
+        };
+        let schedule = self.schedule(e).unwrap_or_default();
+        let duration = self
+            .duration(e, "dcmDuration", MAX_RULE_DURATION)
+            .unwrap_or(Duration::ZERO);
+        let reoccurred = match e.first("dcmExportReoccurredInstances").map(str::trim) {
+            None => Reoccurred::Replace,
+            Some(v) => match v.to_ascii_uppercase().as_str() {
+                "NEVER" => Reoccurred::Never,
+                "ALWAYS" => Reoccurred::Always,
+                "REPLACE" => Reoccurred::Replace,
+                "COMPLETE" => Reoccurred::Complete,
+                _ => {
+                    self.error(
+                        e,
+                        Some("dcmExportReoccurredInstances"),
+                        format!("{} is not NEVER, ALWAYS, REPLACE or COMPLETE", shown(v)),
+                    );
+                    Reoccurred::Replace
+                }
+            },
+        };
+        if e.first("dcmExportPreviousEntity").is_some() {
+            self.warnings.push(format!(
+                "{}: dcmExportPreviousEntity (exporting prior studies) is not supported: ignored",
+                e.dn
+            ));
+        }
+        if self.errors.len() != before {
+            return None;
+        }
+        Some(ExportRule {
+            name: name?,
+            dn: e.dn.to_string(),
+            entity: entity?,
+            exporter_ids,
+            conditions,
+            schedule,
+            duration,
+            reoccurred,
+            ae_title,
         })
     }
 

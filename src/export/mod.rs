@@ -46,7 +46,7 @@ pub enum RunEnd {
     /// Without one: the task's records or the archive index could not be
     /// read (a database restarting, a network cut, a broken file). Not
     /// an outcome of the task: the workers hand it back (see
-    /// [`workers::Workers`]), and a later run resumes it.
+    /// [`Workers`]), and a later run resumes it.
     Unread(String),
 }
 
