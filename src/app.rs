@@ -270,6 +270,12 @@ impl Application {
             settings.zone,
         )
         .with_export_hook(settings.queue_options.export_hook.clone());
+        // On a shared database the instances tell one another of cancels
+        // and reloads; alone, there is nobody to tell.
+        let cluster = settings
+            .database
+            .as_ref()
+            .map(|d| Signals::new(d.expose(), &instance));
         let ops = OpsState {
             metrics,
             config: live.clone(),
@@ -281,13 +287,8 @@ impl Application {
                 .database
                 .as_ref()
                 .map(|d| crate::queue::masked_database(d.expose())),
+            signals: cluster.clone(),
         };
-        // On a shared database the instances tell one another of cancels
-        // and reloads; alone, there is nobody to tell.
-        let cluster = settings
-            .database
-            .as_ref()
-            .map(|d| Signals::new(d.expose(), &instance));
         let cancel = match &cluster {
             Some(c) => workers.cancel_handle().with_broadcast(Arc::new(c.clone())),
             None => workers.cancel_handle(),

@@ -19,6 +19,7 @@
 //! [`LiveConfig`].
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -93,6 +94,10 @@ pub struct Signals {
     /// This process among the instances; sender of its signals.
     instance: Arc<str>,
     client: Arc<AsyncMutex<Option<tokio_postgres::Client>>>,
+    /// Whether the listening connection has run its `LISTEN`: until then
+    /// (start-up, or an outage) signals of the others do not reach this
+    /// instance, and readiness says so.
+    listening: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Signals {
@@ -113,7 +118,13 @@ impl Signals {
             database: masked(url).into(),
             instance: instance.into(),
             client: Arc::new(AsyncMutex::new(None)),
+            listening: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Whether signals of the other instances reach this one now.
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
     }
 
     fn err(&self, context: &'static str) -> impl Fn(tokio_postgres::Error) -> SignalError + '_ {
@@ -221,6 +232,7 @@ impl Signals {
             driver.abort();
             return Err(e);
         }
+        self.listening.store(true, Ordering::Release);
         if *down {
             tracing::info!("cluster signals available again");
             *down = false;
@@ -239,6 +251,7 @@ impl Signals {
                 },
             }
         };
+        self.listening.store(false, Ordering::Release);
         driver.abort();
         result
     }

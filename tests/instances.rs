@@ -25,7 +25,25 @@ async fn start(cfg: &Path, data: &Path, db: &TestDatabase) -> Service {
     let mut s = Service::settings(ConfigSource::Ldif(cfg.to_path_buf()), data);
     s.queue_url = Some(amqp_url());
     s.database = Some(Secret::new(db.url()));
-    Service::start_with_settings(s).await
+    joined(Service::start_with_settings(s).await).await
+}
+
+/// Waits until the instance says it is ready, which on a shared database
+/// includes listening to the others' signals: a reload or cancel sent
+/// before that would not reach it.
+async fn joined(svc: Service) -> Service {
+    eventually(Duration::from_secs(20), || async {
+        let r = svc.http.get(svc.url("/health/ready")).send().await.unwrap();
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        if status == 200 && body["checks"]["signals"]["status"] == "UP" {
+            Ok(())
+        } else {
+            Err(format!("not ready: {status} {body}"))
+        }
+    })
+    .await;
+    svc
 }
 
 /// `stow-exporter import --database URL --data DIR paths...`, the binary
@@ -61,7 +79,7 @@ async fn import_to(url: &str, data: &Path, paths: &[PathBuf]) {
 async fn start_brokerless(cfg: &Path, data: &Path, db: &TestDatabase) -> Service {
     let mut s = Service::settings(ConfigSource::Ldif(cfg.to_path_buf()), data);
     s.database = Some(Secret::new(db.url()));
-    Service::start_with_settings(s).await
+    joined(Service::start_with_settings(s).await).await
 }
 
 fn ids(l: &[Value]) -> BTreeSet<String> {

@@ -1190,3 +1190,76 @@ async fn a_task_in_process_is_not_deleted_but_canceled_by_status() {
     b.quit().await;
     svc.stop().await;
 }
+
+#[tokio::test]
+async fn the_page_shows_the_export_rules_as_the_api_lists_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dev = "dicomDeviceName=dcm4chee-arc,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org";
+    let hour = closed_hour();
+    let rules = format!(
+        "version: 1\n\n\
+         dn: cn=CT series,{dev}\nobjectClass: dcmExportRule\ncn: CT series\ndcmEntity: Series\n\
+         dcmExporterID: STOWRSD\ndcmDuration: PT1M\ndcmProperty: Modality=CT\n\
+         dcmProperty: SendingApplicationEntityTitle!=TEST\ndcmSchedule: hour={hour}\n\n\
+         dn: cn=Everything,dicomAETitle=DCM4CHEE1,{dev}\nobjectClass: dcmExportRule\n\
+         cn: Everything\ndcmEntity: Study\ndcmExporterID: StowExporter\ndcmExporterID: STOWRSD\n"
+    );
+    let cfg = write_config(tmp.path(), 18080, &rules);
+    let svc = Service::start(&cfg, &tmp.path().join("data")).await;
+    let listed: Vec<Value> = svc.get_json("/export-rules").await;
+    assert_eq!(listed.len(), 2);
+
+    let b = Browser::start().await;
+    b.goto(&svc.url("/ui2/")).await;
+    let shown = b
+        .wait_js(
+            "the export rules",
+            "const rows = Array.from(document.querySelectorAll('#export-rules tr.export-rule'));
+             if (rows.length < 2) return null;
+             const out = {};
+             for (const r of rows) out[r.dataset.rule] = Array.from(r.cells).map(c => c.textContent);
+             return out;",
+        )
+        .await;
+    let shown = shown.as_object().unwrap();
+    assert_eq!(shown.len(), listed.len(), "{shown:?}");
+    for r in &listed {
+        let dn = r["dn"].as_str().unwrap();
+        let cells: Vec<&str> = shown[dn]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        let name = match r["dicomAETitle"].as_str() {
+            Some(aet) => format!("{} ({aet})", r["cn"].as_str().unwrap()),
+            None => r["cn"].as_str().unwrap().to_string(),
+        };
+        assert_eq!(cells[0], name);
+        assert_eq!(cells[1], r["dcmEntity"].as_str().unwrap());
+        let exporters: Vec<&str> = r["dcmExporterID"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_str().unwrap())
+            .collect();
+        assert_eq!(cells[2], exporters.join(", "));
+        assert_eq!(cells[4], r["dcmDuration"].as_str().unwrap());
+        let window = cells[6];
+        if r["scheduleOpen"] == true {
+            assert!(window.starts_with("open now"), "{dn}: {window}");
+        } else {
+            assert!(window.starts_with("closed"), "{dn}: {window}");
+        }
+    }
+    let ct = &shown[listed.iter().find(|r| r["cn"] == "CT series").unwrap()["dn"]
+        .as_str()
+        .unwrap()];
+    assert_eq!(
+        ct[3], "Modality=CT & SendingApplicationEntityTitle!=TEST",
+        "the conditions as configured"
+    );
+    assert_no_script_errors(&b).await;
+    b.quit().await;
+    svc.stop().await;
+}

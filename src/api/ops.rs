@@ -46,6 +46,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
+use crate::cluster::Signals;
 use crate::config::{LiveConfig, Secret};
 use crate::metrics::{CONTENT_TYPE, Metrics, QueueGauges};
 use crate::queue::{Backend, QueueError, TaskDelivery, TaskStore};
@@ -79,6 +80,10 @@ pub struct OpsState {
     /// The shared database (`--database`), password masked: readiness
     /// then names it as a dependency of its own, beside the broker.
     pub database: Option<String>,
+    /// The signals between the instances on that database: readiness
+    /// waits for them to listen, so that an instance reported ready also
+    /// hears the others' cancels and reloads.
+    pub signals: Option<Signals>,
 }
 
 /// The router of `/metrics` and readiness: behind the token, like the
@@ -434,6 +439,17 @@ async fn ready(State(s): State<OpsState>) -> Response {
         queue = json!({"status": "DOWN", "backend": backend, "error": e.to_string()});
     }
     checks.insert("queue", queue);
+    if let Some(signals) = &s.signals {
+        if signals.is_listening() {
+            checks.insert("signals", json!({"status": "UP"}));
+        } else {
+            failing.push("signals: not listening to the other instances".to_string());
+            checks.insert(
+                "signals",
+                json!({"status": "DOWN", "error": "not listening to the other instances"}),
+            );
+        }
+    }
     match storage_writable(&s.data_dir.join("storage")).await {
         Ok(()) => checks.insert("storage", json!({"status": "UP"})),
         Err(e) => {

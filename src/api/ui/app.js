@@ -225,6 +225,36 @@
     $('exporter-ids').replaceChildren(...options);
   }
 
+  // The dcmExportRule entries: what received objects would be forwarded
+  // by, each with its own schedule window (a filter on receipt).
+  async function refreshExportRules() {
+    if (needToken) return;
+    const r = await api(API + '/export-rules');
+    if (!r.ok) {
+      showNotice('Export rules: ' + await errorText(r), 'error');
+      return;
+    }
+    const list = await r.json();
+    connectionBack();
+    const rows = [];
+    for (const x of Array.isArray(list) ? list : []) {
+      const sched = Array.isArray(x.dcmSchedule) ? x.dcmSchedule : null;
+      const conditions = Array.isArray(x.dcmProperty) ? x.dcmProperty : [];
+      const w = windowText(x);
+      const name = x.dicomAETitle ? `${x.cn ?? ''} (${x.dicomAETitle})` : String(x.cn ?? '');
+      rows.push(el('tr', { class: 'export-rule', dataset: { rule: String(x.dn ?? '') } },
+        el('td', { class: 'name' }, name),
+        el('td', null, String(x.dcmEntity ?? '')),
+        el('td', null, Array.isArray(x.dcmExporterID) ? x.dcmExporterID.join(', ') : ''),
+        el('td', { class: 'conditions' }, conditions.length ? conditions.join(' & ') : 'any object'),
+        el('td', null, String(x.dcmDuration ?? '')),
+        el('td', { class: 'schedule' }, sched ? (sched.length ? sched.join('; ') : 'always') : '—'),
+        el('td', { class: 'window ' + w.cls }, w.text)));
+    }
+    if (rows.length === 0) rows.push(el('tr', null, el('td', { colspan: '7', class: 'empty' }, 'No export rules configured.')));
+    $('export-rules').tBodies[0].replaceChildren(...rows);
+  }
+
   // ---- Tasks -------------------------------------------------------------
 
   const state = {
@@ -748,6 +778,7 @@
 
   function refreshAll() {
     refreshExporters().catch((e) => reportFailure('Exporters', e));
+    refreshExportRules().catch((e) => reportFailure('Export rules', e));
     refreshTasks().catch((e) => reportFailure('Tasks', e));
     refreshMetrics().catch((e) => reportFailure('Metrics', e));
   }
@@ -833,6 +864,7 @@
     every(TASKS_EVERY_MS, 'Tasks', refreshTasks);
     every(METRICS_EVERY_MS, 'Metrics', refreshMetrics);
     every(EXPORTERS_EVERY_MS, 'Exporters', refreshExporters);
+    every(EXPORTERS_EVERY_MS, 'Export rules', refreshExportRules);
   }
 
   start();
