@@ -9,6 +9,10 @@ die() {
 }
 say() { echo "== $*" >&2; }
 
+# Several `serve` processes run side by side: none binds the Storage SCP's
+# configured port unless a script asks for it (bench/forward.sh does).
+export STOW_EXPORTER_DICOM_LISTEN="${STOW_EXPORTER_DICOM_LISTEN:-none}"
+
 PIDS=()
 WORK=""
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ops::{self, OpsState};
@@ -22,9 +23,10 @@ use crate::archive::Archive;
 use crate::cluster::Signals;
 use crate::config::{ConfigSource, LiveConfig, LoadError, Secret, Snapshot};
 use crate::export::{Executor, Workers};
+use crate::forward::Receiver;
 use crate::http_server::{self, ListenerLimits};
 use crate::metrics::Metrics;
-use crate::queue::{self, BrokerLink, DatabaseLink, OpenQueue, QueueError, Role};
+use crate::queue::{self, BrokerLink, DatabaseLink, OpenQueue, QueueError, Role, Submit};
 use crate::schedule::Zone;
 use crate::stowrsd::{self, StowrsdOptions};
 use crate::transcode::Transcoder;
@@ -75,6 +77,12 @@ pub struct Settings {
     /// database (`postgres://...`, a secret) instead of the data
     /// directory; the storage stays `<data_dir>/storage`.
     pub database: Option<Secret>,
+    /// Where the Storage SCP listens: `None`, the DICOM connections of the
+    /// device's accepting network AEs; otherwise these addresses (none:
+    /// no SCP).
+    pub dicom_listen: Option<Vec<String>>,
+    /// The Storage SCP's limits.
+    pub scp_options: crate::scp::ScpOptions,
 }
 
 impl std::fmt::Debug for Settings {
@@ -95,6 +103,8 @@ impl std::fmt::Debug for Settings {
             .field("transcode_limits", &self.transcode_limits)
             .field("tls", &self.tls)
             .field("queue_options", &self.queue_options)
+            .field("dicom_listen", &self.dicom_listen)
+            .field("scp_options", &self.scp_options)
             .field(
                 "queue_url",
                 &self.queue_url.as_deref().map(crate::redact::mask_url),
@@ -135,6 +145,13 @@ pub struct Application {
     listener: TcpListener,
     watch: Option<Duration>,
     stowrsd: Option<(TcpListener, StowrsdOptions)>,
+    /// The Storage SCP's listeners (none when it is off).
+    dicom: Vec<TcpListener>,
+    scp_options: crate::scp::ScpOptions,
+    /// Stores received objects with their rules' exports.
+    receiver: Receiver,
+    /// Queues the exports the rules recorded once they are due.
+    forwarding: (Submit, Arc<Metrics>, Arc<Notify>),
     state: ApiState,
     workers: Workers,
     ops: OpsState,
@@ -201,6 +218,21 @@ impl Application {
             }),
         })
         .await?;
+
+        let dicom_addrs = match &settings.dicom_listen {
+            Some(addrs) => addrs.clone(),
+            None => crate::scp::configured_addresses(&snapshot),
+        };
+        let mut dicom = Vec::new();
+        for addr in &dicom_addrs {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| AppError::Bind {
+                    addr: addr.clone(),
+                    source,
+                })?;
+            dicom.push(l);
+        }
 
         let stowrsd = match &settings.stowrsd_dir {
             None => None,
@@ -277,7 +309,7 @@ impl Application {
             .as_ref()
             .map(|d| Signals::new(d.expose(), &instance));
         let ops = OpsState {
-            metrics,
+            metrics: metrics.clone(),
             config: live.clone(),
             data_dir: settings.data_dir.clone(),
             device_name: settings.device_name.clone(),
@@ -293,6 +325,15 @@ impl Application {
             Some(c) => workers.cancel_handle().with_broadcast(Arc::new(c.clone())),
             None => workers.cancel_handle(),
         };
+        let wake = Arc::new(Notify::new());
+        let receiver = Receiver::new(
+            archive.clone(),
+            live.clone(),
+            settings.zone,
+            metrics.clone(),
+            wake.clone(),
+        );
+        let forwarding = (queue.submit(), metrics.clone(), wake);
         let state = ApiState {
             device_name: settings.device_name.clone(),
             config: live,
@@ -302,11 +343,20 @@ impl Application {
             cluster,
             archive,
             zone: settings.zone,
+            stow_in: api::StowIn {
+                receiver: receiver.clone(),
+                limits: settings.stowrsd_options.limits,
+                min_free_disk: settings.stowrsd_options.min_free_disk,
+            },
         };
         Ok(Application {
             listener,
             watch: settings.watch,
             stowrsd,
+            dicom,
+            scp_options: settings.scp_options.clone(),
+            receiver,
+            forwarding,
             state,
             workers,
             ops,
@@ -360,6 +410,14 @@ impl Application {
         self.stowrsd.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
+    /// The Storage SCP's addresses (empty when it is off).
+    pub fn dicom_addrs(&self) -> Vec<SocketAddr> {
+        self.dicom
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
     /// Runs until `shutdown` resolves, then stops taking tasks and lets
     /// running ones finish (up to a grace period).
     pub async fn run_until_stopped(
@@ -381,6 +439,28 @@ impl Application {
             })
         });
         self.workers.ensure_started();
+        {
+            let (submit, metrics, wake) = self.forwarding;
+            let (archive, live, stop) = (
+                self.state.archive.clone(),
+                self.state.config.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(crate::forward::scheduler::run(
+                archive, submit, live, metrics, wake, stop,
+            ));
+        }
+        if !self.dicom.is_empty() {
+            for l in &self.dicom {
+                tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "DICOM Storage SCP listening");
+            }
+            tokio::spawn(crate::scp::serve(
+                self.dicom,
+                self.receiver,
+                self.scp_options,
+                stop.clone(),
+            ));
+        }
         if let Some(cluster) = self.state.cluster.clone() {
             // Cancels from other instances stop exports here, without
             // being passed on again.

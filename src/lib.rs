@@ -98,6 +98,7 @@ pub mod config;
 pub mod db;
 pub mod export;
 #[doc(hidden)]
+pub mod forward;
 pub mod fuzzing;
 pub mod http_server;
 pub mod metrics;
@@ -105,6 +106,7 @@ pub mod outcome;
 pub mod queue;
 pub mod redact;
 pub mod schedule;
+pub mod scp;
 pub mod shortage;
 pub mod stow;
 pub mod stowrsd;

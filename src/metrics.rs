@@ -82,6 +82,31 @@ struct QueueLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReceivedLabels {
+    /// `dimse` or `stow-rs`.
+    path: &'static str,
+    /// The calling AE title (C-STORE) or the AE title of the request path
+    /// (STOW-RS); `other` beyond [`MAX_CALLING_LABELS`] distinct ones.
+    calling_aet: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabels {
+    rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleTaskLabels {
+    rule: String,
+    exporter: String,
+}
+
+/// Distinct calling AE titles [`Metrics::object_received`] labels
+/// separately: callers choose them, so their number is bounded.
+pub const MAX_CALLING_LABELS: usize = 64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TranscodeLabels {
     transfer_syntax: String,
     result: &'static str,
@@ -128,6 +153,10 @@ struct Families {
     transcoded: Family<TranscodeLabels, Counter>,
     /// Made with [`DECODE_BUCKETS`].
     decode: Family<SyntaxLabels, Histogram>,
+    received: Family<ReceivedLabels, Counter>,
+    rule_matches: Family<RuleLabels, Counter>,
+    exports_planned: Family<RuleLabels, Counter>,
+    rule_tasks: Family<RuleTaskLabels, Counter>,
 }
 
 impl Families {
@@ -145,6 +174,10 @@ impl Families {
             depth: Family::default(),
             transcoded: Family::default(),
             decode: Family::new_with_constructor(|| Histogram::new(DECODE_BUCKETS.iter().copied())),
+            received: Family::default(),
+            rule_matches: Family::default(),
+            exports_planned: Family::default(),
+            rule_tasks: Family::default(),
         }
     }
 
@@ -206,6 +239,26 @@ impl Families {
             "Time to read and decompress one instance, by stored transfer syntax",
             Declared(self.decode.clone()),
         );
+        r.register(
+            "stow_exporter_received_instances",
+            "Objects received into the archive, by path (dimse, stow-rs), calling AE title and result (stored, already stored, failed)",
+            Declared(self.received.clone()),
+        );
+        r.register(
+            "stow_exporter_export_rule_matches",
+            "Stored objects an export rule matched, by rule",
+            Declared(self.rule_matches.clone()),
+        );
+        r.register(
+            "stow_exporter_export_rule_exports",
+            "Exports export rules recorded for stored objects (one per exporter and object; several of one entity become one task)",
+            Declared(self.exports_planned.clone()),
+        );
+        r.register(
+            "stow_exporter_export_rule_tasks",
+            "Export tasks created by export rules, by rule and exporter",
+            Declared(self.rule_tasks.clone()),
+        );
         top.register(
             "stow_exporter_tasks",
             "Task records of this device by queue and status",
@@ -230,6 +283,8 @@ pub struct Metrics {
     /// Held from setting the queue gauges to the end of encoding, so that
     /// concurrent scrapes do not write each other's gauges.
     scrape: Mutex<()>,
+    /// Calling AE titles labelled so far (at most [`MAX_CALLING_LABELS`]).
+    callers: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Default for Metrics {
@@ -366,6 +421,7 @@ impl Metrics {
             families,
             destinations: Mutex::default(),
             scrape: Mutex::default(),
+            callers: Mutex::default(),
         }
     }
 
@@ -417,6 +473,58 @@ impl Metrics {
                 transfer_syntax: transfer_syntax.to_string(),
             })
             .observe(d.as_secs_f64());
+    }
+
+    /// An object received by `path` from `calling_aet` ended as `result`.
+    pub fn object_received(&self, path: &'static str, calling_aet: &str, result: &'static str) {
+        let calling_aet = {
+            let mut seen = self.callers.lock().unwrap_or_else(|p| p.into_inner());
+            if seen.contains(calling_aet) || seen.len() < MAX_CALLING_LABELS {
+                seen.insert(calling_aet.to_string());
+                calling_aet.to_string()
+            } else {
+                "other".to_string()
+            }
+        };
+        self.families
+            .received
+            .get_or_create(&ReceivedLabels {
+                path,
+                calling_aet,
+                result,
+            })
+            .inc();
+    }
+
+    /// Export rule `rule` matched a stored object.
+    pub fn rule_matched(&self, rule: &str) {
+        self.families
+            .rule_matches
+            .get_or_create(&RuleLabels {
+                rule: rule.to_string(),
+            })
+            .inc();
+    }
+
+    /// Export rule `rule` recorded `n` exports for a stored object.
+    pub fn export_planned(&self, rule: &str, n: usize) {
+        self.families
+            .exports_planned
+            .get_or_create(&RuleLabels {
+                rule: rule.to_string(),
+            })
+            .inc_by(n as u64);
+    }
+
+    /// Export rule `rule` created a task of `exporter`.
+    pub fn rule_task_created(&self, rule: &str, exporter: &str) {
+        self.families
+            .rule_tasks
+            .get_or_create(&RuleTaskLabels {
+                rule: rule.to_string(),
+                exporter: exporter.to_string(),
+            })
+            .inc();
     }
 
     /// Everything, in the Prometheus text format 0.0.4 ([`CONTENT_TYPE`]),

@@ -423,6 +423,7 @@ async fn serve_watch_reloads_on_directory_change() {
     let pwfile = tmp.path().join("ldap.pw");
     std::fs::write(&pwfile, format!("{PASSWORD}\n")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_stow-exporter"))
+        .env("STOW_EXPORTER_DICOM_LISTEN", "none")
         .args([
             "serve",
             "--config",
@@ -490,6 +491,7 @@ async fn serve_waits_for_an_unreachable_directory_at_start() {
     // Killed (by its PID) when the test ends, also when it fails.
     let mut child = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_stow-exporter"))
+            .env("STOW_EXPORTER_DICOM_LISTEN", "none")
             .args([
                 "serve",
                 "--config",

@@ -249,6 +249,130 @@ pub(super) async fn import_file(archive: &Archive, path: &Path) -> Result<Import
     }
 }
 
+/// The exports to record with a received object, decided from its header
+/// ([`super::Archive::store_received`]).
+#[derive(Debug, Default)]
+pub struct PlannedExports {
+    /// Recorded with the instance when it is new.
+    pub when_new: Vec<super::PendingExport>,
+    /// Recorded when the identical object was stored before (rules that
+    /// export reoccurred instances).
+    pub when_again: Vec<super::PendingExport>,
+}
+
+/// See [`super::Archive::store_received`].
+pub(super) async fn store_received<P>(
+    archive: &Archive,
+    tmp: PathBuf,
+    plan: P,
+) -> Result<Imported, ImportError>
+where
+    P: FnOnce(&DefaultDicomObject, &InstanceRecord) -> PlannedExports + Send + 'static,
+{
+    let inner = &archive.inner;
+    let path = tmp.as_path();
+    let storage = inner.storage.clone();
+    let parsed = {
+        let _permit = inner
+            .parse_permits
+            .acquire()
+            .await
+            .map_err(|e| internal(path, e))?;
+        let p = tmp.clone();
+        blocking(path, move || {
+            let (file, rec, obj) = read_header_object(&p)?;
+            drop(file);
+            let planned = plan(&obj, &rec);
+            let dest = resolve(&storage, &rec.rel_path);
+            // The rename below moves the file into this directory.
+            create_dir_durable(dest.parent().unwrap_or(&storage)).map_err(|source| {
+                ImportError::Store {
+                    path: p.clone(),
+                    dest: dest.clone(),
+                    source,
+                }
+            })?;
+            Ok((rec, planned, dest))
+        })
+        .await
+    };
+    let (rec, planned, dest) = match parsed {
+        Ok(x) => x,
+        Err(e) => {
+            remove_quietly_async(path).await;
+            return Err(e);
+        }
+    };
+    let index_err = |source| ImportError::Index {
+        path: path.to_path_buf(),
+        source,
+    };
+    let size = rec.size;
+    match inner
+        .index
+        .commit_with_exports(rec, tmp.clone(), planned.when_new)
+        .await
+    {
+        Ok(Commit::Stored(instance)) => {
+            blocking(path, {
+                let (path, dest) = (path.to_path_buf(), dest.clone());
+                move || {
+                    sync_parent(&dest).map_err(|source| ImportError::Store { path, dest, source })
+                }
+            })
+            .await?;
+            Ok(Imported::Stored(instance))
+        }
+        Ok(Commit::Existing(found)) => {
+            let stored = found.path.clone();
+            let same = blocking(path, {
+                let path = path.to_path_buf();
+                let tmp = tmp.clone();
+                move || {
+                    let result = File::open(&tmp).and_then(|f| same_content(f, size, &stored));
+                    remove_quietly(&tmp);
+                    result.map_err(|e| compare_err(&path, &stored, e))
+                }
+            })
+            .await?;
+            if same && !planned.when_again.is_empty() {
+                inner
+                    .index
+                    .add_exports(planned.when_again)
+                    .await
+                    .map_err(index_err)?;
+            }
+            outcome(path, found, same)
+        }
+        Ok(Commit::RenameFailed(source)) => {
+            remove_quietly_async(path).await;
+            Err(ImportError::Store {
+                path: path.to_path_buf(),
+                dest,
+                source,
+            })
+        }
+        Err(e) => {
+            remove_quietly_async(path).await;
+            Err(index_err(e))
+        }
+    }
+}
+
+/// See [`super::Archive::received_study`].
+pub(super) async fn received_study(archive: &Archive, path: &Path) -> Result<String, ImportError> {
+    // Parsing takes the same permits as storing: the header parse is the
+    // memory-hungry step both bound.
+    let _permit = archive
+        .inner
+        .parse_permits
+        .acquire()
+        .await
+        .map_err(|e| internal(path, e))?;
+    let p = path.to_path_buf();
+    blocking(path, move || read_header(&p).map(|(_, rec)| rec.study_iuid)).await
+}
+
 fn outcome(path: &Path, found: super::StoredInstance, same: bool) -> Result<Imported, ImportError> {
     if same {
         Ok(Imported::AlreadyStored(found))
@@ -310,6 +434,14 @@ fn remove_quietly(path: &Path) {
 /// Data, and extracts what the index needs. Returns the open file too, so
 /// that the bytes copied are those of the file that was checked.
 fn read_header(path: &Path) -> Result<(File, InstanceRecord), ImportError> {
+    read_header_object(path).map(|(file, rec, _)| (file, rec))
+}
+
+/// [`read_header`] that also returns the parsed header (meta and data set
+/// up to Pixel Data), for export rules' conditions.
+fn read_header_object(
+    path: &Path,
+) -> Result<(File, InstanceRecord, DefaultDicomObject), ImportError> {
     let unreadable = |source| ImportError::Unreadable {
         path: path.to_path_buf(),
         source,
@@ -395,7 +527,7 @@ fn read_header(path: &Path) -> Result<(File, InstanceRecord), ImportError> {
         series_number: integer(&obj, tags::SERIES_NUMBER),
         instance_number: integer(&obj, tags::INSTANCE_NUMBER),
     };
-    Ok((reader.into_inner(), rec))
+    Ok((reader.into_inner(), rec, obj))
 }
 
 /// A UID value with its trailing `\0`/space padding removed; `None` when

@@ -13,6 +13,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 
 use super::{StoredInstance, StudyQuery};
@@ -40,6 +41,30 @@ pub struct InstanceRecord {
     pub series_number: Option<i64>,
     pub instance_number: Option<i64>,
 }
+
+/// An export an export rule asked for when an instance was stored: one
+/// task of `exporter_id` for the entity (a study, or a series or instance
+/// of it), due at `due`. Recorded in the same transaction as the
+/// instance, so no stored object is left without its export; a later
+/// instance of the same entity and exporter pushes the due time back
+/// instead of adding a second one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingExport {
+    pub exporter_id: String,
+    /// The `cn` of the rule that matched last.
+    pub rule: String,
+    pub study_iuid: String,
+    /// For a Series or Instance rule.
+    pub series_iuid: Option<String>,
+    /// For an Instance rule.
+    pub sop_iuid: Option<String>,
+    pub due: DateTime<Utc>,
+}
+
+/// How long a pending export handed out by [`ArchiveIndex::due_exports`]
+/// stays claimed: another process sharing the index hands it out again
+/// after that (its claimer died before it queued the task).
+pub const EXPORT_CLAIM: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What [`ArchiveIndex::commit`] did.
 #[derive(Debug)]
@@ -150,7 +175,43 @@ pub trait ArchiveIndex: Send + Sync {
         &self,
         rec: InstanceRecord,
         tmp: PathBuf,
+    ) -> BoxFuture<'_, Result<Commit, IndexError>> {
+        self.commit_with_exports(rec, tmp, Vec::new())
+    }
+
+    /// As [`ArchiveIndex::commit`], recording `exports` in the same
+    /// transaction when (and only when) it returns [`Commit::Stored`].
+    fn commit_with_exports(
+        &self,
+        rec: InstanceRecord,
+        tmp: PathBuf,
+        exports: Vec<PendingExport>,
     ) -> BoxFuture<'_, Result<Commit, IndexError>>;
+
+    /// Records `exports` (or pushes back the due time of the pending
+    /// export of the same exporter and entity to the later of the two).
+    fn add_exports(&self, exports: Vec<PendingExport>) -> BoxFuture<'_, Result<(), IndexError>>;
+
+    /// At most `limit` pending exports due at `now`, oldest first, claimed
+    /// for [`EXPORT_CLAIM`] so that no other process hands them out
+    /// meanwhile.
+    fn due_exports(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<PendingExport>, IndexError>>;
+
+    /// Removes a pending export whose task was queued, unless it was
+    /// pushed back since it was handed out (`export.due` is no longer its
+    /// due time): then it stays, for a second task with the newer instances.
+    fn finish_export<'a>(
+        &'a self,
+        export: &'a PendingExport,
+    ) -> BoxFuture<'a, Result<(), IndexError>>;
+
+    /// The earliest due time of the pending exports not claimed now, if
+    /// any.
+    fn next_export_due(&self) -> BoxFuture<'_, Result<Option<DateTime<Utc>>, IndexError>>;
 
     /// Instances of `study`, optionally narrowed to a series and an
     /// instance (each must match; no series with an instance means any

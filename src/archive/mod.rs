@@ -38,8 +38,10 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-pub use import::{ImportProgress, ImportReport, NoProgress, import_paths};
-pub use index::{ArchiveIndex, Commit, IndexError, InstanceRecord, resolve};
+pub use import::{ImportProgress, ImportReport, NoProgress, PlannedExports, import_paths};
+pub use index::{
+    ArchiveIndex, Commit, EXPORT_CLAIM, IndexError, InstanceRecord, PendingExport, resolve,
+};
 pub use postgres::PgIndex;
 pub use sqlite::SqliteIndex;
 
@@ -47,6 +49,10 @@ pub use sqlite::SqliteIndex;
 /// memory (bounded by the file size after the pre-scan); two at a time keeps
 /// the worst case small while still overlapping parsing with copying.
 const PARSE_CONCURRENCY: usize = 2;
+
+/// The directory under storage where receivers write objects before they
+/// are stored; hidden, so that no UID path can name it.
+const INCOMING: &str = ".incoming";
 
 /// Handle to an open archive; cheap to clone.
 #[derive(Clone)]
@@ -259,6 +265,62 @@ impl Archive {
     /// file and a rename) and indexes it.
     pub async fn import_file(&self, path: &Path) -> Result<Imported, ImportError> {
         import::import_file(self, path).await
+    }
+
+    /// Where a receiver writes an object before [`Archive::store_received`]
+    /// (inside storage, so that storing it is a rename). Created on demand.
+    pub fn incoming_dir(&self) -> PathBuf {
+        self.inner.storage.join(INCOMING)
+    }
+
+    /// Stores a received object: `tmp`, a complete and fsynced Part-10 file
+    /// in [`Archive::incoming_dir`], is checked and parsed as an import is,
+    /// renamed into place and indexed, together with the exports `plan`
+    /// decides from its header, as one step: a stored object never lacks
+    /// the exports its rules asked for. `tmp` is gone afterwards, whatever
+    /// the outcome. The identical object stored before is
+    /// [`Imported::AlreadyStored`] (then only `plan`'s `when_again` exports
+    /// are recorded); a different one under the same SOP Instance UID is
+    /// [`ImportError::Conflict`].
+    pub async fn store_received<P>(&self, tmp: PathBuf, plan: P) -> Result<Imported, ImportError>
+    where
+        P: FnOnce(&dicom_object::DefaultDicomObject, &InstanceRecord) -> PlannedExports
+            + Send
+            + 'static,
+    {
+        import::store_received(self, tmp, plan).await
+    }
+
+    /// The Study Instance UID of `path`, a received object not stored yet,
+    /// read as [`Archive::store_received`] would read it (pre-scan, header
+    /// up to Pixel Data, UID checks; the same errors), for a receiver that
+    /// must refuse an object of another study before storing it. Leaves
+    /// `path` where it is, whatever the outcome.
+    pub async fn received_study(&self, path: &Path) -> Result<String, ImportError> {
+        import::received_study(self, path).await
+    }
+
+    /// Pending exports due at `now` (at most `limit`), claimed for
+    /// [`EXPORT_CLAIM`]; see [`ArchiveIndex::due_exports`].
+    pub async fn due_exports(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<PendingExport>, ArchiveError> {
+        Ok(self.inner.index.due_exports(now, limit).await?)
+    }
+
+    /// Removes a pending export whose task was queued; see
+    /// [`ArchiveIndex::finish_export`].
+    pub async fn finish_export(&self, export: &PendingExport) -> Result<(), ArchiveError> {
+        Ok(self.inner.index.finish_export(export).await?)
+    }
+
+    /// When the next pending export is due, if any.
+    pub async fn next_export_due(
+        &self,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ArchiveError> {
+        Ok(self.inner.index.next_export_due().await?)
     }
 
     /// Instances of `study`, optionally narrowed to a series and an

@@ -37,13 +37,16 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
-use super::index::{ArchiveIndex, Commit, IndexError, InstanceRecord, resolve};
+use super::index::{
+    ArchiveIndex, Commit, EXPORT_CLAIM, IndexError, InstanceRecord, PendingExport, resolve,
+};
 use super::{StoredInstance, StudyQuery};
 use crate::queue::postgres::masked;
 
@@ -54,7 +57,8 @@ pub type Migration = &'static str;
 
 /// The schema steps of this version of the code; step `i` (from 0) makes
 /// version `i + 1`. Never edit a step that has shipped: add one.
-pub const MIGRATIONS: &[Migration] = &["
+pub const MIGRATIONS: &[Migration] = &[
+    "
 CREATE TABLE archive_instance (
     sop_iuid         TEXT COLLATE \"C\" PRIMARY KEY,
     study_iuid       TEXT COLLATE \"C\" NOT NULL,
@@ -75,7 +79,21 @@ CREATE TABLE archive_instance (
 CREATE INDEX archive_instance_page ON archive_instance (study_iuid, series_iuid, sop_iuid);
 CREATE INDEX archive_instance_series ON archive_instance (series_iuid);
 CREATE INDEX archive_instance_patient ON archive_instance (patient_id);
-"];
+",
+    "
+CREATE TABLE archive_export_pending (
+    exporter_id   TEXT COLLATE \"C\" NOT NULL,
+    study_iuid    TEXT COLLATE \"C\" NOT NULL,
+    series_iuid   TEXT COLLATE \"C\" NOT NULL,
+    sop_iuid      TEXT COLLATE \"C\" NOT NULL,
+    rule          TEXT NOT NULL,
+    due           TIMESTAMPTZ NOT NULL,
+    claimed_until TIMESTAMPTZ,
+    PRIMARY KEY (exporter_id, study_iuid, series_iuid, sop_iuid)
+);
+CREATE INDEX archive_export_pending_due ON archive_export_pending (due);
+",
+];
 
 /// The schema version this code reads and writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -281,7 +299,12 @@ impl PgIndex {
 
     /// See [`ArchiveIndex::commit`] and the module documentation: claim
     /// by insert, rename, `COMMIT`.
-    async fn commit_row(&self, rec: InstanceRecord, tmp: PathBuf) -> Result<Commit, IndexError> {
+    async fn commit_row(
+        &self,
+        rec: InstanceRecord,
+        tmp: PathBuf,
+        exports: Vec<PendingExport>,
+    ) -> Result<Commit, IndexError> {
         let mut c = self.client().await?;
         let e = self.err("commit instance");
         let size = i64::try_from(rec.size).unwrap_or(i64::MAX);
@@ -369,6 +392,7 @@ impl PgIndex {
         if let Err(err) = tokio::fs::rename(&tmp, &dest).await {
             return Ok(Commit::RenameFailed(err));
         }
+        upsert_exports(&tx, &exports).await.map_err(&e)?;
         // Should this fail, the file stays in place without a row; the next
         // commit of the UID claims it again and renames over it.
         tx.commit().await.map_err(&e)?;
@@ -533,12 +557,111 @@ impl ArchiveIndex for PgIndex {
         self.get_row(sop_iuid).boxed()
     }
 
-    fn commit(
+    fn commit_with_exports(
         &self,
         rec: InstanceRecord,
         tmp: PathBuf,
+        exports: Vec<PendingExport>,
     ) -> BoxFuture<'_, Result<Commit, IndexError>> {
-        self.commit_row(rec, tmp).boxed()
+        self.commit_row(rec, tmp, exports).boxed()
+    }
+
+    fn add_exports(&self, exports: Vec<PendingExport>) -> BoxFuture<'_, Result<(), IndexError>> {
+        async move {
+            let mut c = self.client().await?;
+            let e = self.err("record pending exports");
+            let tx = c.transaction().await.map_err(&e)?;
+            upsert_exports(&tx, &exports).await.map_err(&e)?;
+            tx.commit().await.map_err(&e)
+        }
+        .boxed()
+    }
+
+    fn due_exports(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<PendingExport>, IndexError>> {
+        async move {
+            let c = self.client().await?;
+            let until = now + EXPORT_CLAIM;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            // Claimed in one statement; SKIP LOCKED lets processes sharing
+            // the index claim disjoint rows at the same time.
+            let rows = c
+                .query(
+                    "UPDATE archive_export_pending p SET claimed_until = $2
+                     FROM (SELECT exporter_id, study_iuid, series_iuid, sop_iuid
+                           FROM archive_export_pending
+                           WHERE due <= $1 AND (claimed_until IS NULL OR claimed_until < $1)
+                           ORDER BY due LIMIT $3 FOR UPDATE SKIP LOCKED) d
+                     WHERE p.exporter_id = d.exporter_id AND p.study_iuid = d.study_iuid
+                       AND p.series_iuid = d.series_iuid AND p.sop_iuid = d.sop_iuid
+                     RETURNING p.exporter_id, p.study_iuid, p.series_iuid, p.sop_iuid,
+                               p.rule, p.due",
+                    &[&now, &until, &limit],
+                )
+                .await
+                .map_err(self.err("claim due exports"))?;
+            let opt = |s: String| (!s.is_empty()).then_some(s);
+            let mut out: Vec<PendingExport> = rows
+                .iter()
+                .map(|r| PendingExport {
+                    exporter_id: r.get(0),
+                    study_iuid: r.get(1),
+                    series_iuid: opt(r.get(2)),
+                    sop_iuid: opt(r.get(3)),
+                    rule: r.get(4),
+                    due: r.get(5),
+                })
+                .collect();
+            out.sort_by_key(|x| x.due);
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn finish_export<'a>(
+        &'a self,
+        export: &'a PendingExport,
+    ) -> BoxFuture<'a, Result<(), IndexError>> {
+        async move {
+            let c = self.client().await?;
+            let series = export.series_iuid.as_deref().unwrap_or("");
+            let sop = export.sop_iuid.as_deref().unwrap_or("");
+            c.execute(
+                "DELETE FROM archive_export_pending
+                 WHERE exporter_id = $1 AND study_iuid = $2 AND series_iuid = $3
+                   AND sop_iuid = $4 AND due = $5",
+                &[
+                    &export.exporter_id,
+                    &export.study_iuid,
+                    &series,
+                    &sop,
+                    &export.due,
+                ],
+            )
+            .await
+            .map_err(self.err("remove a queued export"))?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn next_export_due(&self) -> BoxFuture<'_, Result<Option<DateTime<Utc>>, IndexError>> {
+        async move {
+            let c = self.client().await?;
+            let row = c
+                .query_one(
+                    "SELECT MIN(due) FROM archive_export_pending
+                     WHERE claimed_until IS NULL OR claimed_until < now()",
+                    &[],
+                )
+                .await
+                .map_err(self.err("read pending exports"))?;
+            Ok(row.get(0))
+        }
+        .boxed()
     }
 
     fn find<'a>(
@@ -569,6 +692,44 @@ impl ArchiveIndex for PgIndex {
     fn count(&self) -> BoxFuture<'_, Result<u64, IndexError>> {
         self.count_rows().boxed()
     }
+}
+
+/// Upserts `exports` inside `tx`: a pending export of the same exporter
+/// and entity keeps the later due time and is unclaimed.
+async fn upsert_exports(
+    tx: &deadpool_postgres::Transaction<'_>,
+    exports: &[PendingExport],
+) -> Result<(), tokio_postgres::Error> {
+    if exports.is_empty() {
+        return Ok(());
+    }
+    let st = tx
+        .prepare_cached(
+            "INSERT INTO archive_export_pending
+                (exporter_id, study_iuid, series_iuid, sop_iuid, rule, due)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (exporter_id, study_iuid, series_iuid, sop_iuid) DO UPDATE SET
+                due = GREATEST(archive_export_pending.due, excluded.due),
+                rule = excluded.rule, claimed_until = NULL",
+        )
+        .await?;
+    for x in exports {
+        let series = x.series_iuid.as_deref().unwrap_or("");
+        let sop = x.sop_iuid.as_deref().unwrap_or("");
+        tx.execute(
+            &st,
+            &[
+                &x.exporter_id,
+                &x.study_iuid,
+                &series,
+                &sop,
+                &x.rule,
+                &x.due,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 fn from_row(row: &Row, storage: &Path) -> StoredInstance {

@@ -13,11 +13,14 @@
 
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
 
-use super::index::{ArchiveIndex, Commit, IndexError, InstanceRecord, resolve};
+use super::index::{
+    ArchiveIndex, Commit, EXPORT_CLAIM, IndexError, InstanceRecord, PendingExport, resolve,
+};
 use super::{StoredInstance, StudyQuery};
 use crate::db::{Db, DbError};
 
@@ -44,7 +47,59 @@ CREATE INDEX IF NOT EXISTS instance_study ON instance (study_iuid, series_iuid);
 CREATE INDEX IF NOT EXISTS instance_page ON instance (study_iuid, series_iuid, sop_iuid);
 CREATE INDEX IF NOT EXISTS instance_series ON instance (series_iuid);
 CREATE INDEX IF NOT EXISTS instance_patient ON instance (patient_id);
+-- Exports asked for by export rules, written with the instance that
+-- matched: one per exporter and entity (series/sop '' when the rule's
+-- entity is wider); 'due' and 'claimed_until' RFC 3339 UTC in
+-- milliseconds, so that text order is time order.
+CREATE TABLE IF NOT EXISTS export_pending (
+    exporter_id   TEXT NOT NULL,
+    study_iuid    TEXT NOT NULL,
+    series_iuid   TEXT NOT NULL,
+    sop_iuid      TEXT NOT NULL,
+    rule          TEXT NOT NULL,
+    due           TEXT NOT NULL,
+    claimed_until TEXT,
+    PRIMARY KEY (exporter_id, study_iuid, series_iuid, sop_iuid)
+) STRICT;
+CREATE INDEX IF NOT EXISTS export_pending_due ON export_pending (due);
 ";
+
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Upserts `exports` inside `tx`: a pending export of the same exporter
+/// and entity keeps the later due time and is unclaimed.
+fn upsert_exports(
+    tx: &rusqlite::Transaction<'_>,
+    exports: &[PendingExport],
+) -> rusqlite::Result<()> {
+    let mut st = tx.prepare_cached(
+        "INSERT INTO export_pending (exporter_id, study_iuid, series_iuid, sop_iuid, rule, due)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (exporter_id, study_iuid, series_iuid, sop_iuid) DO UPDATE SET
+            due = max(due, excluded.due), rule = excluded.rule, claimed_until = NULL",
+    )?;
+    for x in exports {
+        st.execute(params![
+            x.exporter_id,
+            x.study_iuid,
+            x.series_iuid.as_deref().unwrap_or(""),
+            x.sop_iuid.as_deref().unwrap_or(""),
+            x.rule,
+            stamp(x.due),
+        ])?;
+    }
+    Ok(())
+}
+
+fn parse_stamp(s: &str) -> DateTime<Utc> {
+    // Written by `stamp` only; a hand-edited row that does not parse is
+    // due now rather than never.
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|_| Utc::now())
+}
 
 const COLUMNS: &str = "study_iuid, series_iuid, sop_iuid, sop_cuid, transfer_syntax, size, path";
 
@@ -78,7 +133,12 @@ impl SqliteIndex {
     /// another one sharing the file) cannot overwrite the first stored copy.
     /// A row whose file has vanished from storage is repaired in place when
     /// the new object belongs to the same study and series.
-    async fn commit_row(&self, rec: InstanceRecord, tmp: PathBuf) -> Result<Commit, DbError> {
+    async fn commit_row(
+        &self,
+        rec: InstanceRecord,
+        tmp: PathBuf,
+        exports: Vec<PendingExport>,
+    ) -> Result<Commit, DbError> {
         let storage = self.storage.clone();
         let imported_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         self.db
@@ -132,6 +192,7 @@ impl SqliteIndex {
                         imported_at,
                     ],
                 )?;
+                upsert_exports(&tx, &exports)?;
                 tx.commit()?;
                 Ok(Commit::Stored(StoredInstance {
                     study_iuid: rec.study_iuid,
@@ -287,12 +348,135 @@ impl ArchiveIndex for SqliteIndex {
         async move { Ok(self.get_row(sop_iuid).await?) }.boxed()
     }
 
-    fn commit(
+    fn commit_with_exports(
         &self,
         rec: InstanceRecord,
         tmp: PathBuf,
+        exports: Vec<PendingExport>,
     ) -> BoxFuture<'_, Result<Commit, IndexError>> {
-        async move { Ok(self.commit_row(rec, tmp).await?) }.boxed()
+        async move { Ok(self.commit_row(rec, tmp, exports).await?) }.boxed()
+    }
+
+    fn add_exports(&self, exports: Vec<PendingExport>) -> BoxFuture<'_, Result<(), IndexError>> {
+        async move {
+            self.db
+                .call(move |conn| {
+                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    upsert_exports(&tx, &exports)?;
+                    tx.commit()?;
+                    Ok(())
+                })
+                .await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn due_exports(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<PendingExport>, IndexError>> {
+        async move {
+            let until = now + EXPORT_CLAIM;
+            let rows = self
+                .db
+                .call(move |conn| {
+                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    let now = stamp(now);
+                    let rows = {
+                        let mut st = tx.prepare_cached(
+                            "SELECT exporter_id, study_iuid, series_iuid, sop_iuid, rule, due
+                             FROM export_pending
+                             WHERE due <= ?1 AND (claimed_until IS NULL OR claimed_until < ?1)
+                             ORDER BY due LIMIT ?2",
+                        )?;
+                        st.query_map(
+                            params![now, i64::try_from(limit).unwrap_or(i64::MAX)],
+                            |r| {
+                                let opt = |s: String| (!s.is_empty()).then_some(s);
+                                Ok(PendingExport {
+                                    exporter_id: r.get(0)?,
+                                    study_iuid: r.get(1)?,
+                                    series_iuid: opt(r.get(2)?),
+                                    sop_iuid: opt(r.get(3)?),
+                                    rule: r.get(4)?,
+                                    due: parse_stamp(&r.get::<_, String>(5)?),
+                                })
+                            },
+                        )?
+                        .collect::<rusqlite::Result<Vec<_>>>()?
+                    };
+                    {
+                        let mut st = tx.prepare_cached(
+                            "UPDATE export_pending SET claimed_until = ?5
+                             WHERE exporter_id = ?1 AND study_iuid = ?2 AND series_iuid = ?3
+                               AND sop_iuid = ?4",
+                        )?;
+                        for x in &rows {
+                            st.execute(params![
+                                x.exporter_id,
+                                x.study_iuid,
+                                x.series_iuid.as_deref().unwrap_or(""),
+                                x.sop_iuid.as_deref().unwrap_or(""),
+                                stamp(until),
+                            ])?;
+                        }
+                    }
+                    tx.commit()?;
+                    Ok(rows)
+                })
+                .await?;
+            Ok(rows)
+        }
+        .boxed()
+    }
+
+    fn finish_export<'a>(
+        &'a self,
+        export: &'a PendingExport,
+    ) -> BoxFuture<'a, Result<(), IndexError>> {
+        async move {
+            let x = export.clone();
+            self.db
+                .call(move |conn| {
+                    conn.prepare_cached(
+                        "DELETE FROM export_pending
+                         WHERE exporter_id = ?1 AND study_iuid = ?2 AND series_iuid = ?3
+                           AND sop_iuid = ?4 AND due = ?5",
+                    )?
+                    .execute(params![
+                        x.exporter_id,
+                        x.study_iuid,
+                        x.series_iuid.as_deref().unwrap_or(""),
+                        x.sop_iuid.as_deref().unwrap_or(""),
+                        stamp(x.due),
+                    ])?;
+                    Ok(())
+                })
+                .await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn next_export_due(&self) -> BoxFuture<'_, Result<Option<DateTime<Utc>>, IndexError>> {
+        async move {
+            let now = stamp(Utc::now());
+            let due: Option<String> = self
+                .db
+                .call(move |conn| {
+                    conn.query_row(
+                        "SELECT MIN(due) FROM export_pending
+                         WHERE claimed_until IS NULL OR claimed_until < ?1",
+                        [now],
+                        |r| r.get(0),
+                    )
+                })
+                .await?;
+            Ok(due.as_deref().map(parse_stamp))
+        }
+        .boxed()
     }
 
     fn find<'a>(

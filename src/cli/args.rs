@@ -241,8 +241,28 @@ pub struct ServeArgs {
     /// Override the built-in receiver's address.
     #[arg(long, value_name = "ADDR", requires = "stowrsd")]
     pub stowrsd_bind: Option<String>,
+    /// Where the DICOM Storage SCP listens, instead of the DICOM
+    /// connections of the device's network AEs (host:port, repeatable;
+    /// "none" runs no SCP).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "STOW_EXPORTER_DICOM_LISTEN",
+        value_delimiter = ','
+    )]
+    pub dicom_listen: Option<Vec<String>>,
+    /// Storage SCP: associations open at once.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub dicom_max_associations: u64,
+    /// Storage SCP: seconds an association may be silent.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub dicom_idle_timeout: u64,
+    /// Storage SCP: largest data set of one C-STORE (e.g. 4GiB).
+    #[arg(long, value_name = "SIZE", default_value = "4GiB", value_parser = size_arg)]
+    pub dicom_max_object_size: u64,
     /// The built-in receiver's limits, overwrite rule and token: the
-    /// options of `stowrsd` with a `stowrsd-` prefix.
+    /// options of `stowrsd` with a `stowrsd-` prefix. The limits also
+    /// bound STOW-RS into the archive (`/dcm4chee-arc/aets/{AET}/rs/studies`).
     #[command(flatten)]
     pub stowrsd_limits: ServeReceiverArgs,
     /// Reload automatically when the configuration source changes,
@@ -529,17 +549,20 @@ pub struct ReceiverArgs {
 /// (the `stowrsd` options with a `stowrsd-` prefix).
 #[derive(clap::Args, Clone)]
 pub struct ServeReceiverArgs {
-    /// Most parts one request to the built-in receiver may hold.
+    /// Most parts one STOW-RS request (to the built-in receiver or into the
+    /// archive) may hold.
     #[arg(long, value_name = "N", default_value_t = stowrsd::limits::DEFAULT_MAX_PARTS)]
     pub stowrsd_max_parts: usize,
-    /// Most bytes one request body to the built-in receiver may hold.
+    /// Most bytes one STOW-RS request body (to the built-in receiver or
+    /// into the archive) may hold.
     #[arg(long, value_name = "SIZE", default_value_t = stowrsd::limits::DEFAULT_MAX_REQUEST_BYTES, value_parser = size_arg)]
     pub stowrsd_max_request_bytes: u64,
-    /// Most bytes one part sent to the built-in receiver may hold.
+    /// Most bytes one part of a STOW-RS request (to the built-in receiver
+    /// or into the archive) may hold.
     #[arg(long, value_name = "SIZE", default_value_t = stowrsd::limits::DEFAULT_MAX_PART_BYTES, value_parser = size_arg)]
     pub stowrsd_max_part_bytes: u64,
-    /// Free space the built-in receiver keeps on its store's file system
-    /// (0: no check).
+    /// Free space the built-in receiver keeps on its store's file system,
+    /// and STOW-RS into the archive on the archive's (0: no check).
     #[arg(long, value_name = "SIZE", default_value_t = stowrsd::disk::DEFAULT_MIN_FREE_DISK, value_parser = size_arg)]
     pub stowrsd_min_free_disk: u64,
     /// The built-in receiver replaces instances it already holds.
@@ -580,15 +603,20 @@ impl ReceiverArgs {
 }
 
 impl ServeReceiverArgs {
+    /// The bounds of one STOW-RS request.
+    pub fn limits(&self) -> stowrsd::limits::Limits {
+        stowrsd::limits::Limits {
+            max_parts: self.stowrsd_max_parts,
+            max_request_bytes: self.stowrsd_max_request_bytes,
+            max_part_bytes: self.stowrsd_max_part_bytes,
+        }
+    }
+
     pub async fn options(&self) -> Result<StowrsdOptions, CliError> {
         use stowrsd::access::{TokenOption, load_token};
         Ok(StowrsdOptions {
             store_dir: None,
-            limits: stowrsd::limits::Limits {
-                max_parts: self.stowrsd_max_parts,
-                max_request_bytes: self.stowrsd_max_request_bytes,
-                max_part_bytes: self.stowrsd_max_part_bytes,
-            },
+            limits: self.limits(),
             min_free_disk: self.stowrsd_min_free_disk,
             overwrite: self.stowrsd_overwrite,
             token: load_token(self.stowrsd_token_file.as_deref(), TokenOption::Serve).await?,

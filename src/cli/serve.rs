@@ -32,11 +32,16 @@ pub async fn serve(a: ServeArgs) -> Result<(), CliError> {
     if let Some(w) = cleartext_warning(&source) {
         tracing::warn!("{w}");
     }
-    // Only read when the receiver runs: the variable may be set for a
-    // separate `stowrsd` on the same machine.
+    // The token is only read when the receiver runs: the variable may be
+    // set for a separate `stowrsd` on the same machine. The limits bound
+    // STOW-RS into the archive as well, receiver or not.
     let stowrsd_options = match &a.stowrsd {
         Some(_) => a.stowrsd_limits.options().await?,
-        None => StowrsdOptions::default(),
+        None => StowrsdOptions {
+            limits: a.stowrsd_limits.limits(),
+            min_free_disk: a.stowrsd_limits.stowrsd_min_free_disk,
+            ..StowrsdOptions::default()
+        },
     };
     let app = Application::build(Settings {
         config: source,
@@ -58,6 +63,17 @@ pub async fn serve(a: ServeArgs) -> Result<(), CliError> {
         tls,
         queue_options: a.queue_args.options(),
         database: a.database.url().await?,
+        dicom_listen: a.dicom_listen.map(|v| {
+            v.into_iter()
+                .filter(|x| !x.eq_ignore_ascii_case("none") && !x.is_empty())
+                .collect()
+        }),
+        scp_options: crate::scp::ScpOptions {
+            max_associations: usize::try_from(a.dicom_max_associations).unwrap_or(64),
+            idle_timeout: Duration::from_secs(a.dicom_idle_timeout),
+            max_object_bytes: a.dicom_max_object_size,
+            ..Default::default()
+        },
     })
     .await?
     .with_api_token(api_token)

@@ -37,7 +37,7 @@ const OP_TIMEOUT: Duration = Duration::from_secs(30);
 
 const FILTER: &str = "(|(objectClass=dicomDevice)(objectClass=dicomNetworkConnection)(objectClass=dicomNetworkAE)\
 (objectClass=dcmWebApp)(objectClass=dcmExporter)(objectClass=dcmQueue)(objectClass=dcmKeycloakClient)\
-(objectClass=dcmExportRule))";
+(objectClass=dcmExportRule)(objectClass=dicomTransferCapability))";
 
 /// Why the directory could not be read.
 #[derive(Debug, thiserror::Error)]

@@ -242,6 +242,40 @@ pub struct Exporter {
     pub schedule: Schedule,
 }
 
+/// A `dicomNetworkAE` of the archive device that accepts associations:
+/// the Storage SCP listens for it on its DICOM connections.
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkAe {
+    #[serde(rename = "dicomAETitle")]
+    pub ae_title: String,
+    pub dn: String,
+    /// `dicomAssociationAcceptor` (TRUE when absent, as in dcm4che).
+    #[serde(rename = "dicomAssociationAcceptor")]
+    pub acceptor: bool,
+    /// `dcmAcceptedCallingAETitle`: when not empty, associations from any
+    /// other calling AE title are rejected.
+    #[serde(rename = "dcmAcceptedCallingAETitle")]
+    pub accepted_calling: Vec<String>,
+    /// `host:port` of its installed DICOM connections
+    /// (`dicomNetworkConnectionReference` without `dcmProtocol` or with
+    /// `DICOM`).
+    #[serde(rename = "dicomNetworkConnection")]
+    pub listen: Vec<String>,
+    /// `dicomTransferCapability` children in the SCP role: SOP Class UID
+    /// and its transfer syntaxes (`*` any). Empty: the default set.
+    #[serde(rename = "dicomTransferCapability")]
+    pub transfer_capabilities: Vec<TransferCapability>,
+}
+
+/// A `dicomTransferCapability` of an AE in the SCP role.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransferCapability {
+    #[serde(rename = "dicomSOPClass")]
+    pub sop_class: String,
+    #[serde(rename = "dicomTransferSyntax")]
+    pub transfer_syntaxes: Vec<String>,
+}
+
 /// What one task of an export rule covers (`dcmEntity`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Entity {
@@ -342,6 +376,8 @@ pub struct Snapshot {
     pub device_dn: String,
     /// AE titles of the archive device (`dicomNetworkAE` children).
     pub ae_titles: BTreeSet<String>,
+    /// Those AEs in detail, by AE title: what the Storage SCP accepts.
+    pub network_aes: BTreeMap<String, NetworkAe>,
     pub exporters: BTreeMap<String, Exporter>,
     pub skipped_exporters: Vec<SkippedExporter>,
     pub queues: BTreeMap<String, QueueDesc>,
@@ -423,6 +459,8 @@ impl Builder<'_> {
             .filter_map(|e| e.first("dicomAETitle").or(e.dn.rdn().value("dicomAETitle")))
             .map(str::to_string)
             .collect();
+
+        let network_aes = self.network_aes(&children);
 
         let mut queues = BTreeMap::new();
         // Queues with errors of their own: an exporter naming one is not
@@ -550,6 +588,7 @@ impl Builder<'_> {
             device_name: device_name.to_string(),
             device_dn: device.dn.to_string(),
             ae_titles,
+            network_aes,
             exporters,
             skipped_exporters: skipped,
             queues,
@@ -563,6 +602,102 @@ impl Builder<'_> {
     /// The device's export rules and those of its AEs (dcm4chee reads
     /// both: `cn=<rule>,<device>` and `cn=<rule>,dicomAETitle=<AET>,<device>`),
     /// each validated with errors naming its DN and attribute.
+    /// The device's network AEs with their DICOM connections, accepted
+    /// calling AE titles and SCP transfer capabilities.
+    fn network_aes(&mut self, children: &[&RawEntry]) -> BTreeMap<String, NetworkAe> {
+        let dir = self.dir;
+        let mut aes = BTreeMap::new();
+        for e in children.iter().filter(|e| e.has_class("dicomNetworkAE")) {
+            let Some(aet) = e.first("dicomAETitle").or(e.dn.rdn().value("dicomAETitle")) else {
+                continue;
+            };
+            let acceptor = e
+                .first("dicomAssociationAcceptor")
+                .and_then(parse_ldap_bool)
+                .unwrap_or(true);
+            let mut listen = Vec::new();
+            for r in e.values("dicomNetworkConnectionReference") {
+                let Some(c) = Dn::parse(r).ok().and_then(|dn| dir.get(&dn)) else {
+                    self.error(
+                        e,
+                        Some("dicomNetworkConnectionReference"),
+                        format!("{} does not exist", shown(r)),
+                    );
+                    continue;
+                };
+                let dicom = c
+                    .first("dcmProtocol")
+                    .is_none_or(|p| p.eq_ignore_ascii_case("DICOM"));
+                let installed = c
+                    .first("dicomInstalled")
+                    .and_then(parse_ldap_bool)
+                    .unwrap_or(true);
+                if !dicom || !installed {
+                    continue;
+                }
+                let host = c.first("dicomHostname").unwrap_or("0.0.0.0");
+                match c.first("dicomPort").map(|p| p.trim().parse::<u16>()) {
+                    Some(Ok(p)) if p > 0 => {
+                        let host = c.first("dcmBindAddress").unwrap_or(host);
+                        listen.push(if host.contains(':') {
+                            format!("[{host}]:{p}")
+                        } else {
+                            format!("{host}:{p}")
+                        });
+                    }
+                    // A connection without a port only initiates associations.
+                    None => {}
+                    Some(_) => self.error(
+                        c,
+                        Some("dicomPort"),
+                        format!(
+                            "{} is not a TCP port",
+                            shown(c.first("dicomPort").unwrap_or(""))
+                        ),
+                    ),
+                }
+            }
+            let transfer_capabilities = dir
+                .iter()
+                .filter(|t| t.dn.is_child_of(&e.dn) && t.has_class("dicomTransferCapability"))
+                .filter(|t| {
+                    t.first("dicomTransferRole")
+                        .is_some_and(|r| r.eq_ignore_ascii_case("SCP"))
+                })
+                .filter_map(|t| {
+                    let Some(cuid) = t.first("dicomSOPClass") else {
+                        self.error(t, Some("dicomSOPClass"), "missing");
+                        return None;
+                    };
+                    Some(TransferCapability {
+                        sop_class: cuid.trim().to_string(),
+                        transfer_syntaxes: t
+                            .values("dicomTransferSyntax")
+                            .iter()
+                            .map(|s| s.trim().to_string())
+                            .collect(),
+                    })
+                })
+                .collect();
+            aes.insert(
+                aet.to_string(),
+                NetworkAe {
+                    ae_title: aet.to_string(),
+                    dn: e.dn.to_string(),
+                    acceptor,
+                    accepted_calling: e
+                        .values("dcmAcceptedCallingAETitle")
+                        .iter()
+                        .map(|s| s.trim().to_string())
+                        .collect(),
+                    listen,
+                    transfer_capabilities,
+                },
+            );
+        }
+        aes
+    }
+
     fn export_rules(
         &mut self,
         device: &RawEntry,

@@ -270,6 +270,10 @@ impl Service {
             tls: Default::default(),
             queue_options: Default::default(),
             database: None,
+            // Each in-process service gets its own free port for the
+            // Storage SCP, never the configured 11112.
+            dicom_listen: Some(vec!["127.0.0.1:0".into()]),
+            scp_options: Default::default(),
         }
     }
 
