@@ -12,11 +12,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use chrono::{DateTime, TimeZone, Utc};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use stow_exporter::archive::{
-    Archive, ArchiveIndex, Commit, Imported, IndexError, InstanceRecord, PgIndex, SqliteIndex,
-    StoredInstance, StudyQuery,
+    Archive, ArchiveIndex, Commit, EXPORT_CLAIM, Imported, IndexError, InstanceRecord,
+    PendingExport, PgIndex, SqliteIndex, StoredInstance, StudyQuery,
 };
 
 /// Where to open an index.
@@ -204,6 +205,7 @@ pub async fn contract(open: OpenIndex) {
             concurrent_commits(e).boxed()
         }),
         ("the archive over it", |e| archive_over_it(e).boxed()),
+        ("pending exports", |e| pending_exports(e).boxed()),
     ];
     for (name, check) in checks {
         let root = tempfile::tempdir().unwrap();
@@ -796,4 +798,123 @@ async fn sqlite_reads_absolute_rows_and_writes_relative_ones() {
     let found = ix.find("15", None, None).await.unwrap();
     let paths: Vec<_> = found.iter().map(|i| i.path.clone()).collect();
     assert_eq!(paths, [storage.join("15/15.1/15.1.1.dcm"), old]);
+}
+
+/// A pending export of `study` (and `series`) to `exporter`, due `due`.
+fn export(exporter: &str, study: &str, series: Option<&str>, due: DateTime<Utc>) -> PendingExport {
+    PendingExport {
+        exporter_id: exporter.into(),
+        rule: format!("rule of {exporter}"),
+        study_iuid: study.into(),
+        series_iuid: series.map(str::to_string),
+        sop_iuid: None,
+        due,
+    }
+}
+
+/// Pending exports (issue 15): recorded with the instance in one commit
+/// and only when it stores, pushed back to the later due time per
+/// exporter and entity, handed out once (claimed) when due, to one
+/// process of several, again after the claim expires, and removed when
+/// done unless pushed back meanwhile.
+async fn pending_exports(e: Env) {
+    let ix = &*e.index;
+    let secs = |n: i64| chrono::Duration::seconds(n);
+    // Due times are kept to the millisecond.
+    let t0 = Utc
+        .timestamp_millis_opt(Utc::now().timestamp_millis())
+        .unwrap()
+        + secs(3600);
+    assert_eq!(ix.next_export_due().await.unwrap(), None);
+
+    let rec = record("9", "9.1", "9.1.1", &CT, 3);
+    let tmp = temp_file(ix.storage_dir(), &rec, "t", b"abc");
+    let a = export("A", "9", None, t0);
+    let c = ix
+        .commit_with_exports(rec.clone(), tmp, vec![a.clone()])
+        .await
+        .unwrap();
+    assert!(matches!(c, Commit::Stored(_)), "{c:?}");
+    assert_eq!(ix.next_export_due().await.unwrap(), Some(t0));
+
+    // A duplicate stores nothing, and so records none of its exports.
+    let tmp = temp_file(ix.storage_dir(), &rec, "again", b"abc");
+    let c = ix
+        .commit_with_exports(
+            rec.clone(),
+            tmp.clone(),
+            vec![export("B", "9", None, t0 - secs(60))],
+        )
+        .await
+        .unwrap();
+    assert!(matches!(c, Commit::Existing(_)), "{c:?}");
+    std::fs::remove_file(&tmp).unwrap();
+    assert_eq!(ix.next_export_due().await.unwrap(), Some(t0));
+
+    // Another instance of the study pushes the export back; an earlier
+    // due time does not bring it forward.
+    ix.add_exports(vec![export("A", "9", None, t0 + secs(10))])
+        .await
+        .unwrap();
+    ix.add_exports(vec![export("A", "9", None, t0 + secs(5))])
+        .await
+        .unwrap();
+    assert_eq!(ix.next_export_due().await.unwrap(), Some(t0 + secs(10)));
+    // Another entity of the same study is an export of its own.
+    ix.add_exports(vec![export("A", "9", Some("9.1"), t0 + secs(20))])
+        .await
+        .unwrap();
+
+    // Nothing is due before its time.
+    assert!(ix.due_exports(t0 + secs(9), 10).await.unwrap().is_empty());
+    let due = ix.due_exports(t0 + secs(10), 10).await.unwrap();
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!(due[0].due, t0 + secs(10));
+    assert_eq!(due[0].series_iuid, None);
+    assert_eq!(due[0].rule, "rule of A");
+    // Handed out once: neither this process nor another one sharing the
+    // index gets it again while it is claimed.
+    assert!(ix.due_exports(t0 + secs(10), 10).await.unwrap().is_empty());
+    let other = (e.open)(e.at.clone()).await;
+    assert!(
+        other
+            .due_exports(t0 + secs(10), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(ix.next_export_due().await.unwrap(), Some(t0 + secs(20)));
+    // A claim that was never finished (its process died) expires.
+    let claim = chrono::Duration::from_std(EXPORT_CLAIM).unwrap();
+    let again = other.due_exports(t0 + secs(11) + claim, 10).await.unwrap();
+    assert_eq!(
+        again.len(),
+        2,
+        "the expired claim and the series export: {again:?}"
+    );
+
+    // Done: removed.
+    ix.finish_export(&due[0]).await.unwrap();
+    let series = again
+        .iter()
+        .find(|x| x.series_iuid.is_some())
+        .unwrap()
+        .clone();
+    // Pushed back after it was handed out (a new instance arrived while
+    // its task was queued): it stays, for a second task.
+    ix.add_exports(vec![export("A", "9", Some("9.1"), t0 + secs(30))])
+        .await
+        .unwrap();
+    ix.finish_export(&series).await.unwrap();
+    assert_eq!(ix.next_export_due().await.unwrap(), Some(t0 + secs(30)));
+    let last = ix.due_exports(t0 + secs(30), 10).await.unwrap();
+    assert_eq!(last.len(), 1, "{last:?}");
+    ix.finish_export(&last[0]).await.unwrap();
+    assert_eq!(ix.next_export_due().await.unwrap(), None);
+    assert!(
+        ix.due_exports(t0 + secs(10_000), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -696,3 +696,78 @@ async fn an_association_ending_mid_object_stores_nothing() {
     assert_stored(&b.data, &files, "MODALITY1");
     b.svc.stop().await;
 }
+
+/// Starts the real binary: control API on `api`, Storage SCP on `scp`,
+/// tasks on RabbitMQ; killed by its PID when dropped.
+fn spawn_serve(cfg: &Path, data: &Path, api: u16, scp: u16) -> KillOnDrop {
+    let log = std::fs::File::create(data.with_extension(format!("{api}.log"))).unwrap();
+    KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_stow-exporter"))
+            .arg("serve")
+            .arg("--config")
+            .arg(cfg)
+            .arg("--data")
+            .arg(data)
+            .args(["--listen", &format!("127.0.0.1:{api}")])
+            .args(["--dicom-listen", &format!("127.0.0.1:{scp}")])
+            .args(["--queue", &common::amqp::amqp_url()])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_service_killed_between_store_and_task_creates_the_task_after_restart() {
+    use common::amqp::{TestQueue, client};
+    let tmp = tempfile::tempdir().unwrap();
+    let rcv = Receiver::start(&tmp.path().join("received"), Duration::ZERO).await;
+    let q = TestQueue::new();
+    let (_conn, ch) = client(&common::amqp::amqp_url()).await;
+    // The task is due 5 s after the last instance: the service is killed
+    // before, with the objects stored and acknowledged.
+    let extra = q.ldif("") + &rule_to("Survives a kill", &q.exporter, "Study", "PT5S", &[]);
+    let cfg = write_config(tmp.path(), rcv.addr.port(), &extra);
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let (api, scp) = (free_port(), free_port());
+    let mut serve = spawn_serve(&cfg, &data, api, scp);
+    wait_up(api, Duration::from_secs(60)).await;
+    let addr: SocketAddr = format!("127.0.0.1:{scp}").parse().unwrap();
+    let (_, files) = study(&tmp.path().join("src"), 3, 32);
+    let (ok, out) = storescu(addr, "MODALITY1", &files).await;
+    assert!(ok, "{out}");
+    serve.kill();
+
+    // Every acknowledged object is stored, and its export is recorded.
+    assert_stored(&data, &files, "MODALITY1");
+    assert!(
+        next_export_due(&data).await.is_some(),
+        "the export of the stored study is pending"
+    );
+    let _serve = spawn_serve(&cfg, &data, api, scp);
+    wait_up(api, Duration::from_secs(60)).await;
+    let base = format!("http://127.0.0.1:{api}/dcm4chee-arc");
+    let http = reqwest::Client::new();
+    let task = eventually(Duration::from_secs(60), || async {
+        let l: Vec<Value> = http
+            .get(format!("{base}/monitor/export?batchID=Survives%20a%20kill"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        match l.as_slice() {
+            [t] if ended(t) => Ok(t.clone()),
+            _ => Err(format!("waiting for the rule's task: {l:?}")),
+        }
+    })
+    .await;
+    assert_eq!(task["status"], "COMPLETED", "{task}");
+    assert_eq!(task["completed"], files.len(), "{task}");
+    assert_forwarded(&rcv.dir, &files);
+    assert_eq!(next_export_due(&data).await, None);
+    q.delete(&ch).await;
+}
