@@ -771,3 +771,88 @@ async fn a_service_killed_between_store_and_task_creates_the_task_after_restart(
     assert_eq!(next_export_due(&data).await, None);
     q.delete(&ch).await;
 }
+
+#[path = "common/orthanc.rs"]
+mod orthanc;
+
+#[tokio::test]
+async fn orthanc_to_orthanc_through_the_bridge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = orthanc::Orthanc::start(None, None);
+    let dest = orthanc::Orthanc::start(None, None);
+    // The web app DCM4CHEE (exporter StowExporter) is the second
+    // Orthanc's DICOMweb root; a rule forwards what the first one sends.
+    let extra = rule_to(
+        "From Orthanc",
+        "StowExporter",
+        "Study",
+        "PT1S",
+        &["dcmProperty: SendingApplicationEntityTitle=ORTHANC"],
+    );
+    let cfg = write_config(tmp.path(), dest.port, &extra);
+    let apps = cfg.join("60-web-apps.ldif");
+    let text = std::fs::read_to_string(&apps).unwrap();
+    let shipped = "dcmWebServicePath: /dcm4chee-arc/aets/DCM4CHEE/rs\n";
+    assert!(text.contains(shipped), "{text}");
+    std::fs::write(
+        &apps,
+        text.replace(shipped, "dcmWebServicePath: /dicom-web\n"),
+    )
+    .unwrap();
+    let data = tmp.path().join("data");
+    let settings = Service::settings(ConfigSource::Ldif(cfg.clone()), &data);
+    let app = Application::build(settings)
+        .await
+        .expect("application builds");
+    let scp = app.dicom_addrs()[0];
+    let svc = Service::start_app(app, &data);
+
+    let (_, mut files) = study(&tmp.path().join("src"), 3, 64);
+    files.push(pydicom_files().join("JPEG2000.dcm"));
+    let mut ids = Vec::new();
+    for f in &files {
+        ids.push(source.upload(std::fs::read(f).unwrap()).await);
+    }
+    // Orthanc's own C-STORE SCU, to the service's SCP.
+    let http = reqwest::Client::new();
+    let r = http
+        .put(format!("{}/modalities/bridge", source.base()))
+        .json(&serde_json::json!({"AET": AET, "Host": "127.0.0.1", "Port": scp.port()}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let r = http
+        .post(format!("{}/modalities/bridge/store", source.base()))
+        .json(&serde_json::json!({"Resources": ids, "Synchronous": true}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    assert!(
+        status.is_success(),
+        "{status}: {} {}",
+        r.text().await.unwrap(),
+        source.log()
+    );
+
+    // Each study one task (JPEG2000.dcm is another study).
+    let tasks = wait_rule_tasks(&svc, "From Orthanc", 2).await;
+    assert!(
+        tasks.iter().all(|t| t["status"] == "COMPLETED"),
+        "{tasks:?}"
+    );
+    // The second Orthanc holds every object with its data set unchanged.
+    for f in &files {
+        let sop = sop_uid(f);
+        let id = dest
+            .lookup_instance(&sop)
+            .await
+            .unwrap_or_else(|| panic!("{sop} reached the second Orthanc: {}", dest.log()));
+        let got = tmp.path().join(format!("{sop}.orthanc.dcm"));
+        std::fs::write(&got, dest.file(&id).await).unwrap();
+        assert_same_object(f, &got);
+    }
+    assert_eq!(dest.count_instances().await, files.len() as u64);
+    svc.stop().await;
+}
