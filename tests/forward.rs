@@ -856,3 +856,32 @@ async fn orthanc_to_orthanc_through_the_bridge() {
     assert_eq!(dest.count_instances().await, files.len() as u64);
     svc.stop().await;
 }
+
+#[tokio::test]
+async fn transfer_capabilities_limit_what_the_scp_accepts() {
+    let tmp = tempfile::tempdir().unwrap();
+    // CT Image Storage in Explicit VR Little Endian only.
+    let extra = format!(
+        "dn: cn=CT,{AE_DN}\nobjectClass: dicomTransferCapability\ncn: CT\n\
+         dicomSOPClass: 1.2.840.10008.5.1.4.1.1.2\ndicomTransferRole: SCP\n\
+         dicomTransferSyntax: 1.2.840.10008.1.2.1\n\n"
+    );
+    let b = start(tmp.path(), free_port(), &extra).await;
+    let (_, ct) = study(&tmp.path().join("src"), 1, 16);
+    let (ok, out) = storescu(b.scp, "MODALITY1", &ct).await;
+    assert!(ok, "{out}");
+    assert_stored(&b.data, &ct, "MODALITY1");
+    // Another SOP class, and CT in another transfer syntax: refused.
+    let mr = pydicom_files().join("MR_small.dcm");
+    let (ok, out) = storescu(b.scp, "MODALITY1", std::slice::from_ref(&mr)).await;
+    assert!(!ok, "MR is not accepted: {out}");
+    let (_, ct2) = study(&tmp.path().join("src2"), 1, 16);
+    let (ok, out) = storescu_with(b.scp, "MODALITY1", &["-xi"], &ct2).await;
+    assert!(!ok, "Implicit VR is not accepted: {out}");
+    assert!(!stored_path(&b.data, &mr).exists());
+    assert!(!stored_path(&b.data, &ct2[0]).exists());
+    // Verification stays available.
+    let (ok, out) = echoscu(b.scp, "MODALITY1", AET).await;
+    assert!(ok, "{out}");
+    b.svc.stop().await;
+}

@@ -31,6 +31,8 @@ pub mod status {
     /// Failure: Duplicate SOP Instance (the UID is stored as another
     /// object, which is kept).
     pub const DUPLICATE_SOP_INSTANCE: u16 = 0x0111;
+    /// Refused: SOP Class not supported (PS3.7 C.4.2.1.4).
+    pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
     /// Failure: Unrecognized operation.
     pub const UNRECOGNIZED_OPERATION: u16 = 0x0211;
 }

@@ -281,8 +281,88 @@ enum AssociationError {
     },
 }
 
-/// A C-STORE whose data set is being received.
-struct Incoming {
+/// What one association serves under: its parties, and the SOP class to
+/// transfer syntax pairs of the AEs' `dicomTransferCapability` entries
+/// when there are any (`None`: the defaults). dicom-ul negotiates one set
+/// of transfer syntaxes for every SOP class, so a C-STORE in a syntax its
+/// SOP class does not list is refused when it arrives.
+struct Session {
+    parties: Parties,
+    capabilities: Option<BTreeMap<String, BTreeSet<String>>>,
+}
+
+impl Session {
+    fn new(parties: Parties, snapshot: &Snapshot) -> Session {
+        let mut caps: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for tc in snapshot
+            .network_aes
+            .values()
+            .filter(|ae| ae.acceptor && ae.ae_title == parties.receiving_aet)
+            .flat_map(|ae| ae.transfer_capabilities.iter())
+        {
+            let set = caps.entry(tc.sop_class.clone()).or_default();
+            for ts in &tc.transfer_syntaxes {
+                if ts == "*" {
+                    set.extend(DEFAULT_TRANSFER_SYNTAXES.iter().map(|s| s.to_string()));
+                } else {
+                    set.insert(ts.clone());
+                }
+            }
+        }
+        Session {
+            parties,
+            capabilities: (!caps.is_empty()).then_some(caps),
+        }
+    }
+
+    /// Why a C-STORE of `sop_class` in `transfer_syntax` is refused, if it is.
+    fn refuses(&self, sop_class: &str, transfer_syntax: &str) -> Option<(u16, String)> {
+        let caps = self.capabilities.as_ref()?;
+        match caps.get(sop_class.trim_end_matches('\0')) {
+            None => Some((
+                status::SOP_CLASS_NOT_SUPPORTED,
+                format!("SOP class {sop_class} is not configured"),
+            )),
+            Some(ts) if !ts.contains(transfer_syntax) => Some((
+                status::CANNOT_UNDERSTAND,
+                format!(
+                    "transfer syntax {transfer_syntax} is not configured for SOP class {sop_class}"
+                ),
+            )),
+            Some(_) => None,
+        }
+    }
+}
+
+/// The data set of the C-STORE being received.
+enum Incoming {
+    Storing(Storing),
+    /// Refused when its command came; its fragments are read and dropped.
+    Refusing {
+        rq: Command,
+        context: u8,
+        code: u16,
+        comment: String,
+    },
+}
+
+impl Incoming {
+    fn rq(&self) -> &Command {
+        match self {
+            Incoming::Storing(x) => &x.rq,
+            Incoming::Refusing { rq, .. } => rq,
+        }
+    }
+
+    async fn discard(self) {
+        if let Incoming::Storing(x) = self {
+            x.discard().await;
+        }
+    }
+}
+
+/// A C-STORE whose data set is being written to a temp file.
+struct Storing {
     rq: Command,
     context: u8,
     path: PathBuf,
@@ -290,7 +370,7 @@ struct Incoming {
     bytes: u64,
 }
 
-impl Incoming {
+impl Storing {
     /// Removes the temp file of an object that will not be stored.
     async fn discard(self) {
         drop(self.file);
@@ -330,12 +410,14 @@ async fn association(
         called = %parties.receiving_aet,
         "DICOM association accepted"
     );
+    let session = Session::new(parties, &snapshot);
+    let parties = &session.parties;
     let mut incoming: Option<Incoming> = None;
-    let result = run(&mut assoc, &receiver, &parties, options, &mut incoming).await;
+    let result = run(&mut assoc, &receiver, &session, options, &mut incoming).await;
     if let Some(x) = incoming.take() {
         tracing::warn!(
             %peer,
-            sop_iuid = %x.rq.sop_instance_uid,
+            sop_iuid = %x.rq().sop_instance_uid,
             "association ended inside a C-STORE; nothing stored of it"
         );
         x.discard().await;
@@ -364,7 +446,7 @@ enum Ended {
 async fn run(
     assoc: &mut AsyncServerAssociation<TcpStream>,
     receiver: &Receiver,
-    parties: &Parties,
+    session: &Session,
     options: &ScpOptions,
     incoming: &mut Option<Incoming>,
 ) -> Result<Ended, AssociationError> {
@@ -384,7 +466,7 @@ async fn run(
                                 on_command(
                                     assoc,
                                     receiver,
-                                    parties,
+                                    session,
                                     rq,
                                     pdv.presentation_context_id,
                                     incoming,
@@ -393,7 +475,7 @@ async fn run(
                             }
                         }
                         PDataValueType::Data => {
-                            on_data(assoc, receiver, parties, options, pdv, incoming).await?;
+                            on_data(assoc, receiver, session, options, pdv, incoming).await?;
                         }
                     }
                 }
@@ -413,11 +495,12 @@ async fn run(
 async fn on_command(
     assoc: &mut AsyncServerAssociation<TcpStream>,
     receiver: &Receiver,
-    parties: &Parties,
+    session: &Session,
     rq: Command,
     context: u8,
     incoming: &mut Option<Incoming>,
 ) -> Result<(), AssociationError> {
+    let parties = &session.parties;
     if let Some(x) = incoming.take() {
         // A new command before the last data fragment: the object is lost.
         x.discard().await;
@@ -433,6 +516,16 @@ async fn on_command(
                 .find(|pc| pc.id == context)
                 .ok_or(AssociationError::UnknownContext(context))?;
             let transfer_syntax = pc.transfer_syntax.trim_end_matches(['\0', ' ']).to_string();
+            if let Some((code, comment)) = session.refuses(&rq.sop_class_uid, &transfer_syntax) {
+                tracing::warn!(calling = %parties.sending_aet, sop_iuid = %rq.sop_instance_uid, %comment, "C-STORE refused");
+                *incoming = Some(Incoming::Refusing {
+                    rq,
+                    context,
+                    code,
+                    comment,
+                });
+                return Ok(());
+            }
             let dir = receiver.incoming_dir();
             let path = dir.join(format!(".{:016x}.part", rand::random::<u64>()));
             let temp = |source| AssociationError::Temp {
@@ -444,13 +537,13 @@ async fn on_command(
             let mut file = BufWriter::with_capacity(WRITE_BUFFER, file);
             let head = part10_head(&rq, &transfer_syntax, &parties.sending_aet);
             file.write_all(&head).await.map_err(temp)?;
-            *incoming = Some(Incoming {
+            *incoming = Some(Incoming::Storing(Storing {
                 rq,
                 context,
                 path,
                 file,
                 bytes: 0,
-            });
+            }));
         }
         _ => {
             tracing::warn!(field = format!("{:#06x}", rq.field), calling = %parties.sending_aet, "DIMSE operation not supported");
@@ -470,13 +563,33 @@ async fn on_command(
 async fn on_data(
     assoc: &mut AsyncServerAssociation<TcpStream>,
     receiver: &Receiver,
-    parties: &Parties,
+    session: &Session,
     options: &ScpOptions,
     pdv: PDataValue,
     incoming: &mut Option<Incoming>,
 ) -> Result<(), AssociationError> {
-    let Some(x) = incoming.as_mut() else {
-        return Err(AssociationError::UnexpectedData);
+    let parties = &session.parties;
+    let x = match incoming.as_mut() {
+        None => return Err(AssociationError::UnexpectedData),
+        Some(Incoming::Refusing { context, .. }) => {
+            if pdv.presentation_context_id != *context {
+                return Err(AssociationError::WrongContext(pdv.presentation_context_id));
+            }
+            if let (
+                true,
+                Some(Incoming::Refusing {
+                    rq,
+                    context,
+                    code,
+                    comment,
+                }),
+            ) = (pdv.is_last, incoming.take())
+            {
+                respond(assoc, context, &rq, code, Some(&comment)).await?;
+            }
+            return Ok(());
+        }
+        Some(Incoming::Storing(x)) => x,
     };
     if pdv.presentation_context_id != x.context {
         return Err(AssociationError::WrongContext(pdv.presentation_context_id));
@@ -499,7 +612,7 @@ async fn on_data(
     if !pdv.is_last {
         return Ok(());
     }
-    let Some(mut x) = incoming.take() else {
+    let Some(Incoming::Storing(mut x)) = incoming.take() else {
         return Ok(());
     };
     let finished = async {
@@ -524,7 +637,7 @@ async fn on_data(
         .await?;
         return Ok(());
     }
-    let Incoming {
+    let Storing {
         rq,
         context,
         path,
