@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs stow-exporter on its embedded defaults: configuration from ldif/,
 # archive, index and task queue under data/, control API on
-# 127.0.0.1:8080, and the built-in STOW-RS receiver on 127.0.0.1:18080
-# storing what it receives under data/received/.
+# 127.0.0.1:8080, the Storage SCP (AE DCM4CHEE1) on 127.0.0.1:11112, and the
+# built-in STOW-RS receiver on 127.0.0.1:18080 storing what it receives
+# under data/received/.
 # Builds the release binary first (and installs Rust with rustup if needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
