@@ -176,6 +176,32 @@ def main():
         "dcmQueueName: Export1\ndicomAETitle: DCM4CHEE1\ndcmSchedule: hour=*\n"
         "dcmRetryDelay: PT30S\ndescription:: w6nDqA==\n\n",
     )
+    # dimse_command: command sets as a Storage SCP reads them (implicit VR
+    # little endian, group length first).
+    def command(elements):
+        body = b""
+        for elem, value in elements:
+            if len(value) % 2:
+                value += b"\0"
+            body += struct.pack("<HHI", 0, elem, len(value)) + value
+        return struct.pack("<HHII", 0, 0, 4, len(body)) + body
+
+    us = lambda v: struct.pack("<H", v)
+    put("dimse_command", "echo", command([(0x0002, b"1.2.840.10008.1.1"), (0x0100, us(0x30)),
+                                          (0x0110, us(1)), (0x0800, us(0x0101))]))
+    put("dimse_command", "store", command([(0x0002, b"1.2.840.10008.5.1.4.1.1.2"), (0x0100, us(1)),
+                                           (0x0110, us(7)), (0x0700, us(0)), (0x0800, us(0)),
+                                           (0x1000, b"1.2.3.4.5"), (0x1030, b"MODALITY1"),
+                                           (0x1031, us(3))]))
+    put("dimse_command", "find", command([(0x0002, b"1.2.840.10008.5.1.4.1.2.2.1"), (0x0100, us(0x20)),
+                                          (0x0110, us(2)), (0x0700, us(0)), (0x0800, us(0))]))
+
+    # export_conditions: dcmProperty values of a dcmExportRule, one per line.
+    put("export_conditions", "modality", "Modality=CT|MR")
+    put("export_conditions", "parties", "SendingApplicationEntityTitle=MODALITY1\nReceivingHostname!=10\\..*")
+    put("export_conditions", "sequence", "ReferencedStudySequence.ReferencedSOPInstanceUID=1\\.2\\.3\\.4")
+    put("export_conditions", "tag", "(0008,0008)[2]=PRIMARY\n00080060!=SR")
+    put("export_conditions", "item", "ReferencedStudySequence[1].ReferencedSOPInstanceUID=.*")
     print("seeds written to", ROOT)
 
 

@@ -450,6 +450,10 @@ impl Application {
                 archive, submit, live, metrics, wake, stop,
             ));
         }
+        // Temp files of objects a crash cut off (SCP or STOW-RS), once they
+        // are an hour old: a sibling instance on shared storage may be
+        // writing younger ones.
+        crate::stowrsd::sweep_store(&self.receiver.incoming_dir()).await;
         if !self.dicom.is_empty() {
             for l in &self.dicom {
                 tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "DICOM Storage SCP listening");

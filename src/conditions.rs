@@ -110,6 +110,14 @@ pub enum ConditionError {
     Pattern { condition: String, reason: String },
 }
 
+/// The most of a configured value an error message repeats: a
+/// `dcmProperty` value may be as long as the directory lets it be.
+const SHOWN_MAX: usize = 200;
+
+fn shown(s: &str) -> String {
+    crate::text::clip(s, SHOWN_MAX)
+}
+
 impl Conditions {
     /// Parses `key=regex` values; the first error is returned (config
     /// reports it with the entry's DN and `dcmProperty`).
@@ -149,7 +157,7 @@ impl Condition {
     fn parse(text: &str) -> Result<Condition, ConditionError> {
         let (key, regex) = text
             .split_once('=')
-            .ok_or_else(|| ConditionError::NoEquals(text.to_string()))?;
+            .ok_or_else(|| ConditionError::NoEquals(shown(text)))?;
         let key = key.trim();
         let (key, negated) = match key.strip_suffix('!') {
             Some(k) => (k.trim_end(), true),
@@ -157,7 +165,7 @@ impl Condition {
         };
         if regex.len() > MAX_PATTERN {
             return Err(ConditionError::PatternTooLong {
-                condition: text.to_string(),
+                condition: shown(text),
             });
         }
         // Anchored: dcm4chee matches the whole value (Java's matches()).
@@ -165,8 +173,8 @@ impl Condition {
             .size_limit(REGEX_SIZE_LIMIT)
             .build()
             .map_err(|e| ConditionError::Pattern {
-                condition: text.to_string(),
-                reason: e.to_string(),
+                condition: shown(text),
+                reason: crate::text::clip(&e.to_string(), SHOWN_MAX),
             })?;
         let party = match key {
             SENDING_AET => Some(Party::SendingAet),
@@ -217,8 +225,8 @@ fn parse_path(condition: &str, key: &str) -> Result<Vec<Step>, ConditionError> {
                     .ok()
                     .filter(|n| *n >= 1)
                     .ok_or_else(|| ConditionError::Position {
-                        condition: condition.to_string(),
-                        position: pos.to_string(),
+                        condition: shown(condition),
+                        position: shown(pos),
                     })?;
                 (name.trim(), Some(n))
             }
@@ -226,25 +234,25 @@ fn parse_path(condition: &str, key: &str) -> Result<Vec<Step>, ConditionError> {
         };
         if [SENDING_AET, RECEIVING_AET, SENDING_HOST, RECEIVING_HOST].contains(&name) {
             return Err(ConditionError::PartyPath {
-                condition: condition.to_string(),
-                key: name.to_string(),
+                condition: shown(condition),
+                key: shown(name),
             });
         }
         let tag = tag_of(name).ok_or_else(|| ConditionError::UnknownKey {
-            condition: condition.to_string(),
-            key: name.to_string(),
+            condition: shown(condition),
+            key: shown(name),
         })?;
         steps.push(Step { tag, position });
     }
     if steps.len() > MAX_DEPTH + 1 {
         return Err(ConditionError::TooDeep {
-            condition: condition.to_string(),
+            condition: shown(condition),
         });
     }
     if steps.is_empty() {
         return Err(ConditionError::UnknownKey {
-            condition: condition.to_string(),
-            key: key.to_string(),
+            condition: shown(condition),
+            key: shown(key),
         });
     }
     Ok(steps)

@@ -339,6 +339,102 @@ pub fn codestream(data: &[u8]) -> bool {
     }
 }
 
+/// A DIMSE command set as the Storage SCP reads it from a peer: read, and
+/// when it reads, answered; the answer reads back with the request's
+/// command and message ID and the status given.
+pub fn dimse_command(data: &[u8]) -> bool {
+    use crate::scp::dimse;
+    use dicom_dictionary_std::tags;
+    match dimse::read_command(data) {
+        Ok(rq) => {
+            let out = dimse::response(&rq, dimse::status::CANNOT_UNDERSTAND, Some("fuzz\\comment"));
+            let obj = dicom_object::InMemDicomObject::read_dataset_with_ts(
+                out.as_slice(),
+                &dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN.erased(),
+            )
+            .expect("a response reads back");
+            let int = |tag| obj.get(tag).and_then(|e| e.to_int::<u16>().ok());
+            assert_eq!(int(tags::STATUS), Some(dimse::status::CANNOT_UNDERSTAND));
+            assert_eq!(
+                int(tags::MESSAGE_ID_BEING_RESPONDED_TO),
+                Some(rq.message_id)
+            );
+            assert_eq!(int(tags::COMMAND_FIELD).map(|f| f & 0x8000), Some(0x8000));
+            true
+        }
+        Err(e) => {
+            formatted(&e, 4096);
+            false
+        }
+    }
+}
+
+/// The object export-rule conditions are matched against in
+/// [`export_conditions`]: a CT with a referenced study in a sequence.
+static CONDITION_OBJECT: LazyLock<dicom_object::InMemDicomObject> = LazyLock::new(|| {
+    use dicom_core::value::DataSetSequence;
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let mut item = dicom_object::InMemDicomObject::new_empty();
+    item.put(DataElement::new(
+        tags::REFERENCED_SOP_INSTANCE_UID,
+        VR::UI,
+        PrimitiveValue::from("1.2.3.4"),
+    ));
+    let mut obj = dicom_object::InMemDicomObject::new_empty();
+    obj.put(DataElement::new(
+        tags::MODALITY,
+        VR::CS,
+        PrimitiveValue::from("CT"),
+    ));
+    obj.put(DataElement::new(
+        tags::IMAGE_TYPE,
+        VR::CS,
+        PrimitiveValue::Strs(
+            ["ORIGINAL", "PRIMARY", "AXIAL"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        ),
+    ));
+    obj.put(DataElement::new(
+        tags::REFERENCED_STUDY_SEQUENCE,
+        VR::SQ,
+        DataSetSequence::from(vec![item]),
+    ));
+    obj
+});
+
+/// `dcmProperty` values of an export rule (one per line) as the
+/// configuration reads them: parsed, and when they parse, matched against
+/// a fixed object and parties; a parsed list lists as given.
+pub fn export_conditions(data: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return false;
+    };
+    if text.is_empty() {
+        return false;
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    match crate::conditions::Conditions::parse(lines.iter().copied()) {
+        Ok(c) => {
+            let parties = crate::conditions::Parties {
+                sending_aet: "MODALITY1".into(),
+                receiving_aet: "DCM4CHEE1".into(),
+                sending_host: "127.0.0.1".into(),
+                receiving_host: "127.0.0.1".into(),
+            };
+            let _ = c.matches(&CONDITION_OBJECT, &parties);
+            assert_eq!(c.texts().len(), lines.len());
+            true
+        }
+        Err(e) => {
+            formatted(&e, 4096);
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -18,6 +18,9 @@
 //!   connection closes), and a client that does not read its response for
 //!   that long is disconnected. Time a handler spends working, and a body
 //!   that keeps flowing however slowly or however large, is not limited.
+//! - **Addresses.** Each request carries the peer's address
+//!   (`ConnectInfo<SocketAddr>`) and the local one ([`LocalAddr`]) in its
+//!   extensions.
 //! - **Graceful shutdown.** When `shutdown` resolves, no more connections
 //!   are accepted, idle ones close, requests in flight finish, and
 //!   [`serve`] returns once every connection has ended.
@@ -36,6 +39,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
@@ -71,6 +75,11 @@ pub const DESCRIPTOR_RESERVE: u64 = 512;
 /// After a failed `accept` (out of descriptors, say), the loop waits this
 /// long before it tries again, rather than spinning on the error.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(500);
+
+/// The address a request's connection was accepted on, in the request's
+/// extensions, next to axum's [`ConnectInfo`] with the peer's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalAddr(pub SocketAddr);
 
 /// The limits of one listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,11 +336,18 @@ async fn serve_connection(
     _slot: OwnedSemaphorePermit,
 ) {
     let shared = Arc::new(Shared::new());
+    let local = tcp.local_addr().ok();
     let io = TokioIo::new(WatchedIo::new(tcp, shared.clone(), limits.idle_timeout));
     let service_shared = shared.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let in_flight = service_shared.request_started();
-        let req = req.map(|b| Body::new(StallGuard::new(b, limits.idle_timeout)));
+        let mut req = req.map(|b| Body::new(StallGuard::new(b, limits.idle_timeout)));
+        // Handlers that record who sent what (STOW-RS into the archive,
+        // for the export rules' host conditions) read these.
+        req.extensions_mut().insert(ConnectInfo(peer));
+        if let Some(local) = local {
+            req.extensions_mut().insert(LocalAddr(local));
+        }
         let mut app = app.clone();
         async move {
             let resp = tower_service::Service::call(&mut app, req).await;

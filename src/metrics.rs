@@ -692,13 +692,19 @@ mod tests {
                 "histogram",
                 "Time to read and decompress one instance, by stored transfer syntax.",
             ),
+            (
+                "stow_exporter_export_rule_tasks_total",
+                "counter",
+                "Export tasks created by export rules, by rule and exporter.",
+            ),
         ] {
             assert!(
                 text.contains(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n")),
                 "{name}:\n{text}"
             );
         }
-        assert_eq!(text.matches("# TYPE ").count(), 10, "{text}");
+        // Ten families of exports, four of receiving and export rules.
+        assert_eq!(text.matches("# TYPE ").count(), 14, "{text}");
         assert!(!text.contains("_total_total"), "{text}");
     }
 

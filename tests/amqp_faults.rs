@@ -251,7 +251,8 @@ async fn broker_restart_during_200_tasks_loses_nothing() {
 fn start_serve(cfg: &Path, data: &Path, port: u16, queue: &str) -> KillOnDrop {
     KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_stow-exporter"))
-            .env("STOW_EXPORTER_DICOM_LISTEN", "none").args(["serve", "--config"])
+            .env("STOW_EXPORTER_DICOM_LISTEN", "none")
+            .args(["serve", "--config"])
             .arg(cfg)
             .arg("--data")
             .arg(data)

@@ -15,7 +15,8 @@ fn bin() -> Command {
 
 fn serve(cfg: &Path, data: &Path, port: u16) -> Child {
     bin()
-        .env("STOW_EXPORTER_DICOM_LISTEN", "none").args(["serve", "--config"])
+        .env("STOW_EXPORTER_DICOM_LISTEN", "none")
+        .args(["serve", "--config"])
         .arg(cfg)
         .arg("--data")
         .arg(data)
@@ -203,7 +204,8 @@ async fn embedded_default_with_builtin_receiver_and_clean_sigterm() {
 
     let port = free_port();
     let mut child = bin()
-        .env("STOW_EXPORTER_DICOM_LISTEN", "none").args(["serve", "--config"])
+        .env("STOW_EXPORTER_DICOM_LISTEN", "none")
+        .args(["serve", "--config"])
         .arg(&cfg)
         .arg("--data")
         .arg(&data)
@@ -272,7 +274,8 @@ async fn start_serve(
     env: &[(&str, &str)],
 ) -> KillOnDrop {
     let mut c = bin();
-    c.env("STOW_EXPORTER_DICOM_LISTEN", "none").args(["serve", "--config"])
+    c.env("STOW_EXPORTER_DICOM_LISTEN", "none")
+        .args(["serve", "--config"])
         .arg(cfg)
         .arg("--data")
         .arg(data)
@@ -887,7 +890,8 @@ async fn an_unreachable_database_is_named_and_its_password_stays_hidden() {
     let url = "postgres://stow:hunter2@127.0.0.1:1/db?connect_timeout=5";
     let data = tmp.path().join("data");
     let mut cmd = bin();
-    cmd.env("STOW_EXPORTER_DICOM_LISTEN", "none").args(["serve", "--config"])
+    cmd.env("STOW_EXPORTER_DICOM_LISTEN", "none")
+        .args(["serve", "--config"])
         .arg(shipped_ldif())
         .arg("--data")
         .arg(&data)

@@ -885,3 +885,40 @@ async fn transfer_capabilities_limit_what_the_scp_accepts() {
     assert!(ok, "{out}");
     b.svc.stop().await;
 }
+
+#[tokio::test]
+async fn instances_arriving_with_no_delay_join_the_task_that_waits() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The destination holds every request until released: the first task
+    // stays IN PROCESS while the rest of the study arrives.
+    let rcv = Receiver::start_held(&tmp.path().join("received")).await;
+    let extra = rule("No delay", "Study", "PT0S", &[]);
+    let b = start(tmp.path(), rcv.addr.port(), &extra).await;
+    let (_, files) = study(&tmp.path().join("src"), 20, 16);
+    let (ok, out) = storescu(b.scp, "MODALITY1", &files).await;
+    assert!(ok, "{out}");
+    // Every pending export has been turned into a task or joined one.
+    eventually(Duration::from_secs(30), || async {
+        match next_export_due(&b.data).await {
+            None => Ok(()),
+            Some(t) => Err(format!("an export is pending, due {t}")),
+        }
+    })
+    .await;
+    let tasks = rule_tasks(&b.svc, "No delay").await;
+    // One task running, at most one waiting for what arrived meanwhile;
+    // not one per instance.
+    assert!(
+        !tasks.is_empty() && tasks.len() <= 2,
+        "{} tasks: {tasks:?}",
+        tasks.len()
+    );
+    rcv.release();
+    let tasks = wait_rule_tasks(&b.svc, "No delay", tasks.len()).await;
+    assert!(
+        tasks.iter().all(|t| t["status"] == "COMPLETED"),
+        "{tasks:?}"
+    );
+    assert_forwarded(&rcv.dir, &files);
+    b.svc.stop().await;
+}

@@ -211,3 +211,13 @@ fn amqp_task() {
 fn codestream() {
     run("codestream", fuzzing::codestream, &[]);
 }
+
+#[test]
+fn dimse_command() {
+    run("dimse_command", fuzzing::dimse_command, &[]);
+}
+
+#[test]
+fn export_conditions() {
+    run("export_conditions", fuzzing::export_conditions, &[]);
+}

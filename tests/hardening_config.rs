@@ -298,7 +298,8 @@ async fn ldap_watch_and_reload_refuse_a_huge_duration_and_keep_serving() {
     let slapd = Slapd::start(&tmp.path().join("slapd"), &shipped_ldif());
     let port = free_port();
     let mut child = bin()
-        .env("STOW_EXPORTER_DICOM_LISTEN", "none").args(["serve", "--config", &slapd.url(), "--ldap-bind-dn", ADMIN])
+        .env("STOW_EXPORTER_DICOM_LISTEN", "none")
+        .args(["serve", "--config", &slapd.url(), "--ldap-bind-dn", ADMIN])
         .env("LDAP_BIND_PASSWORD", PASSWORD)
         .env("RUST_LOG", "info")
         .arg("--data")
@@ -703,7 +704,8 @@ async fn bind_dn_without_password_is_refused_not_anonymous() {
     let empty = tmp.path().join("empty.pw");
     std::fs::write(&empty, "\n").unwrap();
     let out = bin()
-        .env("STOW_EXPORTER_DICOM_LISTEN", "none").args(["serve", "--config", &slapd.url(), "--ldap-bind-dn", ADMIN])
+        .env("STOW_EXPORTER_DICOM_LISTEN", "none")
+        .args(["serve", "--config", &slapd.url(), "--ldap-bind-dn", ADMIN])
         .arg("--ldap-password-file")
         .arg(&empty)
         .arg("--data")
@@ -770,7 +772,8 @@ async fn plain_ldap_bind_to_another_host_is_warned_about() {
 
     let tmp = tempfile::tempdir().unwrap();
     let mut serve = bin()
-        .env("STOW_EXPORTER_DICOM_LISTEN", "none").args(["serve", "--config", url, "--ldap-bind-dn", ADMIN])
+        .env("STOW_EXPORTER_DICOM_LISTEN", "none")
+        .args(["serve", "--config", url, "--ldap-bind-dn", ADMIN])
         .env("LDAP_BIND_PASSWORD", pw)
         .env("RUST_LOG", "info")
         .arg("--data")

@@ -556,7 +556,8 @@ async fn serve_takes_allowed_host_and_the_listener_options() {
     let port = free_port();
     let run = |extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_stow-exporter"))
-            .env("STOW_EXPORTER_DICOM_LISTEN", "none").args(["serve", "--config"])
+            .env("STOW_EXPORTER_DICOM_LISTEN", "none")
+            .args(["serve", "--config"])
             .arg(&cfg)
             .arg("--data")
             .arg(tmp.path().join("data"))

@@ -375,7 +375,8 @@ async fn the_rest_trigger_refuses_an_over_long_batch_id_naming_the_field() {
 /// `log`.
 fn serve(cfg: &Path, data: &Path, port: u16, amqp: bool, log: &Path) -> KillOnDrop {
     let mut c = Command::new(env!("CARGO_BIN_EXE_stow-exporter"));
-    c.env("STOW_EXPORTER_DICOM_LISTEN", "none").args(["serve", "--config"])
+    c.env("STOW_EXPORTER_DICOM_LISTEN", "none")
+        .args(["serve", "--config"])
         .arg(cfg)
         .arg("--data")
         .arg(data)

@@ -449,7 +449,8 @@ fn spawn_serve(
     log: &Path,
 ) -> KillOnDrop {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stow-exporter"));
-    cmd.env("STOW_EXPORTER_DICOM_LISTEN", "none").args(["serve", "--config"])
+    cmd.env("STOW_EXPORTER_DICOM_LISTEN", "none")
+        .args(["serve", "--config"])
         .arg(cfg)
         .arg("--data")
         .arg(data)

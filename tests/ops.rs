@@ -558,7 +558,8 @@ fn serve_off_loopback_without_a_token_refuses_to_start() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let out = bin()
-        .env("STOW_EXPORTER_DICOM_LISTEN", "none").args(["serve", "--config"])
+        .env("STOW_EXPORTER_DICOM_LISTEN", "none")
+        .args(["serve", "--config"])
         .arg(tmp.path().join("no-such-config"))
         .arg("--data")
         .arg(&data)
@@ -581,7 +582,8 @@ fn serve_off_loopback_without_a_token_refuses_to_start() {
     let f = tmp.path().join("token");
     std::fs::write(&f, "\n").unwrap();
     let out = bin()
-        .env("STOW_EXPORTER_DICOM_LISTEN", "none").args(["serve", "--listen", "0.0.0.0:0", "--api-token-file"])
+        .env("STOW_EXPORTER_DICOM_LISTEN", "none")
+        .args(["serve", "--listen", "0.0.0.0:0", "--api-token-file"])
         .arg(&f)
         .output()
         .unwrap();
@@ -594,7 +596,8 @@ fn serve_off_loopback_without_a_token_refuses_to_start() {
 fn serve(cfg: &Path, data: &Path, port: u16, log: &Path, extra: &[&str]) -> Child {
     bin()
         .args(extra)
-        .env("STOW_EXPORTER_DICOM_LISTEN", "none").args(["serve", "--config"])
+        .env("STOW_EXPORTER_DICOM_LISTEN", "none")
+        .args(["serve", "--config"])
         .arg(cfg)
         .arg("--data")
         .arg(data)
@@ -749,7 +752,8 @@ async fn bound_off_loopback_every_unauthenticated_call_is_refused() {
     // Listening on every interface; the test itself talks over loopback only.
     let _serve = KillOnDrop(
         bin()
-            .env("STOW_EXPORTER_DICOM_LISTEN", "none").args(["serve", "--config"])
+            .env("STOW_EXPORTER_DICOM_LISTEN", "none")
+            .args(["serve", "--config"])
             .arg(&cfg)
             .arg("--data")
             .arg(tmp.path().join("data"))

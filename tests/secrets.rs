@@ -107,7 +107,8 @@ async fn no_secret_in_logs_records_api_or_check_config() {
     let api = free_port();
     let mut child = Running(
         Command::new(env!("CARGO_BIN_EXE_stow-exporter"))
-            .env("STOW_EXPORTER_DICOM_LISTEN", "none").args(["serve", "--config"])
+            .env("STOW_EXPORTER_DICOM_LISTEN", "none")
+            .args(["serve", "--config"])
             .arg(&cfg)
             .arg("--data")
             .arg(&data)

@@ -306,7 +306,8 @@ fn serve_refuses_to_start_with_an_unusable_ca_file() {
     let empty = tmp.path().join("empty.pem");
     std::fs::write(&empty, "").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_stow-exporter"))
-        .env("STOW_EXPORTER_DICOM_LISTEN", "none").args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .env("STOW_EXPORTER_DICOM_LISTEN", "none")
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(tmp.path().join("data"))
         .arg("--tls-ca-file")
         .arg(&empty)

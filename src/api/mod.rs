@@ -1,6 +1,8 @@
 //! The control REST API, with dcm4chee-arc's paths and JSON names.
 //!
 //! - `POST /dcm4chee-arc/aets/{AET}/rs/studies/{study}[/series/{series}[/instances/{sop}]]/export/{ExporterID}`
+//! - `POST /dcm4chee-arc/aets/{AET}/rs/studies[/{study}]`: STOW-RS into
+//!   the archive ([`stow_in`])
 //! - `POST /dcm4chee-arc/ctrl/reload`, `GET /dcm4chee-arc/ctrl/status`
 //! - `GET /dcm4chee-arc/monitor/export[/{taskID}]`, `GET /dcm4chee-arc/monitor/export/{taskID}/instances`,
 //!   `POST /dcm4chee-arc/monitor/export/{taskID}/cancel`
@@ -29,6 +31,7 @@
 
 mod monitor;
 pub mod ops;
+pub mod stow_in;
 pub mod ui;
 
 use std::sync::Arc;
@@ -51,6 +54,8 @@ use crate::queue::{CancelResult, NewTask, QueueError, Submit, TaskStore};
 use crate::schedule::{Schedule, Zone};
 use crate::task::TaskRequest;
 
+pub use self::stow_in::StowIn;
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
@@ -70,6 +75,8 @@ pub struct ApiState {
     pub archive: Archive,
     /// Time zone of the `dcmSchedule` windows, to show when they open.
     pub zone: Zone,
+    /// Stores what STOW-RS clients send into the archive.
+    pub stow_in: StowIn,
 }
 
 /// An API error, answered as `{"errorMessage": ...}`.
@@ -120,6 +127,12 @@ type Handler = fn(MethodFilter) -> MethodRouter<ApiState>;
 /// syntax, which axum shares) and handler. The router is built from this
 /// list and `openapi.json` must document exactly these.
 const ROUTES: &[(&str, &str, Handler)] = &[
+    ("POST", "/aets/{AET}/rs/studies", |m| {
+        on(m, stow_in::store_instances)
+    }),
+    ("POST", "/aets/{AET}/rs/studies/{StudyInstanceUID}", |m| {
+        on(m, stow_in::store_study_instances)
+    }),
     ("POST", "/aets/{AET}/rs/studies/export/{ExporterID}", |m| {
         on(m, monitor::export_matching)
     }),

@@ -30,6 +30,26 @@ use crate::config::LiveConfig;
 use crate::metrics::Metrics;
 use crate::schedule::Zone;
 
+/// The status both receivers answer for an object the archive did not
+/// store: a C-STORE Status and a STOW-RS FailureReason share the codes of
+/// PS3.4 § B.2.3 (and PS3.18 for 0xA900 on a study mismatch).
+pub fn refusal_status(e: &ImportError) -> u16 {
+    match e {
+        // Duplicate SOP Instance: another object holds the UID, kept.
+        ImportError::Conflict { .. } => 0x0111,
+        // Cannot understand.
+        ImportError::NotDicom { .. }
+        | ImportError::Malformed { .. }
+        | ImportError::UnsupportedTransferSyntax { .. } => 0xC000,
+        // Data Set does not match SOP Class (missing or invalid UIDs).
+        ImportError::MissingAttribute { .. } | ImportError::InvalidUid { .. } => 0xA900,
+        // Refused: Out of Resources.
+        ImportError::Store { .. } | ImportError::Unreadable { .. } => 0xA700,
+        // Processing failure.
+        ImportError::Index { .. } | ImportError::Internal { .. } => 0x0110,
+    }
+}
+
 /// How an object arrived, for the metrics' `path` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {

@@ -3,7 +3,9 @@
 //! A pending export (recorded with the instance that asked for it, see
 //! [`super::Receiver`]) becomes one ordinary task on its exporter's queue,
 //! embedded or RabbitMQ, with the rule's name as its `batchID`, so the
-//! monitor lists and filters a rule's tasks as a batch. The task is queued
+//! monitor lists and filters a rule's tasks as a batch; unless a task of
+//! the same exporter and entity is still SCHEDULED, which the new
+//! instances join (it lists the entity's instances when it starts). The task is queued
 //! first and the pending export removed after: a crash in between queues
 //! the export a second time (the destination answers the instances it
 //! holds as already stored) rather than losing it. With several instances
@@ -112,14 +114,26 @@ async fn round(
             );
             continue;
         };
-        let task = NewTask::for_exporter(request(&export), snapshot.device_name.clone(), exporter);
-        let created = submit
-            .publish(task)
-            .await
-            .map_err(|source| RoundError::Queue {
-                exporter: export.exporter_id.clone(),
-                source,
-            })?;
+        let request = request(&export);
+        let queue_error = |source| RoundError::Queue {
+            exporter: export.exporter_id.clone(),
+            source,
+        };
+        if let Some(t) = submit.waiting(&request).await.map_err(queue_error)? {
+            // Instances arriving faster than the queue drains (dcmDuration
+            // zero) join the task that has not started instead of each
+            // making one that re-sends the entity.
+            tracing::debug!(
+                task = %t.task_id,
+                rule = %export.rule,
+                study = %export.study_iuid,
+                "export rule: the entity's task has not started; the new instances join it"
+            );
+            archive.finish_export(&export).await?;
+            continue;
+        }
+        let task = NewTask::for_exporter(request, snapshot.device_name.clone(), exporter);
+        let created = submit.publish(task).await.map_err(queue_error)?;
         tracing::info!(
             task = %created.task_id,
             rule = %export.rule,

@@ -518,6 +518,28 @@ impl Submit {
         self.delivery.publish(task).await
     }
 
+    /// A task of `request`'s exporter and entity that has not started
+    /// (SCHEDULED), if there is one. A task lists the entity's instances
+    /// when it starts, so one still waiting will send an instance stored
+    /// now: export rules let a new instance join it rather than make
+    /// another task, as dcm4chee updates its waiting export task.
+    pub async fn waiting(&self, request: &TaskRequest) -> Result<Option<ExportTask>, QueueError> {
+        let tasks = self
+            .store
+            .list(TaskFilter {
+                exporter_ids: vec![request.exporter_id.clone()],
+                study_iuid: Some(request.study_iuid.clone()),
+                status: Some(Status::Scheduled),
+                limit: Some(100),
+                ..TaskFilter::default()
+            })
+            .await?;
+        Ok(tasks.into_iter().find(|t| {
+            t.series() == request.series_iuid.as_deref()
+                && t.instance() == request.sop_iuid.as_deref()
+        }))
+    }
+
     /// Resets the record ([`TaskStore::reschedule`], e.g.
     /// [`QueueError::Conflict`] for a task IN PROCESS), then delivers it
     /// again ([`TaskDelivery::redeliver`]).

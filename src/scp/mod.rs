@@ -43,7 +43,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::archive::ImportError;
 use crate::conditions::Parties;
 use crate::config::Snapshot;
 use crate::forward::{Receiver, Via};
@@ -53,6 +52,10 @@ use dimse::{Command, status};
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.267503723582685157355693267385518745396";
 /// Its version name (SH, at most 16 characters).
 pub const IMPLEMENTATION_VERSION_NAME: &str = "STOW_EXPORTER_01";
+
+/// Largest command set read (fragments are gathered until the last): a
+/// C-STORE-RQ is a few hundred bytes; more is a hostile or broken peer.
+pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
 
 /// Bytes buffered between the association and a temp file.
 pub const WRITE_BUFFER: usize = 1 << 20;
@@ -267,6 +270,8 @@ enum AssociationError {
     Command(#[from] dimse::CommandError),
     #[error("data set of C-STORE {sop_iuid} exceeds the limit of {limit} bytes")]
     TooLarge { sop_iuid: String, limit: u64 },
+    #[error("command set longer than {MAX_COMMAND_BYTES} bytes")]
+    CommandTooLarge,
     #[error("data set fragment without a C-STORE-RQ")]
     UnexpectedData,
     #[error("data set fragment for presentation context {0}, not the C-STORE-RQ's")]
@@ -459,6 +464,9 @@ async fn run(
                 for pdv in data {
                     match pdv.value_type {
                         PDataValueType::Command => {
+                            if command.len() + pdv.data.len() > MAX_COMMAND_BYTES {
+                                return Err(AssociationError::CommandTooLarge);
+                            }
                             command.extend_from_slice(&pdv.data);
                             if pdv.is_last {
                                 let rq = dimse::read_command(&command)?;
@@ -655,26 +663,11 @@ async fn on_data(
                 error = %e,
                 "C-STORE not stored"
             );
-            (store_status(e), Some(e.to_string()))
+            (crate::forward::refusal_status(e), Some(e.to_string()))
         }
     };
     respond(assoc, context, &rq, code, comment.as_deref()).await?;
     Ok(())
-}
-
-/// The C-STORE status of an object the archive did not store.
-fn store_status(e: &ImportError) -> u16 {
-    match e {
-        ImportError::Conflict { .. } => status::DUPLICATE_SOP_INSTANCE,
-        ImportError::NotDicom { .. }
-        | ImportError::Malformed { .. }
-        | ImportError::UnsupportedTransferSyntax { .. } => status::CANNOT_UNDERSTAND,
-        ImportError::MissingAttribute { .. } | ImportError::InvalidUid { .. } => {
-            status::DATA_SET_MISMATCH
-        }
-        ImportError::Store { .. } | ImportError::Unreadable { .. } => status::OUT_OF_RESOURCES,
-        ImportError::Index { .. } | ImportError::Internal { .. } => status::PROCESSING_FAILURE,
-    }
 }
 
 async fn respond(

@@ -2,6 +2,10 @@
 //! dcm4che's `stowrsd` test server, but it really parses what it receives
 //! and says so truthfully.
 //!
+//! Everything below but the resources and the storing (`DirSink`) is
+//! `post`, which STOW-RS into the archive (`crate::api::stow_in`) shares
+//! through a `Sink` of its own: one request handling, two destinations.
+//!
 //! # Resources
 //!
 //! Any path ending in `/studies` or `/studies/{StudyInstanceUID}` (e.g.
@@ -80,11 +84,12 @@ pub mod limits;
 pub mod meta;
 pub mod multipart;
 pub mod response;
-mod store;
+pub(crate) mod store;
 
 #[cfg(test)]
 mod tests;
 
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -204,23 +209,95 @@ const ALLOWED: &str = "POST, OPTIONS";
 /// connection can be kept alive).
 const MAX_EPILOGUE: usize = 64 * 1024;
 
+/// Where the parts of a request go once they ended cleanly. The request
+/// handling around it ([`post`]: media types, limits, the multipart
+/// stream, the free-disk reserve, the reply) is the same whichever the
+/// sink: stowrsd's store directory ([`DirSink`]) or the archive
+/// (`crate::api::stow_in`).
+pub(crate) trait Sink: Sync {
+    /// The warn-agent of the `Warning` header of a partial reply.
+    const AGENT: &'static str;
+
+    /// The directory each part is streamed to (and whose file system the
+    /// free-disk reserve watches) before [`Sink::commit`]; `None`
+    /// discards the bytes once the file meta information is read.
+    fn dir(&self) -> Option<&Path>;
+
+    /// Keeps a part that ended cleanly: `file` (in [`Sink::dir`]) holds
+    /// its bytes as received and is removed if dropped, `meta` is its
+    /// file meta information. The instance stored, or why not.
+    fn commit(
+        &self,
+        file: TempFile,
+        meta: FileMeta,
+    ) -> impl Future<Output = Result<ReferencedSop, FailedSop>> + Send;
+}
+
+/// stowrsd's sink: `<dir>/<SOPInstanceUID>.dcm`, byte for byte.
 #[derive(Debug)]
-struct Shared {
-    store_dir: Option<Arc<Path>>,
-    limits: Limits,
-    min_free_disk: u64,
+struct DirSink {
+    dir: Option<Arc<Path>>,
     overwrite: bool,
 }
+
+impl Sink for DirSink {
+    const AGENT: &'static str = "stowrsd";
+
+    fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    async fn commit(&self, file: TempFile, meta: FileMeta) -> Result<ReferencedSop, FailedSop> {
+        let Some(dir) = self.dir.as_deref() else {
+            // Not reached: without a directory no file is written.
+            file.abort().await;
+            return Err(failed(&meta, failure_reason::PROCESSING_FAILURE));
+        };
+        let dest = dir.join(format!("{}.dcm", meta.sop_instance_uid));
+        match file.commit(&dest, self.overwrite).await {
+            Ok(Committed::Stored) => {}
+            Ok(Committed::AlreadyIdentical) => {
+                tracing::info!(sop_instance_uid = %meta.sop_instance_uid, "instance already stored with the same bytes: kept");
+            }
+            Ok(Committed::AlreadyDifferent) => {
+                tracing::warn!(
+                    sop_instance_uid = %meta.sop_instance_uid,
+                    "instance already stored with other bytes: kept, the received one dropped (--overwrite replaces it)"
+                );
+                return Err(failed(&meta, failure_reason::DUPLICATE_SOP_INSTANCE));
+            }
+            Err(e) => return Err(io_failure(&meta, &e)),
+        }
+        Ok(ReferencedSop {
+            sop_class_uid: meta.sop_class_uid,
+            sop_instance_uid: meta.sop_instance_uid,
+        })
+    }
+}
+
+/// A sink with the bounds of the requests it takes.
+#[derive(Debug)]
+pub(crate) struct Intake<K> {
+    pub(crate) sink: K,
+    pub(crate) limits: Limits,
+    /// Bytes that stay free on the file system of [`Sink::dir`]; 0 checks
+    /// nothing.
+    pub(crate) min_free_disk: u64,
+}
+
+type Shared = Intake<DirSink>;
 
 /// The receiver as an axum Router (a fallback handler, so that any path
 /// prefix works), behind the token check when there is a token.
 pub fn router(opts: StowrsdOptions) -> Router {
     let token = opts.token.map(Arc::new);
-    let router = Router::new().fallback(handle).with_state(Arc::new(Shared {
-        store_dir: opts.store_dir.map(Arc::from),
+    let router = Router::new().fallback(handle).with_state(Arc::new(Intake {
+        sink: DirSink {
+            dir: opts.store_dir.map(Arc::from),
+            overwrite: opts.overwrite,
+        },
         limits: opts.limits,
         min_free_disk: opts.min_free_disk,
-        overwrite: opts.overwrite,
     }));
     match token {
         None => router,
@@ -273,7 +350,6 @@ pub async fn serve(
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
-    let started = Instant::now();
     let path = req.uri().path().to_owned();
     let Some(study) = studies_path(&path) else {
         return StowrsdError::NotFound(path).into_response();
@@ -286,6 +362,21 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         }
         ref other => return StowrsdError::MethodNotAllowed(other.clone()).into_response(),
     }
+    post(&shared, req, study.as_deref()).await
+}
+
+/// One Store Transaction (a `POST` already routed): checks the media
+/// types, streams the parts into `intake`'s sink within its limits, and
+/// answers with the Store Instances Response Module (see the module
+/// documentation). `study`, from the path, is only logged here: a sink
+/// that checks it knows it itself.
+pub(crate) async fn post<K: Sink>(
+    intake: &Intake<K>,
+    req: Request,
+    study: Option<&str>,
+) -> Response {
+    let started = Instant::now();
+    let path = req.uri().path().to_owned();
     let (boundary, format) = match check_request(req.headers()) {
         Ok(v) => v,
         Err(e) => {
@@ -293,7 +384,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             return e.into_response();
         }
     };
-    let max = shared.limits.max_request_bytes;
+    let max = intake.limits.max_request_bytes;
     if let Some(declared) = content_length(req.headers())
         && declared > max
     {
@@ -308,17 +399,17 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         Ok(r) => r,
         Err(e) => return StowrsdError::from(e).into_response(),
     };
-    let received = receive(&shared, &mut reader).await;
+    let received = receive(intake, &mut reader).await;
     if received.error.is_none() {
         reader.drain(MAX_EPILOGUE).await;
     }
-    let resp = respond(&received, format);
+    let resp = respond(&received, format, K::AGENT);
     let error = received.error.as_ref().map(|e| e.to_string());
     macro_rules! log {
         ($level:ident) => {
             tracing::$level!(
                 path,
-                study = study.as_deref().unwrap_or(""),
+                study = study.unwrap_or(""),
                 parts = received.parts,
                 stored = received.response.referenced.len(),
                 failed = received.response.failed.len(),
@@ -483,23 +574,21 @@ struct Received {
 }
 
 /// Where and how the parts of one request are stored.
-struct Ctx<'a> {
-    store_dir: Option<&'a Path>,
-    overwrite: bool,
+struct Ctx<'a, K> {
+    sink: &'a K,
     disk: Option<DiskGuard>,
     /// The reserve was reported for this request (once, not per part).
     disk_logged: bool,
 }
 
-impl<'a> Ctx<'a> {
-    fn new(shared: &'a Shared) -> Ctx<'a> {
+impl<'a, K: Sink> Ctx<'a, K> {
+    fn new(intake: &'a Intake<K>) -> Ctx<'a, K> {
         Ctx {
-            store_dir: shared.store_dir.as_deref(),
-            overwrite: shared.overwrite,
-            disk: shared
-                .store_dir
-                .as_ref()
-                .map(|d| DiskGuard::new(d.clone(), shared.min_free_disk)),
+            sink: &intake.sink,
+            disk: intake
+                .sink
+                .dir()
+                .map(|d| DiskGuard::new(Arc::from(d), intake.min_free_disk)),
             disk_logged: false,
         }
     }
@@ -527,13 +616,14 @@ impl<'a> Ctx<'a> {
     }
 }
 
-async fn receive<S, E>(shared: &Shared, reader: &mut MultipartReader<S>) -> Received
+async fn receive<K, S, E>(intake: &Intake<K>, reader: &mut MultipartReader<S>) -> Received
 where
+    K: Sink,
     S: Stream<Item = Result<Bytes, BodyError<E>>> + Unpin,
     E: std::fmt::Display,
 {
-    let limits = shared.limits;
-    let mut ctx = Ctx::new(shared);
+    let limits = intake.limits;
+    let mut ctx = Ctx::new(intake);
     let mut received = Received::default();
     let mut current: Option<Part> = None;
     let mut part_bytes = 0u64;
@@ -622,7 +712,7 @@ where
     received
 }
 
-fn respond(received: &Received, format: Format) -> Response {
+fn respond(received: &Received, format: Format, agent: &str) -> Response {
     let body = &received.response;
     match &received.error {
         None if received.parts == 0 => {
@@ -675,7 +765,7 @@ fn respond(received: &Received, format: Format) -> Response {
                     }
                 })
                 .collect();
-            if let Ok(v) = HeaderValue::from_str(&format!("299 stowrsd \"{text}\"")) {
+            if let Ok(v) = HeaderValue::from_str(&format!("299 {agent} \"{text}\"")) {
                 resp.headers_mut().insert(WARNING, v);
             }
             if e.closes() {
@@ -721,7 +811,7 @@ impl Part {
         }
     }
 
-    async fn data(&mut self, data: Bytes, ctx: &mut Ctx<'_>) {
+    async fn data<K: Sink>(&mut self, data: Bytes, ctx: &mut Ctx<'_, K>) {
         match self {
             Part::Meta { pieces, head, need } => {
                 pieces.push(data.clone());
@@ -776,8 +866,8 @@ impl Part {
     }
 
     /// Meta complete: open the temporary file and write what was held back.
-    async fn begin(meta: FileMeta, pieces: Vec<Bytes>, ctx: &mut Ctx<'_>) -> Part {
-        let Some(dir) = ctx.store_dir else {
+    async fn begin<K: Sink>(meta: FileMeta, pieces: Vec<Bytes>, ctx: &mut Ctx<'_, K>) -> Part {
+        let Some(dir) = ctx.sink.dir() else {
             return Part::Writing { meta, file: None };
         };
         let mut file = match TempFile::create(dir).await {
@@ -809,7 +899,7 @@ impl Part {
     }
 
     /// The part ended cleanly.
-    async fn finish(self, ctx: &mut Ctx<'_>) -> Result<ReferencedSop, FailedSop> {
+    async fn finish<K: Sink>(self, ctx: &mut Ctx<'_, K>) -> Result<ReferencedSop, FailedSop> {
         let part = match self {
             Part::Meta { pieces, head, .. } => match meta::parse(&head, true) {
                 Ok(Progress::Done(m)) => Part::begin(m, pieces, ctx).await,
@@ -823,23 +913,10 @@ impl Part {
         };
         match part {
             Part::Writing { meta, file } => {
-                if let (Some(file), Some(dir)) = (file, ctx.store_dir) {
-                    let dest = dir.join(format!("{}.dcm", meta.sop_instance_uid));
-                    match file.commit(&dest, ctx.overwrite).await {
-                        Ok(Committed::Stored) => {}
-                        Ok(Committed::AlreadyIdentical) => {
-                            tracing::info!(sop_instance_uid = %meta.sop_instance_uid, "instance already stored with the same bytes: kept");
-                        }
-                        Ok(Committed::AlreadyDifferent) => {
-                            tracing::warn!(
-                                sop_instance_uid = %meta.sop_instance_uid,
-                                "instance already stored with other bytes: kept, the received one dropped (--overwrite replaces it)"
-                            );
-                            return Err(failed(&meta, failure_reason::DUPLICATE_SOP_INSTANCE));
-                        }
-                        Err(e) => return Err(io_failure(&meta, &e)),
-                    }
+                if let Some(file) = file {
+                    return ctx.sink.commit(file, meta).await;
                 }
+                // Discarded (no store directory): read, not kept.
                 Ok(ReferencedSop {
                     sop_class_uid: meta.sop_class_uid,
                     sop_instance_uid: meta.sop_instance_uid,
@@ -883,7 +960,7 @@ fn cannot_understand() -> FailedSop {
 }
 
 /// `meta`'s instance failed with `reason`.
-fn failed(meta: &FileMeta, reason: u16) -> FailedSop {
+pub(crate) fn failed(meta: &FileMeta, reason: u16) -> FailedSop {
     FailedSop {
         sop_class_uid: Some(meta.sop_class_uid.clone()),
         sop_instance_uid: Some(meta.sop_instance_uid.clone()),
@@ -891,7 +968,7 @@ fn failed(meta: &FileMeta, reason: u16) -> FailedSop {
     }
 }
 
-fn io_failure(meta: &FileMeta, e: &io::Error) -> FailedSop {
+pub(crate) fn io_failure(meta: &FileMeta, e: &io::Error) -> FailedSop {
     tracing::warn!(sop_instance_uid = %meta.sop_instance_uid, error = %e, "storing instance failed");
     failed(
         meta,

@@ -23,6 +23,12 @@ pub mod failure_reason {
     /// Refused: out of resources: the disk is full, the free-disk reserve
     /// is reached, or a limit of the request cut the part off.
     pub const OUT_OF_RESOURCES: u16 = 0xA700;
+    /// Error: data set does not match SOP Class (PS3.4 C.4.2.1.4), which
+    /// PS3.18 § 10.5 also uses for an instance of another study than the
+    /// one in the request's path. Not used by stowrsd itself (it does not
+    /// parse the data set); STOW-RS into the archive (`crate::api::stow_in`)
+    /// answers it for that and for missing or invalid UIDs.
+    pub const DATA_SET_MISMATCH: u16 = 0xA900;
     /// Error: cannot understand — the part is not `application/dicom`, not a
     /// DICOM Part 10 file, has broken file meta information or invalid UIDs.
     pub const CANNOT_UNDERSTAND: u16 = 0xC000;

@@ -132,6 +132,33 @@ impl TempFile {
         }
     }
 
+    /// Flushes and fsyncs the file and hands it over under its temporary
+    /// name, for a caller that stores it elsewhere (the archive takes it
+    /// from there: `crate::api::stow_in`). On error the file is removed.
+    /// Until it returns the file is still removed if the future is
+    /// dropped, so a client that goes away leaves nothing behind.
+    pub async fn persist(mut self) -> io::Result<PathBuf> {
+        let synced = match self.inner.as_mut() {
+            Some((_, w)) => match w.flush().await {
+                // Data on disk before anyone may take it for stored.
+                Ok(()) => w.get_ref().sync_all().await,
+                Err(e) => Err(e),
+            },
+            None => Err(io::Error::other("temporary file already closed")),
+        };
+        if let Err(e) = synced {
+            self.abort().await;
+            return Err(e);
+        }
+        match self.inner.take() {
+            Some((path, w)) => {
+                drop(w);
+                Ok(path)
+            }
+            None => Err(io::Error::other("temporary file already closed")),
+        }
+    }
+
     /// Closes and removes the file.
     pub async fn abort(mut self) {
         if let Some((path, w)) = self.inner.take() {
@@ -349,6 +376,17 @@ mod tests {
         let f = TempFile::create(&dir).await.unwrap();
         drop(f);
         assert_eq!(entries(&dir), vec!["a.dcm"]);
+    }
+
+    #[tokio::test]
+    async fn persist_hands_the_synced_file_over() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let f = temp_with(dir, &vec![3u8; 300_000]).await;
+        let path = f.persist().await.unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), vec![3u8; 300_000]);
+        assert_eq!(entries(dir).len(), 1);
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[tokio::test]
