@@ -54,38 +54,69 @@ pub struct Command {
 /// Why a command set could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
-    #[error("malformed command set: {0}")]
-    Malformed(#[source] dicom_object::ReadError),
+    #[error("malformed command set at byte {offset}: {reason}")]
+    Malformed { offset: usize, reason: &'static str },
     #[error("command set lacks {0}")]
     Missing(&'static str),
 }
 
 /// Reads a command set (implicit VR little endian, as PS3.7 requires).
+///
+/// Walked by hand rather than by a data set parser: every length is
+/// checked against the bytes there are before anything is taken, so a
+/// peer's declared length never decides an allocation.
 pub fn read_command(bytes: &[u8]) -> Result<Command, CommandError> {
-    let obj = InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
-        .map_err(CommandError::Malformed)?;
-    let u16_of = |tag, name| {
-        obj.get(tag)
-            .and_then(|e| e.to_int::<u16>().ok())
-            .ok_or(CommandError::Missing(name))
-    };
-    let uid_of = |tag| {
-        obj.get(tag)
-            .and_then(|e| e.to_str().ok())
-            .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
-            .unwrap_or_default()
-    };
-    let field = u16_of(tags::COMMAND_FIELD, "CommandField (0000,0100)")?;
-    let message_id = u16_of(tags::MESSAGE_ID, "MessageID (0000,0110)")?;
-    let data_set_type = u16_of(
-        tags::COMMAND_DATA_SET_TYPE,
-        "CommandDataSetType (0000,0800)",
-    )?;
+    let mut field = None;
+    let mut message_id = None;
+    let mut data_set_type = None;
+    let mut sop_class_uid = String::new();
+    let mut sop_instance_uid = String::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let malformed = |reason| CommandError::Malformed { offset: at, reason };
+        let head = bytes
+            .get(at..at + 8)
+            .ok_or_else(|| malformed("an element header is cut off"))?;
+        let group = u16::from_le_bytes([head[0], head[1]]);
+        let element = u16::from_le_bytes([head[2], head[3]]);
+        let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+        if group != 0x0000 {
+            return Err(malformed("an element outside group 0000"));
+        }
+        let value = bytes
+            .get(at + 8..)
+            .and_then(|rest| rest.get(..len))
+            .ok_or_else(|| malformed("a value longer than the command set"))?;
+        let us = || {
+            value
+                .get(..2)
+                .map(|v| u16::from_le_bytes([v[0], v[1]]))
+                .ok_or_else(|| malformed("a US value shorter than 2 bytes"))
+        };
+        let ui = || {
+            std::str::from_utf8(value)
+                .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+                .map_err(|_| malformed("a UID that is not text"))
+        };
+        match element {
+            0x0002 => sop_class_uid = ui()?,
+            0x0100 => field = Some(us()?),
+            0x0110 => message_id = Some(us()?),
+            0x0800 => data_set_type = Some(us()?),
+            0x1000 => sop_instance_uid = ui()?,
+            _ => {}
+        }
+        at += 8 + len;
+    }
+    let field = field.ok_or(CommandError::Missing("CommandField (0000,0100)"))?;
+    let message_id = message_id.ok_or(CommandError::Missing("MessageID (0000,0110)"))?;
+    let data_set_type =
+        data_set_type.ok_or(CommandError::Missing("CommandDataSetType (0000,0800)"))?;
     Ok(Command {
         field,
         message_id,
-        sop_class_uid: uid_of(tags::AFFECTED_SOP_CLASS_UID),
-        sop_instance_uid: uid_of(tags::AFFECTED_SOP_INSTANCE_UID),
+        sop_class_uid,
+        sop_instance_uid,
         has_data_set: data_set_type != NO_DATA_SET,
     })
 }
@@ -155,6 +186,31 @@ pub fn response(rq: &Command, status: u16, comment: Option<&str>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_lengths_are_errors_not_allocations() {
+        // (0000,0100) declaring 4 GiB of value in a 12-byte command set.
+        let mut cmd = vec![0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff];
+        cmd.extend_from_slice(&[1, 0, 0, 0]);
+        let e = read_command(&cmd).unwrap_err();
+        assert!(e.to_string().contains("byte 0"), "{e}");
+        assert!(matches!(
+            read_command(&[0, 0, 0]),
+            Err(CommandError::Malformed { .. })
+        ));
+        // Another group.
+        let other = [8, 0, 0x60, 0, 2, 0, 0, 0, b'C', b'T'];
+        assert!(matches!(
+            read_command(&other),
+            Err(CommandError::Malformed { .. })
+        ));
+        // Well formed but incomplete.
+        let only_field = [0, 0, 0, 1, 2, 0, 0, 0, 0x30, 0];
+        assert!(matches!(
+            read_command(&only_field),
+            Err(CommandError::Missing(_))
+        ));
+    }
 
     #[test]
     fn a_response_reads_back_with_its_status_and_ids() {
