@@ -27,8 +27,9 @@
 //! - Archive errors map to FailureReason as the Storage SCP maps them to
 //!   C-STORE statuses ([`crate::forward::refusal_status`]).
 //!
-//! Owns: the AE title check and the archive sink. Must not touch: the HTTP side of a Store
-//! Transaction (stowrsd's), how an object is stored and matched to rules
+//! Owns: the AE title check and the archive sink. Must not touch: the
+//! HTTP side of a Store Transaction (stowrsd's), how an object is stored
+//! and matched to rules
 //! (the archive's and [`crate::forward`]'s), authentication (the router's
 //! layers, `crate::app`).
 
