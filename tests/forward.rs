@@ -897,28 +897,46 @@ async fn instances_arriving_with_no_delay_join_the_task_that_waits() {
     let (_, files) = study(&tmp.path().join("src"), 20, 16);
     let (ok, out) = storescu(b.scp, "MODALITY1", &files).await;
     assert!(ok, "{out}");
-    // Every pending export has been turned into a task or joined one.
-    eventually(Duration::from_secs(30), || async {
-        match next_export_due(&b.data).await {
-            None => Ok(()),
-            Some(t) => Err(format!("an export is pending, due {t}")),
-        }
-    })
-    .await;
+    // One task runs (held at the destination); what arrived meanwhile
+    // waits for it: at most one more task, not one per instance.
     let tasks = rule_tasks(&b.svc, "No delay").await;
-    // One task running, at most one waiting for what arrived meanwhile;
-    // not one per instance.
     assert!(
         !tasks.is_empty() && tasks.len() <= 2,
         "{} tasks: {tasks:?}",
         tasks.len()
     );
     rcv.release();
-    let tasks = wait_rule_tasks(&b.svc, "No delay", tasks.len()).await;
+    // Everything forwarded, nothing pending, every task ended.
+    let tasks = eventually(Duration::from_secs(60), || async {
+        let tasks = rule_tasks(&b.svc, "No delay").await;
+        let held = files
+            .iter()
+            .filter(|f| rcv.dir.join(format!("{}.dcm", sop_uid(f))).exists())
+            .count();
+        let pending = next_export_due(&b.data).await;
+        if held == files.len() && pending.is_none() && tasks.iter().all(ended) {
+            Ok(tasks)
+        } else {
+            Err(format!(
+                "{held} forwarded, pending {pending:?}, tasks {tasks:?}"
+            ))
+        }
+    })
+    .await;
+    assert!(tasks.len() <= 3, "{} tasks: {tasks:?}", tasks.len());
     assert!(
         tasks.iter().all(|t| t["status"] == "COMPLETED"),
         "{tasks:?}"
     );
     assert_forwarded(&rcv.dir, &files);
+    // A follow-up carries over what the earlier task stored: every
+    // instance went over the wire once, and the last task accounts for
+    // the whole study.
+    assert_eq!(rcv.seen().len(), files.len(), "one request per instance");
+    let newest = tasks
+        .iter()
+        .max_by_key(|t| t["createdTime"].as_str().unwrap_or("").to_string())
+        .unwrap();
+    assert_eq!(newest["completed"], files.len(), "{newest}");
     b.svc.stop().await;
 }

@@ -310,6 +310,12 @@ impl Archive {
         Ok(self.inner.index.due_exports(now, limit).await?)
     }
 
+    /// Records pending exports, or pushes an existing one's due time back
+    /// (see [`ArchiveIndex::add_exports`]).
+    pub async fn add_exports(&self, exports: Vec<PendingExport>) -> Result<(), ArchiveError> {
+        Ok(self.inner.index.add_exports(exports).await?)
+    }
+
     /// Removes a pending export whose task was queued; see
     /// [`ArchiveIndex::finish_export`].
     pub async fn finish_export(&self, export: &PendingExport) -> Result<(), ArchiveError> {

@@ -5,7 +5,11 @@
 //! embedded or RabbitMQ, with the rule's name as its `batchID`, so the
 //! monitor lists and filters a rule's tasks as a batch; unless a task of
 //! the same exporter and entity is still SCHEDULED, which the new
-//! instances join (it lists the entity's instances when it starts). The task is queued
+//! instances join (it lists the entity's instances when it starts).
+//! A follow-up (the rule's earlier task of the entity has run) waits until
+//! that task has ended and starts with its stored instances carried over,
+//! so it sends only the instances that arrived since; a rescheduled task
+//! still sends everything. The task is queued
 //! first and the pending export removed after: a crash in between queues
 //! the export a second time (the destination answers the instances it
 //! holds as already stored) rather than losing it. With several instances
@@ -15,6 +19,7 @@
 //! Owns the loop and its waiting. Must not touch the index's tables (it
 //! goes through [`Archive`]) or run exports (the workers do).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +31,7 @@ use crate::archive::{Archive, PendingExport};
 use crate::config::LiveConfig;
 use crate::metrics::Metrics;
 use crate::queue::{NewTask, Submit};
-use crate::task::TaskRequest;
+use crate::task::{Status, TaskRequest};
 
 /// Pending exports queued per round.
 const BATCH: usize = 200;
@@ -34,6 +39,14 @@ const BATCH: usize = 200;
 /// instance on the same database may have recorded one due sooner than
 /// this one knows of.
 const MAX_WAIT: Duration = Duration::from_secs(2);
+/// The rule's earlier tasks of an entity whose results a follow-up task
+/// carries over.
+const EARLIER_TASKS: u64 = 3;
+/// How long a due export waits while the rule's task of its entity runs.
+const FOLLOW_UP_WAIT: chrono::TimeDelta = chrono::TimeDelta::milliseconds(250);
+/// How long a follow-up task is held so that its carried-over results are
+/// recorded before a worker takes it.
+const CARRY_OVER_DELAY: chrono::TimeDelta = chrono::TimeDelta::milliseconds(300);
 /// The wait after the index or the queue failed.
 const RETRY_WAIT: Duration = Duration::from_secs(1);
 
@@ -132,8 +145,50 @@ async fn round(
             archive.finish_export(&export).await?;
             continue;
         }
+        // A follow-up of the rule's earlier task for this entity sends only
+        // what that task did not store: while the earlier one runs, wait
+        // for its results; then carry them over.
+        let earlier = submit
+            .earlier(&request, EARLIER_TASKS)
+            .await
+            .map_err(queue_error)?;
+        if earlier.iter().any(|t| t.status == Status::InProcess) {
+            let mut later = export.clone();
+            later.due = Utc::now() + FOLLOW_UP_WAIT;
+            archive.add_exports(vec![later]).await?;
+            continue;
+        }
+        let mut carried = BTreeMap::new();
+        for t in &earlier {
+            for r in submit.stored_by(&t.task_id).await.map_err(queue_error)? {
+                carried.entry(r.sop_iuid.clone()).or_insert(r);
+            }
+        }
+        let mut request = request;
+        if !carried.is_empty() {
+            // Not taken before its carried-over results are recorded.
+            request.scheduled_time = Some(Utc::now() + CARRY_OVER_DELAY);
+        }
         let task = NewTask::for_exporter(request, snapshot.device_name.clone(), exporter);
         let created = submit.publish(task).await.map_err(queue_error)?;
+        if !carried.is_empty() {
+            let n = carried.len();
+            match submit
+                .carry_over(&created.task_id, carried.into_values().collect())
+                .await
+            {
+                Ok(()) => tracing::info!(
+                    task = %created.task_id,
+                    rule = %export.rule,
+                    carried = n,
+                    "export rule follow-up: instances the rule's earlier tasks stored are not sent again"
+                ),
+                // The task then sends the whole entity: more traffic, no loss.
+                Err(e) => {
+                    tracing::warn!(task = %created.task_id, error = %e, "cannot carry over the earlier task's results")
+                }
+            }
+        }
         tracing::info!(
             task = %created.task_id,
             rule = %export.rule,

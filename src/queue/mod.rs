@@ -52,7 +52,7 @@ use serde::Serialize;
 
 use crate::config::{Exporter, LiveConfig};
 use crate::db::Synchronous;
-use crate::outcome::Outcome;
+use crate::outcome::{InstanceResult, Outcome};
 use crate::task::{ExportTask, Status, TaskRequest};
 
 pub use amqp::{AmqpQueue, BrokerError};
@@ -538,6 +538,56 @@ impl Submit {
             t.series() == request.series_iuid.as_deref()
                 && t.instance() == request.sop_iuid.as_deref()
         }))
+    }
+
+    /// The earlier tasks of `request`'s exporter, entity and batch that
+    /// have left SCHEDULED (running or ended), the most recently updated
+    /// first, at most `limit`.
+    pub async fn earlier(
+        &self,
+        request: &TaskRequest,
+        limit: u64,
+    ) -> Result<Vec<ExportTask>, QueueError> {
+        let tasks = self
+            .store
+            .list(TaskFilter {
+                exporter_ids: vec![request.exporter_id.clone()],
+                study_iuid: Some(request.study_iuid.clone()),
+                batch_id: request.batch_id.clone(),
+                limit: Some(limit.saturating_mul(4)),
+                ..TaskFilter::default()
+            })
+            .await?;
+        Ok(tasks
+            .into_iter()
+            .filter(|t| {
+                t.status != Status::Scheduled
+                    && t.series() == request.series_iuid.as_deref()
+                    && t.instance() == request.sop_iuid.as_deref()
+            })
+            .take(limit as usize)
+            .collect())
+    }
+
+    /// The instances `task_id` stored (COMPLETED or WARNING).
+    pub async fn stored_by(&self, task_id: &str) -> Result<Vec<InstanceResult>, QueueError> {
+        Ok(self
+            .store
+            .instance_results(task_id)
+            .await?
+            .into_values()
+            .filter(|r| r.status.is_stored())
+            .collect())
+    }
+
+    /// Records `results` as `task_id`'s own before it starts: it resumes
+    /// after them, as after an interrupted run, and sends only the rest.
+    pub async fn carry_over(
+        &self,
+        task_id: &str,
+        results: Vec<InstanceResult>,
+    ) -> Result<(), QueueError> {
+        self.store.record_instances(task_id, results).await
     }
 
     /// Resets the record ([`TaskStore::reschedule`], e.g.
