@@ -569,7 +569,7 @@ m_forward() { # set rep
     lat=$(sub "$t_done" "$SCU_T1")
     others=$(($(busy_of "$m1") - $(busy_of "$m0") - (s1 - s0) - (r1 - r0)))
     record forward "$set" "$rep" "$wall" "$lat" $((s1 - s0)) $((r1 - r0)) "$SCU_CPU" "$hwm" "$others" "$ntasks" "$sent" "$ended"
-    say "rep $rep $set forward: $wall s end to end (storescu $(sub "$SCU_T1" "$SCU_T0") s, then $lat s), $ntasks task(s) ($statuses), $sent instances sent by them, serve CPU $(ticks_to_s $((s1 - s0))) s, stowrsd CPU $(ticks_to_s $((r1 - r0))) s, peak RSS $((hwm / 1024)) MiB"
+    say "rep $rep $set forward: $wall s end to end (storescu $(sub "$SCU_T1" "$SCU_T0") s, then $lat s), $ntasks task(s) ($statuses), $sent instances completed by them (carried-over ones included), serve CPU $(ticks_to_s $((s1 - s0))) s, stowrsd CPU $(ticks_to_s $((r1 - r0))) s, peak RSS $((hwm / 1024)) MiB"
 }
 
 run_one() { # kind set rep
@@ -703,7 +703,7 @@ for s in sets:
         lats = ", ".join(f"{v:.3f}" for v in f["lats"])
         tasks = " / ".join(t if e == t else f"{t} ({e} ended)" for t, e in zip(f["tasks"], f["ended"]))
         print(f"| {s} | forward latency: last C-STORE (storescu's end) → receiver holds all | {f['lat']:.3f} ({lats}) | | | "
-              f"rule's tasks per run: {tasks}; instances they sent: {' / '.join(f['sent'])} (set: {size[s][0]}) | | | |")
+              f"rule's tasks per run: {tasks}; instances their tasks completed (carried over from an earlier task included): {' / '.join(f['sent'])} (set: {size[s][0]}) | | | |")
 print()
 ok = peak < 150
 verdicts.append(("peak RSS of serve (store, export, forward) < 150 MB", ok, f"{peak:.1f} MB"))
