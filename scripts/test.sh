@@ -25,7 +25,8 @@ command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || need_apt+=(slapd)
 command -v ldapadd >/dev/null 2>&1 || need_apt+=(ldap-utils)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # CharLS (the JPEG-LS codec) builds with cmake; dcmtk makes compressed test
-# objects and is a reference decoder; opj_decompress is the JPEG 2000
+# objects, is a reference decoder and the DICOM client (echoscu, storescu)
+# of the Storage SCP tests; opj_decompress is the JPEG 2000
 # reference of the decompression benchmark.
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v dcmcjpeg >/dev/null 2>&1 || need_apt+=(dcmtk)
