@@ -185,38 +185,8 @@ avail_kb=$(df -Pk "$WORK" | awk 'NR == 2 {print $4}')
 say "work dir $WORK ($(stat -f -c %T "$WORK"); about $((need_kb / 1024)) MiB needed, $((avail_kb / 1024)) MiB free)"
 
 # bind() of a wildcard address binds loopback instead: storescp and Orthanc
-# 1.10 have no bind-address option (the same shim as scripts/orthanc.sh).
-SHIM=$WORK/bind-loopback.so
-cat >"$WORK/bind-loopback.c" <<'EOF'
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <netinet/in.h>
-#include <string.h>
-#include <sys/socket.h>
-
-int bind(int fd, const struct sockaddr *addr, socklen_t len) {
-    static int (*real)(int, const struct sockaddr *, socklen_t);
-    if (!real) real = (int (*)(int, const struct sockaddr *, socklen_t))dlsym(RTLD_NEXT, "bind");
-    if (addr && addr->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
-        struct sockaddr_in a;
-        memcpy(&a, addr, sizeof a);
-        if (a.sin_addr.s_addr == htonl(INADDR_ANY)) {
-            a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-            return real(fd, (const struct sockaddr *)&a, sizeof a);
-        }
-    } else if (addr && addr->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
-        struct sockaddr_in6 a;
-        memcpy(&a, addr, sizeof a);
-        if (memcmp(&a.sin6_addr, &in6addr_any, sizeof a.sin6_addr) == 0) {
-            a.sin6_addr = in6addr_loopback;
-            return real(fd, (const struct sockaddr *)&a, sizeof a);
-        }
-    }
-    return real(fd, addr, len);
-}
-EOF
-cc -shared -fPIC -O2 -o "$SHIM" "$WORK/bind-loopback.c" -ldl 2>"$LOGS/cc.log" ||
-    { cat "$LOGS/cc.log" >&2; die "cannot build the loopback bind shim"; }
+# 1.10 have no bind-address option (scripts/orthanc.sh builds the shim).
+SHIM=$("$ROOT/scripts/orthanc.sh" shim) || die "cannot build the loopback bind shim"
 # Fails when PORT listens on anything but 127.0.0.1.
 loopback_only() { # port what
     local addrs

@@ -18,6 +18,10 @@
 #   scripts/orthanc.sh stop WORKDIR
 #       Stops the Orthanc whose PID is in WORKDIR/orthanc.pid and waits for
 #       it to exit (it takes a few seconds). Does nothing if it is not running.
+#   scripts/orthanc.sh shim
+#       Prints the path of the LD_PRELOAD library described below (building
+#       it first), for other servers without a bind-address option
+#       (bench/forward.sh's storescp); fails without a C compiler.
 #
 # Environment (start):
 #   ORTHANC_STOW_TARGET=URL     a DICOMweb server "stowrsd" with this base URL
@@ -301,6 +305,11 @@ case "$cmd" in
   install) [ $# -eq 0 ] || usage; cmd_install ;;
   start) cmd_start "$@" ;;
   stop) cmd_stop "$@" ;;
+  shim)
+    [ $# -eq 0 ] || usage
+    so="$(loopback_shim)"
+    [ -n "$so" ] || { echo "orthanc.sh: no C compiler for the loopback shim" >&2; exit 1; }
+    printf '%s\n' "$so" ;;
   -h|--help|help) usage ;;
   *) usage ;;
 esac

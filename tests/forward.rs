@@ -269,6 +269,12 @@ fn assert_stored(data: &Path, sources: &[PathBuf], calling: &str) {
     }
 }
 
+/// The service's `/metrics` text.
+async fn metrics(svc: &Service) -> String {
+    let r = svc.http.get(format!("http://{}/metrics", svc.addr)).send();
+    r.await.unwrap().text().await.unwrap()
+}
+
 /// The tasks whose batchID is `rule`.
 async fn rule_tasks(svc: &Service, rule: &str) -> Vec<Value> {
     svc.list("")
@@ -352,16 +358,7 @@ async fn echoscu_and_storescu_objects_are_stored_byte_for_byte() {
     assert!(ok, "repeated C-STORE: {out}");
     assert_eq!(a.count().await.unwrap(), files.len() as u64);
 
-    let metrics = b
-        .svc
-        .http
-        .get(format!("http://{}/metrics", b.svc.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&b.svc).await;
     let line = metrics
         .lines()
         .find(|l| {
@@ -382,11 +379,19 @@ async fn a_study_sent_over_several_associations_becomes_one_task() {
     let extra = rule("Whole study", "Study", "PT3S", &[]);
     let b = start(tmp.path(), rcv.addr.port(), &extra).await;
     let (_, files) = study(&tmp.path().join("src"), 4, 32);
-    // Four associations, a pause between them shorter than dcmDuration.
+    // Four associations, each instance pushing the study's export back
+    // to dcmDuration after it.
     for f in &files {
+        let before = chrono::Utc::now();
         let (ok, out) = storescu(b.scp, "MODALITY1", std::slice::from_ref(f)).await;
         assert!(ok, "{out}");
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        eventually(Duration::from_secs(10), || async {
+            match next_export_due(&b.data).await {
+                Some(due) if due >= before + chrono::Duration::seconds(3) => Ok(()),
+                other => Err(format!("the study's export is due {other:?}")),
+            }
+        })
+        .await;
     }
     let tasks = wait_rule_tasks(&b.svc, "Whole study", 1).await;
     assert_eq!(tasks.len(), 1, "one task for the study: {tasks:?}");
@@ -482,16 +487,7 @@ async fn conditions_decide_which_rules_forward() {
             assert!(t.is_empty(), "{cn} must not fire: {t:?}");
         }
     }
-    let metrics = b
-        .svc
-        .http
-        .get(format!("http://{}/metrics", b.svc.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&b.svc).await;
     for family in [
         "stow_exporter_export_rule_matches",
         "stow_exporter_export_rule_tasks",

@@ -201,28 +201,55 @@ pub(super) async fn import_file(archive: &Archive, path: &Path) -> Result<Import
     .await?;
 
     let size = rec.size;
-    match inner.index.commit(rec, tmp.clone()).await {
+    let committed = inner.index.commit(rec, tmp.clone()).await;
+    match settle(path, &tmp, dest, size, committed).await? {
+        Settled::Stored(instance) => {
+            tracing::debug!(path = %path.display(), sop_iuid = %instance.sop_iuid, "stored");
+            Ok(Imported::Stored(instance))
+        }
+        // Lost a race with a concurrent import of the same UID.
+        Settled::Existing(found, same) => outcome(path, found, same),
+    }
+}
+
+/// What a commit of `tmp` (bound for `dest`) came to.
+enum Settled {
+    /// Stored, its directory durable.
+    Stored(super::StoredInstance),
+    /// Another file holds the UID; whether it has the same bytes.
+    Existing(super::StoredInstance, bool),
+}
+
+/// Finishes a commit of `tmp` for `path`: makes a stored file's directory
+/// durable, compares a refused one with the stored file, and removes the
+/// temp file wherever it was not renamed into place.
+async fn settle(
+    path: &Path,
+    tmp: &Path,
+    dest: PathBuf,
+    size: u64,
+    committed: Result<Commit, super::IndexError>,
+) -> Result<Settled, ImportError> {
+    match committed {
         Ok(Commit::Stored(instance)) => {
             // The rename is durable only once its directory is. Done
             // before the file is reported stored; should it not happen (a
             // crash), the index row points at a missing file, which the
             // next import of the same object restores.
             blocking(path, {
-                let (path, dest) = (path.to_path_buf(), dest.clone());
+                let path = path.to_path_buf();
                 move || {
                     sync_parent(&dest).map_err(|source| ImportError::Store { path, dest, source })
                 }
             })
             .await?;
-            tracing::debug!(path = %path.display(), sop_iuid = %instance.sop_iuid, "stored");
-            Ok(Imported::Stored(instance))
+            Ok(Settled::Stored(instance))
         }
         Ok(Commit::Existing(found)) => {
-            // Lost a race with a concurrent import of the same UID.
             let stored = found.path.clone();
             let same = blocking(path, {
                 let path = path.to_path_buf();
-                let tmp = tmp.clone();
+                let tmp = tmp.to_path_buf();
                 move || {
                     let result = File::open(&tmp).and_then(|f| same_content(f, size, &stored));
                     remove_quietly(&tmp);
@@ -230,21 +257,24 @@ pub(super) async fn import_file(archive: &Archive, path: &Path) -> Result<Import
                 }
             })
             .await?;
-            outcome(path, found, same)
+            Ok(Settled::Existing(found, same))
         }
         Ok(Commit::RenameFailed(source)) => {
-            remove_quietly_async(&tmp).await;
+            remove_quietly_async(tmp).await;
             Err(ImportError::Store {
                 path: path.to_path_buf(),
                 dest,
                 source,
             })
         }
-        Err(e) => {
+        Err(source) => {
             // If the rename happened before the failure the temp file is
             // gone and the stored file is orphaned; a later import reuses it.
-            remove_quietly_async(&tmp).await;
-            Err(index_err(e))
+            remove_quietly_async(tmp).await;
+            Err(ImportError::Index {
+                path: path.to_path_buf(),
+                source,
+            })
         }
     }
 }
@@ -308,33 +338,13 @@ where
         source,
     };
     let size = rec.size;
-    match inner
+    let committed = inner
         .index
         .commit_with_exports(rec, tmp.clone(), planned.when_new)
-        .await
-    {
-        Ok(Commit::Stored(instance)) => {
-            blocking(path, {
-                let (path, dest) = (path.to_path_buf(), dest.clone());
-                move || {
-                    sync_parent(&dest).map_err(|source| ImportError::Store { path, dest, source })
-                }
-            })
-            .await?;
-            Ok(Imported::Stored(instance))
-        }
-        Ok(Commit::Existing(found)) => {
-            let stored = found.path.clone();
-            let same = blocking(path, {
-                let path = path.to_path_buf();
-                let tmp = tmp.clone();
-                move || {
-                    let result = File::open(&tmp).and_then(|f| same_content(f, size, &stored));
-                    remove_quietly(&tmp);
-                    result.map_err(|e| compare_err(&path, &stored, e))
-                }
-            })
-            .await?;
+        .await;
+    match settle(path, &tmp, dest, size, committed).await? {
+        Settled::Stored(instance) => Ok(Imported::Stored(instance)),
+        Settled::Existing(found, same) => {
             if same && !planned.when_again.is_empty() {
                 inner
                     .index
@@ -343,18 +353,6 @@ where
                     .map_err(index_err)?;
             }
             outcome(path, found, same)
-        }
-        Ok(Commit::RenameFailed(source)) => {
-            remove_quietly_async(path).await;
-            Err(ImportError::Store {
-                path: path.to_path_buf(),
-                dest,
-                source,
-            })
-        }
-        Err(e) => {
-            remove_quietly_async(path).await;
-            Err(index_err(e))
         }
     }
 }
