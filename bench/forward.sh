@@ -69,28 +69,6 @@ T_START=$EPOCHREALTIME
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
-# lib.sh's stop_pid with a poll instead of its background watchdog (as
-# bench/instances.sh): SIGTERM, SIGKILL after 15 s.
-stop_pid() {
-    local pid=$1 i
-    if kill -0 "$pid" 2>/dev/null; then
-        kill "$pid" 2>/dev/null || true
-        for ((i = 0; i < 150; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) == Z ]] && break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null && [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]]; then
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$pid" 2>/dev/null || true
-    local keep=() p
-    for p in ${PIDS[@]+"${PIDS[@]}"}; do
-        [[ $p == "$pid" ]] || keep+=("$p")
-    done
-    PIDS=(${keep[@]+"${keep[@]}"})
-}
 on_exit() {
     local rc=$?
     trap - EXIT INT TERM ERR

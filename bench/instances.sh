@@ -50,27 +50,6 @@ PUB=$ROOT/bench/amqp_publish.py
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
-# lib.sh's stop_pid with a poll instead of its background watchdog: killing
-# that watchdog subshell makes bash report "wait_for: No record of process"
-# and trip the ERR trap on the next stop. SIGTERM, SIGKILL after 15 s.
-stop_pid() {
-    local pid=$1 i
-    if kill -0 "$pid" 2>/dev/null; then
-        kill "$pid" 2>/dev/null || true
-        for ((i = 0; i < 150; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-    local keep=() p
-    for p in ${PIDS[@]+"${PIDS[@]}"}; do
-        [[ $p == "$pid" ]] || keep+=("$p")
-    done
-    PIDS=(${keep[@]+"${keep[@]}"})
-}
-
 usage="usage: $0 [N=2000] [LAT_N=100] [SPACING_MS=20] [LARGE=20]"
 [[ $N =~ ^[1-9][0-9]*$ ]] || die "N must be a positive integer (got '$N'); $usage"
 [[ $LAT_N =~ ^[1-9][0-9]*$ ]] || die "LAT_N must be a positive integer (got '$LAT_N'); $usage"

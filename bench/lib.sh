@@ -16,19 +16,24 @@ export STOW_EXPORTER_DICOM_LISTEN="${STOW_EXPORTER_DICOM_LISTEN:-none}"
 PIDS=()
 WORK=""
 
-# Stops one process started with start_bg: SIGTERM, SIGKILL after 15 s.
+# Stops one process started with start_bg: SIGTERM, SIGKILL after 15 s. A
+# poll, not a background watchdog: killing a watchdog subshell makes bash
+# report "wait_for: No record of process" and trip the ERR trap on the next
+# stop; a zombie (exited, not yet waited for) counts as stopped.
 stop_pid() {
-    local pid=$1 watchdog
+    local pid=$1 i
     if kill -0 "$pid" 2>/dev/null; then
         kill "$pid" 2>/dev/null || true
-        (sleep 15 && kill -KILL "$pid" 2>/dev/null) >/dev/null 2>&1 &
-        watchdog=$!
-        wait "$pid" 2>/dev/null || true
-        kill "$watchdog" 2>/dev/null || true
-        wait "$watchdog" 2>/dev/null || true
-    else
-        wait "$pid" 2>/dev/null || true
+        for ((i = 0; i < 150; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) == Z ]] && break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null && [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]]; then
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
     fi
+    wait "$pid" 2>/dev/null || true
     local keep=() p
     for p in ${PIDS[@]+"${PIDS[@]}"}; do
         [[ $p == "$pid" ]] || keep+=("$p")
